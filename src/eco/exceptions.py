@@ -1,0 +1,54 @@
+"""Exceptions raised by eco.
+
+Every error a user can trigger with bad input derives from :class:`EcoError`
+and from the built-in exception a scikit-learn user would expect
+(``ValueError`` for bad values, ``KeyError`` for unknown ids), so both
+``except eco.exceptions.UnknownIdError`` and ``except KeyError`` work.
+A call that raises one of these leaves the model exactly as it was.
+"""
+
+__all__ = [
+    "EcoError",
+    "InvalidInputError",
+    "UnknownIdError",
+    "DuplicateIdError",
+    "UnseenLabelError",
+    "ModelFileError",
+    "DataFormatError",
+    "UnlearningError",
+]
+
+
+class EcoError(Exception):
+    """Base class of every error raised by eco."""
+
+
+class InvalidInputError(EcoError, ValueError):
+    """Input with the wrong shape, dtype, non-finite values or bad parameters."""
+
+
+class UnknownIdError(EcoError, KeyError):
+    """An id that the model never saw, or one that has already been removed."""
+
+    def __str__(self):  # KeyError quotes its argument; show the message as is
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateIdError(EcoError, ValueError):
+    """The same id given twice in one call, or an id that is already active."""
+
+
+class UnseenLabelError(EcoError, ValueError):
+    """A label in ``increment`` that is not one of the classes seen in ``fit``."""
+
+
+class ModelFileError(EcoError, ValueError):
+    """A saved model that is truncated, tampered with, of another version, or not eco's."""
+
+
+class DataFormatError(EcoError, ValueError):
+    """A data file (for example an IDX file) that is corrupt or not of the expected format."""
+
+
+class UnlearningError(EcoError, RuntimeError):
+    """An update that could not be completed; the model is left as it was before the call."""

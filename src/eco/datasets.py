@@ -1,0 +1,480 @@
+"""Data sets for eco: embedded digits, MNIST from IDX files, the benchmark workload.
+
+Nothing here downloads anything.
+
+- :func:`load_digits` returns scikit-learn's embedded 8x8 digits (1,797 images).
+- :func:`read_idx` and :func:`write_idx` read and write the IDX format in which
+  MNIST is distributed, plain or gzip-compressed, validating every byte.
+- :func:`load_mnist` reads an MNIST image/label pair from a directory the user
+  names.
+- :func:`mnist_features` builds the benchmark workload: pixels scaled to
+  [0, 1], PCA to 50 dimensions, one digit versus the rest; without MNIST files
+  it falls back to a deterministic synthetic set of the same shape.
+- :func:`default_mnist_dir` reads the ``ECO_MNIST_DIR`` environment variable.
+
+The IDX format: a 4-byte magic number (two zero bytes, a type code, the number
+of dimensions), then one big-endian unsigned 32-bit size per dimension, then
+the values in C order, big-endian.
+"""
+
+import gzip
+import numbers
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .exceptions import DataFormatError, InvalidInputError
+
+__all__ = [
+    "load_digits",
+    "read_idx",
+    "write_idx",
+    "load_mnist",
+    "mnist_features",
+    "default_mnist_dir",
+]
+
+# IDX type code -> big-endian NumPy dtype of the stored values.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+# (kind, itemsize) of a NumPy dtype -> IDX type code, for writing.
+_IDX_CODES = {(dt.kind, dt.itemsize): code for code, dt in _IDX_DTYPES.items()}
+_GZIP_MAGIC = b"\x1f\x8b"
+_MNIST_KINDS = ("t10k", "train")
+# The synthetic stand-in for the MNIST test set: same number of rows and pixels.
+_SYNTHETIC_ROWS = 10_000
+_SYNTHETIC_PIXELS = 784
+
+
+def load_digits(*, scale=True):
+    """Load scikit-learn's embedded handwritten digits (no download).
+
+    Parameters
+    ----------
+    scale : bool, default=True
+        If True, divide the pixel values (integers 0 to 16) by 16 so that they
+        lie in [0, 1].
+
+    Returns
+    -------
+    X : ndarray of shape (1797, 64), dtype float64
+        One flattened 8x8 image per row.
+    y : ndarray of shape (1797,), dtype int64
+        The digit, 0 to 9, of each image.
+
+    Examples
+    --------
+    >>> from eco.datasets import load_digits
+    >>> X, y = load_digits()
+    >>> X.shape, float(X.max()), y.dtype.name
+    ((1797, 64), 1.0, 'int64')
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    X, y = _sk_load_digits(return_X_y=True)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if scale:
+        X /= 16.0
+    return X, np.ascontiguousarray(y, dtype=np.int64)
+
+
+def read_idx(path):
+    """Read an IDX file, plain or gzip-compressed, into a NumPy array.
+
+    Compression is detected from the gzip magic bytes, not from the file name.
+    The header and the payload size are checked against each other before any
+    array is built.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The IDX file.
+
+    Returns
+    -------
+    array : ndarray
+        A writable array in native byte order with the shape stored in the
+        header and the dtype given by its type code: uint8 (0x08), int8
+        (0x09), int16 (0x0B), int32 (0x0C), float32 (0x0D) or float64 (0x0E).
+
+    Raises
+    ------
+    FileNotFoundError
+        If `path` does not exist.
+    eco.exceptions.DataFormatError
+        If the file is not valid IDX: a corrupt gzip stream, a header that is
+        too short, a magic number that does not start with two zero bytes, an
+        unknown type code, a payload shorter than the header declares
+        (truncated) or longer (trailing bytes). The message names the file and
+        the problem.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from eco.datasets import read_idx, write_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "a-idx2-ubyte.gz")
+    >>> write_idx(path, np.arange(6, dtype=np.uint8).reshape(2, 3))
+    >>> read_idx(path)
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
+    """
+    path = Path(path)
+    raw = path.read_bytes()  # FileNotFoundError names the path
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataFormatError(f"{path}: corrupt gzip stream ({exc})") from exc
+    return _parse_idx(raw, path)
+
+
+def _parse_idx(data, path):
+    """Parse the bytes of an uncompressed IDX file; `path` is for messages."""
+    if len(data) < 4:
+        raise DataFormatError(
+            f"{path}: truncated IDX header: {len(data)} bytes, the magic number needs 4"
+        )
+    if data[0] != 0 or data[1] != 0:
+        raise DataFormatError(
+            f"{path}: wrong IDX magic number 0x{data[:4].hex()}: "
+            "it must start with two zero bytes"
+        )
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
+        raise DataFormatError(f"{path}: unknown IDX dtype code 0x{code:02X} (known: {known})")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise DataFormatError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {header_len} "
+            f"header bytes, the file holds {len(data)}"
+        )
+    shape = struct.unpack(f">{ndim}I", data[4:header_len])
+    dtype = _IDX_DTYPES[code]
+    count = 1
+    for size in shape:
+        count *= size
+    expected = count * dtype.itemsize
+    actual = len(data) - header_len
+    if actual < expected:
+        raise DataFormatError(
+            f"{path}: truncated IDX payload: the header declares shape {shape} of "
+            f"{dtype.name} ({expected} bytes), the file holds {actual} bytes after the header"
+        )
+    if actual > expected:
+        raise DataFormatError(
+            f"{path}: {actual - expected} trailing bytes after the IDX payload of shape "
+            f"{shape} of {dtype.name} ({expected} bytes)"
+        )
+    native = dtype.newbyteorder("=")
+    if count == 0:
+        return np.empty(shape, dtype=native)
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=header_len)
+    return values.astype(native, copy=True).reshape(shape)
+
+
+def write_idx(path, array):
+    """Write an array to an IDX file, gzip-compressed when `path` ends in ``.gz``.
+
+    The inverse of :func:`read_idx`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; it is replaced if it exists. A name ending in
+        ``.gz`` gives a gzip-compressed file (with a zero timestamp, so the
+        same array always gives the same bytes).
+    array : array_like
+        Values of dtype uint8, int8, int16, int32, float32 or float64 (in any
+        byte order), with at most 255 dimensions of fewer than 2**32 entries
+        each.
+
+    Raises
+    ------
+    eco.exceptions.InvalidInputError
+        If the dtype has no IDX type code (for example int64, bool or
+        complex), or the shape cannot be stored in an IDX header.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from eco.datasets import read_idx, write_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "b-idx1-float")
+    >>> write_idx(path, np.array([0.5, -1.0]))
+    >>> read_idx(path)
+    array([ 0.5, -1. ])
+    """
+    arr = np.asarray(array)
+    code = _IDX_CODES.get((arr.dtype.kind, arr.dtype.itemsize))
+    if code is None:
+        raise InvalidInputError(
+            f"write_idx: dtype {arr.dtype} has no IDX type code; use one of "
+            "uint8, int8, int16, int32, float32, float64"
+        )
+    if arr.ndim > 255:
+        raise InvalidInputError(f"write_idx: {arr.ndim} dimensions, IDX stores at most 255")
+    if any(size >= 2**32 for size in arr.shape):
+        raise InvalidInputError(f"write_idx: shape {arr.shape} has a size of 2**32 or more")
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    payload = np.ascontiguousarray(arr, dtype=_IDX_DTYPES[code]).tobytes()
+    data = header + payload
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    path.write_bytes(data)
+
+
+def _mnist_file(data_dir, stem):
+    """The existing file ``stem.gz`` or ``stem`` in `data_dir`, or None."""
+    for name in (stem + ".gz", stem):
+        candidate = data_dir / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _mnist_files(data_dir, kind):
+    """(images path or None, labels path or None) for an MNIST `kind` in `data_dir`."""
+    if kind not in _MNIST_KINDS:
+        raise InvalidInputError(f"kind must be one of {_MNIST_KINDS}, got {kind!r}")
+    return (
+        _mnist_file(data_dir, f"{kind}-images-idx3-ubyte"),
+        _mnist_file(data_dir, f"{kind}-labels-idx1-ubyte"),
+    )
+
+
+def _check_count(name, value, low, high=None):
+    """Validate an integer parameter in [low, high]; return it as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InvalidInputError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def load_mnist(data_dir, *, n=None, kind="t10k"):
+    """Read MNIST images and labels from IDX files in a directory (no download).
+
+    The directory must hold ``{kind}-images-idx3-ubyte`` and
+    ``{kind}-labels-idx1-ubyte``, each either plain or gzip-compressed with a
+    ``.gz`` suffix (the ``.gz`` name is used when both exist).
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        The directory holding the IDX files.
+    n : int or None, default=None
+        Return only the first `n` examples (1 <= n <= the number in the
+        files); None returns all of them.
+    kind : {"t10k", "train"}, default="t10k"
+        Which file pair to read: the 10,000-image test set or the 60,000-image
+        training set.
+
+    Returns
+    -------
+    X : ndarray of shape (n, rows * cols), dtype float64
+        The images, flattened, with pixel values divided by 255 so that they
+        lie in [0, 1]; rows * cols is 784 for MNIST's 28x28 images.
+    y : ndarray of shape (n,), dtype int64
+        The labels.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `data_dir` or one of the two files does not exist; the message
+        names what is missing.
+    eco.exceptions.DataFormatError
+        If a file is not valid IDX (see :func:`read_idx`), the images are not
+        a 3-D uint8 array, the labels are not a 1-D integer array, or the
+        numbers of images and labels differ.
+    eco.exceptions.InvalidInputError
+        If `n` or `kind` is not valid.
+
+    Examples
+    --------
+    >>> from eco.datasets import load_mnist  # doctest: +SKIP
+    >>> X, y = load_mnist("data/mnist", n=1000)  # doctest: +SKIP
+    >>> X.shape  # doctest: +SKIP
+    (1000, 784)
+    """
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"MNIST directory not found: {data_dir}")
+    images_path, labels_path = _mnist_files(data_dir, kind)
+    for found, stem in ((images_path, "images-idx3"), (labels_path, "labels-idx1")):
+        if found is None:
+            name = f"{kind}-{stem}-ubyte"
+            raise FileNotFoundError(
+                f"MNIST file not found: neither {name}.gz nor {name} in {data_dir}"
+            )
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3:
+        raise DataFormatError(
+            f"{images_path}: expected a 3-D image array (count, rows, cols), "
+            f"got shape {images.shape}"
+        )
+    if images.dtype != np.uint8:
+        raise DataFormatError(f"{images_path}: expected uint8 pixels, got {images.dtype}")
+    if labels.ndim != 1:
+        raise DataFormatError(
+            f"{labels_path}: expected a 1-D label array, got shape {labels.shape}"
+        )
+    if labels.dtype.kind not in "iu":
+        raise DataFormatError(f"{labels_path}: expected integer labels, got {labels.dtype}")
+    if images.shape[0] != labels.shape[0]:
+        raise DataFormatError(
+            f"image/label count mismatch: {images_path} holds {images.shape[0]} images "
+            f"but {labels_path} holds {labels.shape[0]} labels"
+        )
+    total = images.shape[0]
+    if n is None:
+        n = total
+    else:
+        n = _check_count("n", n, 1, total)
+    X = images[:n].reshape(n, -1).astype(np.float64)
+    X /= 255.0
+    return X, labels[:n].astype(np.int64)
+
+
+def _synthetic_pool():
+    """A fixed synthetic stand-in for the MNIST test set.
+
+    10,000 rows of 784 "pixels" in [0, 1] with ten balanced classes, generated
+    by scikit-learn's ``make_classification`` with a fixed random state, so it
+    is the same on every call.
+    """
+    from sklearn.datasets import make_classification
+
+    X, labels = make_classification(
+        n_samples=_SYNTHETIC_ROWS,
+        n_features=_SYNTHETIC_PIXELS,
+        n_informative=40,
+        n_redundant=20,
+        n_repeated=0,
+        n_classes=10,
+        n_clusters_per_class=1,
+        class_sep=3.0,
+        flip_y=0.0,
+        random_state=0,
+    )
+    low, high = X.min(axis=0), X.max(axis=0)
+    X = (X - low) / (high - low)  # each feature to [0, 1], like pixels
+    return X, labels.astype(np.int64)
+
+
+def mnist_features(data_dir=None, *, n=5000, n_components=50, positive_digit=0, seed=0):
+    """The benchmark workload: MNIST pixels in [0, 1], PCA, one digit versus the rest.
+
+    Reads the MNIST test set (``t10k`` files, see :func:`load_mnist`) from
+    `data_dir`, draws `n` of its rows at random, projects them on their first
+    `n_components` principal components and labels them +1 (the digit is
+    `positive_digit`) or -1 (any other digit).
+
+    If `data_dir` is None, or does not exist, or holds neither of the two
+    files, a synthetic set of the same shape (10,000 rows of 784 values in
+    [0, 1], ten balanced classes, generated with a fixed random state) is used
+    instead, and the returned `source` says so. Nothing is downloaded.
+
+    Parameters
+    ----------
+    data_dir : str, os.PathLike or None, default=None
+        The directory holding the MNIST IDX files, or None for the synthetic
+        set. Pass :func:`default_mnist_dir` to honour ``ECO_MNIST_DIR``.
+    n : int, default=5000
+        Number of rows, 1 <= n <= 10,000 (the number of rows available).
+    n_components : int, default=50
+        Number of principal components, 1 <= n_components <= min(n, 784).
+    positive_digit : int, default=0
+        The digit (0 to 9) labelled +1.
+    seed : int, default=0
+        Seed of the row selection: the first `n` entries of
+        ``numpy.random.default_rng(seed).permutation(10000)``. The same
+        arguments always give identical arrays.
+
+    Returns
+    -------
+    X : ndarray of shape (n, n_components), dtype float64
+        The PCA projection (scikit-learn ``PCA`` with ``svd_solver="full"``)
+        of the selected rows' pixels, fitted on those rows.
+    y : ndarray of shape (n,), dtype int64
+        +1 where the digit is `positive_digit`, -1 elsewhere.
+    source : {"mnist", "synthetic"}
+        Which data the rows come from.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `data_dir` holds one of the two MNIST files but not the other.
+    eco.exceptions.DataFormatError
+        If the MNIST files are present but corrupt (they are never silently
+        replaced by the synthetic set).
+    eco.exceptions.InvalidInputError
+        If a parameter is out of range.
+
+    Examples
+    --------
+    >>> from eco.datasets import mnist_features
+    >>> X, y, source = mnist_features(None, n=500, n_components=20)
+    >>> X.shape, sorted(set(y.tolist())), source
+    ((500, 20), [-1, 1], 'synthetic')
+    """
+    from sklearn.decomposition import PCA
+
+    n = _check_count("n", n, 1)
+    n_components = _check_count("n_components", n_components, 1)
+    positive_digit = _check_count("positive_digit", positive_digit, 0, 9)
+    seed = _check_count("seed", seed, 0)
+
+    source = "synthetic"
+    if data_dir is not None:
+        data_dir = Path(data_dir).expanduser()
+        if data_dir.is_dir() and any(p is not None for p in _mnist_files(data_dir, "t10k")):
+            source = "mnist"
+    if source == "mnist":
+        pixels, digits = load_mnist(data_dir, kind="t10k")
+    else:
+        pixels, digits = _synthetic_pool()
+
+    total, n_pixels = pixels.shape
+    n = _check_count("n", n, 1, total)
+    n_components = _check_count("n_components", n_components, 1, min(n, n_pixels))
+    rows = np.random.default_rng(seed).permutation(total)[:n]
+    X = PCA(n_components=n_components, svd_solver="full", random_state=0).fit_transform(
+        pixels[rows]
+    )
+    y = np.where(digits[rows] == positive_digit, 1, -1).astype(np.int64)
+    return np.ascontiguousarray(X, dtype=np.float64), y, source
+
+
+def default_mnist_dir():
+    """The MNIST directory named by the ``ECO_MNIST_DIR`` environment variable.
+
+    Returns
+    -------
+    path : pathlib.Path or None
+        The directory in ``ECO_MNIST_DIR`` if the variable is set, non-empty
+        and names an existing directory; None otherwise. Whether the MNIST
+        files are in it is not checked here (see :func:`load_mnist`).
+
+    Examples
+    --------
+    >>> from eco.datasets import default_mnist_dir, mnist_features
+    >>> X, y, source = mnist_features(default_mnist_dir(), n=500)  # doctest: +SKIP
+    """
+    value = os.environ.get("ECO_MNIST_DIR", "")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_dir() else None

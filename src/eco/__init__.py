@@ -1,0 +1,35 @@
+"""eco: exact machine unlearning with Cauwenberghs-Poggio SVM heads.
+
+The main entry point is :class:`eco.CPSVM`, an SVM classifier whose
+``decrement(ids)`` removes examples exactly: the model afterwards equals the
+one trained from scratch without them.
+"""
+
+from .exceptions import (
+    DataFormatError,
+    DuplicateIdError,
+    EcoError,
+    InvalidInputError,
+    ModelFileError,
+    UnknownIdError,
+    UnlearningError,
+    UnseenLabelError,
+)
+from .receipt import UnlearningReceipt
+from .svm import CPSVM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CPSVM",
+    "UnlearningReceipt",
+    "EcoError",
+    "InvalidInputError",
+    "UnknownIdError",
+    "DuplicateIdError",
+    "UnseenLabelError",
+    "ModelFileError",
+    "DataFormatError",
+    "UnlearningError",
+    "__version__",
+]

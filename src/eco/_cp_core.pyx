@@ -1,0 +1,1534 @@
+# cython: language_level=3
+"""The Cauwenberghs-Poggio engine: exact incremental and decremental SVM steps.
+
+This module knows nothing of estimators. It holds two objects:
+
+``KernelStore``
+    The training points and their kernel values. Rows of the kernel matrix are
+    computed on demand (or all at once when asked to precompute) and cached;
+    several engines (one per one-versus-rest head) share one store, because
+    kernel values do not depend on labels.
+
+``CPEngine``
+    The state of one binary SVM over the active examples of a store: the
+    coefficients ``alpha``, the bias ``b``, the margin gradients
+    ``g_i = y_i f(x_i) - 1``, the set of every example (margin S, error E,
+    reserve R), and ``Rinv``, the inverse of the bordered margin matrix
+    ``A = [[0, y_S'], [y_S, Q_SS]]``. ``learn`` and ``unlearn`` move the state
+    along the adiabatic path of the design note (``shared/design/cp-algorithm.md``)
+    until every active example satisfies the KKT conditions again.
+
+The step loop runs without the GIL and touches no Python object; failures are
+reported as integer status codes that the Python layer turns into exceptions.
+All arithmetic is float64.
+"""
+
+include "_blas_int.pxi"
+
+cimport cython
+from cpython.pythread cimport (
+    PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+    PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK,
+)
+from libc.math cimport exp, fabs, pow, INFINITY, isfinite
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport daxpy, dgemm, dgemv, dger
+from scipy.linalg.cython_lapack cimport dgetrf, dgetri
+
+import numpy as np
+
+# ---------------------------------------------------------------------------
+# Constants shared with the Python layer
+# ---------------------------------------------------------------------------
+
+KERNEL_CODES = {"linear": 0, "rbf": 1, "poly": 2, "precomputed": 3}
+
+# Set of an example. INACTIVE examples were removed (or never learned); DRIVEN
+# marks the examples whose coefficients are being driven during one operation.
+SET_INACTIVE = -1
+SET_RESERVE = 0
+SET_MARGIN = 1
+SET_ERROR = 2
+SET_DRIVEN = 3
+
+# Status codes returned by learn / unlearn / warm start.
+STATUS_OK = 0
+STATUS_STEP_LIMIT = 1        # more steps than max_steps: cycling suspected
+STATUS_NO_EVENT = 2          # a path with no event and no end: numerical breakdown
+STATUS_SINGULAR = 3          # refactorisation of A failed
+STATUS_NO_MEMORY = 4
+STATUS_INJECTED_FAULT = 5    # the test hook fail_at_step fired
+STATUS_NON_FINITE = 6        # a NaN or infinity appeared in the state
+
+STATUS_MESSAGES = {
+    STATUS_OK: "ok",
+    STATUS_STEP_LIMIT: "step bound exceeded (cycling among tied events)",
+    STATUS_NO_EVENT: "numerical breakdown: the path found no event",
+    STATUS_SINGULAR: "the bordered margin matrix could not be refactorised",
+    STATUS_NO_MEMORY: "out of memory",
+    STATUS_INJECTED_FAULT: "fault injected by the test hook",
+    STATUS_NON_FINITE: "a non-finite value appeared in the state",
+}
+
+cdef enum:
+    K_LINEAR = 0
+    K_RBF = 1
+    K_POLY = 2
+    K_PRECOMPUTED = 3
+
+cdef enum:
+    S_INACTIVE = -1
+    S_RESERVE = 0
+    S_MARGIN = 1
+    S_ERROR = 2
+    S_DRIVEN = 3
+
+cdef enum:
+    ST_OK = 0
+    ST_STEP_LIMIT = 1
+    ST_NO_EVENT = 2
+    ST_SINGULAR = 3
+    ST_NO_MEMORY = 4
+    ST_INJECTED_FAULT = 5
+    ST_NON_FINITE = 6
+
+# Kinds of event that end a step.
+cdef enum:
+    EV_NONE = 0
+    EV_END = 1            # the driven coefficients reached their target
+    EV_LEARNED_MARGIN = 2 # the learned example's gradient reached 0
+    EV_MARGIN_TO_RESERVE = 3
+    EV_MARGIN_TO_ERROR = 4
+    EV_TO_MARGIN = 5      # an error or reserve example's gradient reached 0
+
+
+# ---------------------------------------------------------------------------
+# Kernel values
+# ---------------------------------------------------------------------------
+
+cdef void _dot_row(const double* xi, const double* XT, Py_ssize_t ld,
+                   Py_ssize_t n_features, Py_ssize_t j0, Py_ssize_t j1,
+                   double* out) noexcept nogil:
+    # out[j] = sum_k xi[k] * XT[k, j] for j in [j0, j1), summed in the order
+    # k = 0, 1, ... for every j. Written as a plain loop rather than a BLAS
+    # call on purpose: each kernel value is then a pure function of its two
+    # rows, whatever block it is computed in and whenever it is computed, so
+    # the kernel cache, save/load and the order of increments never change a
+    # result by one bit. The inner loop over j vectorises.
+    cdef Py_ssize_t j, k
+    cdef double xk
+    cdef const double* col
+    for j in range(j0, j1):
+        out[j] = 0.0
+    for k in range(n_features):
+        xk = xi[k]
+        col = XT + k * ld
+        for j in range(j0, j1):
+            out[j] = out[j] + xk * col[j]
+
+
+cdef inline double _transform(int kernel, double dot, double sq_i, double sq_j,
+                              double gamma, double coef0, double degree) noexcept nogil:
+    cdef double d2
+    if kernel == K_RBF:
+        d2 = sq_i + sq_j - 2.0 * dot
+        if d2 < 0.0:
+            d2 = 0.0
+        return exp(-gamma * d2)
+    elif kernel == K_POLY:
+        return pow(gamma * dot + coef0, degree)
+    return dot
+
+
+def kernel_matrix(const double[:, ::1] A, const double[:, ::1] B, str kernel,
+                  double gamma, int degree=3, double coef0=0.0):
+    """Kernel matrix between the rows of ``A`` and ``B`` (one BLAS call).
+
+    Used where no bit-level agreement with the training rows is needed:
+    decision values of new points and independent certificates.
+
+    Parameters
+    ----------
+    A : ndarray of shape (m, d), float64, C-contiguous
+    B : ndarray of shape (n, d), float64, C-contiguous
+    kernel : {"linear", "rbf", "poly"}
+    gamma, degree, coef0 : float
+        As scikit-learn defines them.
+
+    Returns
+    -------
+    K : ndarray of shape (m, n)
+    """
+    cdef int code = KERNEL_CODES[kernel]
+    if code == K_PRECOMPUTED:
+        raise ValueError("kernel_matrix cannot compute a precomputed kernel")
+    if A.shape[1] != B.shape[1]:
+        raise ValueError("A and B must have the same number of columns")
+    cdef Py_ssize_t m = A.shape[0], n = B.shape[0], d = A.shape[1]
+    out = np.empty((m, n), dtype=np.float64)
+    cdef double[:, ::1] K = out
+    if m == 0 or n == 0:
+        return out
+    cdef blas_int bm = <blas_int>n, bn = <blas_int>m, bk = <blas_int>d
+    cdef double one = 1.0, zero = 0.0
+    cdef double[::1] sqa = np.empty(m), sqb = np.empty(n)
+    cdef Py_ssize_t i, j, k
+    cdef double s
+    with nogil:
+        if d > 0:
+            # K = A @ B.T, as the column-major product B' A in BLAS terms
+            dgemm(b"T", b"N", &bm, &bn, &bk, &one, &B[0, 0], &bk, &A[0, 0], &bk,
+                  &zero, &K[0, 0], &bm)
+        else:
+            for i in range(m):
+                for j in range(n):
+                    K[i, j] = 0.0
+        if code != K_LINEAR:
+            for i in range(m):
+                s = 0.0
+                for k in range(d):
+                    s = s + A[i, k] * A[i, k]
+                sqa[i] = s
+            for j in range(n):
+                s = 0.0
+                for k in range(d):
+                    s = s + B[j, k] * B[j, k]
+                sqb[j] = s
+            for i in range(m):
+                for j in range(n):
+                    K[i, j] = _transform(code, K[i, j], sqa[i], sqb[j], gamma, coef0, degree)
+    return out
+
+
+cdef class KernelStore:
+    """Training points and a cache of their kernel rows.
+
+    Slots are the internal indices of the stored points, in the order they
+    were added; they never shift. A row holds the kernel values of one slot
+    against every stored slot.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of features (ignored for ``kernel="precomputed"``).
+    kernel : {"linear", "rbf", "poly", "precomputed"}
+    gamma, degree, coef0 : float
+        Kernel parameters, already resolved to numbers.
+    precompute : bool
+        Compute every row as soon as points are added (the full kernel
+        matrix) instead of on demand.
+    """
+
+    cdef readonly int kernel_code
+    cdef readonly double gamma, coef0
+    cdef readonly int degree
+    cdef readonly bint precompute
+    cdef readonly Py_ssize_t n_slots, capacity, n_features
+    cdef object _XT_array                 # numpy (n_features, capacity)
+    cdef double[:, ::1] XT                # features, one column per slot
+    cdef double[::1] sqnorm               # squared norm of every slot
+    cdef double** rows                    # per slot: pointer to its row, or NULL
+    cdef Py_ssize_t n_cached
+    cdef PyThread_type_lock lock          # guards installing a computed row
+
+    def __cinit__(self):
+        self.rows = NULL
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError("could not allocate a lock")
+
+    def __init__(self, Py_ssize_t n_features, str kernel="rbf", double gamma=1.0,
+                 int degree=3, double coef0=0.0, bint precompute=False):
+        self.kernel_code = KERNEL_CODES[kernel]
+        self.gamma = gamma
+        self.degree = degree
+        self.coef0 = coef0
+        self.precompute = precompute or self.kernel_code == K_PRECOMPUTED
+        self.n_features = 0 if self.kernel_code == K_PRECOMPUTED else n_features
+        self.n_slots = 0
+        self.capacity = 0
+        self.n_cached = 0
+        self._reserve(16)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.rows != NULL:
+            for i in range(self.capacity):
+                if self.rows[i] != NULL:
+                    free(self.rows[i])
+            free(self.rows)
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+
+    @property
+    def kernel(self):
+        return {v: k for k, v in KERNEL_CODES.items()}[self.kernel_code]
+
+    @property
+    def n_cached_rows(self):
+        """Number of kernel rows currently held in memory."""
+        return self.n_cached
+
+    cdef _reserve(self, Py_ssize_t needed):
+        # Grow every per-slot buffer to hold `needed` slots (amortised doubling).
+        cdef Py_ssize_t new_cap, i
+        cdef double** new_rows
+        cdef double* r
+        if needed <= self.capacity:
+            return
+        new_cap = max(needed, 2 * self.capacity, 16)
+        XT = np.zeros((self.n_features, new_cap), dtype=np.float64)
+        sq = np.zeros(new_cap, dtype=np.float64)
+        if self.capacity > 0:
+            XT[:, :self.n_slots] = self._XT_array[:, :self.n_slots]
+            sq[:self.n_slots] = np.asarray(self.sqnorm)[:self.n_slots]
+        new_rows = <double**>realloc(self.rows, new_cap * sizeof(double*))
+        if new_rows == NULL:
+            raise MemoryError("could not grow the kernel store")
+        self.rows = new_rows
+        for i in range(self.capacity, new_cap):
+            self.rows[i] = NULL
+        for i in range(self.capacity):
+            if self.rows[i] != NULL:
+                r = <double*>realloc(self.rows[i], new_cap * sizeof(double))
+                if r == NULL:
+                    raise MemoryError("could not grow a kernel row")
+                self.rows[i] = r
+        self._XT_array = XT
+        self.XT = XT
+        self.sqnorm = sq
+        self.capacity = new_cap
+
+    def append(self, const double[:, ::1] X):
+        """Add points and return their slots.
+
+        For a precomputed kernel, ``X`` holds the kernel rows of the new
+        points against every stored point followed by the new points
+        themselves, shape ``(m, n_slots + m)``.
+
+        Returns
+        -------
+        slots : ndarray of int64
+        """
+        cdef Py_ssize_t m = X.shape[0], n_old = self.n_slots, n_new = n_old + X.shape[0]
+        cdef Py_ssize_t i, j, k
+        cdef double s
+        cdef double* r
+        if self.kernel_code == K_PRECOMPUTED:
+            if X.shape[1] != n_new:
+                raise ValueError(
+                    f"a precomputed kernel block must have {n_new} columns, got {X.shape[1]}")
+        elif X.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got {X.shape[1]}")
+        self._reserve(n_new)
+        if self.kernel_code == K_PRECOMPUTED:
+            for i in range(m):
+                r = <double*>malloc(self.capacity * sizeof(double))
+                if r == NULL:
+                    raise MemoryError("could not allocate a kernel row")
+                for j in range(n_new):
+                    r[j] = X[i, j]
+                self.rows[n_old + i] = r
+                self.n_cached += 1
+            # old rows gain the new columns; the kernel is symmetric
+            for j in range(n_old):
+                for i in range(m):
+                    self.rows[j][n_old + i] = X[i, j]
+            self.n_slots = n_new
+        else:
+            with nogil:
+                for i in range(m):
+                    s = 0.0
+                    for k in range(self.n_features):
+                        self.XT[k, n_old + i] = X[i, k]
+                        s = s + X[i, k] * X[i, k]
+                    self.sqnorm[n_old + i] = s
+            self.n_slots = n_new
+            # cached rows gain the new columns
+            with nogil:
+                for j in range(n_old):
+                    if self.rows[j] != NULL:
+                        self._fill_row(j, self.rows[j], n_old, n_new)
+            if self.precompute:
+                for j in range(n_old, n_new):
+                    if self.row(j) == NULL:
+                        raise MemoryError("could not allocate a kernel row")
+        return np.arange(n_old, n_new, dtype=np.int64)
+
+    cdef void _fill_row(self, Py_ssize_t slot, double* out, Py_ssize_t j0,
+                        Py_ssize_t j1) noexcept nogil:
+        # out[j] = K(x_slot, x_j) for j in [j0, j1)
+        cdef Py_ssize_t k, j
+        cdef double* xi
+        cdef double sq_i = self.sqnorm[slot]
+        cdef Py_ssize_t d = self.n_features
+        if j1 <= j0:
+            return
+        xi = <double*>malloc((d + 1) * sizeof(double))
+        if xi == NULL:
+            return
+        for k in range(d):
+            xi[k] = self.XT[k, slot]
+        if d > 0:
+            _dot_row(xi, &self.XT[0, 0], self.capacity, d, j0, j1, out)
+        else:
+            for j in range(j0, j1):
+                out[j] = 0.0
+        free(xi)
+        if self.kernel_code != K_LINEAR:
+            for j in range(j0, j1):
+                out[j] = _transform(self.kernel_code, out[j], sq_i, self.sqnorm[j],
+                                    self.gamma, self.coef0, self.degree)
+
+    cdef double* row(self, Py_ssize_t slot) noexcept nogil:
+        """Pointer to the kernel row of `slot`, computing it if needed.
+
+        Safe to call from several threads: a row is computed outside the lock
+        and installed under it; the loser of a race frees its copy.
+        Returns NULL when memory runs out.
+        """
+        cdef double* r = self.rows[slot]
+        if r != NULL:
+            return r
+        r = <double*>malloc(self.capacity * sizeof(double))
+        if r == NULL:
+            return NULL
+        self._fill_row(slot, r, 0, self.n_slots)
+        PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        if self.rows[slot] == NULL:
+            self.rows[slot] = r
+            self.n_cached += 1
+        else:
+            free(r)
+            r = self.rows[slot]
+        PyThread_release_lock(self.lock)
+        return r
+
+    def ensure_rows(self, const long[::1] slots):
+        """Compute (and cache) the rows of `slots` without the GIL."""
+        cdef Py_ssize_t i
+        cdef bint failed = False
+        with nogil:
+            for i in range(slots.shape[0]):
+                if self.row(slots[i]) == NULL:
+                    failed = True
+                    break
+        if failed:
+            raise MemoryError("could not allocate kernel rows")
+
+    def release_rows(self, const long[::1] slots):
+        """Drop the cached rows of `slots` (a precomputed kernel keeps them)."""
+        cdef Py_ssize_t i, s
+        if self.precompute:
+            return
+        for i in range(slots.shape[0]):
+            s = slots[i]
+            if self.rows[s] != NULL:
+                free(self.rows[s])
+                self.rows[s] = NULL
+                self.n_cached -= 1
+
+    def get_row(self, Py_ssize_t slot):
+        """Copy of the kernel row of `slot` over all stored slots."""
+        if not 0 <= slot < self.n_slots:
+            raise IndexError(f"slot {slot} out of range")
+        cdef double* r
+        with nogil:
+            r = self.row(slot)
+        if r == NULL:
+            raise MemoryError("could not allocate a kernel row")
+        out = np.empty(self.n_slots)
+        cdef double[::1] o = out
+        if self.n_slots:
+            memcpy(&o[0], r, self.n_slots * sizeof(double))
+        return out
+
+    def features(self):
+        """Copy of the stored feature matrix, shape (n_slots, n_features)."""
+        return np.ascontiguousarray(self._XT_array[:, :self.n_slots].T)
+
+    def features_of(self, const long[::1] slots):
+        """Copy of the features of `slots`, shape (len(slots), n_features)."""
+        return np.ascontiguousarray(self._XT_array[:, np.asarray(slots)].T)
+
+    def kernel_block(self, const long[::1] slots):
+        """Kernel rows of `slots` against all stored slots, shape (len, n_slots)."""
+        out = np.empty((slots.shape[0], self.n_slots))
+        for i in range(slots.shape[0]):
+            out[i] = self.get_row(slots[i])
+        return out
+
+
+# ---------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------
+
+cdef class CPEngine:
+    """Exact state of one binary SVM over the active slots of a store.
+
+    Parameters
+    ----------
+    store : KernelStore
+    max_steps : int
+        Bound on the path steps of one operation; 0 means ``50 + 10 * n``.
+    """
+
+    cdef readonly KernelStore store
+    cdef readonly Py_ssize_t capacity
+    # per-slot state; numpy arrays so that snapshots and saving are plain copies
+    cdef object _y_arr, _C_arr, _alpha_arr, _g_arr, _set_arr, _pos_arr, _margin_arr, _blocked_arr
+    cdef double[::1] y, C, alpha, g
+    cdef signed char[::1] setof
+    cdef int[::1] pos            # position of a margin vector in `margin`
+    cdef int[::1] margin         # slots of the margin vectors, in the order of Rinv
+    cdef long[::1] blocked       # epoch at which an expansion was refused
+    cdef readonly Py_ssize_t n_margin, n_active, n_positive
+    cdef readonly double b
+    # Rinv = A^-1, column-major, leading dimension r_cap
+    cdef double* Rinv
+    cdef Py_ssize_t r_cap
+    # work buffers of length r_cap
+    cdef double* vbuf
+    cdef double* beta
+    cdef double* wbuf
+    cdef double* wbuf2
+    cdef blas_int* ipiv
+    # work buffers of length capacity
+    cdef object _h_arr, _u_arr
+    cdef double[::1] h, u
+    # counters
+    cdef long epoch              # bumped whenever the margin set changes
+    cdef readonly long n_steps, n_migrations, n_refactorisations
+    cdef long updates_since_check
+    # tuning
+    cdef public long max_steps
+    cdef public double tol_event      # |gamma| or |beta| below this (times scale) is no event
+    cdef public double tol_kappa      # Schur complement below this (times K_kk) is dependent
+    cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
+    cdef public long drift_check_every
+    cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
+
+    def __cinit__(self):
+        self.Rinv = NULL
+        self.vbuf = NULL
+        self.beta = NULL
+        self.wbuf = NULL
+        self.wbuf2 = NULL
+        self.ipiv = NULL
+        self.r_cap = 0
+
+    def __init__(self, KernelStore store, long max_steps=0):
+        self.store = store
+        self.capacity = 0
+        self.n_margin = 0
+        self.n_active = 0
+        self.n_positive = 0
+        self.b = 0.0
+        self.epoch = 0
+        self.max_steps = max_steps
+        self.tol_event = 1e-11
+        self.tol_kappa = 1e-10
+        self.drift_tol = 1e-9
+        self.drift_check_every = 32
+        self.fail_at_step = -1
+        self.n_steps = 0
+        self.n_migrations = 0
+        self.n_refactorisations = 0
+        self.updates_since_check = 0
+        self.sync_capacity()
+        if self._grow_r(16) != 0:
+            raise MemoryError("could not allocate the margin matrix")
+
+    def __dealloc__(self):
+        free(self.Rinv)
+        free(self.vbuf)
+        free(self.beta)
+        free(self.wbuf)
+        free(self.wbuf2)
+        free(self.ipiv)
+
+    # -- capacity -----------------------------------------------------------
+
+    def sync_capacity(self):
+        """Grow the per-slot arrays to the store's capacity (call after append)."""
+        cdef Py_ssize_t cap = self.store.capacity, n = self.capacity
+        if cap <= n:
+            return
+
+        def grown(old, fill, dtype):
+            new = np.full(cap, fill, dtype=dtype)
+            if old is not None:
+                new[:n] = old[:n]
+            return new
+
+        self._y_arr = grown(self._y_arr, 0.0, np.float64)
+        self._C_arr = grown(self._C_arr, 0.0, np.float64)
+        self._alpha_arr = grown(self._alpha_arr, 0.0, np.float64)
+        self._g_arr = grown(self._g_arr, 0.0, np.float64)
+        self._set_arr = grown(self._set_arr, S_INACTIVE, np.int8)
+        self._pos_arr = grown(self._pos_arr, -1, np.int32)
+        self._margin_arr = grown(self._margin_arr, -1, np.int32)
+        self._blocked_arr = grown(self._blocked_arr, -1, np.int64)
+        self._h_arr = np.zeros(cap)
+        self._u_arr = np.zeros(cap)
+        self.y = self._y_arr
+        self.C = self._C_arr
+        self.alpha = self._alpha_arr
+        self.g = self._g_arr
+        self.setof = self._set_arr
+        self.pos = self._pos_arr
+        self.margin = self._margin_arr
+        self.blocked = self._blocked_arr
+        self.h = self._h_arr
+        self.u = self._u_arr
+        self.capacity = cap
+
+    cdef int _grow_r(self, Py_ssize_t needed) noexcept nogil:
+        # Make room for a bordered matrix of order `needed`; keeps the contents.
+        cdef Py_ssize_t new_cap, j, m1
+        cdef double* R2
+        if needed <= self.r_cap:
+            return 0
+        new_cap = 2 * self.r_cap
+        if new_cap < needed:
+            new_cap = needed
+        if new_cap < 16:
+            new_cap = 16
+        R2 = <double*>malloc(new_cap * new_cap * sizeof(double))
+        if R2 == NULL:
+            return ST_NO_MEMORY
+        if self.Rinv != NULL:
+            m1 = self.n_margin + 1
+            for j in range(m1):
+                memcpy(R2 + j * new_cap, self.Rinv + j * self.r_cap, m1 * sizeof(double))
+            free(self.Rinv)
+        self.Rinv = R2
+        free(self.vbuf); free(self.beta); free(self.wbuf); free(self.wbuf2); free(self.ipiv)
+        self.vbuf = <double*>malloc(new_cap * sizeof(double))
+        self.beta = <double*>malloc(new_cap * sizeof(double))
+        self.wbuf = <double*>malloc(new_cap * sizeof(double))
+        self.wbuf2 = <double*>malloc(new_cap * sizeof(double))
+        self.ipiv = <blas_int*>malloc(new_cap * sizeof(blas_int))
+        self.r_cap = new_cap
+        if (self.vbuf == NULL or self.beta == NULL or self.wbuf == NULL
+                or self.wbuf2 == NULL or self.ipiv == NULL):
+            return ST_NO_MEMORY
+        return 0
+
+    # -- small helpers --------------------------------------------------------
+
+    cdef inline double _r(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+        return self.Rinv[i + j * self.r_cap]
+
+    cdef double _q(self, Py_ssize_t i, Py_ssize_t j, double* row_i) noexcept nogil:
+        # Q_ij = y_i y_j K_ij, given the kernel row of i
+        return self.y[i] * self.y[j] * row_i[j]
+
+    cdef void _set_active(self, Py_ssize_t slot, double yv, int delta) noexcept nogil:
+        self.n_active += delta
+        if yv > 0:
+            self.n_positive += delta
+
+    cdef long _step_bound(self) noexcept nogil:
+        if self.max_steps > 0:
+            return self.max_steps
+        return 50 + 10 * self.n_active
+
+    # -- the bordered inverse ---------------------------------------------
+
+    cdef int _expand(self, Py_ssize_t k, double* row_k) noexcept nogil:
+        """Add slot k to the margin set; return 1 if k is dependent (not added)."""
+        cdef Py_ssize_t m = self.n_margin, m1 = m + 1, i, j, p
+        cdef double kappa, yk = self.y[k]
+        cdef double* w = self.wbuf
+        cdef double* bk = self.wbuf2
+        cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, one_i = 1
+        cdef double one = 1.0, minus_one = -1.0, zero = 0.0, inv_kappa
+        cdef int st
+        if m == 0:
+            st = self._grow_r(2)
+            if st != 0:
+                return -st
+            # Rinv = [[-Q_kk, y_k], [y_k, 0]]
+            self.Rinv[0] = -row_k[k]
+            self.Rinv[1] = yk
+            self.Rinv[self.r_cap] = yk
+            self.Rinv[1 + self.r_cap] = 0.0
+        else:
+            st = self._grow_r(m + 2)
+            if st != 0:
+                return -st
+            w = self.wbuf
+            bk = self.wbuf2
+            ld = <blas_int>self.r_cap
+            # w = [y_k; Q_Sk]
+            w[0] = yk
+            for p in range(m):
+                w[p + 1] = self._q(k, self.margin[p], row_k)
+            # beta_k = -Rinv w
+            dgemv(b"N", &n_, &n_, &minus_one, self.Rinv, &ld, w, &one_i, &zero, bk, &one_i)
+            kappa = row_k[k]
+            for p in range(m1):
+                kappa += w[p] * bk[p]
+            if kappa <= self.tol_kappa * (fabs(row_k[k]) + 1e-300):
+                return 1
+            inv_kappa = 1.0 / kappa
+            # Rinv <- [[Rinv, 0], [0, 0]] + [beta_k; 1][beta_k; 1]' / kappa
+            for i in range(m1):
+                self.Rinv[i + m1 * self.r_cap] = 0.0
+                self.Rinv[m1 + i * self.r_cap] = 0.0
+            self.Rinv[m1 + m1 * self.r_cap] = 0.0
+            bk[m1] = 1.0
+            n_ = <blas_int>(m1 + 1)
+            dger(&n_, &n_, &inv_kappa, bk, &one_i, bk, &one_i, self.Rinv, &ld)
+        self.margin[m] = <int>k
+        self.pos[k] = <int>m
+        self.setof[k] = S_MARGIN
+        self.g[k] = 0.0
+        self.n_margin = m + 1
+        self.epoch += 1
+        self.updates_since_check += 1
+        return 0
+
+    cdef void _contract(self, Py_ssize_t p) noexcept nogil:
+        """Remove the margin vector at position p from Rinv (Schur contraction)."""
+        cdef Py_ssize_t m = self.n_margin, m1 = m + 1, q = p + 1, last = m, i
+        cdef Py_ssize_t ldr = self.r_cap
+        cdef double* col = self.wbuf
+        cdef double* rowv = self.wbuf2
+        cdef double scale
+        cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, one_i = 1
+        cdef int moved
+        # Rinv <- Rinv - Rinv[:, q] Rinv[q, :] / Rinv[q, q]  (row/col q become junk)
+        for i in range(m1):
+            col[i] = self.Rinv[i + q * ldr]
+            rowv[i] = self.Rinv[q + i * ldr]
+        scale = -1.0 / col[q]
+        dger(&n_, &n_, &scale, col, &one_i, rowv, &one_i, self.Rinv, &ld)
+        # move the last row and column into position q (column first, then row,
+        # which brings the old diagonal entry along)
+        if q != last:
+            memcpy(self.Rinv + q * ldr, self.Rinv + last * ldr, m1 * sizeof(double))
+            for i in range(m1):
+                self.Rinv[q + i * ldr] = self.Rinv[last + i * ldr]
+            moved = self.margin[m - 1]
+            self.margin[p] = moved
+            self.pos[moved] = <int>p
+        self.margin[m - 1] = -1
+        self.n_margin = m - 1
+        self.epoch += 1
+        self.updates_since_check += 1
+
+    cdef int _remove_from_margin(self, Py_ssize_t k, int new_set) noexcept nogil:
+        cdef Py_ssize_t p = self.pos[k]
+        if self.n_margin == 1:
+            self.margin[0] = -1
+            self.n_margin = 0
+            self.epoch += 1
+        else:
+            self._contract(p)
+        self.pos[k] = -1
+        self.setof[k] = <signed char>new_set
+        return 0
+
+    cdef int _refactorise(self) noexcept nogil:
+        """Rebuild Rinv = A^-1 from the kernel rows (LU through LAPACK)."""
+        cdef Py_ssize_t m = self.n_margin, m1 = m + 1, i, j, si
+        cdef double* row_i
+        cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, info = 0, lwork
+        cdef double* work
+        cdef Py_ssize_t ldr = self.r_cap
+        if m == 0:
+            return 0
+        self.Rinv[0] = 0.0
+        for i in range(m):
+            si = self.margin[i]
+            row_i = self.store.row(si)
+            if row_i == NULL:
+                return ST_NO_MEMORY
+            self.Rinv[(i + 1)] = self.y[si]
+            self.Rinv[(i + 1) * ldr] = self.y[si]
+            for j in range(m):
+                self.Rinv[(i + 1) + (j + 1) * ldr] = self._q(si, self.margin[j], row_i)
+        dgetrf(&n_, &n_, self.Rinv, &ld, self.ipiv, &info)
+        if info != 0:
+            return ST_SINGULAR
+        lwork = <blas_int>(m1 * 64)
+        work = <double*>malloc(lwork * sizeof(double))
+        if work == NULL:
+            return ST_NO_MEMORY
+        dgetri(&n_, self.Rinv, &ld, self.ipiv, work, &lwork, &info)
+        free(work)
+        if info != 0:
+            return ST_SINGULAR
+        self.n_refactorisations += 1
+        self.updates_since_check = 0
+        return 0
+
+    cdef double _drift(self) noexcept nogil:
+        """max |Rinv (A x) - x| for x = (1, 1/2, 1/3, ...): a cheap drift probe."""
+        cdef Py_ssize_t m = self.n_margin, m1 = m + 1, i, j, si
+        cdef double* ax = self.vbuf
+        cdef double* out = self.wbuf
+        cdef double* row_i
+        cdef double s, worst = 0.0
+        cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        if m == 0:
+            return 0.0
+        # ax = A x
+        s = 0.0
+        for j in range(m):
+            s += self.y[self.margin[j]] / (j + 2.0)
+        ax[0] = s
+        for i in range(m):
+            si = self.margin[i]
+            row_i = self.store.row(si)
+            if row_i == NULL:
+                return INFINITY
+            s = self.y[si] * 1.0
+            for j in range(m):
+                s += self._q(si, self.margin[j], row_i) / (j + 2.0)
+            ax[i + 1] = s
+        dgemv(b"N", &n_, &n_, &one, self.Rinv, &ld, ax, &one_i, &zero, out, &one_i)
+        for i in range(m1):
+            s = fabs(out[i] - 1.0 / (i + 1.0))
+            if s > worst or s != s:
+                worst = s
+        return worst
+
+    cdef int _maybe_refactorise(self) noexcept nogil:
+        cdef double drift
+        if self.updates_since_check < self.drift_check_every:
+            return 0
+        self.updates_since_check = 0
+        drift = self._drift()
+        if drift > self.drift_tol or drift != drift:
+            return self._refactorise()
+        return 0
+
+    # -- gradients ------------------------------------------------------------
+
+    cdef double _f_without_b(self, Py_ssize_t i, double* row_i) noexcept nogil:
+        # sum_j alpha_j y_j K_ij over the active examples with alpha_j != 0
+        cdef Py_ssize_t j, n = self.store.n_slots
+        cdef double s = 0.0
+        for j in range(n):
+            if self.alpha[j] != 0.0 and self.setof[j] != S_INACTIVE:
+                s += self.alpha[j] * self.y[j] * row_i[j]
+        return s
+
+    # -- the path ---------------------------------------------------------------
+
+    cdef int _path(self, Py_ssize_t* drv, double* dvec, Py_ssize_t n_drv,
+                   bint learning, double t_total) noexcept nogil:
+        """Drive the coefficients of `drv` along `dvec` for `t_total` units.
+
+        Learning (one example c = drv[0], dvec = +1): stops early when g_c
+        reaches 0 (c joins S); otherwise c ends in E at alpha_c = C_c.
+        Unlearning: all driven coefficients reach 0 together at t = t_total = 1.
+        Keeps every other active example in KKT along the way.
+        """
+        cdef Py_ssize_t n = self.store.n_slots
+        cdef Py_ssize_t i, j, p, k, m, best_slot
+        cdef double t_left = t_total, s_drv = 0.0, dscale = 0.0
+        cdef double tau, cand, gam, bb, tol, beta_b
+        cdef double* row
+        cdef double* Rv
+        cdef int best_kind, st
+        cdef bint moves
+        cdef long steps = 0, bound = self._step_bound()
+        cdef Py_ssize_t c = drv[0]
+        cdef blas_int bn, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0, coef
+
+        # u = sum_D y_j d_j K_.j : the kernel-space direction of the driven set,
+        # fixed for the whole operation (one vector for a batch, computed once)
+        for j in range(n):
+            self.u[j] = 0.0
+        for i in range(n_drv):
+            row = self.store.row(drv[i])
+            if row == NULL:
+                return ST_NO_MEMORY
+            coef = self.y[drv[i]] * dvec[i]
+            s_drv += coef
+            if fabs(dvec[i]) > dscale:
+                dscale = fabs(dvec[i])
+            bn = <blas_int>n
+            daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
+        tol = self.tol_event * (dscale if dscale > 0 else 1.0)
+
+        while True:
+            if t_left <= 0.0:
+                return ST_OK
+            if steps == self.fail_at_step:
+                return ST_INJECTED_FAULT
+            if steps >= bound:
+                return ST_STEP_LIMIT
+            steps += 1
+            self.n_steps += 1
+            m = self.n_margin
+
+            # ---- direction -------------------------------------------------
+            if m > 0:
+                moves = True
+                # v = [y_D'd_D ; Q_SD d_D];  [beta_b; beta_S] = -Rinv v
+                self.vbuf[0] = s_drv
+                for p in range(m):
+                    k = self.margin[p]
+                    self.vbuf[p + 1] = self.y[k] * self.u[k]
+                bn = <blas_int>(m + 1)
+                ld = <blas_int>self.r_cap
+                dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
+                      &zero, self.beta, &one_i)
+                beta_b = self.beta[0]
+            elif learning:
+                # S empty: alpha cannot move alone (sum y alpha = 0); move b so
+                # that g_c rises, until an example reaches g = 0 and joins S
+                moves = False
+                beta_b = self.y[c]
+            elif fabs(s_drv) <= tol:
+                # S empty and the batch keeps sum y alpha = 0 by itself
+                moves = True
+                beta_b = 0.0
+            else:
+                moves = False
+                beta_b = s_drv
+
+            # ---- h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
+            for j in range(n):
+                self.h[j] = 0.0
+            bn = <blas_int>n
+            for p in range(m):
+                k = self.margin[p]
+                row = self.store.row(k)
+                if row == NULL:
+                    return ST_NO_MEMORY
+                coef = self.y[k] * self.beta[p + 1]
+                daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
+
+            # ---- smallest step to an event; h[j] becomes gamma_j -----------
+            tau = INFINITY
+            best_kind = EV_NONE
+            best_slot = -1
+            if moves:
+                tau = t_left
+                best_kind = EV_END
+            if learning:
+                gam = self.y[c] * (self.h[c] + (self.u[c] if moves else 0.0) + beta_b)
+                self.h[c] = gam
+                if gam > tol:
+                    cand = -self.g[c] / gam
+                    if cand < 0.0:
+                        cand = 0.0
+                    if cand < tau:
+                        tau = cand
+                        best_kind = EV_LEARNED_MARGIN
+                        best_slot = c
+            for p in range(m):
+                k = self.margin[p]
+                bb = self.beta[p + 1]
+                if bb > tol:
+                    cand = (self.C[k] - self.alpha[k]) / bb
+                    if cand < 0.0:
+                        cand = 0.0
+                    if cand < tau:
+                        tau = cand
+                        best_kind = EV_MARGIN_TO_ERROR
+                        best_slot = k
+                elif bb < -tol:
+                    cand = self.alpha[k] / (-bb)
+                    if cand < 0.0:
+                        cand = 0.0
+                    if cand < tau:
+                        tau = cand
+                        best_kind = EV_MARGIN_TO_RESERVE
+                        best_slot = k
+            for j in range(n):
+                if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+                    continue
+                gam = self.y[j] * (self.h[j] + (self.u[j] if moves else 0.0) + beta_b)
+                self.h[j] = gam
+                if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
+                    continue
+                if self.setof[j] == S_ERROR:
+                    if gam > tol:
+                        cand = -self.g[j] / gam
+                        if cand < 0.0:
+                            cand = 0.0
+                        if cand < tau:
+                            tau = cand
+                            best_kind = EV_TO_MARGIN
+                            best_slot = j
+                elif gam < -tol:
+                    cand = self.g[j] / (-gam)
+                    if cand < 0.0:
+                        cand = 0.0
+                    if cand < tau:
+                        tau = cand
+                        best_kind = EV_TO_MARGIN
+                        best_slot = j
+            if best_kind == EV_NONE or not isfinite(tau):
+                return ST_NO_EVENT
+
+            # ---- apply the step ----------------------------------------------
+            if tau > 0.0:
+                for p in range(m):
+                    k = self.margin[p]
+                    self.alpha[k] += self.beta[p + 1] * tau
+                self.b += beta_b * tau
+                if moves:
+                    for i in range(n_drv):
+                        self.alpha[drv[i]] += dvec[i] * tau
+                    t_left -= tau
+                for j in range(n):
+                    if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                        self.g[j] += self.h[j] * tau
+                if learning:
+                    self.g[c] += self.h[c] * tau
+                if not isfinite(self.b):
+                    return ST_NON_FINITE
+
+            # ---- migrate the example of the event ------------------------------
+            if best_kind == EV_END:
+                return ST_OK
+            self.n_migrations += 1
+            if best_kind == EV_LEARNED_MARGIN:
+                self.g[c] = 0.0
+                row = self.store.row(c)
+                if row == NULL:
+                    return ST_NO_MEMORY
+                st = self._expand(c, row)
+                if st < 0:
+                    return -st
+                if st == 1:
+                    # c is linearly dependent on S: g_c = 0 at its current bound
+                    # is a valid KKT state only at a bound; keep driving otherwise
+                    if self.alpha[c] <= 0.0:
+                        self.setof[c] = S_RESERVE
+                        return ST_OK
+                    self.blocked[c] = self.epoch
+                    continue
+                return self._maybe_refactorise()
+            elif best_kind == EV_MARGIN_TO_RESERVE:
+                self.alpha[best_slot] = 0.0
+                self.g[best_slot] = 0.0
+                self._remove_from_margin(best_slot, S_RESERVE)
+            elif best_kind == EV_MARGIN_TO_ERROR:
+                self.alpha[best_slot] = self.C[best_slot]
+                self.g[best_slot] = 0.0
+                self._remove_from_margin(best_slot, S_ERROR)
+            elif best_kind == EV_TO_MARGIN:
+                self.g[best_slot] = 0.0
+                row = self.store.row(best_slot)
+                if row == NULL:
+                    return ST_NO_MEMORY
+                st = self._expand(best_slot, row)
+                if st < 0:
+                    return -st
+                if st == 1:
+                    # dependent on S: stays at its bound with g = 0 (valid KKT);
+                    # not an event again until S changes
+                    self.blocked[best_slot] = self.epoch
+            st = self._maybe_refactorise()
+            if st != 0:
+                return st
+
+    # -- public operations ------------------------------------------------------
+
+    def learn(self, Py_ssize_t slot, double label, double C):
+        """Learn one stored slot exactly.
+
+        Parameters
+        ----------
+        slot : int
+            A slot of the store that is not active in this engine.
+        label : {-1.0, +1.0}
+        C : float
+            Box bound of the example (C times class and sample weight).
+
+        Returns
+        -------
+        status : int
+        """
+        if not 0 <= slot < self.store.n_slots:
+            raise IndexError(f"slot {slot} is not in the store")
+        if self.setof[slot] != S_INACTIVE:
+            raise ValueError(f"slot {slot} is already active")
+        cdef int st
+        with nogil:
+            st = self._learn(slot, label, C)
+        return st
+
+    cdef int _learn(self, Py_ssize_t c, double label, double Cc) noexcept nogil:
+        cdef double* row
+        cdef Py_ssize_t drv[1]
+        cdef double dvec[1]
+        cdef int st
+        self.y[c] = label
+        self.C[c] = Cc
+        self.alpha[c] = 0.0
+        self.blocked[c] = -1
+        self.pos[c] = -1
+        row = self.store.row(c)
+        if row == NULL:
+            return ST_NO_MEMORY
+        self._set_active(c, label, 1)
+        self.g[c] = label * (self._f_without_b(c, row) + self.b) - 1.0
+        if self.g[c] >= 0.0 or Cc <= 0.0:
+            self.setof[c] = S_RESERVE
+            return self._finish()
+        self.setof[c] = S_DRIVEN
+        drv[0] = c
+        dvec[0] = 1.0
+        st = self._path(drv, dvec, 1, True, Cc)
+        if st != ST_OK:
+            return st
+        if self.setof[c] == S_DRIVEN:
+            # the drive ran to its end: c sits at its upper bound
+            self.alpha[c] = Cc
+            self.setof[c] = S_ERROR
+        return self._finish()
+
+    def unlearn(self, const long[::1] slots):
+        """Unlearn active slots exactly, all along one path.
+
+        Reserve members are dropped; margin members leave S first; the
+        coefficients of the others move to zero together (direction
+        ``-alpha_D``, t from 0 to 1). One slot is the single-point case.
+
+        Returns
+        -------
+        status : int
+        """
+        cdef Py_ssize_t i, n_d = slots.shape[0]
+        for i in range(n_d):
+            if not 0 <= slots[i] < self.store.n_slots or self.setof[slots[i]] == S_INACTIVE:
+                raise ValueError(f"slot {slots[i]} is not active")
+        cdef int st
+        with nogil:
+            st = self._unlearn(&slots[0] if n_d > 0 else NULL, n_d)
+        return st
+
+    cdef int _unlearn(self, const long* slots, Py_ssize_t n_d) noexcept nogil:
+        cdef Py_ssize_t i, k, n_drv = 0
+        cdef Py_ssize_t* drv
+        cdef double* dvec
+        cdef int st = ST_OK
+        if n_d == 0:
+            return ST_OK
+        drv = <Py_ssize_t*>malloc(n_d * sizeof(Py_ssize_t))
+        dvec = <double*>malloc(n_d * sizeof(double))
+        if drv == NULL or dvec == NULL:
+            free(drv); free(dvec)
+            return ST_NO_MEMORY
+        for i in range(n_d):
+            k = slots[i]
+            if self.setof[k] == S_MARGIN:
+                self._remove_from_margin(k, S_DRIVEN)
+            if self.alpha[k] == 0.0:
+                # a reserve vector (or a margin vector at zero): nothing moves
+                self._deactivate(k)
+            else:
+                self.setof[k] = S_DRIVEN
+                drv[n_drv] = k
+                dvec[n_drv] = -self.alpha[k]
+                n_drv += 1
+        if n_drv > 0:
+            if self.n_margin > 0 and self.updates_since_check > 0:
+                st = self._maybe_refactorise()
+            if st == ST_OK:
+                st = self._path(drv, dvec, n_drv, False, 1.0)
+            if st == ST_OK:
+                for i in range(n_drv):
+                    self.alpha[drv[i]] = 0.0
+                    self._deactivate(drv[i])
+        free(drv)
+        free(dvec)
+        if st != ST_OK:
+            return st
+        return self._finish()
+
+    cdef void _deactivate(self, Py_ssize_t k) noexcept nogil:
+        self.setof[k] = S_INACTIVE
+        self.alpha[k] = 0.0
+        self.g[k] = 0.0
+        self.pos[k] = -1
+        self._set_active(k, self.y[k], -1)
+
+    cdef int _finish(self) noexcept nogil:
+        """Put the state in its canonical form after an operation.
+
+        - no active example: b = 0;
+        - one class left: every alpha is 0, the problem has no margin vector,
+          and b = y of that class (the decision is that class everywhere);
+        - no margin vector strictly between its bounds: b is not unique; take
+          the midpoint of its feasible interval, as libsvm does, so that the
+          result does not depend on the path that led to it.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, j, p, k
+        cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc
+        cdef bint all_at_bounds
+        if self.n_active == 0:
+            self.b = 0.0
+            self._clear_margin()
+            return ST_OK
+        if self.n_positive == 0 or self.n_positive == self.n_active:
+            yc = 1.0 if self.n_positive > 0 else -1.0
+            self._clear_margin()
+            self.b = yc
+            for j in range(n):
+                if self.setof[j] != S_INACTIVE:
+                    self.alpha[j] = 0.0
+                    self.setof[j] = S_RESERVE
+                    self.g[j] = 0.0
+            return ST_OK
+        all_at_bounds = True
+        for p in range(self.n_margin):
+            k = self.margin[p]
+            if self.alpha[k] > 0.0 and self.alpha[k] < self.C[k]:
+                all_at_bounds = False
+                break
+        if not all_at_bounds:
+            return ST_OK
+        # a margin vector at a bound is a reserve (alpha = 0) or error (= C) one
+        for p in range(self.n_margin):
+            k = self.margin[p]
+            self.setof[k] = S_RESERVE if self.alpha[k] <= 0.0 else S_ERROR
+            self.pos[k] = -1
+        self._clear_margin()
+        # g_j(b') = g_j + y_j (b' - b): E needs g <= 0, R needs g >= 0
+        for j in range(n):
+            if self.setof[j] == S_INACTIVE or self.C[j] <= 0.0:
+                continue
+            if (self.setof[j] == S_ERROR) == (self.y[j] > 0):
+                # E with y = +1, or R with y = -1: b' <= b - y_j g_j
+                bound = self.b - self.y[j] * self.g[j]
+                if bound < hi:
+                    hi = bound
+            else:
+                bound = self.b - self.y[j] * self.g[j]
+                if bound > lo:
+                    lo = bound
+        if isfinite(lo) and isfinite(hi):
+            nb = 0.5 * (lo + hi)
+        elif isfinite(lo):
+            nb = lo
+        elif isfinite(hi):
+            nb = hi
+        else:
+            nb = self.b
+        for j in range(n):
+            if self.setof[j] != S_INACTIVE:
+                self.g[j] += self.y[j] * (nb - self.b)
+        self.b = nb
+        return ST_OK
+
+    cdef void _clear_margin(self) noexcept nogil:
+        cdef Py_ssize_t p
+        for p in range(self.n_margin):
+            self.pos[self.margin[p]] = -1
+            self.margin[p] = -1
+        self.n_margin = 0
+        self.epoch += 1
+
+    # -- warm start (exact fit from a batch solution) -------------------------------
+
+    def set_state(self, const double[::1] y, const double[::1] C,
+                  const double[::1] alpha, double b, const signed char[::1] sets,
+                  const int[::1] margin_order, const double[::1] g, Rinv=None):
+        """Install a complete state (used by fast fit, restore and load).
+
+        ``sets`` gives the set of every stored slot (-1 for inactive),
+        ``margin_order`` the margin vectors in the order of ``Rinv``. When
+        ``Rinv`` is None it is computed by refactorisation.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, i, m = margin_order.shape[0]
+        cdef int st
+        if m > 0 and not 0 <= np.min(margin_order) <= np.max(margin_order) < n:
+            raise ValueError("margin_order lists a slot outside the store")
+        if y.shape[0] != n or C.shape[0] != n or alpha.shape[0] != n or sets.shape[0] != n \
+                or g.shape[0] != n:
+            raise ValueError("state arrays must have one entry per stored slot")
+        self.sync_capacity()
+        self.n_active = 0
+        self.n_positive = 0
+        for i in range(n):
+            self.y[i] = y[i]
+            self.C[i] = C[i]
+            self.alpha[i] = alpha[i]
+            self.g[i] = g[i]
+            self.setof[i] = sets[i]
+            self.pos[i] = -1
+            self.blocked[i] = -1
+            if sets[i] != S_INACTIVE:
+                self._set_active(i, y[i], 1)
+        for i in range(self.capacity):
+            self.margin[i] = -1
+        if self._grow_r(m + 1) != 0:
+            raise MemoryError("could not allocate the margin matrix")
+        for i in range(m):
+            if sets[margin_order[i]] != S_MARGIN:
+                raise ValueError("margin_order lists a slot that is not a margin vector")
+            self.margin[i] = margin_order[i]
+            self.pos[margin_order[i]] = <int>i
+        self.n_margin = m
+        self.b = b
+        self.epoch += 1
+        if Rinv is None:
+            with nogil:
+                st = self._refactorise()
+            if st != ST_OK:
+                return st
+        else:
+            R = np.asarray(Rinv, dtype=np.float64)
+            if R.shape != (m + 1, m + 1):
+                raise ValueError("Rinv has the wrong shape")
+            Rf = np.asfortranarray(R)
+            self._copy_in_r(Rf.ravel(order="F"), m + 1)
+        self.updates_since_check = 0
+        return ST_OK
+
+    def polish(self, const double[::1] y, const double[::1] C, const signed char[::1] sets):
+        """Exact coefficients for a guess of the sets.
+
+        With alpha_E = C_E and alpha_R = 0 fixed by ``sets``, solve the
+        bordered system ``A [b; alpha_S] = [-y_E'C_E; 1 - Q_SE C_E]`` for the
+        margin vectors, build ``Rinv`` by refactorisation and recompute every
+        gradient from scratch. The result is an exact KKT state if and only if
+        every alpha_S lies within its bounds and every E (R) gradient is <= 0
+        (>= 0); the caller checks that and repairs what is not.
+
+        Returns
+        -------
+        status : int
+        """
+        cdef Py_ssize_t n = self.store.n_slots, i, p, j, m
+        alpha0 = np.where(np.asarray(sets) == S_ERROR, np.asarray(C), 0.0)
+        margin_order = np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.int32)
+        st = self.set_state(y, C, alpha0, 0.0, sets, margin_order, np.zeros(n), None)
+        if st != ST_OK:
+            return st
+        m = self.n_margin
+        if m == 0:
+            self._g_arr[:n] = self.recompute_gradients()
+            return ST_OK
+        cdef double* rhs = self.vbuf
+        cdef double* sol = self.wbuf
+        cdef double* row
+        cdef double s, yCsum = 0.0
+        cdef blas_int bn = <blas_int>(m + 1), ld = <blas_int>self.r_cap, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        cdef bint failed = False
+        with nogil:
+            for j in range(n):
+                if self.setof[j] == S_ERROR:
+                    yCsum += self.y[j] * self.C[j]
+            rhs[0] = -yCsum
+            for p in range(m):
+                i = self.margin[p]
+                row = self.store.row(i)
+                if row == NULL:
+                    failed = True
+                    break
+                # 1 - (Q_SE C_E)_p = 1 - y_i sum_{j in E} y_j C_j K_ij
+                s = 0.0
+                for j in range(n):
+                    if self.setof[j] == S_ERROR:
+                        s += self.y[j] * self.C[j] * row[j]
+                rhs[p + 1] = 1.0 - self.y[i] * s
+            if not failed:
+                # [b; alpha_S] = Rinv rhs
+                dgemv(b"N", &bn, &bn, &one, self.Rinv, &ld, rhs, &one_i, &zero, sol, &one_i)
+                self.b = sol[0]
+                for p in range(m):
+                    self.alpha[self.margin[p]] = sol[p + 1]
+        if failed:
+            return ST_NO_MEMORY
+        if not np.all(np.isfinite(self._alpha_arr[:n])) or not isfinite(self.b):
+            return ST_NON_FINITE
+        self._g_arr[:n] = self.recompute_gradients()
+        for p in range(m):
+            self.g[self.margin[p]] = 0.0
+        return ST_OK
+
+    def refactorise(self):
+        """Rebuild the inverse bordered matrix from scratch; returns a status."""
+        cdef int st
+        with nogil:
+            st = self._refactorise()
+        return st
+
+    def finish(self):
+        """Canonicalise the state (see ``_finish``); returns a status."""
+        cdef int st
+        with nogil:
+            st = self._finish()
+        return st
+
+    def recompute_gradients(self):
+        """Margin gradients of the active slots recomputed from scratch.
+
+        Returns ``g`` over all stored slots (0 for inactive ones), computed as
+        ``y_i (sum_j alpha_j y_j K_ij + b) - 1`` from the kernel rows of the
+        support vectors; independent of the incremental ``g``.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, j
+        out = np.zeros(n)
+        cdef double[::1] f = out
+        cdef double* row
+        cdef double coef
+        cdef blas_int bn = <blas_int>n, one_i = 1
+        cdef bint failed = False
+        if n == 0:
+            return out
+        with nogil:
+            for j in range(n):
+                if self.setof[j] == S_INACTIVE or self.alpha[j] == 0.0:
+                    continue
+                row = self.store.row(j)
+                if row == NULL:
+                    failed = True
+                    break
+                coef = self.alpha[j] * self.y[j]
+                # f += alpha_j y_j K_.j  (the kernel is symmetric)
+                daxpy(&bn, &coef, row, &one_i, &f[0], &one_i)
+            if not failed:
+                for j in range(n):
+                    if self.setof[j] == S_INACTIVE:
+                        f[j] = 0.0
+                    else:
+                        f[j] = self.y[j] * (f[j] + self.b) - 1.0
+        if failed:
+            raise MemoryError("could not allocate kernel rows")
+        return out
+
+    # -- views of the state ---------------------------------------------------
+
+    cdef _copy_in_r(self, const double[::1] flat, Py_ssize_t m1):
+        # flat holds an m1 x m1 matrix in column-major order
+        cdef Py_ssize_t j
+        for j in range(m1):
+            memcpy(self.Rinv + j * self.r_cap, &flat[j * m1], m1 * sizeof(double))
+
+    def rinv(self):
+        """Copy of the inverse bordered margin matrix, shape (|S|+1, |S|+1)."""
+        cdef Py_ssize_t m1 = self.n_margin + 1, j
+        out = np.empty((m1, m1), order="F")
+        cdef double[::1, :] R = out
+        for j in range(m1):
+            memcpy(&R[0, j], self.Rinv + j * self.r_cap, m1 * sizeof(double))
+        return out
+
+    def get_state(self):
+        """Copy of the whole state as a dict of numpy arrays and numbers."""
+        cdef Py_ssize_t n = self.store.n_slots
+        R = np.ascontiguousarray(self.rinv())
+        return {
+            "y": np.array(self._y_arr[:n]),
+            "C": np.array(self._C_arr[:n]),
+            "alpha": np.array(self._alpha_arr[:n]),
+            "g": np.array(self._g_arr[:n]),
+            "sets": np.array(self._set_arr[:n]),
+            "margin_order": np.array(self._margin_arr[:self.n_margin]),
+            "b": float(self.b),
+            "Rinv": R,
+        }
+
+    def restore(self, dict state):
+        """Install a state produced by :meth:`get_state` (bit for bit)."""
+        st = self.set_state(state["y"], state["C"], state["alpha"], state["b"],
+                            state["sets"], state["margin_order"], state["g"],
+                            state["Rinv"])
+        if st != ST_OK:
+            raise RuntimeError(STATUS_MESSAGES.get(st, st))
+
+    @property
+    def alpha_all(self):
+        return np.array(self._alpha_arr[:self.store.n_slots])
+
+    @property
+    def g_all(self):
+        return np.array(self._g_arr[:self.store.n_slots])
+
+    @property
+    def sets_all(self):
+        return np.array(self._set_arr[:self.store.n_slots])
+
+    @property
+    def y_all(self):
+        return np.array(self._y_arr[:self.store.n_slots])
+
+    @property
+    def C_all(self):
+        return np.array(self._C_arr[:self.store.n_slots])
+
+    @property
+    def margin_order(self):
+        return np.array(self._margin_arr[:self.n_margin])
+
+    def drift(self):
+        """max |Rinv (A x) - x| for a fixed probe x (0 when S is empty)."""
+        cdef double d
+        with nogil:
+            d = self._drift()
+        return d
+
+    def reset_counters(self):
+        self.n_steps = 0
+        self.n_migrations = 0
+        self.n_refactorisations = 0
+
+    def alpha_of(self, const long[::1] slots):
+        """Coefficients of `slots`."""
+        out = np.empty(slots.shape[0])
+        cdef double[::1] o = out
+        cdef Py_ssize_t i
+        for i in range(slots.shape[0]):
+            o[i] = self.alpha[slots[i]]
+        return out
+
+    def decision_of(self, Py_ssize_t slot):
+        """Decision value f(x_slot) = sum_j alpha_j y_j K(x_j, x_slot) + b of a stored slot."""
+        if not 0 <= slot < self.store.n_slots:
+            raise IndexError(f"slot {slot} out of range")
+        cdef double* row
+        cdef double f
+        with nogil:
+            row = self.store.row(slot)
+            f = 0.0 if row == NULL else self._f_without_b(slot, row) + self.b
+        if row == NULL:
+            raise MemoryError("could not allocate a kernel row")
+        return f
+
+    def set_of(self, Py_ssize_t slot):
+        """Set code of one slot (SET_INACTIVE for slots never learned or removed)."""
+        if not 0 <= slot < self.store.n_slots:
+            return S_INACTIVE
+        return self.setof[slot]
+
+
+def drop_reserve(list engines, const long[::1] slots):
+    """Remove `slots`, whose alpha is 0 in every engine, from all `engines`.
+
+    Nothing moves but the bookkeeping (and b when it is not unique). Done in
+    one compiled call on purpose: no Python code runs between the engines,
+    so an interrupt cannot leave some heads updated and others not.
+
+    Returns
+    -------
+    status : int
+    """
+    cdef CPEngine e
+    cdef Py_ssize_t i
+    cdef int st, worst = ST_OK
+    for e in engines:
+        for i in range(slots.shape[0]):
+            if e.setof[slots[i]] == S_INACTIVE or e.alpha[slots[i]] != 0.0:
+                raise ValueError(f"slot {slots[i]} is not an active example with alpha = 0")
+    for e in engines:
+        st = e._unlearn(&slots[0], slots.shape[0]) if slots.shape[0] > 0 else ST_OK
+        if st != ST_OK:
+            worst = st
+    return worst

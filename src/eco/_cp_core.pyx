@@ -107,25 +107,12 @@ cdef enum:
 # Kernel values
 # ---------------------------------------------------------------------------
 
-cdef void _dot_row(const double* xi, const double* XT, Py_ssize_t ld,
-                   Py_ssize_t n_features, Py_ssize_t j0, Py_ssize_t j1,
-                   double* out) noexcept nogil:
-    # out[j] = sum_k xi[k] * XT[k, j] for j in [j0, j1), summed in the order
-    # k = 0, 1, ... for every j. Written as a plain loop rather than a BLAS
-    # call on purpose: each kernel value is then a pure function of its two
-    # rows, whatever block it is computed in and whenever it is computed, so
-    # the kernel cache, save/load and the order of increments never change a
-    # result by one bit. The inner loop over j vectorises.
-    cdef Py_ssize_t j, k
-    cdef double xk
-    cdef const double* col
-    for j in range(j0, j1):
-        out[j] = 0.0
-    for k in range(n_features):
-        xk = xi[k]
-        col = XT + k * ld
-        for j in range(j0, j1):
-            out[j] = out[j] + xk * col[j]
+# Kernel values of the training rows are computed by plain loops (see
+# KernelStore._fill_rows) rather than BLAS on purpose: each value is then a pure
+# function of its two rows, whatever block it is computed in and whenever it is
+# computed, so the kernel cache, save/load and the order of increments never
+# change a result by one bit. The loops run over contiguous columns and
+# vectorise.
 
 
 cdef inline double _transform(int kernel, double dot, double sq_i, double sq_j,
@@ -351,35 +338,18 @@ cdef class KernelStore:
                     if self.rows[j] != NULL:
                         self._fill_row(j, self.rows[j], n_old, n_new)
             if self.precompute:
-                for j in range(n_old, n_new):
-                    if self.row(j) == NULL:
-                        raise MemoryError("could not allocate a kernel row")
+                self.ensure_rows(np.arange(n_old, n_new, dtype=np.int64))
         return np.arange(n_old, n_new, dtype=np.int64)
 
     cdef void _fill_row(self, Py_ssize_t slot, double* out, Py_ssize_t j0,
                         Py_ssize_t j1) noexcept nogil:
-        # out[j] = K(x_slot, x_j) for j in [j0, j1)
-        cdef Py_ssize_t k, j
-        cdef double* xi
-        cdef double sq_i = self.sqnorm[slot]
-        cdef Py_ssize_t d = self.n_features
-        if j1 <= j0:
+        # out[j] = K(x_slot, x_j) for j in [j0, j1), through the block routine so
+        # that a value never depends on how it was computed
+        cdef double* xs = <double*>malloc((self.n_features + 1) * sizeof(double))
+        if xs == NULL:
             return
-        xi = <double*>malloc((d + 1) * sizeof(double))
-        if xi == NULL:
-            return
-        for k in range(d):
-            xi[k] = self.XT[k, slot]
-        if d > 0:
-            _dot_row(xi, &self.XT[0, 0], self.capacity, d, j0, j1, out)
-        else:
-            for j in range(j0, j1):
-                out[j] = 0.0
-        free(xi)
-        if self.kernel_code != K_LINEAR:
-            for j in range(j0, j1):
-                out[j] = _transform(self.kernel_code, out[j], sq_i, self.sqnorm[j],
-                                    self.gamma, self.coef0, self.degree)
+        self._fill_rows(&slot, 1, &out, xs, j0, j1)
+        free(xs)
 
     cdef double* row(self, Py_ssize_t slot) noexcept nogil:
         """Pointer to the kernel row of `slot`, computing it if needed.
@@ -405,16 +375,98 @@ cdef class KernelStore:
         PyThread_release_lock(self.lock)
         return r
 
+    cdef void _fill_rows(self, const Py_ssize_t* slots, Py_ssize_t nb, double** outs,
+                         double* xs, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+        # outs[b][j] = K(x_slots[b], x_j) for j in [j0, j1): several rows at once,
+        # in tiles of columns, so that each tile of features is read once for
+        # all of them. Every value is the sum over k = 0, 1, ... from 0.0, in that order,
+        # so a row is bit for bit the same however and whenever it is computed.
+        cdef Py_ssize_t d = self.n_features, ld = self.capacity
+        cdef Py_ssize_t b, k, j, jt, je
+        cdef double xk
+        cdef double* o
+        cdef const double* col
+        cdef const double* XT = &self.XT[0, 0] if d > 0 else NULL
+        for b in range(nb):
+            for k in range(d):
+                xs[b * d + k] = self.XT[k, slots[b]]
+        jt = j0
+        while jt < j1:
+            je = jt + 512
+            if je > j1:
+                je = j1
+            for b in range(nb):
+                o = outs[b]
+                for j in range(jt, je):
+                    o[j] = 0.0
+            for k in range(d):
+                col = XT + k * ld
+                for b in range(nb):
+                    xk = xs[b * d + k]
+                    o = outs[b]
+                    for j in range(jt, je):
+                        o[j] = o[j] + xk * col[j]
+            if self.kernel_code != K_LINEAR:
+                for b in range(nb):
+                    o = outs[b]
+                    for j in range(jt, je):
+                        o[j] = _transform(self.kernel_code, o[j], self.sqnorm[slots[b]],
+                                          self.sqnorm[j], self.gamma, self.coef0, self.degree)
+            jt = je
+
+    cdef int _ensure_rows(self, const long* slots, Py_ssize_t count) noexcept nogil:
+        # compute the missing rows among `slots`, eight at a time
+        cdef Py_ssize_t todo[8]
+        cdef double* outs[8]
+        cdef Py_ssize_t nb = 0, i, b, s
+        cdef double* xs
+        if self.kernel_code == K_PRECOMPUTED:
+            return 0
+        xs = <double*>malloc((8 * self.n_features + 1) * sizeof(double))
+        if xs == NULL:
+            return ST_NO_MEMORY
+        i = 0
+        while i <= count:
+            if i < count:
+                s = slots[i]
+                if self.rows[s] == NULL:
+                    # skip a slot already queued in this block
+                    for b in range(nb):
+                        if todo[b] == s:
+                            s = -1
+                            break
+                    if s >= 0:
+                        outs[nb] = <double*>malloc(self.capacity * sizeof(double))
+                        if outs[nb] == NULL:
+                            for b in range(nb):
+                                free(outs[b])
+                            free(xs)
+                            return ST_NO_MEMORY
+                        todo[nb] = s
+                        nb += 1
+            if nb == 8 or (i == count and nb > 0):
+                self._fill_rows(todo, nb, outs, xs, 0, self.n_slots)
+                PyThread_acquire_lock(self.lock, WAIT_LOCK)
+                for b in range(nb):
+                    if self.rows[todo[b]] == NULL:
+                        self.rows[todo[b]] = outs[b]
+                        self.n_cached += 1
+                    else:
+                        free(outs[b])
+                PyThread_release_lock(self.lock)
+                nb = 0
+            i += 1
+        free(xs)
+        return 0
+
     def ensure_rows(self, const long[::1] slots):
-        """Compute (and cache) the rows of `slots` without the GIL."""
-        cdef Py_ssize_t i
-        cdef bint failed = False
+        """Compute (and cache) the rows of `slots`, several at a time, without the GIL."""
+        cdef int st = 0
+        if slots.shape[0] == 0:
+            return
         with nogil:
-            for i in range(slots.shape[0]):
-                if self.row(slots[i]) == NULL:
-                    failed = True
-                    break
-        if failed:
+            st = self._ensure_rows(&slots[0], slots.shape[0])
+        if st != 0:
             raise MemoryError("could not allocate kernel rows")
 
     def release_rows(self, const long[::1] slots):
@@ -488,6 +540,11 @@ cdef class CPEngine:
     # Rinv = A^-1, column-major, leading dimension r_cap
     cdef double* Rinv
     cdef Py_ssize_t r_cap
+    # KS: the kernel rows of the margin vectors, packed column by column
+    # (column p = row of margin[p] over all slots), so that the matrix-vector
+    # product of every step is one BLAS call over contiguous memory
+    cdef double* KS
+    cdef Py_ssize_t ks_ld, ks_cols, ks_n
     # work buffers of length r_cap
     cdef double* vbuf
     cdef double* beta
@@ -511,6 +568,10 @@ cdef class CPEngine:
 
     def __cinit__(self):
         self.Rinv = NULL
+        self.KS = NULL
+        self.ks_ld = 0
+        self.ks_cols = 0
+        self.ks_n = 0
         self.vbuf = NULL
         self.beta = NULL
         self.wbuf = NULL
@@ -542,6 +603,7 @@ cdef class CPEngine:
 
     def __dealloc__(self):
         free(self.Rinv)
+        free(self.KS)
         free(self.vbuf)
         free(self.beta)
         free(self.wbuf)
@@ -616,6 +678,53 @@ cdef class CPEngine:
             return ST_NO_MEMORY
         return 0
 
+    cdef int _ks_reserve(self, Py_ssize_t cols) noexcept nogil:
+        # room for `cols` packed margin rows with one entry per store slot
+        cdef Py_ssize_t ld = self.store.capacity, new_cols, p
+        cdef double* K2
+        if cols <= self.ks_cols and ld <= self.ks_ld:
+            return 0
+        new_cols = self.ks_cols
+        if new_cols < cols:
+            new_cols = 2 * self.ks_cols
+            if new_cols < cols:
+                new_cols = cols
+            if new_cols < 16:
+                new_cols = 16
+        K2 = <double*>malloc(ld * new_cols * sizeof(double))
+        if K2 == NULL:
+            return ST_NO_MEMORY
+        if self.KS != NULL:
+            for p in range(self.n_margin):
+                memcpy(K2 + p * ld, self.KS + p * self.ks_ld, self.ks_n * sizeof(double))
+            free(self.KS)
+        self.KS = K2
+        self.ks_ld = ld
+        self.ks_cols = new_cols
+        return 0
+
+    cdef int _ks_sync(self) noexcept nogil:
+        # bring the packed rows up to the current slots of the store
+        cdef Py_ssize_t n = self.store.n_slots, p
+        cdef double* row
+        if self._ks_reserve(self.n_margin) != 0:
+            return ST_NO_MEMORY
+        if self.ks_n == n:
+            return 0
+        for p in range(self.n_margin):
+            row = self.store.row(self.margin[p])
+            if row == NULL:
+                return ST_NO_MEMORY
+            memcpy(self.KS + p * self.ks_ld + self.ks_n, row + self.ks_n,
+                   (n - self.ks_n) * sizeof(double))
+        self.ks_n = n
+        return 0
+
+    cdef int _ks_rebuild(self) noexcept nogil:
+        cdef Py_ssize_t p
+        self.ks_n = 0
+        return self._ks_sync()
+
     # -- small helpers --------------------------------------------------------
 
     cdef inline double _r(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
@@ -682,6 +791,9 @@ cdef class CPEngine:
             bk[m1] = 1.0
             n_ = <blas_int>(m1 + 1)
             dger(&n_, &n_, &inv_kappa, bk, &one_i, bk, &one_i, self.Rinv, &ld)
+        if self._ks_reserve(m + 1) != 0:
+            return -ST_NO_MEMORY
+        memcpy(self.KS + m * self.ks_ld, row_k, self.ks_n * sizeof(double))
         self.margin[m] = <int>k
         self.pos[k] = <int>m
         self.setof[k] = S_MARGIN
@@ -712,6 +824,8 @@ cdef class CPEngine:
             memcpy(self.Rinv + q * ldr, self.Rinv + last * ldr, m1 * sizeof(double))
             for i in range(m1):
                 self.Rinv[q + i * ldr] = self.Rinv[last + i * ldr]
+            memcpy(self.KS + p * self.ks_ld, self.KS + (m - 1) * self.ks_ld,
+                   self.ks_n * sizeof(double))
             moved = self.margin[m - 1]
             self.margin[p] = moved
             self.pos[moved] = <int>p
@@ -840,8 +954,8 @@ cdef class CPEngine:
         cdef bint moves
         cdef long steps = 0, bound = self._step_bound()
         cdef Py_ssize_t c = drv[0]
-        cdef blas_int bn, ld, one_i = 1
-        cdef double minus_one = -1.0, zero = 0.0, coef
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0, one = 1.0, coef
 
         # u = sum_D y_j d_j K_.j : the kernel-space direction of the driven set,
         # fixed for the whole operation (one vector for a batch, computed once)
@@ -897,16 +1011,18 @@ cdef class CPEngine:
                 beta_b = s_drv
 
             # ---- h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
-            for j in range(n):
-                self.h[j] = 0.0
-            bn = <blas_int>n
-            for p in range(m):
-                k = self.margin[p]
-                row = self.store.row(k)
-                if row == NULL:
-                    return ST_NO_MEMORY
-                coef = self.y[k] * self.beta[p + 1]
-                daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
+            if m > 0:
+                # h = KS (y_S * beta_S)
+                for p in range(m):
+                    self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
+                bn = <blas_int>n
+                bm = <blas_int>m
+                ld = <blas_int>self.ks_ld
+                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                      &self.h[0], &one_i)
+            else:
+                for j in range(n):
+                    self.h[j] = 0.0
 
             # ---- smallest step to an event; h[j] becomes gamma_j -----------
             tau = INFINITY
@@ -1066,6 +1182,8 @@ cdef class CPEngine:
         cdef Py_ssize_t drv[1]
         cdef double dvec[1]
         cdef int st
+        if self._ks_sync() != 0:
+            return ST_NO_MEMORY
         self.y[c] = label
         self.C[c] = Cc
         self.alpha[c] = 0.0
@@ -1118,6 +1236,8 @@ cdef class CPEngine:
         cdef int st = ST_OK
         if n_d == 0:
             return ST_OK
+        if self._ks_sync() != 0:
+            return ST_NO_MEMORY
         drv = <Py_ssize_t*>malloc(n_d * sizeof(Py_ssize_t))
         dvec = <double*>malloc(n_d * sizeof(double))
         if drv == NULL or dvec == NULL:
@@ -1276,6 +1396,10 @@ cdef class CPEngine:
         self.n_margin = m
         self.b = b
         self.epoch += 1
+        with nogil:
+            st = self._ks_rebuild()
+        if st != ST_OK:
+            raise MemoryError("could not allocate the margin rows")
         if Rinv is None:
             with nogil:
                 st = self._refactorise()
@@ -1305,6 +1429,8 @@ cdef class CPEngine:
         status : int
         """
         cdef Py_ssize_t n = self.store.n_slots, i, p, j, m
+        self.store.ensure_rows(np.flatnonzero(
+            (np.asarray(sets) == S_MARGIN) | (np.asarray(sets) == S_ERROR)).astype(np.int64))
         alpha0 = np.where(np.asarray(sets) == S_ERROR, np.asarray(C), 0.0)
         margin_order = np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.int32)
         st = self.set_state(y, C, alpha0, 0.0, sets, margin_order, np.zeros(n), None)
@@ -1383,6 +1509,8 @@ cdef class CPEngine:
         cdef bint failed = False
         if n == 0:
             return out
+        self.store.ensure_rows(np.flatnonzero(
+            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.int64))
         with nogil:
             for j in range(n):
                 if self.setof[j] == S_INACTIVE or self.alpha[j] == 0.0:
@@ -1532,3 +1660,14 @@ def drop_reserve(list engines, const long[::1] slots):
         if st != ST_OK:
             worst = st
     return worst
+
+
+def all_reserve(list engines, const long[::1] slots):
+    """True when every slot has alpha = 0 in every engine (a reserve-only request)."""
+    cdef CPEngine e
+    cdef Py_ssize_t i
+    for e in engines:
+        for i in range(slots.shape[0]):
+            if e.alpha[slots[i]] != 0.0:
+                return False
+    return True

@@ -22,7 +22,7 @@ def _jsonable_id(value):
     return repr(value)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UnlearningReceipt:
     """Record of one call to :meth:`eco.CPSVM.decrement`.
 

@@ -227,6 +227,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
     @staticmethod
     def _as_id_list(ids, what="ids"):
         """A list of hashable Python ids (numpy scalars turned into Python ones)."""
+        if type(ids) is int or type(ids) is str:  # the common single-id request
+            return [ids]
         if isinstance(ids, (str, bytes)) or np.ndim(ids) == 0:
             ids = [ids]
         try:
@@ -558,35 +560,23 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             The same id twice in the request.
         """
         t0 = time.perf_counter()
-        check_is_fitted(self)
+        self._require_fitted()
         id_list = self._as_id_list(ids)
         if len(id_list) == 0:
             raise InvalidInputError("decrement: no ids given")
-        slots = np.empty(len(id_list), dtype=np.int64)
-        seen = set()
-        for k, i in enumerate(id_list):
-            if i in seen:
-                raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
-            seen.add(i)
-            s = self._slot_of.get(i)
-            if s is None:
-                raise UnknownIdError(f"decrement: unknown id {i!r}")
-            if not self._is_active(s):
-                raise UnknownIdError(f"decrement: id {i!r} has already been removed")
-            slots[k] = s
+        slots = self._slots_of_request(id_list)
         digest_before = self.state_digest() if audit else None
         engines = self._engines
-
-        reserve = np.ones(len(slots), dtype=bool)
-        for e in engines:
-            reserve &= e.alpha_of(slots) == 0.0
-        steps0 = sum(e.n_steps for e in engines)
-        migr0 = sum(e.n_migrations for e in engines)
         resolved = []
-        if reserve.all():
+        if _cp_core.all_reserve(engines, slots):
             # alpha = 0 in every head: drop them in one uninterruptible call
             _cp_core.drop_reserve(engines, slots)
+            reserve = [True] * len(slots)
+            n_steps = n_migrations = 0
         else:
+            reserve = [bool(r) for r in np.all([e.alpha_of(slots) == 0.0 for e in engines], axis=0)]
+            steps0 = sum(e.n_steps for e in engines)
+            migr0 = sum(e.n_migrations for e in engines)
             snapshot = self._snapshot()
             try:
                 def unlearn(h):
@@ -595,15 +585,15 @@ class CPSVM(ClassifierMixin, BaseEstimator):
                         status = e.unlearn(slots)
                     else:
                         status = _cp_core.STATUS_OK
-                        for s in slots:
-                            status = e.unlearn(slots[slots == s])
+                        for k in range(len(slots)):
+                            status = e.unlearn(slots[k:k + 1])
                             if status != _cp_core.STATUS_OK:
                                 break
                     if status != _cp_core.STATUS_OK:
                         # the path could not finish: re-solve this head exactly
-                        remaining = np.setdiff1d(self._active_slots(h, before=True, snapshot=snapshot),
-                                                 slots)
-                        self._solve_head(h, remaining, "batch")
+                        remaining = np.setdiff1d(
+                            np.flatnonzero(snapshot[h]["sets"] != _SET_INACTIVE), slots)
+                        self._solve_head(h, remaining.astype(np.int64), "batch")
                         return h
                     if self._test_hook_after_head is not None:
                         self._test_hook_after_head(h)
@@ -612,6 +602,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             except BaseException:
                 self._restore(snapshot)
                 raise
+            n_steps = sum(e.n_steps for e in engines) - steps0
+            n_migrations = sum(e.n_migrations for e in engines) - migr0
         paths = {}
         for i, r in zip(id_list, reserve):
             paths[i] = PATH_RESERVE_DROP if r else (PATH_RESOLVE if resolved else PATH_STEPS)
@@ -619,14 +611,31 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             removed_ids=tuple(id_list),
             paths=paths,
             batch=bool(batch),
-            n_migrations=sum(e.n_migrations for e in engines) - migr0,
-            n_steps=sum(e.n_steps for e in engines) - steps0,
+            n_migrations=n_migrations,
+            n_steps=n_steps,
             kkt_violation=self.kkt_violation() if audit else None,
             digest_before=digest_before,
             digest_after=self.state_digest() if audit else None,
             wall_time_s=time.perf_counter() - t0,
             resolved_heads=tuple(resolved),
         )
+
+    def _slots_of_request(self, id_list):
+        """Slots of the active examples named by `id_list` (validated)."""
+        slots = np.empty(len(id_list), dtype=np.int64)
+        seen = set()
+        first_set = self._engines[0].set_of
+        for k, i in enumerate(id_list):
+            if i in seen:
+                raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
+            seen.add(i)
+            s = self._slot_of.get(i)
+            if s is None:
+                raise UnknownIdError(f"decrement: unknown id {i!r}")
+            if first_set(s) == _SET_INACTIVE:
+                raise UnknownIdError(f"decrement: id {i!r} has already been removed")
+            slots[k] = s
+        return slots
 
     # Set by tests to inject a fault after a head has been updated.
     _test_hook_after_head = None

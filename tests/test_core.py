@@ -1,0 +1,199 @@
+"""The compiled engine on its own: kernel rows, the bordered inverse, status codes.
+
+These tests talk to ``eco._cp_core`` directly and check each piece of its
+bookkeeping against NumPy and scikit-learn, so that a failure points at the
+engine rather than at the estimator around it.
+"""
+
+import numpy as np
+import pytest
+from sklearn.metrics.pairwise import linear_kernel, polynomial_kernel, rbf_kernel
+
+from eco import _cp_core
+from eco._cp_core import CPEngine, KernelStore, kernel_matrix
+
+KERNELS = {
+    "linear": lambda A, B, g: linear_kernel(A, B),
+    "rbf": lambda A, B, g: rbf_kernel(A, B, gamma=g),
+    "poly": lambda A, B, g: polynomial_kernel(A, B, degree=3, gamma=g, coef0=0.5),
+}
+
+
+def _data(n=120, d=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = np.where(X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=n) > 0, 1.0, -1.0)
+    return np.ascontiguousarray(X), y
+
+
+def _fitted_engine(X, y, kernel="rbf", gamma=0.2, C=1.0):
+    store = KernelStore(X.shape[1], kernel, gamma, 3, 0.5)
+    store.append(X)
+    engine = CPEngine(store)
+    for s in range(len(y)):
+        assert engine.learn(s, y[s], C) == _cp_core.STATUS_OK
+    return store, engine
+
+
+def _bordered(engine):
+    """A = [[0, y_S'], [y_S, Q_SS]] built with NumPy from the store's rows."""
+    S = engine.margin_order.astype(np.int64)
+    y = engine.y_all
+    K = engine.store.kernel_block(S)[:, S]
+    A = np.zeros((len(S) + 1, len(S) + 1))
+    A[0, 1:] = y[S]
+    A[1:, 0] = y[S]
+    A[1:, 1:] = np.outer(y[S], y[S]) * K
+    return A
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_kernel_rows_match_sklearn(kernel):
+    X, _ = _data()
+    store = KernelStore(X.shape[1], kernel, 0.2, 3, 0.5)
+    store.append(X)
+    K = store.kernel_block(np.arange(len(X), dtype=np.int64))
+    np.testing.assert_allclose(K, KERNELS[kernel](X, X, 0.2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(kernel_matrix(X, X[:9], kernel, 0.2, 3, 0.5),
+                               KERNELS[kernel](X, X[:9], 0.2), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_kernel_rows_do_not_depend_on_how_they_were_computed(kernel):
+    # rows computed one at a time, in blocks, before or after later appends,
+    # or all at once (precompute) must agree bit for bit, and be symmetric
+    X, _ = _data(n=300, d=11)
+    one_by_one = KernelStore(11, kernel, 0.1, 3, 0.5)
+    one_by_one.append(X[:100])
+    one_by_one.get_row(3)  # cached before the next append extends it
+    one_by_one.append(X[100:])
+    blocked = KernelStore(11, kernel, 0.1, 3, 0.5)
+    blocked.append(X)
+    blocked.ensure_rows(np.arange(0, 300, 2, dtype=np.int64))
+    full = KernelStore(11, kernel, 0.1, 3, 0.5, precompute=True)
+    full.append(X)
+    every = np.arange(300, dtype=np.int64)
+    K1, K2, K3 = (s.kernel_block(every) for s in (one_by_one, blocked, full))
+    assert np.array_equal(K1, K2)
+    assert np.array_equal(K1, K3)
+    assert np.array_equal(K1, K1.T)
+
+
+def test_precomputed_store_takes_user_rows():
+    X, _ = _data(n=50)
+    K = rbf_kernel(X, X, gamma=0.3)
+    # the store takes the new rows for both halves of the symmetric matrix,
+    # so compare with an exactly symmetric Gram matrix
+    K = (K + K.T) / 2
+    store = KernelStore(0, "precomputed")
+    store.append(np.ascontiguousarray(K[:30, :30]))
+    store.append(np.ascontiguousarray(K[30:, :50]))
+    assert np.array_equal(store.kernel_block(np.arange(50, dtype=np.int64)), K)
+    with pytest.raises(ValueError, match="columns"):
+        store.append(np.ascontiguousarray(K[:2, :10]))
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_rinv_is_the_inverse_of_the_bordered_matrix(kernel):
+    X, y = _data()
+    _, engine = _fitted_engine(X, y, kernel)
+    rng = np.random.default_rng(1)
+    for _ in range(15):
+        active = np.flatnonzero(engine.sets_all != _cp_core.SET_INACTIVE)
+        assert engine.unlearn(rng.choice(active, 2, replace=False).astype(np.int64)) == 0
+        if engine.n_margin:
+            A = _bordered(engine)
+            np.testing.assert_allclose(engine.rinv() @ A, np.eye(len(A)), atol=1e-9)
+
+
+def test_incremental_gradients_match_a_recomputation():
+    X, y = _data()
+    _, engine = _fitted_engine(X, y)
+    active = engine.sets_all != _cp_core.SET_INACTIVE
+    np.testing.assert_allclose(engine.g_all[active], engine.recompute_gradients()[active],
+                               atol=1e-11)
+    # margin vectors sit on the margin, error vectors inside it, reserve outside
+    g, sets = engine.recompute_gradients(), engine.sets_all
+    assert np.all(np.abs(g[sets == _cp_core.SET_MARGIN]) < 1e-10)
+    assert np.all(g[sets == _cp_core.SET_ERROR] < 1e-10)
+    assert np.all(g[sets == _cp_core.SET_RESERVE] > -1e-10)
+
+
+def test_refactorisation_keeps_the_sets_and_the_inverse():
+    X, y = _data()
+    _, engine = _fitted_engine(X, y)
+    before = engine.get_state()
+    assert engine.refactorise() == _cp_core.STATUS_OK
+    after = engine.get_state()
+    assert np.array_equal(before["sets"], after["sets"])
+    assert np.array_equal(before["margin_order"], after["margin_order"])
+    np.testing.assert_allclose(after["Rinv"], before["Rinv"], atol=1e-9)
+    assert engine.drift() < 1e-10
+
+
+def test_drift_check_refactorises_when_forced():
+    X, y = _data()
+    store = KernelStore(X.shape[1], "rbf", 0.2, 3, 0.5)
+    store.append(X)
+    engine = CPEngine(store)
+    engine.drift_check_every = 1
+    engine.drift_tol = 0.0  # every check finds "drift": refactorise each time
+    for s in range(len(y)):
+        assert engine.learn(s, y[s], 1.0) == 0
+    assert engine.n_refactorisations > 0
+    _, reference = _fitted_engine(X, y)
+    assert np.array_equal(engine.sets_all, reference.sets_all)
+    np.testing.assert_allclose(engine.alpha_all, reference.alpha_all, atol=1e-10)
+
+
+def test_injected_fault_is_reported_as_a_status():
+    X, y = _data()
+    _, engine = _fitted_engine(X, y)
+    margin = engine.margin_order[0]
+    engine.fail_at_step = 0
+    assert engine.unlearn(np.array([margin], dtype=np.int64)) == _cp_core.STATUS_INJECTED_FAULT
+    assert _cp_core.STATUS_MESSAGES[_cp_core.STATUS_INJECTED_FAULT]
+
+
+def test_step_bound_is_reported_as_a_status():
+    X, y = _data()
+    store = KernelStore(X.shape[1], "rbf", 0.2, 3, 0.5)
+    store.append(X)
+    engine = CPEngine(store, max_steps=1)
+    statuses = {engine.learn(s, y[s], 1.0) for s in range(len(y))}
+    assert _cp_core.STATUS_STEP_LIMIT in statuses
+
+
+def test_drop_reserve_refuses_examples_that_carry_weight():
+    X, y = _data()
+    _, engine = _fitted_engine(X, y)
+    support = np.flatnonzero(engine.alpha_all > 0).astype(np.int64)
+    before = engine.get_state()
+    with pytest.raises(ValueError, match="alpha = 0"):
+        _cp_core.drop_reserve([engine], support[:1])
+    after = engine.get_state()
+    assert all(np.array_equal(before[k], after[k]) for k in ("alpha", "sets", "g"))
+
+
+def test_one_class_left_is_the_canonical_state():
+    X, y = _data()
+    _, engine = _fitted_engine(X, y)
+    negatives = np.flatnonzero(y < 0).astype(np.int64)
+    assert engine.unlearn(negatives) == 0
+    active = engine.sets_all != _cp_core.SET_INACTIVE
+    assert np.all(engine.alpha_all[active] == 0.0)
+    assert engine.b == 1.0 and engine.n_margin == 0
+    assert engine.unlearn(np.flatnonzero(active).astype(np.int64)) == 0
+    assert engine.n_active == 0 and engine.b == 0.0
+
+
+def test_learning_a_dependent_duplicate_keeps_kkt():
+    X, y = _data(n=40)
+    X = np.ascontiguousarray(np.vstack([X, X[:10]]))
+    y = np.concatenate([y, y[:10]])
+    _, engine = _fitted_engine(X, y, "linear", C=10.0)
+    active = engine.sets_all != _cp_core.SET_INACTIVE
+    g, a = engine.recompute_gradients()[active], engine.alpha_all[active]
+    free = (a > 0) & (a < 10.0)
+    assert np.all(np.abs(g[free]) < 1e-9)
+    assert np.all(g[a == 0] > -1e-9) and np.all(g[a == 10.0] < 1e-9)

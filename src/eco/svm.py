@@ -185,6 +185,16 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             raise InvalidInputError(
                 f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}")
 
+    def _check_features(self, X, what):
+        """Validate new feature rows against the fitted ones (scikit-learn's checks and messages)."""
+        if self.kernel == "precomputed":
+            return self._check_X(X, n_columns=self._store.n_slots, what=what)
+        try:
+            X = validate_data(self, X, dtype=np.float64, order="C", reset=False)
+        except ValueError as exc:
+            raise InvalidInputError(f"{what}: {exc}") from exc
+        return X
+
     def _check_X(self, X, *, n_columns, what):
         """Validate a 2-D finite float array with `n_columns` columns."""
         try:
@@ -482,7 +492,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             m = y_arr.shape[0] if y_arr.ndim == 1 else -1
             X = self._check_X(X, n_columns=n_given + max(m, 0), what="increment X")
         else:
-            X = self._check_X(X, n_columns=self.n_features_in_, what="increment X")
+            X = self._check_features(X, "increment X")
         m = X.shape[0]
         if m == 0:
             raise InvalidInputError("increment: no rows given")
@@ -505,8 +515,10 @@ class CPSVM(ClassifierMixin, BaseEstimator):
 
         snapshot = self._snapshot()
         saved = (self._slot_labels, self._slot_C, self._slot_ids, dict(self._slot_of))
+        old_active = self._active_slots()
         try:
             slots = self._store.append(X)
+            target_active = np.concatenate([old_active, slots]).astype(np.int64)
             self._slot_labels = np.concatenate([self._slot_labels, labels.astype(np.int64)])
             self._slot_C = np.concatenate(
                 [self._slot_C, float(self.C) * self.class_weight_[labels] * sw])
@@ -521,7 +533,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
                 for s in slots:
                     status = engine.learn(int(s), y_h[s], self._slot_C[s])
                     if status != _cp_core.STATUS_OK:
-                        self._solve_head(h, self._active_slots(), "batch")
+                        # the path could not finish: re-solve this head exactly
+                        self._solve_head(h, target_active, "batch")
                         return
             self._map_heads(learn_all)
         except BaseException:
@@ -724,8 +737,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
         """
         check_is_fitted(self)
-        n_cols = self._store.n_slots if self.kernel == "precomputed" else self.n_features_in_
-        X = self._check_X(X, n_columns=n_cols, what="X")
+        X = self._check_features(X, "X")
         coef = np.stack([e.alpha_all * e.y_all for e in self._engines], axis=1)
         sv = np.flatnonzero(np.any(coef != 0.0, axis=1))
         b = np.array([e.b for e in self._engines])

@@ -1,0 +1,668 @@
+"""The ECO model: a PyTorch feature extractor Phi under an exact CP SVM head.
+
+``f(x) = head(Phi(x))``. The head is trained on C_CP, the examples that may be
+deleted, and an unlearning request is served by the algorithm of
+``shared/design/eco.md`` (the paper's, in our reading):
+
+    1  if D_f meets C_CP:
+    2      if D_f meets M or I (margin or error vectors of any binary head):
+    3          unlearn D_f from the heads by CP decrement
+    4          C_CP <- C_CP minus D_f
+    5      else:
+    6          C_CP <- C_CP minus D_f        (reserve vectors: no head changes)
+    7      refresh Phi if and only if Phi was trained on any example of D_f
+    8  else:
+    9      nothing changes
+
+Line 7 is applied whenever D_f meets Phi's lineage, also for an example that
+Phi was trained on but the head was not: otherwise such a request would be
+ignored and the model would still carry the example in Phi's weights.
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError
+
+from eco.exceptions import DuplicateIdError, InvalidInputError, ModelFileError, UnlearningError
+from eco.nn.features import extract_features, resolve_device
+
+__all__ = ["ECO", "UnlearningResult", "PATHS"]
+
+#: The ways a request can be served, see :class:`UnlearningResult`.
+PATHS = ("none", "reserve_only", "decrement", "retrain_phi")
+
+_MANIFEST = "manifest.json"
+_EXTRACTOR_FILE = "feature_extractor.pt"
+_HEAD_FILE = "head"
+_INPUTS_FILE = "ccp_inputs.npy"
+_LABELS_FILE = "ccp_labels.npy"
+_FORMAT = "eco.nn.ECO"
+_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlearningResult:
+    """What :meth:`ECO.unlearn` did.
+
+    Attributes
+    ----------
+    requested_ids : tuple
+        The ids of the request, in order, without repetitions.
+    removed_ids : tuple
+        The ids that were removed from C_CP or from Phi's lineage.
+    ignored_ids : tuple
+        The ids that are neither in C_CP nor in Phi's lineage; nothing was
+        done for them.
+    path : {"none", "reserve_only", "decrement", "retrain_phi"}
+        ``"none"``: nothing to remove. ``"reserve_only"``: every removed id
+        was a reserve vector of every head, so no head moved.
+        ``"decrement"``: at least one removed id was a margin or error vector
+        and the heads were updated by CP decrement. ``"retrain_phi"``: the
+        request touched Phi's lineage, so Phi was retrained without it, the
+        features re-extracted and the head refitted (costs like retraining).
+    batch : bool
+        True when the head served the request as one batch (ECO), False when
+        one example at a time (ECO_i).
+    exact : bool
+        True when the result equals the model trained from scratch without
+        the removed ids: every path is exact by construction, and for the
+        decrement paths the head's KKT violation after the update is checked
+        against :attr:`ECO.kkt_tolerance`.
+    wall_time_s : float
+        Wall-clock seconds of the whole call.
+    receipt : object or None
+        The head's receipt of ``decrement`` (None for ``"none"`` and
+        ``"retrain_phi"``).
+    """
+
+    requested_ids: tuple
+    removed_ids: tuple
+    ignored_ids: tuple
+    path: str
+    batch: bool
+    exact: bool
+    wall_time_s: float
+    receipt: object = None
+
+    def to_dict(self):
+        """Return the result as a JSON-serialisable dict."""
+        receipt = self.receipt
+        if receipt is not None and hasattr(receipt, "to_dict"):
+            receipt = receipt.to_dict()
+        return {
+            "requested_ids": list(self.requested_ids),
+            "removed_ids": list(self.removed_ids),
+            "ignored_ids": list(self.ignored_ids),
+            "path": self.path,
+            "batch": self.batch,
+            "exact": self.exact,
+            "wall_time_s": self.wall_time_s,
+            "receipt": receipt,
+        }
+
+
+def _normalize_id(identifier, what):
+    if isinstance(identifier, np.generic):
+        identifier = identifier.item()
+    if isinstance(identifier, float) and math.isnan(identifier):
+        raise InvalidInputError(f"{what} contain NaN, which cannot identify an example")
+    try:
+        hash(identifier)
+    except TypeError:
+        raise InvalidInputError(
+            f"{what} must be hashable, got an element of type {type(identifier).__name__}"
+        ) from None
+    return identifier
+
+
+def _normalize_ids(ids, what):
+    """Turn one id or a 1-D collection of ids into a list of plain Python ids."""
+    if ids is None:
+        raise InvalidInputError(f"{what} must be given, got None")
+    if isinstance(ids, (str, bytes, numbers.Number, np.generic)):
+        ids = [ids]
+    elif isinstance(ids, torch.Tensor):
+        if ids.dim() > 1:
+            raise InvalidInputError(f"{what} must be 1-D, got a tensor of shape {tuple(ids.shape)}")
+        ids = ids.reshape(-1).tolist()
+    elif isinstance(ids, np.ndarray):
+        if ids.ndim > 1:
+            raise InvalidInputError(f"{what} must be 1-D, got an array of shape {ids.shape}")
+        ids = ids.reshape(-1).tolist()
+    else:
+        try:
+            ids = list(ids)
+        except TypeError:
+            ids = [ids]  # a single hashable id of some other type
+    return [_normalize_id(identifier, what) for identifier in ids]
+
+
+def _unique_in_order(ids):
+    return list(dict.fromkeys(ids))
+
+
+def _fresh_head(head):
+    """An unfitted head with the same parameters (sklearn's clone when it works)."""
+    try:
+        from sklearn.base import clone
+
+        return clone(head)
+    except Exception:  # a head that does not follow sklearn's get_params contract
+        return copy.deepcopy(head)
+
+
+def _default_head():
+    from eco import CPSVM  # imported here: the core must not import eco.nn, and vice versa at import time
+
+    return CPSVM()
+
+
+def _as_input_array(X):
+    """The inputs as a CPU NumPy array, rows indexing examples."""
+    if isinstance(X, torch.Tensor):
+        array = X.detach().cpu().numpy()
+    else:
+        array = np.asarray(X)
+    if array.ndim == 0:
+        raise InvalidInputError("X must have a first axis indexing examples, got a scalar")
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        raise InvalidInputError(f"X must be numeric, got dtype {array.dtype}")
+    return array
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ECO:
+    """Exact unlearning for a deep classifier: a PyTorch Phi under a CP SVM head.
+
+    Parameters
+    ----------
+    feature_extractor : torch.nn.Module
+        Phi, mapping a batch of inputs to ``(N, n_features)`` features (see
+        :mod:`eco.nn.features` for the accepted output shapes).
+    head : estimator, optional
+        The head, default ``eco.CPSVM()``. It is cloned at :meth:`fit`; the
+        fitted head is :attr:`head_`.
+    phi_trainer : callable, optional
+        ``phi_trainer(remaining_feature_ids) -> torch.nn.Module``: trains a new
+        Phi from scratch on the given ids of its lineage. Needed only to serve
+        requests that touch Phi's lineage (``feature_ids`` of :meth:`fit`).
+    device : str or torch.device, default="auto"
+        Where Phi runs; ``"auto"`` is CUDA when available, else the CPU.
+    batch_size : int, default=256
+        Rows per forward pass of Phi.
+    kkt_tolerance : float, default=1e-6
+        Largest KKT violation of the head after a decrement for which
+        :attr:`UnlearningResult.exact` is reported True.
+
+    Attributes
+    ----------
+    head_ : estimator
+        The fitted head.
+    feature_ids_ : tuple
+        Phi's lineage: the ids Phi was trained on.
+    classes_ : numpy.ndarray
+        Class labels (from the head).
+    ids_ : numpy.ndarray
+        Ids of C_CP, the examples the head is trained on (from the head).
+    n_features_ : int
+        Dimension of Phi's features.
+
+    Notes
+    -----
+    To serve a request that touches Phi's lineage the model keeps the raw
+    inputs and labels of C_CP (it must re-extract their features with the
+    retrained Phi). It keeps them only when the lineage is not empty, and it
+    drops the inputs of every removed example.
+
+    Examples
+    --------
+    >>> from eco.nn import ECO, make_network, feature_extractor, train_network
+    >>> net = make_network("digits", seed=0)                # doctest: +SKIP
+    >>> train_network(net, X_public, y_public)              # doctest: +SKIP
+    >>> model = ECO(feature_extractor(net)).fit(X, y)       # doctest: +SKIP
+    >>> result = model.unlearn([3, 14, 15])                 # doctest: +SKIP
+    >>> result.path, result.exact                           # doctest: +SKIP
+    ('decrement', True)
+    """
+
+    def __init__(
+        self,
+        feature_extractor,
+        head=None,
+        *,
+        phi_trainer=None,
+        device="auto",
+        batch_size=256,
+        kkt_tolerance=1e-6,
+    ):
+        if not isinstance(feature_extractor, torch.nn.Module):
+            raise InvalidInputError(
+                f"feature_extractor must be a torch.nn.Module, got {type(feature_extractor).__name__}"
+            )
+        if phi_trainer is not None and not callable(phi_trainer):
+            raise InvalidInputError("phi_trainer must be callable (remaining_feature_ids) -> module")
+        if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+            raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.feature_extractor = feature_extractor
+        self.head = head if head is not None else _default_head()
+        self.phi_trainer = phi_trainer
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.kkt_tolerance = float(kkt_tolerance)
+
+    # ------------------------------------------------------------------ state
+
+    def _check_fitted(self):
+        if not hasattr(self, "head_"):
+            raise NotFittedError(
+                "This ECO model is not fitted yet. Call 'fit' with training data first."
+            )
+
+    @property
+    def classes_(self):
+        self._check_fitted()
+        return self.head_.classes_
+
+    @property
+    def ids_(self):
+        self._check_fitted()
+        return np.asarray(self.head_.ids_)
+
+    def _active_ids(self):
+        return _normalize_ids(np.asarray(self.head_.ids_), "ids of the head")
+
+    # -------------------------------------------------------------- training
+
+    def transform(self, X):
+        """Return Phi(X) as a float64 matrix.
+
+        Parameters
+        ----------
+        X : torch.Tensor, array-like, Dataset or DataLoader
+            Inputs.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_inputs, n_features)
+        """
+        return extract_features(
+            self.feature_extractor, X, batch_size=self.batch_size, device=self.device
+        )
+
+    def fit(self, X, y, ids=None, feature_ids=None, *, features=None):
+        """Extract the features of ``X`` and fit the head on them.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, ...)
+            Inputs of C_CP.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        ids : sequence of hashable, optional
+            One id per row, default ``0 .. n_samples-1``.
+        feature_ids : sequence of hashable, optional
+            Phi's lineage, the ids of the examples Phi was trained on. Default
+            empty: Phi was trained on data not subject to deletion. Ids here
+            may also be in ``ids``.
+        features : array-like of shape (n_samples, n_features), optional
+            Phi(X) computed beforehand, to skip the extraction (for example
+            to fit several models on the same data). It must be what
+            :meth:`transform` returns for ``X``; it is not checked.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        InvalidInputError
+            Bad shapes, non-finite inputs or features, malformed ids.
+        DuplicateIdError
+            The same id twice in ``ids``.
+        """
+        inputs = _as_input_array(X)
+        labels = np.asarray(y)
+        n_samples = inputs.shape[0]
+        if labels.ndim != 1 or labels.shape[0] != n_samples:
+            raise InvalidInputError(
+                f"y must be 1-D with one label per row of X ({n_samples}), got shape {labels.shape}"
+            )
+        if ids is None:
+            id_list = list(range(n_samples))
+        else:
+            id_list = _normalize_ids(ids, "ids")
+            if len(id_list) != n_samples:
+                raise InvalidInputError(f"got {len(id_list)} ids for {n_samples} rows of X")
+            if len(set(id_list)) != len(id_list):
+                seen, repeated = set(), []
+                for identifier in id_list:
+                    if identifier in seen:
+                        repeated.append(identifier)
+                    seen.add(identifier)
+                raise DuplicateIdError(f"ids must be unique; repeated: {repeated[:10]}")
+        lineage = () if feature_ids is None else tuple(_unique_in_order(_normalize_ids(feature_ids, "feature_ids")))
+
+        if features is None:
+            features = self.transform(inputs)
+        else:
+            features = np.asarray(features, dtype=np.float64)
+            if features.ndim != 2 or features.shape[0] != n_samples:
+                raise InvalidInputError(
+                    f"features must have shape ({n_samples}, n_features), got {features.shape}"
+                )
+        head = _fresh_head(self.head)
+        head.fit(features, labels, ids=list(id_list))
+
+        # Nothing above changed the model; commit everything at once.
+        self.head_ = head
+        self.feature_ids_ = lineage
+        self.n_features_ = features.shape[1]
+        self._store_inputs(id_list, inputs, labels)
+        return self
+
+    def _store_inputs(self, id_list, inputs, labels):
+        # Raw inputs are needed only to re-extract features after Phi is
+        # retrained (line 7); without a lineage there is no reason to hold them.
+        if self.feature_ids_:
+            self._inputs = {identifier: inputs[row].copy() for row, identifier in enumerate(id_list)}
+            self._labels = {identifier: labels[row] for row, identifier in enumerate(id_list)}
+        else:
+            self._inputs, self._labels = None, None
+
+    # ------------------------------------------------------------- unlearning
+
+    def unlearn(self, ids, batch=True, *, audit=True):
+        """Serve an unlearning request D_f (the algorithm of the module docstring).
+
+        Parameters
+        ----------
+        ids : hashable or sequence of hashable
+            The ids of D_f. Ids that are neither in C_CP nor in Phi's lineage
+            are not an error; they are reported in ``ignored_ids``. Repeated
+            ids count once.
+        batch : bool, default=True
+            True serves D_f as one batch (ECO), False one example at a time
+            (ECO_i). Both end in the same head.
+        audit : bool, default=True
+            Let the head recompute its KKT certificate after the update (the
+            receipt's ``kkt_violation``, which decides ``exact``). False skips
+            that work, for timing the update alone; ``exact`` then rests on
+            the construction of the algorithm.
+
+        Returns
+        -------
+        UnlearningResult
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the model is not fitted.
+        InvalidInputError
+            A malformed request (NaN or non-hashable ids, a 2-D array).
+        UnlearningError
+            The request touches Phi's lineage but no ``phi_trainer`` was
+            given, or it would remove every example of C_CP.
+
+        Notes
+        -----
+        On any error the model is left exactly as it was.
+        """
+        start = time.perf_counter()
+        self._check_fitted()
+        if not isinstance(batch, (bool, np.bool_)):
+            raise InvalidInputError(f"batch must be True or False, got {batch!r}")
+        requested = _unique_in_order(_normalize_ids(ids, "ids"))
+        active = self._active_ids()
+        active_set = set(active)
+        lineage_set = set(self.feature_ids_)
+        in_ccp = [identifier for identifier in requested if identifier in active_set]
+        in_lineage = [identifier for identifier in requested if identifier in lineage_set]
+        ignored = [i for i in requested if i not in active_set and i not in lineage_set]
+        removed = [i for i in requested if i in active_set or i in lineage_set]
+
+        receipt = None
+        if in_lineage:
+            path = "retrain_phi"
+            self._retrain_phi(active, in_ccp, in_lineage)
+            exact = True
+        elif in_ccp:
+            support = set(_normalize_ids(np.asarray(self.head_.support_ids_), "support ids"))
+            path = "decrement" if any(i in support for i in in_ccp) else "reserve_only"
+            # The head drops reserve vectors without path steps, so both
+            # branches of the algorithm are one call; the receipt shows which.
+            # audit is passed only when off, so that a head whose decrement
+            # has no audit switch still works with the default.
+            options = {} if audit else {"audit": False}
+            receipt = self.head_.decrement(list(in_ccp), batch=bool(batch), **options)
+            if self._inputs is not None:
+                for identifier in in_ccp:
+                    del self._inputs[identifier]
+                    del self._labels[identifier]
+            violation = getattr(receipt, "kkt_violation", None)
+            exact = violation is None or bool(np.isfinite(violation) and violation <= self.kkt_tolerance)
+        else:
+            path = "none"
+            exact = True
+        return UnlearningResult(
+            requested_ids=tuple(requested),
+            removed_ids=tuple(removed),
+            ignored_ids=tuple(ignored),
+            path=path,
+            batch=bool(batch),
+            exact=exact,
+            wall_time_s=time.perf_counter() - start,
+            receipt=receipt,
+        )
+
+    def _retrain_phi(self, active, in_ccp, in_lineage):
+        """Line 7: retrain Phi without D_f, re-extract C_CP's features, refit the head."""
+        if self.phi_trainer is None:
+            raise UnlearningError(
+                f"the request touches Phi's lineage ({len(in_lineage)} of the ids Phi was trained "
+                "on) but this model has no phi_trainer to retrain Phi; pass "
+                "phi_trainer=callable(remaining_feature_ids) -> module to ECO"
+            )
+        forget = set(in_ccp)
+        remaining_ccp = [identifier for identifier in active if identifier not in forget]
+        if not remaining_ccp:
+            raise UnlearningError("the request would remove every example of C_CP; nothing to refit the head on")
+        forget_lineage = set(in_lineage)
+        remaining_lineage = tuple(i for i in self.feature_ids_ if i not in forget_lineage)
+
+        new_phi = self.phi_trainer(list(remaining_lineage))
+        if not isinstance(new_phi, torch.nn.Module):
+            raise UnlearningError(
+                f"phi_trainer must return a torch.nn.Module, got {type(new_phi).__name__}"
+            )
+        inputs = np.stack([self._inputs[identifier] for identifier in remaining_ccp])
+        labels = np.asarray([self._labels[identifier] for identifier in remaining_ccp])
+        features = extract_features(new_phi, inputs, batch_size=self.batch_size, device=self.device)
+        head = _fresh_head(self.head)
+        head.fit(features, labels, ids=list(remaining_ccp))
+
+        # Commit only after everything succeeded.
+        self.feature_extractor = new_phi
+        self.head_ = head
+        self.feature_ids_ = remaining_lineage
+        self.n_features_ = features.shape[1]
+        for identifier in forget:
+            del self._inputs[identifier]
+            del self._labels[identifier]
+        if not self.feature_ids_:
+            self._inputs, self._labels = None, None
+
+    # ------------------------------------------------------------- prediction
+
+    def decision_function(self, X):
+        """Decision values of the head on Phi(X).
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_inputs,) or (n_inputs, n_classes)
+        """
+        self._check_fitted()
+        return self.head_.decision_function(self.transform(X))
+
+    def predict(self, X):
+        """Predicted class labels of X."""
+        self._check_fitted()
+        return self.head_.predict(self.transform(X))
+
+    def score(self, X, y):
+        """Accuracy on (X, y)."""
+        self._check_fitted()
+        return self.head_.score(self.transform(X), y)
+
+    # ------------------------------------------------------------ persistence
+
+    def save(self, path):
+        """Save the model into the folder ``path`` (created if needed).
+
+        The folder holds ``feature_extractor.pt`` (Phi's ``state_dict``,
+        loadable with ``torch.load(weights_only=True)``), the head saved by
+        its own ``save``, the inputs and labels of C_CP when Phi has a lineage
+        (``.npy``, no pickle), and ``manifest.json`` with the lineage, the
+        settings and a SHA-256 digest of every file. Nothing is pickled.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The folder.
+        """
+        self._check_fitted()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().cpu() for name, tensor in self.feature_extractor.state_dict().items()}
+        torch.save(state, folder / _EXTRACTOR_FILE)
+        head_file = folder / _HEAD_FILE
+        self.head_.save(head_file)
+        head_name = _HEAD_FILE if head_file.exists() else _find_saved_head(folder)
+        files = [_EXTRACTOR_FILE, head_name]
+        ids = None
+        if self._inputs is not None:
+            ids = list(self._inputs)
+            labels = np.asarray([self._labels[identifier] for identifier in ids])
+            if labels.dtype == object:
+                raise InvalidInputError("labels of dtype object cannot be saved without pickle")
+            np.save(folder / _INPUTS_FILE, np.stack([self._inputs[identifier] for identifier in ids]), allow_pickle=False)
+            np.save(folder / _LABELS_FILE, labels, allow_pickle=False)
+            files += [_INPUTS_FILE, _LABELS_FILE]
+        manifest = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "feature_extractor_class": type(self.feature_extractor).__name__,
+            "head_file": head_name,
+            "batch_size": self.batch_size,
+            "kkt_tolerance": self.kkt_tolerance,
+            "n_features": int(self.n_features_),
+            "feature_ids": list(self.feature_ids_),
+            "ccp_input_ids": ids,
+            "sha256": {name: _sha256(folder / name) for name in files},
+        }
+        try:
+            text = json.dumps(manifest, indent=2)
+        except TypeError as error:
+            raise InvalidInputError(f"ids must be JSON types (int, str, float, bool) to be saved: {error}") from None
+        (folder / _MANIFEST).write_text(text)
+
+    @classmethod
+    def load(cls, path, feature_extractor, *, phi_trainer=None, device="auto"):
+        """Load a model saved by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The folder.
+        feature_extractor : torch.nn.Module
+            A module of the same architecture as the saved Phi; its weights
+            are replaced by the saved ones.
+        phi_trainer : callable, optional
+            See :class:`ECO` (a callable cannot be saved).
+        device : str or torch.device, default="auto"
+            Where Phi runs.
+
+        Returns
+        -------
+        ECO
+
+        Raises
+        ------
+        ModelFileError
+            A missing, altered or incompatible file.
+        """
+        import eco
+
+        folder = Path(path)
+        try:
+            manifest = json.loads((folder / _MANIFEST).read_text())
+        except (OSError, ValueError) as error:
+            raise ModelFileError(f"cannot read {folder / _MANIFEST}: {error}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+            raise ModelFileError(f"{folder} does not hold an eco.nn.ECO model")
+        if manifest.get("format_version") != _FORMAT_VERSION:
+            raise ModelFileError(
+                f"model format version {manifest.get('format_version')!r} is not supported "
+                f"(this eco reads version {_FORMAT_VERSION})"
+            )
+        for name, digest in manifest.get("sha256", {}).items():
+            file = folder / name
+            if not file.exists():
+                raise ModelFileError(f"missing file {file}")
+            if _sha256(file) != digest:
+                raise ModelFileError(f"{file} was altered since it was saved (SHA-256 mismatch)")
+        try:
+            state = torch.load(folder / _EXTRACTOR_FILE, weights_only=True, map_location="cpu")
+            feature_extractor.load_state_dict(state)
+        except Exception as error:  # unpickling errors and state_dict mismatches
+            raise ModelFileError(f"cannot load Phi's weights into {type(feature_extractor).__name__}: {error}") from None
+        head = eco.load(folder / manifest["head_file"])
+
+        model = cls(
+            feature_extractor,
+            head=_fresh_head(head),
+            phi_trainer=phi_trainer,
+            device=device,
+            batch_size=manifest["batch_size"],
+            kkt_tolerance=manifest.get("kkt_tolerance", 1e-6),
+        )
+        model.head_ = head
+        model.feature_ids_ = tuple(manifest["feature_ids"])
+        model.n_features_ = manifest["n_features"]
+        model._inputs, model._labels = None, None
+        if manifest.get("ccp_input_ids") is not None:
+            ids = manifest["ccp_input_ids"]
+            inputs = np.load(folder / _INPUTS_FILE, allow_pickle=False)
+            labels = np.load(folder / _LABELS_FILE, allow_pickle=False)
+            if inputs.shape[0] != len(ids) or labels.shape[0] != len(ids):
+                raise ModelFileError("the saved inputs do not match the saved ids")
+            model._inputs = {identifier: inputs[row] for row, identifier in enumerate(ids)}
+            model._labels = {identifier: labels[row] for row, identifier in enumerate(ids)}
+        return model
+
+    def __repr__(self):
+        fitted = f"n_active={len(self.ids_)}, lineage={len(self.feature_ids_)}" if hasattr(self, "head_") else "unfitted"
+        return f"ECO({type(self.feature_extractor).__name__}, head={self.head!r}, {fitted})"
+
+
+def _find_saved_head(folder):
+    # Some writers add an extension of their own (np.savez adds ".npz").
+    candidates = sorted(p.name for p in folder.iterdir() if p.name.startswith(_HEAD_FILE + "."))
+    if len(candidates) != 1:
+        raise ModelFileError(f"cannot find the file the head saved in {folder}: {candidates}")
+    return candidates[0]

@@ -1304,10 +1304,12 @@ cdef class CPEngine:
                     self.setof[j] = S_RESERVE
                     self.g[j] = 0.0
             return ST_OK
+        # "At a bound" allows a relative rounding of 1e-12: a coefficient that
+        # the path left at C - 1e-17 is at C, and then b is an interval.
         all_at_bounds = True
         for p in range(self.n_margin):
             k = self.margin[p]
-            if self.alpha[k] > 0.0 and self.alpha[k] < self.C[k]:
+            if self.alpha[k] > 1e-12 * self.C[k] and self.alpha[k] < self.C[k] * (1.0 - 1e-12):
                 all_at_bounds = False
                 break
         if not all_at_bounds:
@@ -1315,7 +1317,12 @@ cdef class CPEngine:
         # a margin vector at a bound is a reserve (alpha = 0) or error (= C) one
         for p in range(self.n_margin):
             k = self.margin[p]
-            self.setof[k] = S_RESERVE if self.alpha[k] <= 0.0 else S_ERROR
+            if self.alpha[k] <= 0.5 * self.C[k]:
+                self.alpha[k] = 0.0
+                self.setof[k] = S_RESERVE
+            else:
+                self.alpha[k] = self.C[k]
+                self.setof[k] = S_ERROR
             self.pos[k] = -1
         self._clear_margin()
         # g_j(b') = g_j + y_j (b' - b): E needs g <= 0, R needs g >= 0

@@ -108,10 +108,10 @@ def reference_solve(K, y, C):
             A[1:, 0] = y[S]
             A[1:, 1:] = Q[np.ix_(S, S)]
             rhs = np.concatenate([[-np.dot(y, a)], 1.0 - Q[S] @ a])
-            try:
-                sol = np.linalg.solve(A, rhs)
-            except np.linalg.LinAlgError:
-                return raw
+            # least squares: with duplicates or linearly dependent margin
+            # vectors A is singular but the system is consistent, and any of
+            # its solutions gives the same decision function
+            sol = np.linalg.lstsq(A, rhs, rcond=None)[0]
             b = sol[0]
             a[S] = sol[1:]
             low, high = a[S] < 0, a[S] > C[S]

@@ -15,6 +15,7 @@ from .exceptions import (
     UnlearningError,
     UnseenLabelError,
 )
+from .persistence import load, load_model, save_model
 from .receipt import UnlearningReceipt
 from .svm import CPSVM
 
@@ -23,6 +24,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CPSVM",
     "UnlearningReceipt",
+    "load",
+    "load_model",
+    "save_model",
     "EcoError",
     "InvalidInputError",
     "UnknownIdError",

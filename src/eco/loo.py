@@ -1,0 +1,97 @@
+"""Exact leave-one-out decision values and error.
+
+For every active example i, the leave-one-out (LOO) decision is the decision
+value at x_i of the SVM trained from scratch on every active example but i.
+CP makes it exact and cheap: unlearn i from a copy of a head's state, read the
+decision at x_i, restore the state. An example with alpha = 0 in a head (a
+reserve vector) needs no work in that head: removing it leaves every
+coefficient and the bias as they are (the bias is pinned by a margin vector
+strictly inside its box), so its LOO value there is its current value. Only
+when a head has no such margin vector (its bias is the midpoint of an
+interval that may shrink) is the reserve vector actually unlearned.
+"""
+
+import numpy as np
+
+from . import _cp_core
+
+__all__ = ["loo_decision", "loo_error"]
+
+
+def loo_decision(model):
+    """Leave-one-out decision values of the active examples, exact.
+
+    Parameters
+    ----------
+    model : eco.CPSVM
+        A fitted model. It is used as scratch space and restored: its state
+        (:meth:`~eco.CPSVM.state_digest`) is exactly the same afterwards, also
+        when the call is interrupted.
+
+    Returns
+    -------
+    ndarray of shape (n_active,) for two classes, else (n_active, n_classes)
+        Row k is for ``model.ids_[k]``: the decision value the model would
+        give that example had it not been trained on it.
+    """
+    model._require_fitted()
+    active = model._active_slots()
+    n_heads = len(model._engines)
+    out = np.empty((len(active), n_heads))
+    snapshot = model._snapshot()
+    try:
+        model._map_heads(lambda h: _loo_head(model, h, active, snapshot[h], out))
+    except BaseException:
+        # _loo_head restores its head after every example; an interrupt or an
+        # error in the middle of one is undone here
+        model._restore(snapshot)
+        raise
+    return out[:, 0] if n_heads == 1 else out
+
+
+def _loo_head(model, h, active, state, out):
+    engine = model._engines[h]
+    alpha = state["alpha"]
+    sets = state["sets"]
+    C = state["C"]
+    # a margin vector strictly inside its box pins b: reserve drops move nothing
+    pinned = bool(np.any((sets == _cp_core.SET_MARGIN) & (alpha > 0) & (alpha < C)))
+    for k, s in enumerate(active):
+        if pinned and sets[s] == _cp_core.SET_RESERVE and alpha[s] == 0.0:
+            out[k, h] = engine.decision_of(int(s))
+            continue
+        status = engine.unlearn(np.array([s], dtype=np.int64))
+        if status != _cp_core.STATUS_OK:
+            # the path could not finish: solve this head from scratch without s
+            model._solve_head(h, np.setdiff1d(active, [s]).astype(np.int64), "batch")
+        out[k, h] = engine.decision_of(int(s))
+        engine.restore(state)
+
+
+def loo_error(model):
+    """Leave-one-out error rate of the active examples, exact.
+
+    An example counts as an error when the class predicted from its LOO
+    decision (the sign for two classes, positive meaning ``classes_[1]``; the
+    argmax otherwise, as :meth:`~eco.CPSVM.predict` does) differs from its
+    label.
+
+    Parameters
+    ----------
+    model : eco.CPSVM
+
+    Returns
+    -------
+    float
+        The fraction of active examples misclassified; NaN when no example is
+        active.
+    """
+    f = loo_decision(model)
+    if len(f) == 0:
+        return float("nan")
+    labels = np.asarray(model._slot_labels)[model._active_slots()]
+    if f.ndim == 1:
+        predicted = (f > 0).astype(np.int64)
+    else:
+        predicted = np.argmax(f, axis=1)
+    return float(np.mean(predicted != labels))

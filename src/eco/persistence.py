@@ -1,0 +1,548 @@
+"""Saving and loading :class:`eco.CPSVM` models without pickle.
+
+A saved model is one file: a zip archive (stored, not compressed) whose
+members are
+
+``eco-metadata.json``
+    UTF-8 JSON object with
+
+    - ``"format"``: the string ``"eco-cpsvm"``;
+    - ``"format_version"``: an integer, :data:`FORMAT_VERSION` (``1``);
+    - ``"eco_version"``: ``eco.__version__`` of the writer;
+    - ``"model"``: the hyper-parameters and fitted scalars (see below);
+    - ``"arrays"``: for every array member, its ``"member"`` name, ``"dtype"``
+      (NumPy ``dtype.str``), ``"shape"`` and ``"sha256"`` (hex digest of the
+      member's bytes);
+    - ``"object_arrays"``: names of the arrays that were object arrays in
+      memory and are stored as int64 or unicode arrays (they become object
+      arrays again on load).
+``eco-metadata.sha256``
+    The hex SHA-256 digest of the bytes of ``eco-metadata.json``.
+``<name>.npy``
+    One array each, in NumPy's ``.npy`` format written with
+    ``allow_pickle=False``: the stored features (or, for
+    ``kernel="precomputed"``, the kernel matrix of every example given),
+    per-example labels, bounds and ids, and for every head ``h`` its labels,
+    bounds, coefficients, gradients, sets, margin order and inverse bordered
+    matrix (``head<h>_y``, ``head<h>_C``, ``head<h>_alpha``, ``head<h>_g``,
+    ``head<h>_sets``, ``head<h>_margin_order``, ``head<h>_Rinv``).
+
+The ``"model"`` object holds plain JSON values; values JSON cannot hold
+exactly are tagged objects: ``{"__numpy__": dtype, "value": v}`` for a NumPy
+scalar, ``{"__tuple__": [...]}`` for a tuple and ``{"__pairs__": [[k, v],
+...]}`` for a dict with keys other than strings (so that ``class_weight``
+keys keep their type: ``{0: 2.0}`` is not ``{"0": 2.0}``).
+
+Example ids must be ints (within int64) or strings: int ids are stored as an
+int64 array, string ids as a unicode array, a mix of both as the two arrays
+``slot_ids_int`` and ``slot_ids_str`` with the mask ``slot_ids_is_str``.
+Any other id type is refused at save time with
+:class:`~eco.exceptions.InvalidInputError`; nothing is ever pickled.
+
+Writing is atomic: the archive is written to a temporary file in the target's
+folder, flushed to disk (``fsync``) and renamed over the target with
+:func:`os.replace`. If anything fails, the temporary file is removed and a
+file already at the target is left untouched.
+
+Loading reads every member with ``allow_pickle=False``, checks the digests,
+the format name and version and the consistency of every array, and raises
+:class:`~eco.exceptions.ModelFileError` naming the problem for a truncated,
+tampered, foreign or newer file. Nothing in the file is executed. The loaded
+model is bit for bit the saved one: same :meth:`~eco.CPSVM.state_digest`, same
+predictions, same results of later updates.
+"""
+
+import errno
+import hashlib
+import io
+import json
+import os
+import secrets
+import zipfile
+import zlib
+from numbers import Integral
+
+import numpy as np
+
+from .exceptions import InvalidInputError, ModelFileError
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "load", "load_model"]
+
+#: Value of the ``"format"`` field of every eco model file.
+FORMAT_NAME = "eco-cpsvm"
+#: Version of the layout described in this module; :func:`load` reads only it.
+FORMAT_VERSION = 1
+
+_META = "eco-metadata.json"
+_META_SHA = "eco-metadata.sha256"
+_HEAD_KEYS = ("y", "C", "alpha", "g", "sets", "margin_order", "Rinv")
+# dtype kinds an array member may have: bool, signed int, float, unicode
+_ALLOWED_KINDS = frozenset("biufU")
+_INT64 = np.iinfo(np.int64)
+
+
+# ---------------------------------------------------------------------- save
+
+
+def save_model(model, path):
+    """Save a fitted model to `path`, atomically, in eco's format (no pickle).
+
+    Parameters
+    ----------
+    model : eco.CPSVM
+        A fitted model.
+    path : str or os.PathLike
+        File to write; an existing file is replaced only once the new one is
+        completely on disk.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        The model is not fitted.
+    eco.exceptions.InvalidInputError
+        `path` is not a path, or the model holds ids, labels or parameters
+        that the format cannot store without pickle (ids other than int or
+        str, for example).
+    OSError
+        The file could not be written; nothing at `path` changed.
+    """
+    path = _fspath(path)
+    meta, arrays = model._export_state()
+    arrays = dict(arrays)
+    object_arrays = []
+    # ids: int64, unicode, or both with a mask
+    ids = arrays.pop("slot_ids")
+    if ids.dtype == object:
+        object_arrays.append("slot_ids")
+    arrays.update(_encode_ids(ids))
+    for name in list(arrays):
+        arr = arrays[name]
+        if arr.dtype == object:
+            arrays[name] = _encode_object_array(arr, name)
+            object_arrays.append(name)
+        elif arr.dtype.kind not in _ALLOWED_KINDS:
+            raise InvalidInputError(
+                f"cannot save array {name!r} of dtype {arr.dtype} without pickle")
+
+    import eco
+
+    members = {}
+    table = {}
+    for name in sorted(arrays):
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
+        data = buf.getvalue()
+        member = f"{name}.npy"
+        members[member] = data
+        table[name] = {
+            "member": member,
+            "dtype": arrays[name].dtype.str,
+            "shape": list(arrays[name].shape),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    document = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "eco_version": eco.__version__,
+        "model": _encode_value(meta, "model metadata"),
+        "arrays": table,
+        "object_arrays": sorted(object_arrays),
+    }
+    try:
+        meta_bytes = json.dumps(document, sort_keys=True, indent=1, allow_nan=False).encode()
+    except ValueError as exc:  # NaN or infinity in a parameter
+        raise InvalidInputError(f"cannot save the model metadata as JSON: {exc}") from exc
+    _write_atomically(path, [(_META, meta_bytes),
+                             (_META_SHA, hashlib.sha256(meta_bytes).hexdigest().encode())]
+                      + sorted(members.items()))
+
+
+def _fspath(path):
+    if isinstance(path, int) or not isinstance(path, (str, bytes, os.PathLike)):
+        # an int would be taken as an open file descriptor by open()
+        raise InvalidInputError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if path == "":
+        raise InvalidInputError("path must not be empty")
+    return path
+
+
+def _write_atomically(path, members):
+    """Write the zip archive of `members` to `path` via a fsynced temporary file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        # say which folder is missing, not the name of the temporary file
+        raise FileNotFoundError(errno.ENOENT, "the folder to save into does not exist", folder)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    # os.open with mode 0o666 lets the umask decide the permissions, as open() does
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as zf:
+                for name, data in members:
+                    zf.writestr(_zipinfo(name), data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(folder)
+
+
+def _zipinfo(name):
+    # a fixed timestamp: the same model gives the same bytes
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _fsync_folder(folder):
+    # makes the rename durable; not possible on every platform
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _encode_ids(ids):
+    """Ids as non-object arrays: int64, unicode, or both plus a mask."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind == "i":
+        return {"slot_ids": ids.astype(np.int64)}
+    values = ids.tolist()
+    is_str = np.zeros(len(values), dtype=bool)
+    ints = np.zeros(len(values), dtype=np.int64)
+    strs = []
+    for k, v in enumerate(values):
+        if isinstance(v, str):
+            _check_str(v, f"id {v!r}")
+            is_str[k] = True
+            strs.append(v)
+        elif isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)):
+            if not _INT64.min <= int(v) <= _INT64.max:
+                raise InvalidInputError(f"cannot save id {v!r}: int ids must fit in int64")
+            ints[k] = int(v)
+            strs.append("")
+        else:
+            raise InvalidInputError(
+                f"cannot save id {v!r} of type {type(v).__name__}: the eco format stores "
+                "only int and str ids (no pickle)")
+    if is_str.all():
+        return {"slot_ids": np.array(strs, dtype=str) if strs else np.zeros(0, dtype="<U1")}
+    if not is_str.any():
+        return {"slot_ids": ints}
+    return {"slot_ids_int": ints, "slot_ids_str": np.array(strs, dtype=str),
+            "slot_ids_is_str": is_str}
+
+
+def _check_str(v, what):
+    # NumPy unicode arrays drop trailing NUL characters
+    if v.endswith("\x00"):
+        raise InvalidInputError(f"cannot save {what}: it ends with a NUL character")
+
+
+def _encode_object_array(arr, name):
+    """A homogeneous object array of str, int, float or bool as a plain array."""
+    values = arr.ravel().tolist()
+    kinds = {type(v) for v in values}
+    if kinds <= {str}:
+        for v in values:
+            _check_str(v, f"{name} value {v!r}")
+        return np.array(values, dtype=str).reshape(arr.shape) if values else \
+            np.zeros(arr.shape, dtype="<U1")
+    if kinds <= {bool}:
+        return np.array(values, dtype=bool).reshape(arr.shape)
+    if kinds <= {int}:
+        if any(not _INT64.min <= v <= _INT64.max for v in values):
+            raise InvalidInputError(f"cannot save {name}: int values must fit in int64")
+        return np.array(values, dtype=np.int64).reshape(arr.shape)
+    if kinds <= {float}:
+        return np.array(values, dtype=np.float64).reshape(arr.shape)
+    raise InvalidInputError(
+        f"cannot save {name} holding values of type "
+        f"{', '.join(sorted(t.__name__ for t in kinds))}: the eco format stores only "
+        "arrays of str, int, float or bool (no pickle)")
+
+
+def _encode_value(v, what):
+    """A JSON value that decodes (:func:`_decode_value`) to exactly `v`."""
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, np.generic):
+        if v.dtype.kind not in "biuf":
+            raise InvalidInputError(f"cannot save {what}: NumPy scalar of dtype {v.dtype}")
+        return {"__numpy__": v.dtype.str, "value": v.item()}
+    if isinstance(v, (int, float)):
+        if type(v) not in (int, float):
+            raise InvalidInputError(f"cannot save {what}: value of type {type(v).__name__}")
+        return v
+    if isinstance(v, list):
+        return [_encode_value(x, what) for x in v]
+    if isinstance(v, tuple):
+        return {"__tuple__": [_encode_value(x, what) for x in v]}
+    if isinstance(v, dict):
+        if all(type(k) is str and not k.startswith("__") for k in v):
+            return {k: _encode_value(x, what) for k, x in v.items()}
+        # keys JSON would turn into strings (or that look like tags): pairs
+        return {"__pairs__": [[_encode_value(k, what), _encode_value(x, what)]
+                              for k, x in v.items()]}
+    raise InvalidInputError(f"cannot save {what}: value {v!r} of type {type(v).__name__} "
+                            "is not storable without pickle")
+
+
+# ---------------------------------------------------------------------- load
+
+
+def load(path):
+    """Load a model saved by :meth:`eco.CPSVM.save` (or :func:`save_model`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    eco.CPSVM
+        The model, bit for bit as saved.
+
+    Raises
+    ------
+    eco.exceptions.ModelFileError
+        The file is not an eco model file, is truncated, has a member whose
+        digest does not match, is of another format version, or holds an
+        inconsistent state.
+    eco.exceptions.InvalidInputError
+        `path` is not a path.
+    OSError
+        The file could not be read (for example, it does not exist).
+    """
+    path = _fspath(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    where = f"{path!r}"
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        if data[:4] == b"PK\x03\x04":
+            raise ModelFileError(f"{where} is truncated or corrupt: its zip directory is missing")
+        raise ModelFileError(f"{where} is not an eco model file (not a zip archive)")
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelFileError(f"{where} is truncated or corrupt: {exc}") from exc
+    with zf:
+        names = zf.namelist()
+        if _META not in names:
+            raise ModelFileError(
+                f"{where} is not an eco model file: it has no {_META} member "
+                f"(members: {', '.join(names[:5])}{'...' if len(names) > 5 else ''})")
+        if len(set(names)) != len(names):
+            raise ModelFileError(f"{where} has duplicate members")
+        meta_bytes = _read_member(zf, _META, where)
+        if _META_SHA not in names:
+            raise ModelFileError(f"{where}: the member {_META_SHA} is missing")
+        expected = _read_member(zf, _META_SHA, where).decode("ascii", "replace").strip()
+        if hashlib.sha256(meta_bytes).hexdigest() != expected:
+            raise ModelFileError(f"{where}: checksum mismatch in member {_META} (file tampered "
+                                 "with or corrupt)")
+        try:
+            document = json.loads(meta_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"{where}: {_META} is not valid JSON ({exc})") from exc
+        if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+            found = document.get("format") if isinstance(document, dict) else None
+            raise ModelFileError(f"{where} is not an eco model file (format is {found!r}, "
+                                 f"expected {FORMAT_NAME!r})")
+        version = document.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:  # True == 1 in Python
+            raise ModelFileError(
+                f"{where} has format version {version!r}; this eco "
+                f"reads format version {FORMAT_VERSION} only "
+                f"(file written by eco {document.get('eco_version')!r})")
+        table = document.get("arrays")
+        if not isinstance(table, dict):
+            raise ModelFileError(f"{where}: the metadata has no array table")
+        expected_members = {_META, _META_SHA}
+        arrays = {}
+        for name, entry in table.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("member"), str):
+                raise ModelFileError(f"{where}: bad table entry for array {name!r}")
+            member = entry["member"]
+            expected_members.add(member)
+            if member not in names:
+                raise ModelFileError(f"{where}: member {member!r} is missing (truncated file?)")
+            raw = _read_member(zf, member, where)
+            if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
+                raise ModelFileError(f"{where}: checksum mismatch in member {member!r} "
+                                     "(file tampered with or corrupt)")
+            try:
+                arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+            except Exception as exc:  # object arrays, bad headers: never unpickle
+                raise ModelFileError(f"{where}: member {member!r} is not a plain .npy "
+                                     f"array ({exc})") from exc
+            if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.str != entry.get("dtype") \
+                    or list(arr.shape) != entry.get("shape"):
+                raise ModelFileError(f"{where}: member {member!r} has dtype {arr.dtype} and "
+                                     f"shape {arr.shape}, not what the metadata says")
+            arrays[name] = arr
+        extra = set(names) - expected_members
+        if extra:
+            raise ModelFileError(f"{where}: unexpected members {sorted(extra)}")
+    try:
+        meta = _decode_value(document.get("model"))
+        object_arrays = list(document.get("object_arrays", []))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelFileError(f"{where}: bad model metadata ({exc})") from exc
+    return _build(meta, arrays, object_arrays, where)
+
+
+#: Alias of :func:`load`.
+load_model = load
+
+
+def _read_member(zf, name, where):
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as exc:
+        raise ModelFileError(f"{where}: member {name!r} is truncated or corrupt ({exc})") from exc
+
+
+def _decode_value(v):
+    if isinstance(v, list):
+        return [_decode_value(x) for x in v]
+    if isinstance(v, dict):
+        if set(v) == {"__numpy__", "value"}:
+            dtype = np.dtype(v["__numpy__"])
+            if dtype.kind not in "biuf":
+                raise ValueError(f"NumPy scalar of dtype {dtype}")
+            return dtype.type(v["value"])
+        if set(v) == {"__tuple__"}:
+            return tuple(_decode_value(x) for x in v["__tuple__"])
+        if set(v) == {"__pairs__"}:
+            return {_decode_value(k): _decode_value(x) for k, x in v["__pairs__"]}
+        if any(k.startswith("__") for k in v):
+            raise ValueError(f"unknown tagged object with keys {sorted(v)}")
+        return {k: _decode_value(x) for k, x in v.items()}
+    return v
+
+
+def _build(meta, arrays, object_arrays, where):
+    """Check the decoded content and rebuild the model; ModelFileError when inconsistent."""
+    from .svm import CPSVM
+
+    def bad(msg):
+        return ModelFileError(f"{where}: inconsistent model file: {msg}")
+
+    if not isinstance(meta, dict):
+        raise bad("the model metadata is not an object")
+    for key in ("params", "gamma_", "n_features_in_", "n_heads", "b"):
+        if key not in meta:
+            raise bad(f"the model metadata lacks {key!r}")
+    params = meta["params"]
+    known = set(CPSVM().get_params())
+    if not isinstance(params, dict) or set(params) != known:
+        raise bad(f"the parameters are {sorted(params) if isinstance(params, dict) else params!r},"
+                  f" expected {sorted(known)}")
+    n_heads = meta["n_heads"]
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1 \
+            or not isinstance(meta["b"], list) or len(meta["b"]) != n_heads:
+        raise bad("the number of heads does not match the biases")
+
+    # ids back to what the model held in memory
+    if "slot_ids" in arrays:
+        ids = arrays.pop("slot_ids")
+    elif {"slot_ids_int", "slot_ids_str", "slot_ids_is_str"} <= set(arrays):
+        ints = arrays.pop("slot_ids_int")
+        strs = arrays.pop("slot_ids_str")
+        is_str = arrays.pop("slot_ids_is_str")
+        if not (ints.shape == strs.shape == is_str.shape) or is_str.dtype != bool:
+            raise bad("the id arrays disagree in shape")
+        ids = np.empty(len(ints), dtype=object)
+        ids[:] = [s if m else i for i, s, m in zip(ints.tolist(), strs.tolist(), is_str.tolist())]
+    else:
+        raise bad("no ids")
+    if ids.ndim != 1 or ids.dtype.kind not in "iUO":
+        raise bad(f"ids of dtype {ids.dtype} and shape {ids.shape}")
+    arrays["slot_ids"] = ids
+    for name in object_arrays:
+        if name == "slot_ids":
+            continue
+        if name not in arrays:
+            raise bad(f"object array {name!r} is missing")
+        obj = np.empty(arrays[name].shape, dtype=object)
+        obj[...] = arrays[name].tolist() if arrays[name].ndim else arrays[name].item()
+        arrays[name] = obj
+
+    n = len(ids)
+    kernel = params.get("kernel")
+    data_key = "kernel" if kernel == "precomputed" else "features"
+    required = ["classes_", "class_weight_", "slot_labels", "slot_C", data_key]
+    required += [f"head{h}_{k}" for h in range(n_heads) for k in _HEAD_KEYS]
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise bad(f"arrays {missing} are missing")
+    data = arrays[data_key]
+    n_classes = len(arrays["classes_"])
+    checks = [
+        (data.ndim == 2 and data.shape[0] == n, f"{data_key} has shape {data.shape}, {n} ids"),
+        (kernel != "precomputed" or data.shape == (n, n), "the kernel matrix is not square"),
+        (kernel == "precomputed" or data.shape[1] == meta["n_features_in_"],
+         "the features do not match n_features_in_"),
+        (arrays["classes_"].ndim == 1 and n_classes >= 2, "fewer than two classes"),
+        (n_heads == (1 if n_classes == 2 else n_classes), "the number of heads does not match"
+         " the number of classes"),
+        (arrays["class_weight_"].shape == (n_classes,), "class_weight_ has the wrong shape"),
+        (arrays["slot_labels"].shape == (n,) and arrays["slot_labels"].dtype.kind == "i",
+         "slot_labels has the wrong shape or dtype"),
+        (arrays["slot_C"].shape == (n,), "slot_C has the wrong shape"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise bad(msg)
+    labels = arrays["slot_labels"]
+    if n and (labels.min() < 0 or labels.max() >= n_classes):
+        raise bad("slot_labels out of range")
+    for name in ["class_weight_", "slot_C", data_key, "slot_labels"]:
+        if arrays[name].dtype.kind not in "iuf" or not np.all(np.isfinite(arrays[name])):
+            raise bad(f"{name} holds non-finite or non-numeric values")
+    sets0 = None
+    for h in range(n_heads):
+        st = {k: arrays[f"head{h}_{k}"] for k in _HEAD_KEYS}
+        for k in ("y", "C", "alpha", "g", "sets"):
+            if st[k].shape != (n,):
+                raise bad(f"head {h}: {k} has shape {st[k].shape}, expected ({n},)")
+        for k in ("y", "C", "alpha", "g", "Rinv"):
+            if st[k].dtype.kind != "f" or not np.all(np.isfinite(st[k])):
+                raise bad(f"head {h}: {k} is not a finite float array")
+        sets, order = st["sets"], st["margin_order"]
+        if sets.dtype.kind != "i" or not np.isin(sets, (-1, 0, 1, 2)).all():
+            raise bad(f"head {h}: set codes out of range")
+        if sets0 is None:
+            sets0 = sets != -1
+        elif not np.array_equal(sets0, sets != -1):
+            raise bad(f"head {h}: active examples differ from head 0")
+        m = int(np.count_nonzero(sets == 1))
+        if order.ndim != 1 or order.dtype.kind != "i" or len(order) != m \
+                or (m and (order.min() < 0 or order.max() >= n)) \
+                or len(np.unique(order)) != m or not np.all(sets[order] == 1):
+            raise bad(f"head {h}: the margin order does not list the margin vectors")
+        if st["Rinv"].shape != (m + 1, m + 1):
+            raise bad(f"head {h}: Rinv has shape {st['Rinv'].shape}, expected {(m + 1, m + 1)}")
+    if not isinstance(meta["gamma_"], (int, float)) or not np.isfinite(meta["gamma_"]) \
+            or not all(isinstance(b, (int, float)) and np.isfinite(b) for b in meta["b"]):
+        raise bad("gamma_ or a bias is not a finite number")
+    try:
+        return CPSVM._from_state(meta, arrays)
+    except Exception as exc:  # bad parameters, a state the engine refuses
+        raise bad(f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,226 @@
+"""Forced failures: every update ends exactly updated or exactly as before."""
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import eco
+from eco import CPSVM
+from eco.reference import reference_kernel, reference_solve
+
+
+def _data(n=80, n_classes=2, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if n_classes == 2:
+        y = (X[:, 0] + 0.7 * rng.normal(size=n) > 0).astype(np.int64)
+    else:
+        y = np.argmax(X[:, :n_classes] + 0.7 * rng.normal(size=(n, n_classes)), axis=1)
+    return X, y
+
+
+def _copy(m):
+    return CPSVM._from_state(*m._export_state())
+
+
+def _assert_equals_scratch_fit(m, X, y, rows):
+    """m equals CPSVM and the polished reference fitted from scratch on `rows`."""
+    fresh = CPSVM(C=m.C, kernel=m.kernel, gamma=m.gamma_).fit(X[rows], y[rows], ids=list(rows))
+    assert np.array_equal(np.sort(m.ids_), np.sort(fresh.ids_))
+    assert np.max(np.abs(m.decision_function(X) - fresh.decision_function(X))) < 1e-9
+    K = reference_kernel(X[rows], X[rows], m.kernel, m.gamma_, 3, 0.0)
+    Kx = reference_kernel(X, X[rows], m.kernel, m.gamma_, 3, 0.0)
+    f = m.decision_function(X).reshape(len(X), -1)
+    for h in range(f.shape[1]):
+        yh = np.where(y[rows] == m.classes_[1 if f.shape[1] == 1 else h], 1.0, -1.0)
+        sol = reference_solve(K, yh, m._slot_C[m._active_slots()])
+        assert np.max(np.abs(f[:, h] - sol.decision(Kx, yh))) < 1e-9
+    assert m.kkt_violation() < 1e-8
+
+
+# ----------------------------------------------- path faults: exact re-solve
+
+
+@pytest.mark.parametrize("batch", [True, False])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_decrement_fault_resolves_exactly(k, batch):
+    X, y = _data()
+    m = CPSVM(C=2.0).fit(X, y)
+    support = m.support_ids_.tolist()[:6]  # margin and error vectors: a real path
+    m._engines[0].fail_at_step = k
+    try:
+        r = m.decrement(support, batch=batch)
+    finally:
+        m._engines[0].fail_at_step = -1
+    assert set(r.paths.values()) == {"resolve"}
+    assert r.resolved_heads == (0,)
+    assert r.n_steps == k  # the path ran k steps, then the fault fired
+    assert r.digest_after == m.state_digest() != r.digest_before
+    assert r.kkt_violation == m.kkt_violation() < 1e-8
+    _assert_equals_scratch_fit(m, X, y, np.setdiff1d(np.arange(len(y)), support))
+
+
+@pytest.mark.parametrize("batch", [True, False])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_decrement_fault_in_one_head_of_many(k, batch):
+    X, y = _data(n_classes=3, seed=1)
+    m = CPSVM(C=1.0).fit(X, y)
+    heads = m.margin_
+    remove = [int(heads[1][0]), int(heads[1][1]), int(heads[0][0])]
+    m._engines[1].fail_at_step = k
+    try:
+        r = m.decrement(remove, batch=batch)
+    finally:
+        m._engines[1].fail_at_step = -1
+    assert r.resolved_heads == (1,)
+    assert set(r.paths.values()) == {"resolve"}
+    _assert_equals_scratch_fit(m, X, y, np.setdiff1d(np.arange(len(y)), remove))
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_increment_fault_resolves_exactly(k):
+    X, y = _data(n=90, seed=2)
+    m = CPSVM(C=2.0).fit(X[:70], y[:70])
+    m._engines[0].fail_at_step = k
+    try:
+        m.increment(X[70:], y[70:])
+    finally:
+        m._engines[0].fail_at_step = -1
+    _assert_equals_scratch_fit(m, X, y, np.arange(90))
+
+
+# ---------------------------------------- interrupts: exactly as before
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+@pytest.mark.parametrize("fail_after", [1, 2])
+@pytest.mark.parametrize("batch", [True, False])
+def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jobs):
+    X, y = _data(n_classes=3, seed=3)
+    m = CPSVM(C=1.0, n_jobs=n_jobs).fit(X, y)
+    twin = _copy(m)
+    before = m.state_digest()
+    support = m.support_ids_.tolist()[:4]
+    calls = []
+
+    def hook(head):
+        calls.append(head)
+        if len(calls) == fail_after:
+            raise exc(f"stop after head {head}")
+    m._test_hook_after_head = hook
+    with pytest.raises(exc, match="stop after head"):
+        m.decrement(support, batch=batch)
+    del m._test_hook_after_head
+    assert m.state_digest() == before
+    assert m.n_active_ == len(y)
+    # and it goes on exactly as a model that was never interrupted
+    assert m.decrement(support, batch=batch).digest_after == \
+        twin.decrement(support, batch=batch).digest_after
+
+
+def test_interrupt_during_increment_resolve_restores_everything():
+    X, y = _data(n=90, n_classes=3, seed=4)
+    m = CPSVM(C=1.0).fit(X[:70], y[:70])
+    before = m.state_digest()
+    ids_before = m.ids_.copy()
+
+    def broken(h, active, method):
+        raise KeyboardInterrupt
+    m._engines[2].fail_at_step = 0  # head 2 re-solves, and the re-solve is interrupted
+    m._solve_head = broken
+    with pytest.raises(KeyboardInterrupt):
+        m.increment(X[70:], y[70:])
+    del m._solve_head
+    m._engines[2].fail_at_step = -1
+    assert m.state_digest() == before
+    assert np.array_equal(m.ids_, ids_before)
+    # the ids of the failed call are free again
+    m.increment(X[70:], y[70:], ids=list(range(70, 90)))
+    _assert_equals_scratch_fit(m, X, y, np.arange(90))
+
+
+def test_failed_increment_leaves_no_trace_of_its_rows():
+    """The rows of a failed increment are not kept: a precomputed model still takes
+    kernel rows against the examples given before, default ids continue as if the
+    call never happened, and a saved file holds none of the rejected data."""
+    X, y = _data(n=60, seed=8)
+    K = reference_kernel(X, X, "rbf", 0.5, 3, 0.0)
+    m = CPSVM(kernel="precomputed").fit(K[:40, :40], y[:40])
+    before = m.decision_function(K[:5, :40])
+
+    def broken(*a, **k):
+        raise KeyboardInterrupt
+    m._solve_head = broken
+    m._engines[0].fail_at_step = 0
+    with pytest.raises(KeyboardInterrupt):
+        m.increment(K[40:60, :60], y[40:60])
+    del m._solve_head
+    m._engines[0].fail_at_step = -1
+    assert np.array_equal(m.decision_function(K[:5, :40]), before)
+    assert m.increment(K[40:41, :41], y[40:41]).tolist() == [40]
+
+
+def test_interrupt_during_fit_keeps_previous_model():
+    X, y = _data(seed=5)
+    m = CPSVM(C=1.0).fit(X[:50], y[:50])
+    before = m.state_digest()
+
+    def broken(*a, **k):
+        raise KeyboardInterrupt
+    m._seed_and_polish = broken
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, y)
+    del m._seed_and_polish
+    assert m.state_digest() == before
+
+
+# ------------------------------------------------------------ saving
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    X, y = _data(seed=6)
+    old = CPSVM(C=1.0).fit(X, y)
+    path = tmp_path / "model.eco"
+    old.save(path)
+    new = CPSVM(C=3.0).fit(X[:60], y[:60])
+    return path, path.read_bytes(), new
+
+
+@pytest.mark.parametrize("target", ["os.replace", "os.fsync", "writestr"])
+@pytest.mark.parametrize("exc", [OSError, KeyboardInterrupt])
+def test_failed_save_leaves_old_file_and_no_temporary(saved_model, monkeypatch, target, exc):
+    path, old_bytes, new = saved_model
+
+    def boom(*a, **k):
+        raise exc("injected")
+    if target == "writestr":
+        calls = []
+        real = zipfile.ZipFile.writestr
+
+        def writestr(self, *a, **k):
+            calls.append(1)
+            if len(calls) == 3:  # in the middle of the archive
+                raise exc("injected")
+            return real(self, *a, **k)
+        monkeypatch.setattr(zipfile.ZipFile, "writestr", writestr)
+    else:
+        monkeypatch.setattr(target, boom)
+    with pytest.raises(exc, match="injected"):
+        new.save(path)
+    monkeypatch.undo()
+    assert os.listdir(path.parent) == ["model.eco"]
+    assert path.read_bytes() == old_bytes
+    assert eco.load(path).C == 1.0
+
+
+def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
+    X, y = _data(seed=7)
+    m = CPSVM().fit(X, y)
+    monkeypatch.setattr("os.replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        m.save(tmp_path / "m.eco")
+    assert os.listdir(tmp_path) == []

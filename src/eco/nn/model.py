@@ -25,6 +25,8 @@ import hashlib
 import json
 import math
 import numbers
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +44,7 @@ PATHS = ("none", "reserve_only", "decrement", "retrain_phi")
 
 _MANIFEST = "manifest.json"
 _EXTRACTOR_FILE = "feature_extractor.pt"
-_HEAD_FILE = "head"
+_HEAD_FILE = "head.eco"
 _INPUTS_FILE = "ccp_inputs.npy"
 _LABELS_FILE = "ccp_labels.npy"
 _FORMAT = "eco.nn.ECO"
@@ -532,42 +534,73 @@ class ECO:
     # ------------------------------------------------------------ persistence
 
     def save(self, path):
-        """Save the model into the folder ``path`` (created if needed).
+        """Save the model into the folder ``path``.
 
         The folder holds ``feature_extractor.pt`` (Phi's ``state_dict``,
-        loadable with ``torch.load(weights_only=True)``), the head saved by
-        its own ``save``, the inputs and labels of C_CP when Phi has a lineage
-        (``.npy``, no pickle), and ``manifest.json`` with the lineage, the
-        settings and a SHA-256 digest of every file. Nothing is pickled.
+        loadable with ``torch.load(weights_only=True)``), ``head.eco`` (the
+        head saved by its own ``save``), the inputs and labels of C_CP when
+        Phi has a lineage (``.npy``, no pickle), and ``manifest.json`` with
+        the lineage, the settings and a SHA-256 digest of every file. Nothing
+        is pickled.
+
+        The files are first written to a new folder beside ``path``, which
+        then takes its place, so a failed save leaves an earlier model at
+        ``path`` intact. An existing ``path`` is replaced only if it is empty
+        or holds a model saved by this method.
 
         Parameters
         ----------
         path : str or os.PathLike
             The folder.
+
+        Raises
+        ------
+        ModelFileError
+            ``path`` exists and is not an empty folder or an ECO model folder.
+        InvalidInputError
+            Ids or labels of a type that cannot be saved without pickle.
         """
         self._check_fitted()
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not (folder.is_dir() and _is_replaceable(folder)):
+            raise ModelFileError(f"{folder} exists and is not an ECO model folder; not overwriting it")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self._write(staging)
+            if folder.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+                folder.rename(retired / folder.name)
+                staging.rename(folder)
+                shutil.rmtree(retired)
+            else:
+                staging.rename(folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+
+    def _write(self, folder):
         state = {name: tensor.detach().cpu() for name, tensor in self.feature_extractor.state_dict().items()}
         torch.save(state, folder / _EXTRACTOR_FILE)
-        head_file = folder / _HEAD_FILE
-        self.head_.save(head_file)
-        head_name = _HEAD_FILE if head_file.exists() else _find_saved_head(folder)
-        files = [_EXTRACTOR_FILE, head_name]
+        self.head_.save(folder / _HEAD_FILE)
+        if not (folder / _HEAD_FILE).is_file():
+            raise ModelFileError(f"the head's save did not write {_HEAD_FILE}")
+        files = [_EXTRACTOR_FILE, _HEAD_FILE]
         ids = None
         if self._inputs is not None:
             ids = list(self._inputs)
             labels = np.asarray([self._labels[identifier] for identifier in ids])
             if labels.dtype == object:
                 raise InvalidInputError("labels of dtype object cannot be saved without pickle")
-            np.save(folder / _INPUTS_FILE, np.stack([self._inputs[identifier] for identifier in ids]), allow_pickle=False)
+            inputs = np.stack([self._inputs[identifier] for identifier in ids])
+            np.save(folder / _INPUTS_FILE, inputs, allow_pickle=False)
             np.save(folder / _LABELS_FILE, labels, allow_pickle=False)
             files += [_INPUTS_FILE, _LABELS_FILE]
         manifest = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
             "feature_extractor_class": type(self.feature_extractor).__name__,
-            "head_file": head_name,
+            "head_file": _HEAD_FILE,
             "batch_size": self.batch_size,
             "kkt_tolerance": self.kkt_tolerance,
             "n_features": int(self.n_features_),
@@ -576,7 +609,7 @@ class ECO:
             "sha256": {name: _sha256(folder / name) for name in files},
         }
         try:
-            text = json.dumps(manifest, indent=2)
+            text = json.dumps(manifest, indent=1)
         except TypeError as error:
             raise InvalidInputError(f"ids must be JSON types (int, str, float, bool) to be saved: {error}") from None
         (folder / _MANIFEST).write_text(text)
@@ -620,7 +653,13 @@ class ECO:
                 f"model format version {manifest.get('format_version')!r} is not supported "
                 f"(this eco reads version {_FORMAT_VERSION})"
             )
-        for name, digest in manifest.get("sha256", {}).items():
+        digests = manifest.get("sha256", {})
+        required = {_EXTRACTOR_FILE, manifest.get("head_file")}
+        if manifest.get("ccp_input_ids") is not None:
+            required |= {_INPUTS_FILE, _LABELS_FILE}
+        if not isinstance(digests, dict) or not required <= set(digests):
+            raise ModelFileError(f"the manifest of {folder} does not list a digest for every file")
+        for name, digest in digests.items():
             file = folder / name
             if not file.exists():
                 raise ModelFileError(f"missing file {file}")
@@ -631,7 +670,10 @@ class ECO:
             feature_extractor.load_state_dict(state)
         except Exception as error:  # unpickling errors and state_dict mismatches
             raise ModelFileError(f"cannot load Phi's weights into {type(feature_extractor).__name__}: {error}") from None
-        head = eco.load(folder / manifest["head_file"])
+        try:
+            head = eco.load(folder / manifest["head_file"])
+        except (OSError, KeyError) as error:
+            raise ModelFileError(f"cannot load the head: {error}") from None
 
         model = cls(
             feature_extractor,
@@ -660,9 +702,11 @@ class ECO:
         return f"ECO({type(self.feature_extractor).__name__}, head={self.head!r}, {fitted})"
 
 
-def _find_saved_head(folder):
-    # Some writers add an extension of their own (np.savez adds ".npz").
-    candidates = sorted(p.name for p in folder.iterdir() if p.name.startswith(_HEAD_FILE + "."))
-    if len(candidates) != 1:
-        raise ModelFileError(f"cannot find the file the head saved in {folder}: {candidates}")
-    return candidates[0]
+def _is_replaceable(folder):
+    """An empty folder, or one that holds a model written by ECO.save."""
+    if not any(folder.iterdir()):
+        return True
+    try:
+        return json.loads((folder / _MANIFEST).read_text()).get("format") == _FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -1,0 +1,142 @@
+"""The ``eco`` command line.
+
+``eco experiment`` rebuilds the paper's Tables 2 and 3 (see
+:mod:`eco.nn.experiment`). torch is imported only when a subcommand needs it,
+so ``eco --help`` works without it; a subcommand that needs it and cannot
+find it prints how to install it and exits with status 2.
+"""
+
+import argparse
+import importlib.util
+import sys
+
+__all__ = ["main", "build_parser"]
+
+_DEFAULT_SIZES = "5,10,20,30,40,50"
+
+
+def _sizes(text):
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes must be positive integers")
+    return sizes
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def build_parser():
+    """The argument parser of ``eco``."""
+    parser = argparse.ArgumentParser(
+        prog="eco",
+        description="Exact machine unlearning with Cauwenberghs-Poggio SVM heads.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    experiment = commands.add_parser(
+        "experiment",
+        help="rebuild the paper's Tables 2 and 3 (NR, ECO_i, ECO, head-NR); needs torch",
+        description=(
+            "Compare NR (naive retraining of the network), ECO_i, ECO and head-NR on "
+            "unlearning requests of several sizes, drawn at random from C_CP and, unless "
+            "--no-worst-case, only from support vectors. Phi is trained on one half of the "
+            "training set (not deletable), the CP head on the other (C_CP). Writes "
+            "results.json, one Markdown table per metric, summary.md and PNG plots."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    experiment.add_argument("--dataset", choices=("digits", "mnist"), default="digits",
+                            help="digits: embedded 8x8 digits; mnist: the 10,000-image MNIST test set (needs --data-dir)")
+    experiment.add_argument("--data-dir", default=None,
+                            help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (mnist)")
+    experiment.add_argument("--trials", type=_positive_int, default=10, help="independent trials")
+    experiment.add_argument("--sizes", type=_sizes, default=_sizes(_DEFAULT_SIZES),
+                            help="comma-separated request sizes |D_f|")
+    experiment.add_argument("--worst-case", action=argparse.BooleanOptionalAction, default=True,
+                            help="also run requests drawn only from support vectors (extra rows)")
+    experiment.add_argument("--out", default="results", help="output folder")
+    experiment.add_argument("--seed", type=int, default=0, help="base seed (trial t uses seed + t)")
+    experiment.add_argument("--quick", action="store_true",
+                            help="smoke run: 2 trials, sizes 5,10, few epochs")
+    experiment.add_argument("--epochs", type=_positive_int, default=None,
+                            help="epochs of the network recipe (Phi and NR); default per dataset")
+    experiment.add_argument("--threads", type=_positive_int, default=None,
+                            help="torch threads (default 1: small networks, robust on busy machines)")
+    experiment.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def _torch_available():
+    return importlib.util.find_spec("torch") is not None
+
+
+def _run_experiment(args, parser):
+    if args.dataset == "mnist" and args.data_dir is None:
+        parser.error("--dataset mnist needs --data-dir DIR (the folder of the IDX files)")
+    if not _torch_available():
+        print(
+            "eco experiment needs PyTorch, which is not installed.\n"
+            "Install it with:  pip install 'eco[torch]'   (or: pip install torch tqdm matplotlib)",
+            file=sys.stderr,
+        )
+        return 2
+    from eco.exceptions import EcoError
+    from eco.nn.experiment import run_experiment, targets_markdown
+
+    try:
+        results = run_experiment(
+            args.dataset,
+            data_dir=args.data_dir,
+            trials=args.trials,
+            sizes=args.sizes,
+            worst_case=args.worst_case,
+            out=args.out,
+            seed=args.seed,
+            quick=args.quick,
+            epochs=args.epochs,
+            progress=not args.no_progress,
+            threads=args.threads,
+            device=args.device,
+        )
+    except (EcoError, OSError) as error:
+        print(f"eco experiment: error: {error}", file=sys.stderr)
+        return 1
+    print(targets_markdown(results["targets"]))
+    print(f"wrote {args.out}/ (results.json, summary.md, one table per metric, plots) "
+          f"in {results['total_wall_time_s']:.1f} s")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of the ``eco`` console script.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "experiment":
+        return _run_experiment(args, parser)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,242 @@
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sklearn.exceptions import NotFittedError  # noqa: E402
+
+import eco  # noqa: E402
+from eco.exceptions import (  # noqa: E402
+    DuplicateIdError,
+    InvalidInputError,
+    ModelFileError,
+    UnlearningError,
+)
+from eco.nn import ECO, UnlearningResult, extract_features, feature_extractor  # noqa: E402
+from eco.nn.experiment import frozen_head_parameters  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@pytest.fixture
+def model(digits, split, trained_phi):
+    net, trainer = trained_phi
+    X, y = digits
+    ccp = split["ccp"]
+    return ECO(feature_extractor(net), eco.CPSVM(C=10.0), phi_trainer=trainer).fit(
+        X[ccp], y[ccp], ids=ccp, feature_ids=split["phi"]
+    )
+
+
+def _state(model, X):
+    return np.asarray(model.ids_).copy(), model.decision_function(X), tuple(model.feature_ids_)
+
+
+def _assert_unchanged(model, X, before):
+    ids, decision, lineage = before
+    np.testing.assert_array_equal(model.ids_, ids)
+    np.testing.assert_array_equal(model.decision_function(X), decision)
+    assert tuple(model.feature_ids_) == lineage
+
+
+def _head_nr(model, X, y, remaining):
+    """The head trained from scratch on the remaining rows, Phi fixed, frozen hyper-parameters."""
+    features = extract_features(model.feature_extractor, X[remaining])
+    return eco.CPSVM(**frozen_head_parameters(model.head_)).fit(features, y[remaining], ids=list(remaining))
+
+
+def test_eco_and_eco_i_end_in_the_same_head_as_head_nr(digits, split, trained_phi):
+    X, y = digits
+    ccp = split["ccp"]
+
+    def fresh_model():
+        return ECO(feature_extractor(trained_phi[0]), eco.CPSVM(C=10.0)).fit(X[ccp], y[ccp], ids=ccp)
+
+    # Half support vectors (the path must move), half drawn from all of C_CP.
+    rng = np.random.default_rng(1)
+    support = np.asarray(fresh_model().head_.support_ids_)
+    forget = np.unique(np.r_[rng.choice(support, 6, replace=False), rng.choice(ccp, 6, replace=False)])
+    results, heads = {}, {}
+    for batch in (True, False):
+        heads[batch] = fresh_model()
+        results[batch] = heads[batch].unlearn(forget, batch=batch)
+    assert results[True].path == results[False].path == "decrement"
+    assert results[True].batch and not results[False].batch
+    assert results[True].exact and results[False].exact
+    assert set(results[True].removed_ids) == set(forget.tolist())
+    remaining = np.array([i for i in split["ccp"] if i not in set(forget.tolist())])
+    np.testing.assert_array_equal(heads[True].ids_, remaining)
+    test = X[split["test"]]
+    decision_batch = heads[True].decision_function(test)
+    decision_single = heads[False].decision_function(test)
+    reference = _head_nr(heads[True], X, y, remaining).decision_function(extract_features(heads[True].feature_extractor, test))
+    assert np.max(np.abs(decision_batch - decision_single)) <= 1e-6
+    assert np.max(np.abs(decision_batch - reference)) <= 1e-6
+    assert np.max(np.abs(decision_single - reference)) <= 1e-6
+    for batch in (True, False):
+        np.testing.assert_array_equal(heads[batch].head_.alpha_.shape, heads[True].head_.alpha_.shape)
+        np.testing.assert_allclose(heads[batch].head_.alpha_, heads[True].head_.alpha_, atol=1e-8)
+
+
+def test_reserve_only_request(model, digits):
+    X, _ = digits
+    reserve = sorted(set(model.ids_.tolist()) - set(np.asarray(model.head_.support_ids_).tolist()))
+    before = model.decision_function(X[:50])
+    result = model.unlearn(reserve[:3])
+    assert result.path == "reserve_only"
+    assert set(result.receipt.paths.values()) == {"reserve_drop"}
+    assert not set(reserve[:3]) & set(model.ids_.tolist())
+    np.testing.assert_allclose(model.decision_function(X[:50]), before, atol=1e-12)
+
+
+def test_unknown_ids_are_ignored_and_change_nothing(model, digits):
+    X, _ = digits
+    before = _state(model, X[:40])
+    result = model.unlearn([10**9, "nobody"])
+    assert result.path == "none" and result.exact and result.receipt is None
+    assert result.ignored_ids == (10**9, "nobody") and result.removed_ids == ()
+    _assert_unchanged(model, X[:40], before)
+    known = int(model.ids_[0])
+    result = model.unlearn(np.array([known, 10**9, known]))  # repeats count once
+    assert result.requested_ids == (known, 10**9)
+    assert result.removed_ids == (known,) and result.ignored_ids == (10**9,)
+    json.dumps(result.to_dict())
+
+
+@pytest.mark.parametrize("request_ids", [[float("nan")], [[1, 2]], np.zeros((2, 2)), None])
+def test_malformed_requests_change_nothing(model, digits, request_ids):
+    X, _ = digits
+    before = _state(model, X[:40])
+    with pytest.raises(InvalidInputError):
+        model.unlearn(request_ids)
+    _assert_unchanged(model, X[:40], before)
+
+
+def test_not_fitted(trained_phi):
+    model = ECO(feature_extractor(trained_phi[0]))
+    for call in (lambda: model.unlearn([1]), lambda: model.predict(np.zeros((1, 64))), lambda: model.ids_):
+        with pytest.raises(NotFittedError):
+            call()
+
+
+def test_lineage_path_retrains_phi(model, digits, split):
+    X, y = digits
+    calls = []
+    trainer = model.phi_trainer
+
+    def recording_trainer(ids):
+        calls.append(list(ids))
+        return trainer(ids)
+
+    model.phi_trainer = recording_trainer
+    old_phi = model.feature_extractor
+    phi_ids = split["phi"].tolist()
+    ccp_id = int(model.ids_[5])
+    result = model.unlearn([phi_ids[0], phi_ids[7], ccp_id])
+    assert result.path == "retrain_phi" and result.exact
+    assert result.removed_ids == (phi_ids[0], phi_ids[7], ccp_id)
+    assert calls == [[i for i in phi_ids if i not in (phi_ids[0], phi_ids[7])]]
+    assert model.feature_extractor is not old_phi
+    assert tuple(model.feature_ids_) == tuple(calls[0])
+    remaining = np.array([i for i in split["ccp"] if i != ccp_id])
+    np.testing.assert_array_equal(model.ids_, remaining)
+    # The refitted head is the head trained from scratch on the new features.
+    expected = ECO(model.feature_extractor, eco.CPSVM(C=10.0)).fit(X[remaining], y[remaining], ids=remaining)
+    test = X[split["test"]]
+    np.testing.assert_allclose(model.decision_function(test), expected.decision_function(test), atol=1e-8)
+    # An id of the lineage only (not in C_CP) is also served, not ignored.
+    result = model.unlearn(phi_ids[1])
+    assert result.path == "retrain_phi" and result.ignored_ids == ()
+
+
+def test_lineage_without_trainer_raises_before_changing_anything(digits, split, trained_phi):
+    X, y = digits
+    ccp = split["ccp"]
+    model = ECO(feature_extractor(trained_phi[0])).fit(X[ccp], y[ccp], ids=ccp, feature_ids=split["phi"])
+    before = _state(model, X[:40])
+    with pytest.raises(UnlearningError, match="phi_trainer"):
+        model.unlearn([int(ccp[0]), int(split["phi"][0])])
+    _assert_unchanged(model, X[:40], before)
+
+
+class _SpatialPhi(torch.nn.Module):
+    def forward(self, x):
+        return x.reshape(x.shape[0], 1, 8, 8)
+
+
+def test_extractor_with_non_matrix_output(digits, split, model):
+    X, y = digits
+    ccp = split["ccp"]
+    bad = ECO(_SpatialPhi())
+    with pytest.raises(InvalidInputError, match=r"\(\d+, 1, 8, 8\)"):
+        bad.fit(X[ccp], y[ccp])
+    with pytest.raises(NotFittedError):
+        bad.unlearn([0])
+    # A fitted model whose Phi is replaced by a bad one keeps its head.
+    before = _state(model, X[:40])
+    good_phi = model.feature_extractor
+    model.feature_extractor = _SpatialPhi()
+    with pytest.raises(InvalidInputError, match="shape"):
+        model.fit(X[ccp], y[ccp], ids=ccp)
+    model.feature_extractor = good_phi
+    _assert_unchanged(model, X[:40], before)
+
+
+def test_fit_validation(digits, trained_phi):
+    X, y = digits
+    model = ECO(feature_extractor(trained_phi[0]))
+    with pytest.raises(DuplicateIdError):
+        model.fit(X[:20], y[:20], ids=[1] * 20)
+    with pytest.raises(InvalidInputError, match="ids"):
+        model.fit(X[:20], y[:20], ids=range(19))
+    with pytest.raises(InvalidInputError, match="label"):
+        model.fit(X[:20], y[:19])
+    with pytest.raises(InvalidInputError):
+        ECO("not a module")
+
+
+def test_predict_score_and_string_ids(digits, split, trained_phi):
+    X, y = digits
+    ccp, test = split["ccp"], split["test"]
+    ids = [f"user-{i}" for i in ccp]
+    model = ECO(feature_extractor(trained_phi[0])).fit(X[ccp], y[ccp], ids=ids)
+    assert model.score(X[test], y[test]) > 0.8
+    np.testing.assert_array_equal(model.predict(X[test]), model.head_.predict(model.transform(X[test])))
+    result = model.unlearn(["user-%d" % ccp[0], "nobody"])
+    assert result.removed_ids == ("user-%d" % ccp[0],) and result.ignored_ids == ("nobody",)
+    assert isinstance(result, UnlearningResult)
+
+
+def test_save_and_load(tmp_path, model, digits, split, trained_phi):
+    if not hasattr(eco, "load"):
+        pytest.skip("eco.load (head persistence) is not available yet")
+    X, _ = digits
+    test = X[split["test"]]
+    model.save(tmp_path / "model")
+    fresh = feature_extractor(type(trained_phi[0])())  # other (random) weights
+    loaded = ECO.load(tmp_path / "model", fresh, phi_trainer=model.phi_trainer)
+    np.testing.assert_allclose(loaded.decision_function(test), model.decision_function(test), atol=1e-10)
+    assert tuple(loaded.feature_ids_) == tuple(model.feature_ids_)
+    np.testing.assert_array_equal(loaded.ids_, model.ids_)
+    # the loaded model can still take the lineage path (it kept C_CP's inputs)
+    assert loaded.unlearn(int(split["phi"][0])).path == "retrain_phi"
+    # saving again over a model folder replaces it; other folders are refused
+    model.unlearn(int(model.ids_[0]))
+    model.save(tmp_path / "model")
+    again = ECO.load(tmp_path / "model", feature_extractor(type(trained_phi[0])()))
+    np.testing.assert_array_equal(again.ids_, model.ids_)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left behind
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ModelFileError, match="not overwriting"):
+        model.save(tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+    # tampering is detected
+    path = tmp_path / "model" / "feature_extractor.pt"
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelFileError, match="altered"):
+        ECO.load(tmp_path / "model", fresh)
+    with pytest.raises(ModelFileError):
+        ECO.load(tmp_path / "nowhere", fresh)

@@ -1,0 +1,397 @@
+"""Shared workload, correctness checks and the ratio summary of eco's benchmarks.
+
+The workload (one per size, built once per session and cached): MNIST test
+images, pixels scaled to [0, 1], PCA to 50 dimensions, digit 0 against the
+rest (:func:`eco.datasets.mnist_features`), an rbf ``CPSVM`` with C = 1 fitted
+on it, and gamma frozen from that fit for every other estimator. The MNIST
+files come from ``ECO_MNIST_DIR``, else from ``../shared/data/mnist`` next to
+the repository; without them the deterministic synthetic stand-in of
+:mod:`eco.datasets` is used (the header and the summary say which).
+
+Every benchmark checks its result before timing it; the checks here are
+cached so that a result checked once is not solved again for each benchmark
+that times it. Each benchmark records its median with :meth:`Results.record`;
+``pytest_terminal_summary`` prints one table of medians and the ratios named
+by the benchmarks, computed from the medians (and the minima) of this run.
+Targets are reported, never asserted: timings depend on the machine.
+"""
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
+
+from eco import CPSVM
+from eco.datasets import default_mnist_dir, load_mnist, mnist_features
+from eco.reference import reference_kernel, reference_solve
+
+#: The MNIST test set beside the repository (``<repo>/../shared/data/mnist``).
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+#: The box bound of every benchmark.
+C = 1.0
+#: Certificate every exact state must meet (largest KKT violation).
+KKT_TOL = 1e-8
+#: Decision values against a libsvm refit at tol=1e-12 (its kernel cache is
+#: single precision, so it agrees with an exact solution to about 1e-7).
+SVC_TOL = 1e-6
+#: Decision values against the float64-polished reference solve.
+REFERENCE_TOL = 1e-9
+#: Decision values of a default refit (tol=1e-3) against the exact solution:
+#: a sanity check that the baseline solves the same problem.
+DEFAULT_SVC_TOL = 1e-2
+
+#: BLAS threads during the benchmarks (``ECO_BENCH_BLAS_THREADS``, default 1).
+BLAS_THREADS_ENV = "ECO_BENCH_BLAS_THREADS"
+
+_RESULTS_KEY = pytest.StashKey["Results"]()
+_WORKLOADS_KEY = pytest.StashKey["Workloads"]()
+
+
+def mnist_dir():
+    """The MNIST directory used by the benchmarks, and where it came from.
+
+    Returns
+    -------
+    path : pathlib.Path or None
+        ``ECO_MNIST_DIR`` when it names a directory, else the shared
+        ``../shared/data/mnist`` when it exists, else None (synthetic data).
+    origin : str
+    """
+    env = default_mnist_dir()
+    if env is not None:
+        return env, "ECO_MNIST_DIR"
+    if SHARED_MNIST.is_dir():
+        return SHARED_MNIST, "../shared/data/mnist"
+    return None, "no MNIST directory"
+
+
+def blas_threads():
+    """BLAS threads for the session: ``ECO_BENCH_BLAS_THREADS``, default 1.
+
+    One thread by default: libsvm (the baseline) is single-threaded, and the
+    engine's BLAS calls are small level-2 products that a threaded OpenBLAS
+    slows down by up to 100x when the cores are shared (its threads spin
+    waiting for one another). "none" leaves the libraries' own settings.
+    """
+    value = os.environ.get(BLAS_THREADS_ENV, "1").strip().lower()
+    return None if value in ("", "none") else int(value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _limit_blas_threads():
+    threads = blas_threads()
+    if threads is None:
+        yield
+        return
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
+
+
+def refit_svc(X, y, gamma, **kwargs):
+    """The baseline: scikit-learn's SVC with the model's C and frozen gamma."""
+    return SVC(C=C, kernel="rbf", gamma=gamma, **kwargs).fit(X, y)
+
+
+# ---------------------------------------------------------------- workloads
+
+
+@dataclass
+class BinaryWorkload:
+    """One size of the binary workload and the model fitted on it.
+
+    ``fresh()`` gives a model equal bit for bit to the fitted one, with the
+    kernel rows of its support vectors cached as right after ``fit``: each
+    timed unlearning then starts from the state a first request after ``fit``
+    would meet (rows of examples that join the margin set during the path are
+    computed inside the timed region, as they would be in use).
+    """
+
+    n: int
+    X: np.ndarray
+    y: np.ndarray
+    source: str
+    model: CPSVM
+    meta: dict
+    arrays: dict
+    digest: str
+    _checked: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def gamma(self):
+        return self.model.gamma_
+
+    def fresh(self):
+        """A copy of the fitted model (support-vector kernel rows cached)."""
+        model = CPSVM._from_state(self.meta, self.arrays)
+        sv = np.array([model._slot_of[i] for i in model.support_ids_.tolist()], dtype=np.int64)
+        model._store.ensure_rows(sv)
+        return model
+
+    def ids_of(self, kind):
+        """Ids of the fitted model's ``reserve_``, ``margin_`` or ``error_`` set."""
+        return np.asarray(getattr(self.model, f"{kind}_"))
+
+    def rows_without(self, ids):
+        """Boolean mask of the rows still active once `ids` are removed."""
+        keep = ~np.isin(np.arange(self.n), np.asarray(ids))
+        return keep
+
+    def verified_fit(self):
+        """Check the fitted model against the refits once; its decision values."""
+        if "fit" not in self._checked:
+            f = self.model.decision_function(self.X)
+            check_against_refits(f, self.X, self.y, self.gamma)
+            self._checked["fit"] = f
+        return self._checked["fit"]
+
+    def verified_removal(self, ids):
+        """Unlearn `ids` from a fresh copy (batch path, with the audit) and check it.
+
+        The unlearned model must meet the KKT certificate, match a libsvm
+        refit at tol=1e-12 on the remaining rows within ``SVC_TOL`` and the
+        polished reference solve within ``REFERENCE_TOL``. Cached per set of
+        ids.
+
+        Returns
+        -------
+        dict
+            ``digest`` (state digest of the unlearned model), ``f`` (its
+            decision values on the remaining rows), ``receipt``.
+        """
+        key = frozenset(np.asarray(ids).tolist())
+        if key in self._checked:
+            return self._checked[key]
+        model = self.fresh()
+        receipt = model.decrement(list(ids))
+        assert receipt.kkt_violation < KKT_TOL, receipt
+        assert model.kkt_violation() < KKT_TOL
+        keep = self.rows_without(ids)
+        assert model.n_active_ == keep.sum()
+        f = model.decision_function(self.X[keep])
+        check_against_refits(f, self.X[keep], self.y[keep], self.gamma)
+        out = {"digest": model.state_digest(), "f": f, "receipt": receipt}
+        self._checked[key] = out
+        return out
+
+
+def check_against_refits(f, X, y, gamma):
+    """Assert decision values `f` on the training rows equal a refit's.
+
+    Two refits from scratch: libsvm at tol=1e-12 (agrees to ~1e-7, single
+    precision kernel cache) and the float64-polished reference solve.
+    Returns the reference decision values.
+    """
+    svc = refit_svc(X, y, gamma, tol=1e-12, shrinking=False, cache_size=1000)
+    err_svc = np.max(np.abs(svc.decision_function(X) - f))
+    assert err_svc < SVC_TOL, f"decision values differ from an SVC refit by {err_svc:.2e}"
+    K = reference_kernel(X, X, "rbf", gamma, 3, 0.0)
+    ref = reference_solve(K, y.astype(np.float64), np.full(len(y), C))
+    assert ref.polished
+    f_ref = ref.decision(K, y.astype(np.float64))
+    err_ref = np.max(np.abs(f_ref - f))
+    assert err_ref < REFERENCE_TOL, f"decision values differ from the reference by {err_ref:.2e}"
+    return f_ref
+
+
+class Workloads:
+    """Session cache of the data sets, fitted models and checks."""
+
+    def __init__(self):
+        self.data_dir, self.origin = mnist_dir()
+        self._binary = {}
+        self._multi = {}
+        self.sources = set()
+
+    def binary(self, n):
+        """The binary workload of `n` rows (digit 0 against the rest)."""
+        if n not in self._binary:
+            X, y, source = mnist_features(self.data_dir, n=n)
+            self.sources.add(source)
+            model = CPSVM(C=C, kernel="rbf", gamma="scale").fit(X, y)
+            assert model.kkt_violation() < KKT_TOL
+            meta, arrays = model._export_state()
+            self._binary[n] = BinaryWorkload(n, X, y, source, model, meta, arrays,
+                                             model.state_digest())
+        return self._binary[n]
+
+    def multiclass(self, n):
+        """`n` rows with all ten digits (the same rows and PCA features as the binary set).
+
+        Returns
+        -------
+        X : ndarray of shape (n, 50)
+        digits : ndarray of shape (n,)
+        source : str
+        """
+        if n not in self._multi:
+            X, y, source = mnist_features(self.data_dir, n=n)
+            self.sources.add(source)
+            if source == "mnist":
+                _, labels = load_mnist(self.data_dir, kind="t10k")
+            else:
+                # mnist_features has no multi-class output; its synthetic pool
+                # is the documented stand-in of the MNIST test set
+                from eco.datasets import _synthetic_pool
+
+                _, labels = _synthetic_pool()
+            # mnist_features takes the first n of this permutation (documented)
+            digits = labels[np.random.default_rng(0).permutation(len(labels))[:n]]
+            # the labels must be those of the rows mnist_features drew
+            assert np.array_equal(digits == 0, y == 1)
+            assert len(np.unique(digits)) == 10
+            self._multi[n] = (X, digits, source)
+        return self._multi[n]
+
+
+@pytest.fixture(scope="session")
+def workloads(request):
+    return request.config.stash.setdefault(_WORKLOADS_KEY, Workloads())
+
+
+# ------------------------------------------------------------ results table
+
+
+@dataclass
+class Comparison:
+    """A ratio of two medians, each divided by a count (per-event costs)."""
+
+    label: str
+    numerator: str
+    denominator: str
+    target: str | None = None  # ">= 10", "<= 2", or None (reported only)
+    num_scale: float = 1.0
+    den_scale: float = 1.0
+
+    def value(self, times):
+        """The ratio of two entries of `times` (medians, or minima), or None."""
+        if self.numerator not in times or self.denominator not in times:
+            return None
+        num = times[self.numerator] / self.num_scale
+        den = times[self.denominator] / self.den_scale
+        return num / den if den > 0 else math.inf
+
+    def met(self, value):
+        if self.target is None:
+            return None
+        op, bound = self.target.split()
+        return value >= float(bound) if op == ">=" else value <= float(bound)
+
+
+class Results:
+    """Medians of this run, and the comparisons between them."""
+
+    def __init__(self):
+        self.medians = {}
+        self.minima = {}
+        self.rounds = {}
+        self.notes = {}
+        self.comparisons = {}
+
+    def record(self, benchmark, key, *, compare=(), note="", **extra):
+        """Store the median of `benchmark` under `key`; register comparisons.
+
+        Parameters
+        ----------
+        benchmark : pytest-benchmark fixture, after its run
+        key : str
+            Name of the measurement in the summary table.
+        compare : iterable of Comparison
+            Ratios involving this measurement; their values go into
+            ``benchmark.extra_info`` when both medians are known already and
+            into the summary in any case.
+        note : str
+            Shown beside the median in the summary (path steps, say).
+        **extra
+            More ``extra_info`` entries.
+        """
+        benchmark.extra_info.update(extra)
+        stats = benchmark.stats
+        if not stats:  # --benchmark-disable: nothing was timed
+            return None
+        self.medians[key] = stats["median"]
+        self.minima[key] = stats["min"]
+        self.rounds[key] = stats["rounds"]
+        self.notes[key] = note
+        benchmark.extra_info["median_s"] = stats["median"]
+        for comp in compare:
+            self.comparisons[comp.label] = comp
+        for comp in self.comparisons.values():
+            if key in (comp.numerator, comp.denominator):
+                v = comp.value(self.medians)
+                if v is not None:
+                    benchmark.extra_info[comp.label] = v
+                    if comp.target is not None:
+                        benchmark.extra_info[comp.label + " target"] = comp.target
+        return stats["median"]
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """The constants and helpers of this file, for the benchmark modules.
+
+    (``from conftest import ...`` would pick whichever conftest pytest loaded
+    last when ``tests/`` and ``benchmarks/`` are collected together.)
+    """
+    return SimpleNamespace(
+        C=C, KKT_TOL=KKT_TOL, SVC_TOL=SVC_TOL, REFERENCE_TOL=REFERENCE_TOL,
+        DEFAULT_SVC_TOL=DEFAULT_SVC_TOL, Comparison=Comparison, refit_svc=refit_svc,
+        check_against_refits=check_against_refits)
+
+
+@pytest.fixture(scope="session")
+def results(request):
+    return request.config.stash.setdefault(_RESULTS_KEY, Results())
+
+
+def _fmt_time(seconds):
+    if seconds >= 1.0:
+        return f"{seconds:9.3f} s "
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:9.3f} ms"
+    return f"{seconds * 1e6:9.1f} us"
+
+
+def _describe_setup():
+    path, origin = mnist_dir()
+    data = (f"MNIST from {path} ({origin})" if path is not None
+            else "synthetic fallback data (set ECO_MNIST_DIR for MNIST)")
+    threads = blas_threads()
+    return f"{data}; BLAS threads: {threads if threads is not None else 'library default'}"
+
+
+def pytest_report_header(config):
+    return f"eco benchmarks: {_describe_setup()}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    res = config.stash.get(_RESULTS_KEY, None)
+    if res is None or not res.medians:
+        return
+    tr = terminalreporter
+    tr.section("eco benchmark summary (medians of this run)")
+    wl = config.stash.get(_WORKLOADS_KEY, None)
+    used = ", ".join(sorted(wl.sources)) if wl is not None and wl.sources else "none"
+    tr.write_line(f"data source used: {used}; {_describe_setup()}")
+    width = max(len(k) for k in res.medians)
+    for key, median in res.medians.items():
+        note = f"  {res.notes[key]}" if res.notes.get(key) else ""
+        tr.write_line(f"  {key:<{width}}  {_fmt_time(median)}  ({res.rounds[key]:>3} rounds){note}")
+    rows = [(c, c.value(res.medians), c.value(res.minima)) for c in res.comparisons.values()]
+    rows = [row for row in rows if row[1] is not None]
+    if rows:
+        tr.write_line("")
+        tr.write_line("ratios of the medians (of the minima, less sensitive to other load, "
+                      "in brackets); targets are reported, not asserted:")
+        width = max(len(c.label) for c, _, _ in rows)
+        for comp, v, v_min in rows:
+            met = comp.met(v)
+            verdict = "" if met is None else ("met" if met else "MISSED")
+            target = "" if comp.target is None else f"target {comp.target}"
+            tr.write_line(f"  {comp.label:<{width}}  {v:10.2f} [{v_min:10.2f}]  "
+                          f"{target:<16} {verdict}".rstrip())

@@ -52,40 +52,46 @@ def build_parser():
             "training set (not deletable), the CP head on the other (C_CP). Writes "
             "results.json, one Markdown table per metric, summary.md and PNG plots."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     experiment.add_argument("--dataset", choices=("digits", "mnist"), default="digits",
-                            help="digits: embedded 8x8 digits; mnist: the 10,000-image MNIST test set (needs --data-dir)")
+                            help="digits (default): embedded 8x8 digits; mnist: the 10,000-image MNIST test set (needs --data-dir)")
     experiment.add_argument("--data-dir", default=None,
                             help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (mnist)")
-    experiment.add_argument("--trials", type=_positive_int, default=10, help="independent trials")
-    experiment.add_argument("--sizes", type=_sizes, default=_sizes(_DEFAULT_SIZES),
-                            help="comma-separated request sizes |D_f|")
+    experiment.add_argument("--trials", type=_positive_int, default=None,
+                            help="independent trials (default 10; 2 with --quick)")
+    experiment.add_argument("--sizes", type=_sizes, default=None,
+                            help=f"comma-separated request sizes |D_f| (default {_DEFAULT_SIZES}; 5,10 with --quick)")
     experiment.add_argument("--worst-case", action=argparse.BooleanOptionalAction, default=True,
-                            help="also run requests drawn only from support vectors (extra rows)")
-    experiment.add_argument("--out", default="results", help="output folder")
-    experiment.add_argument("--seed", type=int, default=0, help="base seed (trial t uses seed + t)")
+                            help="also run requests drawn only from support vectors, as extra rows (default: on)")
+    experiment.add_argument("--out", default="results", help="output folder (default: results)")
+    experiment.add_argument("--seed", type=int, default=0, help="base seed; trial t uses seed + t (default: 0)")
     experiment.add_argument("--quick", action="store_true",
                             help="smoke run: 2 trials, sizes 5,10, few epochs")
     experiment.add_argument("--epochs", type=_positive_int, default=None,
                             help="epochs of the network recipe (Phi and NR); default per dataset")
     experiment.add_argument("--threads", type=_positive_int, default=None,
                             help="torch threads (default 1: small networks, robust on busy machines)")
-    experiment.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    experiment.add_argument("--device", default="cpu", help="where the networks run: cpu (default), cuda or auto")
     experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
-def _torch_available():
-    return importlib.util.find_spec("torch") is not None
+#: What ``eco experiment`` imports beyond eco's own dependencies (the "torch" extra).
+_EXPERIMENT_NEEDS = ("torch", "tqdm", "matplotlib")
+
+
+def _missing_modules(names=_EXPERIMENT_NEEDS):
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def _run_experiment(args, parser):
     if args.dataset == "mnist" and args.data_dir is None:
         parser.error("--dataset mnist needs --data-dir DIR (the folder of the IDX files)")
-    if not _torch_available():
+    missing = _missing_modules()
+    if missing:
+        what = "PyTorch" if missing == ["torch"] else ", ".join(missing)
         print(
-            "eco experiment needs PyTorch, which is not installed.\n"
+            f"eco experiment needs {what}, which is not installed.\n"
             "Install it with:  pip install 'eco[torch]'   (or: pip install torch tqdm matplotlib)",
             file=sys.stderr,
         )

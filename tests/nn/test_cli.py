@@ -36,7 +36,7 @@ def test_experiment_quick_writes_every_promised_file(tmp_path, capsys):
 
 
 def test_missing_torch_exits_2(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(cli, "_torch_available", lambda: False)
+    monkeypatch.setattr(cli, "_missing_modules", lambda: ["torch"])
     assert cli.main(["experiment", "--quick", "--out", str(tmp_path)]) == 2
     assert "PyTorch" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -375,8 +375,8 @@ def run_experiment(
     dataset="digits",
     *,
     data_dir=None,
-    trials=10,
-    sizes=DEFAULT_SIZES,
+    trials=None,
+    sizes=None,
     worst_case=True,
     out="results",
     seed=0,
@@ -394,10 +394,12 @@ def run_experiment(
         Which data; see :data:`DATASETS` for splits and recipes.
     data_dir : str or os.PathLike, optional
         Folder of the MNIST IDX files (mnist only).
-    trials : int, default=10
-        Independent trials (seeds ``seed .. seed + trials - 1``).
-    sizes : sequence of int, default=(5, 10, 20, 30, 40, 50)
-        Request sizes |D_f|.
+    trials : int, optional
+        Independent trials (seeds ``seed .. seed + trials - 1``); default 10
+        (2 with ``quick``).
+    sizes : sequence of int, optional
+        Request sizes |D_f|; default (5, 10, 20, 30, 40, 50) ((5, 10) with
+        ``quick``).
     worst_case : bool, default=True
         Also run the worst-case scenario, D_f drawn only from support vectors
         (a second set of rows in every table).
@@ -407,7 +409,7 @@ def run_experiment(
         Base seed.
     quick : bool, default=False
         Smoke run: 2 trials, sizes 5 and 10, the dataset's ``quick_epochs``
-        (explicit ``trials``/``sizes``/``epochs`` other than the defaults win).
+        (explicit ``trials``, ``sizes`` and ``epochs`` win).
     epochs : int, optional
         Override the epochs of the recipe (Phi and NR alike).
     progress : bool, default=True
@@ -426,13 +428,17 @@ def run_experiment(
     """
     from tqdm.auto import tqdm
 
+    import matplotlib  # noqa: F401  (needed for the plots at the end: fail now, not after the run)
+
     if dataset not in DATASETS:
         raise InvalidInputError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
     setup = DATASETS[dataset]
-    if quick:
-        trials = 2 if trials == 10 else trials
-        sizes = (5, 10) if tuple(sizes) == DEFAULT_SIZES else sizes
-        epochs = setup.quick_epochs if epochs is None else epochs
+    if trials is None:
+        trials = 2 if quick else 10
+    if sizes is None:
+        sizes = (5, 10) if quick else DEFAULT_SIZES
+    if quick and epochs is None:
+        epochs = setup.quick_epochs
     sizes = tuple(int(size) for size in sizes)
     if trials < 1 or not sizes or min(sizes) < 1:
         raise InvalidInputError("trials and every size must be >= 1")

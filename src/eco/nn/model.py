@@ -214,6 +214,9 @@ class ECO:
 
     Attributes
     ----------
+    feature_extractor : torch.nn.Module
+        The current Phi: the one given, or the one ``phi_trainer`` returned
+        when a request touched Phi's lineage.
     head_ : estimator
         The fitted head.
     feature_ids_ : tuple

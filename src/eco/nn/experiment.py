@@ -119,7 +119,7 @@ DATASETS = {
     "digits": DatasetSetup(
         n_train=1437,
         n_test=360,
-        training=TrainingConfig(epochs=15, lr=1e-2, batch_size=64, optimizer="adam"),
+        training=TrainingConfig(epochs=12, lr=2e-2, batch_size=128, optimizer="adam"),
         quick_epochs=3,
         head_C=10.0,
         threads=1,

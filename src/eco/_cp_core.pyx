@@ -469,6 +469,26 @@ cdef class KernelStore:
         if st != 0:
             raise MemoryError("could not allocate kernel rows")
 
+    def truncate(self, Py_ssize_t n):
+        """Forget the slots from `n` on (undo an append that could not complete).
+
+        Their rows are freed; entries of other rows beyond `n` are simply no
+        longer read. Engines must be restored to a state without these slots.
+        """
+        cdef Py_ssize_t i
+        if not 0 <= n <= self.n_slots:
+            raise ValueError(f"cannot truncate {self.n_slots} slots to {n}")
+        for i in range(n, self.n_slots):
+            if self.rows[i] != NULL:
+                free(self.rows[i])
+                self.rows[i] = NULL
+                self.n_cached -= 1
+            if self.n_features > 0:
+                for k in range(self.n_features):
+                    self.XT[k, i] = 0.0
+                self.sqnorm[i] = 0.0
+        self.n_slots = n
+
     def release_rows(self, const long[::1] slots):
         """Drop the cached rows of `slots` (a precomputed kernel keeps them)."""
         cdef Py_ssize_t i, s
@@ -536,6 +556,9 @@ cdef class CPEngine:
     cdef int[::1] margin         # slots of the margin vectors, in the order of Rinv
     cdef long[::1] blocked       # epoch at which an expansion was refused
     cdef readonly Py_ssize_t n_margin, n_active, n_positive
+    # examples with C > 0 (a zero-weight example counts as absent for the
+    # one-class and no-example rules) and those of them with y = +1
+    cdef readonly Py_ssize_t n_weighted, n_weighted_positive
     cdef readonly double b
     # Rinv = A^-1, column-major, leading dimension r_cap
     cdef double* Rinv
@@ -585,11 +608,13 @@ cdef class CPEngine:
         self.n_margin = 0
         self.n_active = 0
         self.n_positive = 0
+        self.n_weighted = 0
+        self.n_weighted_positive = 0
         self.b = 0.0
         self.epoch = 0
         self.max_steps = max_steps
         self.tol_event = 1e-11
-        self.tol_kappa = 1e-10
+        self.tol_kappa = 1e-8
         self.drift_tol = 1e-9
         self.drift_check_every = 32
         self.fail_at_step = -1
@@ -686,11 +711,11 @@ cdef class CPEngine:
             return 0
         new_cols = self.ks_cols
         if new_cols < cols:
+            # headroom, so that the margin set can grow after a rebuild
+            # (restore, load, polish) without another copy of the whole block
             new_cols = 2 * self.ks_cols
-            if new_cols < cols:
-                new_cols = cols
-            if new_cols < 16:
-                new_cols = 16
+            if new_cols < cols + cols // 2 + 16:
+                new_cols = cols + cols // 2 + 16
         K2 = <double*>malloc(ld * new_cols * sizeof(double))
         if K2 == NULL:
             return ST_NO_MEMORY
@@ -738,6 +763,10 @@ cdef class CPEngine:
         self.n_active += delta
         if yv > 0:
             self.n_positive += delta
+        if self.C[slot] > 0.0:
+            self.n_weighted += delta
+            if yv > 0:
+                self.n_weighted_positive += delta
 
     cdef long _step_bound(self) noexcept nogil:
         if self.max_steps > 0:
@@ -749,7 +778,7 @@ cdef class CPEngine:
     cdef int _expand(self, Py_ssize_t k, double* row_k) noexcept nogil:
         """Add slot k to the margin set; return 1 if k is dependent (not added)."""
         cdef Py_ssize_t m = self.n_margin, m1 = m + 1, i, j, p
-        cdef double kappa, yk = self.y[k]
+        cdef double kappa, kscale, yk = self.y[k]
         cdef double* w = self.wbuf
         cdef double* bk = self.wbuf2
         cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, one_i = 1
@@ -777,10 +806,15 @@ cdef class CPEngine:
                 w[p + 1] = self._q(k, self.margin[p], row_k)
             # beta_k = -Rinv w
             dgemv(b"N", &n_, &n_, &minus_one, self.Rinv, &ld, w, &one_i, &zero, bk, &one_i)
+            # kappa = Q_kk + w'beta_k is a difference of terms of size about
+            # Q_kk + sum |w_p beta_p|; below tol_kappa times that it is rounding
+            # noise and k is (numerically) a combination of S
             kappa = row_k[k]
+            kscale = fabs(row_k[k])
             for p in range(m1):
                 kappa += w[p] * bk[p]
-            if kappa <= self.tol_kappa * (fabs(row_k[k]) + 1e-300):
+                kscale += fabs(w[p] * bk[p])
+            if kappa <= self.tol_kappa * kscale:
                 return 1
             inv_kappa = 1.0 / kappa
             # Rinv <- [[Rinv, 0], [0, 0]] + [beta_k; 1][beta_k; 1]' / kappa
@@ -1034,7 +1068,10 @@ cdef class CPEngine:
             if learning:
                 gam = self.y[c] * (self.h[c] + (self.u[c] if moves else 0.0) + beta_b)
                 self.h[c] = gam
-                if gam > tol:
+                # a learned example refused as dependent on S keeps being
+                # driven: along that direction no gradient moves (a null move)
+                # until an S member reaches a bound and S changes
+                if gam > tol and self.blocked[c] != self.epoch:
                     cand = -self.g[c] / gam
                     if cand < 0.0:
                         cand = 0.0
@@ -1184,6 +1221,7 @@ cdef class CPEngine:
         cdef int st
         if self._ks_sync() != 0:
             return ST_NO_MEMORY
+        self.epoch += 1  # refusals of dependent examples last one operation
         self.y[c] = label
         self.C[c] = Cc
         self.alpha[c] = 0.0
@@ -1238,6 +1276,7 @@ cdef class CPEngine:
             return ST_OK
         if self._ks_sync() != 0:
             return ST_NO_MEMORY
+        self.epoch += 1  # refusals of dependent examples last one operation
         drv = <Py_ssize_t*>malloc(n_d * sizeof(Py_ssize_t))
         dvec = <double*>malloc(n_d * sizeof(double))
         if drv == NULL or dvec == NULL:
@@ -1290,19 +1329,25 @@ cdef class CPEngine:
         cdef Py_ssize_t n = self.store.n_slots, j, p, k
         cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc
         cdef bint all_at_bounds
-        if self.n_active == 0:
-            self.b = 0.0
+        if self.n_weighted == 0:
+            # no example (or only zero-weight ones, which count as absent)
             self._clear_margin()
+            self.b = 0.0
+            for j in range(n):
+                if self.setof[j] != S_INACTIVE:
+                    self.alpha[j] = 0.0
+                    self.setof[j] = S_RESERVE
+                    self.g[j] = -1.0
             return ST_OK
-        if self.n_positive == 0 or self.n_positive == self.n_active:
-            yc = 1.0 if self.n_positive > 0 else -1.0
+        if self.n_weighted_positive == 0 or self.n_weighted_positive == self.n_weighted:
+            yc = 1.0 if self.n_weighted_positive > 0 else -1.0
             self._clear_margin()
             self.b = yc
             for j in range(n):
                 if self.setof[j] != S_INACTIVE:
                     self.alpha[j] = 0.0
                     self.setof[j] = S_RESERVE
-                    self.g[j] = 0.0
+                    self.g[j] = self.y[j] * yc - 1.0
             return ST_OK
         # "At a bound" allows a relative rounding of 1e-12: a coefficient that
         # the path left at C - 1e-17 is at C, and then b is an interval.
@@ -1354,6 +1399,8 @@ cdef class CPEngine:
 
     cdef void _clear_margin(self) noexcept nogil:
         cdef Py_ssize_t p
+        if self.Rinv != NULL:
+            self.Rinv[0] = 0.0
         for p in range(self.n_margin):
             self.pos[self.margin[p]] = -1
             self.margin[p] = -1
@@ -1381,6 +1428,8 @@ cdef class CPEngine:
         self.sync_capacity()
         self.n_active = 0
         self.n_positive = 0
+        self.n_weighted = 0
+        self.n_weighted_positive = 0
         for i in range(n):
             self.y[i] = y[i]
             self.C[i] = C[i]
@@ -1391,6 +1440,12 @@ cdef class CPEngine:
             self.blocked[i] = -1
             if sets[i] != S_INACTIVE:
                 self._set_active(i, y[i], 1)
+        for i in range(n, self.capacity):
+            # slots beyond the store (for example forgotten by truncate)
+            self.setof[i] = S_INACTIVE
+            self.alpha[i] = 0.0
+            self.g[i] = 0.0
+            self.pos[i] = -1
         for i in range(self.capacity):
             self.margin[i] = -1
         if self._grow_r(m + 1) != 0:
@@ -1548,8 +1603,14 @@ cdef class CPEngine:
             memcpy(self.Rinv + j * self.r_cap, &flat[j * m1], m1 * sizeof(double))
 
     def rinv(self):
-        """Copy of the inverse bordered margin matrix, shape (|S|+1, |S|+1)."""
+        """Copy of the inverse bordered margin matrix, shape (|S|+1, |S|+1).
+
+        With no margin vector there is no bordered matrix; the 1 x 1 result
+        is then 0 (the buffer is not read, so digests stay deterministic).
+        """
         cdef Py_ssize_t m1 = self.n_margin + 1, j
+        if self.n_margin == 0:
+            return np.zeros((1, 1), order="F")
         out = np.empty((m1, m1), order="F")
         cdef double[::1, :] R = out
         for j in range(m1):
@@ -1569,6 +1630,7 @@ cdef class CPEngine:
             "margin_order": np.array(self._margin_arr[:self.n_margin]),
             "b": float(self.b),
             "Rinv": R,
+            "updates_since_check": int(self.updates_since_check),
         }
 
     def restore(self, dict state):
@@ -1578,6 +1640,9 @@ cdef class CPEngine:
                             state["Rinv"])
         if st != ST_OK:
             raise RuntimeError(STATUS_MESSAGES.get(st, st))
+        # the drift check runs every drift_check_every updates of Rinv: keep
+        # its phase so that a restored state refactorises when the original would
+        self.updates_since_check = state.get("updates_since_check", 0)
 
     @property
     def alpha_all(self):

@@ -18,6 +18,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.svm import SVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import ThreadpoolController
 
 from . import _cp_core
 from ._kernels import check_kernel_params, cross_kernel, resolve_gamma
@@ -44,6 +45,25 @@ _POLISH_TOL = 1e-10
 # to be nearly right: the polish makes the coefficients exact and CP steps
 # repair the few examples it misplaced.
 _SEED_TOL = 1e-4
+
+
+_BLAS_CONTROLLER = None
+
+
+def _one_blas_thread():
+    """Context in which BLAS runs on one thread.
+
+    The engine's products (one margin-row matrix-vector product per step) are
+    too small to gain from BLAS threads, and on busy cores those threads spin
+    waiting for each other: measured at n = 5000, a decrement took 10-20x
+    longer with two OpenBLAS threads on a loaded 2-core machine. Heads run
+    in parallel through ``n_jobs`` instead.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        # created after _cp_core has loaded SciPy's BLAS, so that it is seen
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 class CPSVM(ClassifierMixin, BaseEstimator):
@@ -152,6 +172,29 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.max_steps = max_steps
 
+    # -------------------------------------------------------------- pickling
+
+    # The compiled state cannot be pickled as such; in memory (copy, joblib)
+    # the model travels as the plain arrays of _export_state. Files are
+    # written by save() in eco's own format, never with pickle.
+    _INTERNALS = ("_store", "_engines", "_slot_labels", "_slot_C", "_slot_ids", "_slot_of")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "_engines" in state:
+            state = {k: v for k, v in state.items() if k not in self._INTERNALS}
+            state["_eco_exported"] = self._export_state()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        exported = state.pop("_eco_exported", None)
+        super().__setstate__(state)
+        if exported is not None:
+            rebuilt = type(self)._from_state(*exported)
+            for key in self._INTERNALS:
+                setattr(self, key, getattr(rebuilt, key))
+
     # ------------------------------------------------------------------ tags
 
     def __sklearn_tags__(self):
@@ -189,6 +232,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         """Validate new feature rows against the fitted ones (scikit-learn's checks and messages)."""
         if self.kernel == "precomputed":
             return self._check_X(X, n_columns=self._store.n_slots, what=what)
+        _reject_non_numeric(X, what)
         try:
             X = validate_data(self, X, dtype=np.float64, order="C", reset=False)
         except ValueError as exc:
@@ -201,13 +245,21 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             X = np.asarray(X)
         except Exception as exc:  # ragged input and the like
             raise InvalidInputError(f"{what}: could not convert to an array ({exc})") from exc
-        if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        _reject_non_numeric(X, what)
+        if X.dtype == object:
+            try:
+                X = X.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"{what}: expected numeric values ({exc})") from exc
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
             raise InvalidInputError(f"{what}: expected numeric values, got dtype {X.dtype}")
         if np.iscomplexobj(X):
             raise InvalidInputError(f"{what}: complex values are not supported")
         if X.ndim != 2:
             raise InvalidInputError(
                 f"{what}: expected a 2-D array of shape (n_samples, {n_columns}), got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise InvalidInputError(f"{what}: no rows given (shape {X.shape})")
         if X.shape[1] != n_columns:
             raise InvalidInputError(
                 f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape})")
@@ -236,18 +288,24 @@ class CPSVM(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _as_id_list(ids, what="ids"):
-        """A list of hashable Python ids (numpy scalars turned into Python ones)."""
+        """A list of hashable Python ids (numpy scalars turned into Python ones).
+
+        A list, tuple, range or array is a sequence of ids (to name a single
+        id that is itself a tuple, wrap it in a list); anything else is one id.
+        """
         if type(ids) is int or type(ids) is str:  # the common single-id request
             return [ids]
-        if isinstance(ids, (str, bytes)) or np.ndim(ids) == 0:
-            ids = [ids]
-        try:
-            out = np.asarray(ids, dtype=object).ravel().tolist() if not isinstance(ids, list) else ids
-        except Exception as exc:
-            raise InvalidInputError(f"{what}: could not read the ids ({exc})") from exc
+        if isinstance(ids, np.ndarray):
+            if ids.ndim > 1:
+                raise InvalidInputError(f"{what}: expected a 1-D sequence of ids, got shape {ids.shape}")
+            items = ids.tolist() if ids.ndim == 1 else [ids.item()]
+        elif isinstance(ids, (list, tuple, range)):
+            items = list(ids)
+        else:
+            items = [ids]
         result = []
-        for i in out:
-            if hasattr(i, "item") and np.ndim(i) == 0:
+        for i in items:
+            if isinstance(i, np.generic):
                 i = i.item()
             try:
                 hash(i)
@@ -311,20 +369,23 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         self._check_params()
         if method not in ("auto", "batch", "incremental"):
             raise InvalidInputError(f"method must be 'auto', 'batch' or 'incremental', got {method!r}")
+        _reject_non_numeric(X, "X")
         try:
             X, y = validate_data(self, X, y, dtype=np.float64, order="C", reset=True)
+            check_classification_targets(y)
         except ValueError as exc:
             raise InvalidInputError(str(exc)) from exc
         if self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
             raise InvalidInputError(
                 f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
-        check_classification_targets(y)
         classes, labels = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InvalidInputError(
                 f"The number of classes has to be greater than one; got {len(classes)} class")
         n = X.shape[0]
         sw = self._check_sample_weight(sample_weight, n)
+        if not np.any(sw > 0):
+            raise InvalidInputError("sample_weight: all weights are zero; nothing to learn from")
         ids = self._check_new_ids(ids, n, 0)
         gamma = resolve_gamma(self.gamma, X, self.kernel)
         class_weight = self._resolve_class_weight(classes, labels)
@@ -347,7 +408,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         self._slot_of = {i: s for s, i in enumerate(ids)}
         active = np.arange(n, dtype=np.int64)
         method = "batch" if method == "auto" else method
-        self._map_heads(lambda h: self._solve_head(h, active, method))
+        with _one_blas_thread():
+            self._map_heads(lambda h: self._solve_head(h, active, method))
         return self
 
     def _resolve_class_weight(self, classes, labels):
@@ -408,10 +470,10 @@ class CPSVM(ClassifierMixin, BaseEstimator):
     def _seed_and_polish(self, engine, head, active, y, C):
         """Exact fit seeded by libsvm; returns False when the seed cannot be made exact."""
         n = self._store.n_slots
-        y_act = y[active]
+        weighted = active[C[active] > 0]
         sets = np.full(n, _SET_INACTIVE, dtype=np.int8)
         sets[active] = _SET_RESERVE
-        if len(active) == 0 or np.all(y_act == y_act[0]) or not np.any(C[active] > 0):
+        if len(np.unique(y[weighted])) < 2:
             # nothing to solve: every alpha is 0; finish() sets the canonical b
             engine.set_state(y, C, np.zeros(n), 0.0, sets, np.zeros(0, np.int32), np.zeros(n), None)
             engine.finish()
@@ -489,8 +551,9 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         n_given = self._store.n_slots
         if self.kernel == "precomputed":
             y_arr = np.asarray(y)
-            m = y_arr.shape[0] if y_arr.ndim == 1 else -1
-            X = self._check_X(X, n_columns=n_given + max(m, 0), what="increment X")
+            if y_arr.ndim != 1:
+                raise InvalidInputError(f"increment: y must be 1-D, got shape {y_arr.shape}")
+            X = self._check_X(X, n_columns=n_given + y_arr.shape[0], what="increment X")
         else:
             X = self._check_features(X, "increment X")
         m = X.shape[0]
@@ -536,8 +599,11 @@ class CPSVM(ClassifierMixin, BaseEstimator):
                         # the path could not finish: re-solve this head exactly
                         self._solve_head(h, target_active, "batch")
                         return
-            self._map_heads(learn_all)
+            with _one_blas_thread():
+                self._map_heads(learn_all)
         except BaseException:
+            # the rows never happened: forget them in the store too
+            self._store.truncate(n_given)
             self._slot_labels, self._slot_C, self._slot_ids, self._slot_of = saved
             self._restore(snapshot)
             raise
@@ -611,7 +677,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
                     if self._test_hook_after_head is not None:
                         self._test_hook_after_head(h)
                     return None
-                resolved = [h for h in self._map_heads(unlearn) if h is not None]
+                with _one_blas_thread():
+                    resolved = [h for h in self._map_heads(unlearn) if h is not None]
             except BaseException:
                 self._restore(snapshot)
                 raise
@@ -749,6 +816,15 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         f = K @ coef[sv] + b
         return f[:, 0] if len(self._engines) == 1 else f
 
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against ``y``."""
+        y_arr = np.asarray(y)
+        n = np.shape(X)[0] if np.ndim(X) >= 1 else None
+        if y_arr.ndim != 1 or (n is not None and y_arr.shape[0] != n):
+            raise InvalidInputError(
+                f"score: inconsistent numbers of samples: X has {n} rows, y has shape {y_arr.shape}")
+        return super().score(X, y, sample_weight=sample_weight)
+
     def predict(self, X):
         """Class labels: the sign of the decision (two classes) or its argmax."""
         f = self.decision_function(X)
@@ -813,6 +889,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             "n_features_in_": int(self.n_features_in_),
             "n_heads": len(self._engines),
             "b": [float(e.b) for e in self._engines],
+            "updates_since_check": [e.get_state()["updates_since_check"] for e in self._engines],
         }
         arrays = {
             "classes_": np.asarray(self.classes_),
@@ -856,15 +933,20 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         model._slot_ids = _id_array(ids.tolist())
         model._slot_of = {}
         engines = []
+        counters = meta.get("updates_since_check", [0] * int(meta["n_heads"]))
         for h in range(int(meta["n_heads"])):
             e = _cp_core.CPEngine(store, model.max_steps or 0)
-            status = e.set_state(
-                arrays[f"head{h}_y"], arrays[f"head{h}_C"], arrays[f"head{h}_alpha"],
-                float(meta["b"][h]), arrays[f"head{h}_sets"].astype(np.int8),
-                arrays[f"head{h}_margin_order"].astype(np.int32), arrays[f"head{h}_g"],
-                arrays[f"head{h}_Rinv"])
-            if status != _cp_core.STATUS_OK:
-                raise UnlearningError(f"head {h}: {_cp_core.STATUS_MESSAGES.get(status, status)}")
+            try:
+                e.restore({
+                    "y": arrays[f"head{h}_y"], "C": arrays[f"head{h}_C"],
+                    "alpha": arrays[f"head{h}_alpha"], "b": float(meta["b"][h]),
+                    "sets": arrays[f"head{h}_sets"].astype(np.int8),
+                    "margin_order": arrays[f"head{h}_margin_order"].astype(np.int32),
+                    "g": arrays[f"head{h}_g"], "Rinv": arrays[f"head{h}_Rinv"],
+                    "updates_since_check": int(counters[h]),
+                })
+            except RuntimeError as exc:
+                raise UnlearningError(f"head {h}: {exc}") from exc
             engines.append(e)
         model._engines = engines
         # an id maps to its latest slot (a removed id may have been given again)
@@ -938,12 +1020,29 @@ class CPSVM(ClassifierMixin, BaseEstimator):
 
 
 def _id_array(ids):
-    """Ids as an int64 array when they are all integers, else an object array."""
+    """Ids as an int64 array when they are all integers that fit, else an object array."""
     if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
-        return np.asarray(ids, dtype=np.int64).reshape(-1)
+        try:
+            return np.asarray(ids, dtype=np.int64).reshape(-1)
+        except OverflowError:
+            pass
     arr = np.empty(len(ids), dtype=object)
     arr[:] = list(ids)
     return arr
+
+
+def _reject_non_numeric(X, what):
+    """Strings, bytes and objects are refused rather than parsed as numbers."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(X).dtype
+        except Exception:  # ragged input: let the array check explain
+            return
+    if dtype.kind in "USV":
+        names = {"U": "strings", "S": "byte strings", "V": "structured values"}
+        raise InvalidInputError(
+            f"{what}: expected numeric values, got {names[dtype.kind]} (dtype {dtype})")
 
 
 def _pad_state(state, n):

@@ -8,12 +8,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from eco import CPSVM
 
-_OBJECT_DTYPE = (
-    "CPSVM refuses object arrays (and strings) in fit and predict rather than "
-    "parsing them as numbers, by design (svm._reject_non_numeric); the check "
-    "expects a numeric object array to be converted."
-)
-
 EXPECTED_FAILED_CHECKS = {
     "rbf": {
         "check_sample_weight_equivalence_on_dense_data": (
@@ -22,10 +16,6 @@ EXPECTED_FAILED_CHECKS = {
             "and repeated rows give different kernels. With a fixed gamma they "
             "agree; see test_exactness.test_sample_weight_equals_repeated_rows."
         ),
-        "check_dtype_object": _OBJECT_DTYPE,
-    },
-    "linear": {
-        "check_dtype_object": _OBJECT_DTYPE,
     },
 }
 

@@ -60,6 +60,7 @@ STATUS_SINGULAR = 3          # refactorisation of A failed
 STATUS_NO_MEMORY = 4
 STATUS_INJECTED_FAULT = 5    # the test hook fail_at_step fired
 STATUS_NON_FINITE = 6        # a NaN or infinity appeared in the state
+STATUS_INCONSISTENT = 7      # the path ended outside the KKT conditions (degenerate data)
 
 STATUS_MESSAGES = {
     STATUS_OK: "ok",
@@ -69,6 +70,7 @@ STATUS_MESSAGES = {
     STATUS_NO_MEMORY: "out of memory",
     STATUS_INJECTED_FAULT: "fault injected by the test hook",
     STATUS_NON_FINITE: "a non-finite value appeared in the state",
+    STATUS_INCONSISTENT: "the path ended outside the KKT conditions (degenerate, rank-deficient data)",
 }
 
 cdef enum:
@@ -92,6 +94,7 @@ cdef enum:
     ST_NO_MEMORY = 4
     ST_INJECTED_FAULT = 5
     ST_NON_FINITE = 6
+    ST_INCONSISTENT = 7
 
 # Kinds of event that end a step.
 cdef enum:
@@ -588,6 +591,7 @@ cdef class CPEngine:
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
+    cdef public double check_tol      # largest KKT violation (incremental g) accepted after an operation
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -614,10 +618,11 @@ cdef class CPEngine:
         self.epoch = 0
         self.max_steps = max_steps
         self.tol_event = 1e-11
-        self.tol_kappa = 1e-8
+        self.tol_kappa = 1e-6
         self.drift_tol = 1e-9
         self.drift_check_every = 32
         self.fail_at_step = -1
+        self.check_tol = 1e-7
         self.n_steps = 0
         self.n_migrations = 0
         self.n_refactorisations = 0
@@ -1245,7 +1250,7 @@ cdef class CPEngine:
             # the drive ran to its end: c sits at its upper bound
             self.alpha[c] = Cc
             self.setof[c] = S_ERROR
-        return self._finish()
+        return self._checked_finish()
 
     def unlearn(self, const long[::1] slots):
         """Unlearn active slots exactly, all along one path.
@@ -1307,6 +1312,8 @@ cdef class CPEngine:
         free(dvec)
         if st != ST_OK:
             return st
+        if n_drv > 0:
+            return self._checked_finish()
         return self._finish()
 
     cdef void _deactivate(self, Py_ssize_t k) noexcept nogil:
@@ -1395,6 +1402,41 @@ cdef class CPEngine:
             if self.setof[j] != S_INACTIVE:
                 self.g[j] += self.y[j] * (nb - self.b)
         self.b = nb
+        return ST_OK
+
+    cdef double _incremental_violation(self) noexcept nogil:
+        # KKT violation measured on the incremental gradients: O(n), cheap
+        # enough to run after every path. It catches a path that went astray
+        # on degenerate data (an example refused as dependent whose gradient
+        # kept moving); the certificate from scratch is kkt_violation().
+        cdef Py_ssize_t j, n = self.store.n_slots
+        cdef double worst = 0.0, v, a, Cj, gj
+        for j in range(n):
+            if self.setof[j] == S_INACTIVE or self.C[j] <= 0.0:
+                continue
+            a = self.alpha[j]
+            Cj = self.C[j]
+            gj = self.g[j]
+            if a <= 0.0:
+                v = -gj
+            elif a >= Cj:
+                v = gj
+            else:
+                v = fabs(gj)
+            if a < 0.0 and -a / Cj > v:
+                v = -a / Cj
+            if a > Cj and (a - Cj) / Cj > v:
+                v = (a - Cj) / Cj
+            if v > worst or v != v:
+                worst = v
+        return worst
+
+    cdef int _checked_finish(self) noexcept nogil:
+        cdef int st = self._finish()
+        if st != ST_OK:
+            return st
+        if self._incremental_violation() > self.check_tol:
+            return ST_INCONSISTENT
         return ST_OK
 
     cdef void _clear_margin(self) noexcept nogil:

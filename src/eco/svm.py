@@ -45,6 +45,9 @@ _POLISH_TOL = 1e-10
 # to be nearly right: the polish makes the coefficients exact and CP steps
 # repair the few examples it misplaced.
 _SEED_TOL = 1e-4
+# A solve from scratch is accepted when its certificate, recomputed from
+# scratch, is below this.
+_FIT_TOL = 1e-8
 
 
 _BLAS_CONTROLLER = None
@@ -456,7 +459,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         C = self._slot_C
         empty = np.full(n, _SET_INACTIVE, dtype=np.int8)
         engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
-        if method == "batch" and self._seed_and_polish(engine, head, active, y, C):
+        if (method == "batch" and self._seed_and_polish(engine, head, active, y, C)
+                and self._head_violation(engine) <= _FIT_TOL):
             return
         # incremental: learn the rows one after the other
         engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
@@ -464,8 +468,18 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             status = engine.learn(int(s), y[s], C[s])
             if status != _cp_core.STATUS_OK:
                 raise UnlearningError(
-                    f"exact fit failed on example {self._slot_ids[s]!r}: "
+                    f"exact solve failed on example {self._slot_ids[s]!r}: "
                     f"{_cp_core.STATUS_MESSAGES.get(status, status)}")
+        violation = self._head_violation(engine)
+        if violation > _FIT_TOL:
+            raise UnlearningError(
+                f"exact solve failed: KKT violation {violation:.3g} after fitting "
+                "(degenerate, rank-deficient data)")
+
+    @staticmethod
+    def _head_violation(engine):
+        return _kkt_violation(engine.alpha_all, engine.y_all, engine.C_all, engine.sets_all,
+                              engine.recompute_gradients())
 
     def _seed_and_polish(self, engine, head, active, y, C):
         """Exact fit seeded by libsvm; returns False when the seed cannot be made exact."""

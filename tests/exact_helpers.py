@@ -431,3 +431,18 @@ def load_task(name):
     if name == "synthetic":
         return synthetic(250, 5, seed=1)
     raise KeyError(name)
+
+
+def noisy_classes(n=80, n_classes=2, d=4, noise=0.7, seed=0):
+    """Gaussian rows labelled by their largest of the first coordinates, plus noise.
+
+    Overlapping classes, so that a fitted model has margin, error and
+    reserve vectors; shared by the operations tests.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if n_classes == 2:
+        y = (X[:, 0] + noise * rng.normal(size=n) > 0).astype(np.int64)
+    else:
+        y = np.argmax(X[:, :n_classes] + noise * rng.normal(size=(n, n_classes)), axis=1)
+    return X, y

@@ -9,16 +9,11 @@ import pytest
 import eco
 from eco import CPSVM
 from eco.reference import reference_kernel, reference_solve
+from exact_helpers import noisy_classes
 
 
 def _data(n=80, n_classes=2, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    if n_classes == 2:
-        y = (X[:, 0] + 0.7 * rng.normal(size=n) > 0).astype(np.int64)
-    else:
-        y = np.argmax(X[:, :n_classes] + 0.7 * rng.normal(size=(n, n_classes)), axis=1)
-    return X, y
+    return noisy_classes(n=n, n_classes=n_classes, d=d, noise=0.7, seed=seed)
 
 
 def _copy(m):

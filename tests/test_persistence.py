@@ -15,16 +15,11 @@ import eco
 from eco import CPSVM
 from eco.exceptions import InvalidInputError, ModelFileError
 from eco.persistence import FORMAT_NAME, FORMAT_VERSION, load, save_model
+from exact_helpers import noisy_classes
 
 
 def _data(n=90, d=4, n_classes=2, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    if n_classes == 2:
-        y = (X[:, 0] + 0.6 * rng.normal(size=n) > 0).astype(np.int64)
-    else:
-        y = np.argmax(X[:, :n_classes] + 0.6 * rng.normal(size=(n, n_classes)), axis=1)
-    return X, y
+    return noisy_classes(n=n, n_classes=n_classes, d=d, noise=0.6, seed=seed)
 
 
 def _rbf(A, B, gamma=0.3):

@@ -618,7 +618,7 @@ cdef class CPEngine:
         self.epoch = 0
         self.max_steps = max_steps
         self.tol_event = 1e-11
-        self.tol_kappa = 1e-6
+        self.tol_kappa = 1e-7
         self.drift_tol = 1e-9
         self.drift_check_every = 32
         self.fail_at_step = -1

@@ -90,11 +90,16 @@ def test_multiclass_matches_reference_refits(n_classes, kernel, seed):
     assert m.state_digest() == digest
     if kernel == "poly":
         # libsvm needs minutes per solve on these rank-deficient problems;
-        # fits from scratch (batch seed + polish, no decrement) stand in
+        # fits from scratch (batch seed + polish, no decrement) stand in.
+        # With dependent margin vectors the engine ignores gradient rates at
+        # the level of rounding noise, so both sides are exact to their
+        # certificate (< 1e-8), and their decision values agree to that scale
         ref = _brute_force_refit(m, X, y)
+        tol = 1e-7
     else:
         ref = _brute_force_reference(m)
-    assert np.max(np.abs(f - ref)) < 1e-9
+        tol = 1e-9
+    assert np.max(np.abs(f - ref)) < tol
     assert m.loo_error() == np.mean(m.classes_[np.argmax(ref, axis=1)] != y)
 
 

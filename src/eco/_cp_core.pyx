@@ -215,6 +215,7 @@ cdef class KernelStore:
     cdef readonly int degree
     cdef readonly bint precompute
     cdef readonly Py_ssize_t n_slots, capacity, n_features
+    cdef readonly double max_diag          # largest K(x_i, x_i) over the slots
     cdef object _XT_array                 # numpy (n_features, capacity)
     cdef double[:, ::1] XT                # features, one column per slot
     cdef double[::1] sqnorm               # squared norm of every slot
@@ -239,6 +240,7 @@ cdef class KernelStore:
         self.n_slots = 0
         self.capacity = 0
         self.n_cached = 0
+        self.max_diag = 0.0
         self._reserve(16)
 
     def __dealloc__(self):
@@ -326,6 +328,7 @@ cdef class KernelStore:
                 for i in range(m):
                     self.rows[j][n_old + i] = X[i, j]
             self.n_slots = n_new
+            self._update_max_diag(n_old)
         else:
             with nogil:
                 for i in range(m):
@@ -335,6 +338,7 @@ cdef class KernelStore:
                         s = s + X[i, k] * X[i, k]
                     self.sqnorm[n_old + i] = s
             self.n_slots = n_new
+            self._update_max_diag(n_old)
             # cached rows gain the new columns
             with nogil:
                 for j in range(n_old):
@@ -354,21 +358,23 @@ cdef class KernelStore:
         self._fill_rows(&slot, 1, &out, xs, j0, j1)
         free(xs)
 
-    cdef double max_diag(self) noexcept nogil:
-        """Largest K(x_i, x_i) over the stored slots (the scale of kernel values)."""
+    cdef double _diag(self, Py_ssize_t i) noexcept nogil:
+        # K(x_i, x_i) without computing the row
+        if self.kernel_code == K_PRECOMPUTED:
+            return self.rows[i][i]
+        return _transform(self.kernel_code, self.sqnorm[i], self.sqnorm[i], self.sqnorm[i],
+                          self.gamma, self.coef0, self.degree)
+
+    cdef void _update_max_diag(self, Py_ssize_t j0) noexcept nogil:
+        # the largest |K(x_i, x_i)|: the scale of rounding noise in kernel sums
         cdef Py_ssize_t i
-        cdef double v, worst = 0.0
-        for i in range(self.n_slots):
-            if self.kernel_code == K_PRECOMPUTED:
-                v = fabs(self.rows[i][i])
-            elif self.kernel_code == K_RBF:
-                v = 1.0
-            else:
-                v = fabs(_transform(self.kernel_code, self.sqnorm[i], self.sqnorm[i],
-                                    self.sqnorm[i], self.gamma, self.coef0, self.degree))
-            if v > worst:
-                worst = v
-        return worst
+        cdef double v
+        if j0 == 0:
+            self.max_diag = 0.0
+        for i in range(j0, self.n_slots):
+            v = fabs(self._diag(i))
+            if v > self.max_diag:
+                self.max_diag = v
 
     cdef double* row(self, Py_ssize_t slot) noexcept nogil:
         """Pointer to the kernel row of `slot`, computing it if needed.
@@ -507,6 +513,7 @@ cdef class KernelStore:
                     self.XT[k, i] = 0.0
                 self.sqnorm[i] = 0.0
         self.n_slots = n
+        self._update_max_diag(0)
 
     def release_rows(self, const long[::1] slots):
         """Drop the cached rows of `slots` (a precomputed kernel keeps them)."""
@@ -608,7 +615,6 @@ cdef class CPEngine:
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
     cdef public double check_tol      # largest KKT violation (incremental g) accepted after an operation
-    cdef double kmax                  # largest kernel diagonal, the scale of rounding in gamma
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -768,7 +774,6 @@ cdef class CPEngine:
         return 0
 
     cdef int _ks_rebuild(self) noexcept nogil:
-        cdef Py_ssize_t p
         self.ks_n = 0
         return self._ks_sync()
 
@@ -1029,7 +1034,6 @@ cdef class CPEngine:
             daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
         tol_base = self.tol_event * (dscale if dscale > 0 else 1.0)
         tol = tol_base
-        self.kmax = self.store.max_diag()
 
         while True:
             if t_left <= 0.0:
@@ -1079,8 +1083,8 @@ cdef class CPEngine:
                 # a gradient rate below the rounding noise of this sum is no
                 # event: on rank-deficient data, examples that depend on S
                 # have a rate that is 0 but for that noise
-                if 1e-10 * wsum * self.kmax > tol:
-                    tol = 1e-10 * wsum * self.kmax
+                if 1e-10 * wsum * self.store.max_diag > tol:
+                    tol = 1e-10 * wsum * self.store.max_diag
                 bn = <blas_int>n
                 bm = <blas_int>m
                 ld = <blas_int>self.ks_ld
@@ -1688,14 +1692,13 @@ cdef class CPEngine:
 
     def get_state(self):
         """Copy of the whole state as a dict of numpy arrays and numbers."""
-        cdef Py_ssize_t n = self.store.n_slots
         R = np.ascontiguousarray(self.rinv())
         return {
-            "y": np.array(self._y_arr[:n]),
-            "C": np.array(self._C_arr[:n]),
-            "alpha": np.array(self._alpha_arr[:n]),
-            "g": np.array(self._g_arr[:n]),
-            "sets": np.array(self._set_arr[:n]),
+            "y": self.y_all,
+            "C": self.C_all,
+            "alpha": self.alpha_all,
+            "g": self.g_all,
+            "sets": self.sets_all,
             "margin_order": np.array(self._margin_arr[:self.n_margin]),
             "b": float(self.b),
             "Rinv": R,
@@ -1713,25 +1716,29 @@ cdef class CPEngine:
         # its phase so that a restored state refactorises when the original would
         self.updates_since_check = state.get("updates_since_check", 0)
 
+    cdef _slot_copy(self, arr):
+        # a copy of a per-slot array, one entry per stored slot
+        return np.array(arr[:self.store.n_slots])
+
     @property
     def alpha_all(self):
-        return np.array(self._alpha_arr[:self.store.n_slots])
+        return self._slot_copy(self._alpha_arr)
 
     @property
     def g_all(self):
-        return np.array(self._g_arr[:self.store.n_slots])
+        return self._slot_copy(self._g_arr)
 
     @property
     def sets_all(self):
-        return np.array(self._set_arr[:self.store.n_slots])
+        return self._slot_copy(self._set_arr)
 
     @property
     def y_all(self):
-        return np.array(self._y_arr[:self.store.n_slots])
+        return self._slot_copy(self._y_arr)
 
     @property
     def C_all(self):
-        return np.array(self._C_arr[:self.store.n_slots])
+        return self._slot_copy(self._C_arr)
 
     @property
     def margin_order(self):

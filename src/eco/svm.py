@@ -459,7 +459,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         C = self._slot_C
         empty = np.full(n, _SET_INACTIVE, dtype=np.int8)
         engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
-        if (method == "batch" and self._seed_and_polish(engine, head, active, y, C)
+        if (method == "batch" and self._seed_and_polish(engine, active, y, C)
                 and self._head_violation(engine) <= _FIT_TOL):
             return
         # incremental: learn the rows one after the other
@@ -481,7 +481,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         return _kkt_violation(engine.alpha_all, engine.y_all, engine.C_all, engine.sets_all,
                               engine.recompute_gradients())
 
-    def _seed_and_polish(self, engine, head, active, y, C):
+    def _seed_and_polish(self, engine, active, y, C):
         """Exact fit seeded by libsvm; returns False when the seed cannot be made exact."""
         n = self._store.n_slots
         weighted = active[C[active] > 0]
@@ -739,12 +739,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
     def _is_active(self, slot):
         return self._engines[0].set_of(slot) != _SET_INACTIVE
 
-    def _active_slots(self, head=0, before=False, snapshot=None):
-        if before:
-            sets = snapshot[head]["sets"]
-        else:
-            sets = self._engines[head].sets_all
-        return np.flatnonzero(sets != _SET_INACTIVE).astype(np.int64)
+    def _active_slots(self):
+        return np.flatnonzero(self._engines[0].sets_all != _SET_INACTIVE).astype(np.int64)
 
     def _snapshot(self):
         return [e.get_state() for e in self._engines]
@@ -796,11 +792,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         float
         """
         check_is_fitted(self)
-        worst = 0.0
-        for e in self._engines:
-            worst = max(worst, _kkt_violation(e.alpha_all, e.y_all, e.C_all, e.sets_all,
-                                              e.recompute_gradients()))
-        return worst
+        return max(self._head_violation(e) for e in self._engines)
 
     # ------------------------------------------------------------- predict
 

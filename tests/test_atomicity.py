@@ -8,7 +8,9 @@ import pytest
 
 import eco
 from eco import CPSVM
+from eco._headset import HeadSet
 from eco.reference import reference_kernel, reference_solve
+from eco.testing import active_data, fail_on_call, path_fault
 from exact_helpers import noisy_classes
 
 
@@ -17,7 +19,7 @@ def _data(n=80, n_classes=2, d=4, seed=0):
 
 
 def _copy(m):
-    return CPSVM._from_state(*m._export_state())
+    return CPSVM.from_state(m.to_state())
 
 
 def _assert_equals_scratch_fit(m, X, y, rows):
@@ -30,7 +32,7 @@ def _assert_equals_scratch_fit(m, X, y, rows):
     f = m.decision_function(X).reshape(len(X), -1)
     for h in range(f.shape[1]):
         yh = np.where(y[rows] == m.classes_[1 if f.shape[1] == 1 else h], 1.0, -1.0)
-        sol = reference_solve(K, yh, m._slot_C[m._active_slots()])
+        sol = reference_solve(K, yh, active_data(m)[2])
         assert np.max(np.abs(f[:, h] - sol.decision(Kx, yh))) < 1e-9
     assert m.kkt_violation() < 1e-8
 
@@ -44,11 +46,8 @@ def test_decrement_fault_resolves_exactly(k, batch):
     X, y = _data()
     m = CPSVM(C=2.0).fit(X, y)
     support = m.support_ids_.tolist()[:6]  # margin and error vectors: a real path
-    m._engines[0].fail_at_step = k
-    try:
+    with path_fault(m, 0, k):
         r = m.decrement(support, batch=batch)
-    finally:
-        m._engines[0].fail_at_step = -1
     assert set(r.paths.values()) == {"resolve"}
     assert r.resolved_heads == (0,)
     assert r.n_steps == k  # the path ran k steps, then the fault fired
@@ -64,11 +63,8 @@ def test_decrement_fault_in_one_head_of_many(k, batch):
     m = CPSVM(C=1.0).fit(X, y)
     heads = m.margin_
     remove = [int(heads[1][0]), int(heads[1][1]), int(heads[0][0])]
-    m._engines[1].fail_at_step = k
-    try:
+    with path_fault(m, 1, k):
         r = m.decrement(remove, batch=batch)
-    finally:
-        m._engines[1].fail_at_step = -1
     assert r.resolved_heads == (1,)
     assert set(r.paths.values()) == {"resolve"}
     _assert_equals_scratch_fit(m, X, y, np.setdiff1d(np.arange(len(y)), remove))
@@ -78,11 +74,8 @@ def test_decrement_fault_in_one_head_of_many(k, batch):
 def test_increment_fault_resolves_exactly(k):
     X, y = _data(n=90, seed=2)
     m = CPSVM(C=2.0).fit(X[:70], y[:70])
-    m._engines[0].fail_at_step = k
-    try:
+    with path_fault(m, 0, k):
         m.increment(X[70:], y[70:])
-    finally:
-        m._engines[0].fail_at_step = -1
     _assert_equals_scratch_fit(m, X, y, np.arange(90))
 
 
@@ -99,16 +92,9 @@ def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jo
     twin = _copy(m)
     before = m.state_digest()
     support = m.support_ids_.tolist()[:4]
-    calls = []
-
-    def hook(head):
-        calls.append(head)
-        if len(calls) == fail_after:
-            raise exc(f"stop after head {head}")
-    m._test_hook_after_head = hook
     with pytest.raises(exc, match="stop after head"):
-        m.decrement(support, batch=batch)
-    del m._test_hook_after_head
+        with fail_on_call(m, "unlearn_head", fail_after, exc("stop after head"), after=True):
+            m.decrement(support, batch=batch)
     assert m.state_digest() == before
     assert m.n_active_ == len(y)
     # and it goes on exactly as a model that was never interrupted
@@ -122,14 +108,10 @@ def test_interrupt_during_increment_resolve_restores_everything():
     before = m.state_digest()
     ids_before = m.ids_.copy()
 
-    def broken(h, active, method):
-        raise KeyboardInterrupt
-    m._engines[2].fail_at_step = 0  # head 2 re-solves, and the re-solve is interrupted
-    m._solve_head = broken
-    with pytest.raises(KeyboardInterrupt):
-        m.increment(X[70:], y[70:])
-    del m._solve_head
-    m._engines[2].fail_at_step = -1
+    # head 2 re-solves, and the re-solve is interrupted
+    with path_fault(m, 2, 0), fail_on_call(m, "solve", 1, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            m.increment(X[70:], y[70:])
     assert m.state_digest() == before
     assert np.array_equal(m.ids_, ids_before)
     # the ids of the failed call are free again
@@ -146,29 +128,24 @@ def test_failed_increment_leaves_no_trace_of_its_rows():
     m = CPSVM(kernel="precomputed").fit(K[:40, :40], y[:40])
     before = m.decision_function(K[:5, :40])
 
-    def broken(*a, **k):
-        raise KeyboardInterrupt
-    m._solve_head = broken
-    m._engines[0].fail_at_step = 0
-    with pytest.raises(KeyboardInterrupt):
-        m.increment(K[40:60, :60], y[40:60])
-    del m._solve_head
-    m._engines[0].fail_at_step = -1
+    with path_fault(m, 0, 0), fail_on_call(m, "solve", 1, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            m.increment(K[40:60, :60], y[40:60])
     assert np.array_equal(m.decision_function(K[:5, :40]), before)
     assert m.increment(K[40:41, :41], y[40:41]).tolist() == [40]
 
 
-def test_interrupt_during_fit_keeps_previous_model():
+def test_interrupt_during_fit_keeps_previous_model(monkeypatch):
     X, y = _data(seed=5)
     m = CPSVM(C=1.0).fit(X[:50], y[:50])
     before = m.state_digest()
 
     def broken(*a, **k):
         raise KeyboardInterrupt
-    m._seed_and_polish = broken
+    monkeypatch.setattr(HeadSet, "solve", broken)
     with pytest.raises(KeyboardInterrupt):
         m.fit(X, y)
-    del m._seed_and_polish
+    monkeypatch.undo()
     assert m.state_digest() == before
 
 

@@ -14,7 +14,8 @@ from sklearn.exceptions import NotFittedError
 import eco
 from eco import CPSVM
 from eco.exceptions import InvalidInputError, ModelFileError
-from eco.persistence import FORMAT_NAME, FORMAT_VERSION, load, save_model
+from eco import load, save_model
+from eco.persistence import FORMAT_NAME, FORMAT_VERSION
 from exact_helpers import noisy_classes
 
 

@@ -15,11 +15,10 @@ from .exceptions import (
     UnlearningError,
     UnseenLabelError,
 )
-from .persistence import load, load_model, save_model
+from ._version import __version__
+from .persistence import save_model
 from .receipt import UnlearningReceipt
-from .svm import CPSVM
-
-__version__ = "0.1.0"
+from .svm import CPSVM, load, load_model
 
 __all__ = [
     "CPSVM",

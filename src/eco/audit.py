@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from .reference import reference_kernel, reference_solve
 
@@ -95,10 +96,11 @@ def verify_model(model, reference=False, *, tol=DEFAULT_TOL, tol_ref=DEFAULT_TOL
     -------
     VerificationReport
     """
-    model._require_fitted()
+    check_is_fitted(model)
     kkt = float(model.kkt_violation())
-    active = model._active_slots()
-    n_heads = len(model._engines)
+    heads = model.head_set_
+    active = heads.active_slots()
+    n_heads = heads.n_heads
     diff = ref_kkt = polished = None
     if reference:
         diff, ref_kkt, polished = _compare_with_reference(model, active)
@@ -123,7 +125,8 @@ def _compare_with_reference(model, active):
     """Largest decision difference with per-head reference solves, their KKT, polished."""
     if len(active) == 0:
         return 0.0, 0.0, True
-    store = model._store
+    heads = model.head_set_
+    store = heads.store
     if model.kernel == "precomputed":
         # kernel rows of the active examples against every example given:
         # the model's decision input; the square block is the training kernel
@@ -135,14 +138,12 @@ def _compare_with_reference(model, active):
         K = reference_kernel(Xa, Xa, model.kernel, model.gamma_, model.degree, model.coef0)
         f_model = model.decision_function(Xa)
     f_model = f_model.reshape(len(active), -1)
-    C = np.asarray(model._slot_C, dtype=np.float64)[active]
-    labels = np.asarray(model._slot_labels)[active]
+    C = np.asarray(heads.slot_C, dtype=np.float64)[active]
     worst = 0.0
     ref_kkt = 0.0
     polished = True
-    for h in range(len(model._engines)):
-        positive = 1 if len(model._engines) == 1 else h
-        y = np.where(labels == positive, 1.0, -1.0)
+    for h in range(heads.n_heads):
+        y = heads.head_labels(h)[active]
         sol = reference_solve(K, y, C)
         f_ref = sol.decision(K, y)
         worst = max(worst, float(np.max(np.abs(f_model[:, h] - f_ref))))

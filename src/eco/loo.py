@@ -12,8 +12,9 @@ interval that may shrink) is the reserve vector actually unlearned.
 """
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
-from . import _cp_core
+from ._cp_core import SET_MARGIN, SET_RESERVE
 
 __all__ = ["loo_decision", "loo_error"]
 
@@ -34,38 +35,33 @@ def loo_decision(model):
         Row k is for ``model.ids_[k]``: the decision value the model would
         give that example had it not been trained on it.
     """
-    model._require_fitted()
-    active = model._active_slots()
-    n_heads = len(model._engines)
-    out = np.empty((len(active), n_heads))
-    snapshot = model._snapshot()
-    try:
-        model._map_heads(lambda h: _loo_head(model, h, active, snapshot[h], out))
-    except BaseException:
-        # _loo_head restores its head after every example; an interrupt or an
-        # error in the middle of one is undone here
-        model._restore(snapshot)
-        raise
-    return out[:, 0] if n_heads == 1 else out
+    check_is_fitted(model)
+    heads = model.head_set_
+    active = heads.active_slots()
+    out = np.empty((len(active), heads.n_heads))
+    # _loo_head restores its head after every example; an interrupt or an
+    # error in the middle of one is undone by the transaction
+    with heads.transaction():
+        states = [heads.head_state(h) for h in range(heads.n_heads)]
+        heads.map_heads(lambda h: _loo_head(heads, h, active, states[h], out))
+    return out[:, 0] if heads.n_heads == 1 else out
 
 
-def _loo_head(model, h, active, state, out):
-    engine = model._engines[h]
-    alpha = state["alpha"]
-    sets = state["sets"]
-    C = state["C"]
+def _loo_head(heads, h, active, state, out):
+    alpha = state.alpha
+    sets = state.sets
+    C = state.C
+    engine_state = state.to_engine_dict()
     # a margin vector strictly inside its box pins b: reserve drops move nothing
-    pinned = bool(np.any((sets == _cp_core.SET_MARGIN) & (alpha > 0) & (alpha < C)))
+    pinned = bool(np.any((sets == SET_MARGIN) & (alpha > 0) & (alpha < C)))
     for k, s in enumerate(active):
-        if pinned and sets[s] == _cp_core.SET_RESERVE and alpha[s] == 0.0:
-            out[k, h] = engine.decision_of(int(s))
+        if pinned and sets[s] == SET_RESERVE and alpha[s] == 0.0:
+            out[k, h] = heads.decision_of(h, s)
             continue
-        status = engine.unlearn(np.array([s], dtype=np.int64))
-        if status != _cp_core.STATUS_OK:
-            # the path could not finish: solve this head from scratch without s
-            model._solve_head(h, np.setdiff1d(active, [s]).astype(np.int64), "batch")
-        out[k, h] = engine.decision_of(int(s))
-        engine.restore(state)
+        # the path could not finish: unlearn_head solves the head from scratch without s
+        heads.unlearn_head(h, np.array([s], dtype=np.int64))
+        out[k, h] = heads.decision_of(h, s)
+        heads.restore_head(h, engine_state)
 
 
 def loo_error(model):
@@ -89,7 +85,8 @@ def loo_error(model):
     f = loo_decision(model)
     if len(f) == 0:
         return float("nan")
-    labels = np.asarray(model._slot_labels)[model._active_slots()]
+    heads = model.head_set_
+    labels = heads.slot_labels[heads.active_slots()]
     if f.ndim == 1:
         predicted = (f > 0).astype(np.int64)
     else:

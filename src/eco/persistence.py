@@ -64,9 +64,11 @@ from numbers import Integral
 
 import numpy as np
 
+from ._version import __version__
 from .exceptions import InvalidInputError, ModelFileError
+from .state import HeadState, ModelState
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "load", "load_model"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "write_state", "read_state"]
 
 #: Value of the ``"format"`` field of every eco model file.
 FORMAT_NAME = "eco-cpsvm"
@@ -75,7 +77,7 @@ FORMAT_VERSION = 1
 
 _META = "eco-metadata.json"
 _META_SHA = "eco-metadata.sha256"
-_HEAD_KEYS = ("y", "C", "alpha", "g", "sets", "margin_order", "Rinv")
+_HEAD_KEYS = HeadState.ARRAYS
 # dtype kinds an array member may have: bool, signed int, float, unicode
 _ALLOWED_KINDS = frozenset("biufU")
 _INT64 = np.iinfo(np.int64)
@@ -86,6 +88,9 @@ _INT64 = np.iinfo(np.int64)
 
 def save_model(model, path):
     """Save a fitted model to `path`, atomically, in eco's format (no pickle).
+
+    The model is written through its :meth:`~eco.CPSVM.to_state`; see
+    :func:`write_state`.
 
     Parameters
     ----------
@@ -106,9 +111,13 @@ def save_model(model, path):
     OSError
         The file could not be written; nothing at `path` changed.
     """
+    write_state(model.to_state(), path)
+
+
+def write_state(state, path):
+    """Write an :class:`eco.state.ModelState` to `path`, atomically (see :func:`save_model`)."""
     path = _fspath(path)
-    meta, arrays = model._export_state()
-    arrays = dict(arrays)
+    meta, arrays = _state_to_file(state)
     object_arrays = []
     # ids: int64, unicode, or both with a mask
     ids = arrays.pop("slot_ids")
@@ -123,8 +132,6 @@ def save_model(model, path):
         elif arr.dtype.kind not in _ALLOWED_KINDS:
             raise InvalidInputError(
                 f"cannot save array {name!r} of dtype {arr.dtype} without pickle")
-
-    import eco
 
     members = {}
     table = {}
@@ -143,7 +150,7 @@ def save_model(model, path):
     document = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "eco_version": eco.__version__,
+        "eco_version": __version__,
         "model": _encode_value(meta, "model metadata"),
         "arrays": table,
         "object_arrays": sorted(object_arrays),
@@ -306,8 +313,11 @@ def _encode_value(v, what):
 # ---------------------------------------------------------------------- load
 
 
-def load(path):
-    """Load a model saved by :meth:`eco.CPSVM.save` (or :func:`save_model`).
+def read_state(path):
+    """Read the :class:`eco.state.ModelState` of a file written by :func:`save_model`.
+
+    :func:`eco.load` turns it into a model (this module knows the file, not
+    the estimator).
 
     Parameters
     ----------
@@ -315,8 +325,8 @@ def load(path):
 
     Returns
     -------
-    eco.CPSVM
-        The model, bit for bit as saved.
+    eco.state.ModelState
+        The state, validated, bit for bit as saved.
 
     Raises
     ------
@@ -407,10 +417,6 @@ def load(path):
     return _build(meta, arrays, object_arrays, where)
 
 
-#: Alias of :func:`load`.
-load_model = load
-
-
 def _read_member(zf, name, where):
     try:
         return zf.read(name)
@@ -437,9 +443,38 @@ def _decode_value(v):
     return v
 
 
+def _state_to_file(state):
+    """The JSON metadata and the named arrays of the file layout, from a ModelState."""
+    meta = {
+        "params": state.params,
+        "gamma_": float(state.gamma_),
+        "n_features_in_": int(state.n_features_in_),
+        "n_heads": state.n_heads,
+        "b": [float(hd.b) for hd in state.heads],
+        "updates_since_check": [int(hd.updates_since_check) for hd in state.heads],
+    }
+    arrays = {
+        "classes_": np.asarray(state.classes_),
+        "class_weight_": np.asarray(state.class_weight_, dtype=np.float64),
+        "slot_labels": np.asarray(state.slot_labels, dtype=np.int64),
+        "slot_C": np.asarray(state.slot_C, dtype=np.float64),
+        "slot_ids": state.slot_ids,
+        _data_key(state.params): state.data,
+    }
+    if state.feature_names_in_ is not None:
+        arrays["feature_names_in_"] = np.asarray(state.feature_names_in_)
+    for h, hd in enumerate(state.heads):
+        for key in _HEAD_KEYS:
+            arrays[f"head{h}_{key}"] = getattr(hd, key)
+    return meta, arrays
+
+
+def _data_key(params):
+    return "kernel" if params.get("kernel") == "precomputed" else "features"
+
+
 def _build(meta, arrays, object_arrays, where):
-    """Check the decoded content and rebuild the model; ModelFileError when inconsistent."""
-    from .svm import CPSVM
+    """Check the decoded content and return the validated ModelState; ModelFileError when not."""
 
     def bad(msg):
         return ModelFileError(f"{where}: inconsistent model file: {msg}")
@@ -450,19 +485,44 @@ def _build(meta, arrays, object_arrays, where):
         if key not in meta:
             raise bad(f"the model metadata lacks {key!r}")
     params = meta["params"]
-    known = set(CPSVM().get_params())
-    if not isinstance(params, dict) or set(params) != known:
-        raise bad(f"the parameters are {sorted(params) if isinstance(params, dict) else params!r},"
-                  f" expected {sorted(known)}")
+    if not isinstance(params, dict):
+        raise bad(f"the parameters are {params!r}")
     n_heads = meta["n_heads"]
     if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1 \
             or not isinstance(meta["b"], list) or len(meta["b"]) != n_heads:
         raise bad("the number of heads does not match the biases")
+    counters = meta.get("updates_since_check", [0] * n_heads)
+    if not isinstance(counters, list) or len(counters) != n_heads:
+        raise bad("the number of heads does not match the drift-check counters")
+    arrays["slot_ids"] = _decode_ids(arrays, bad)
+    _restore_object_arrays(arrays, object_arrays, bad)
+    data_key = _data_key(params)
+    required = ["classes_", "class_weight_", "slot_labels", "slot_C", data_key]
+    required += [f"head{h}_{k}" for h in range(n_heads) for k in _HEAD_KEYS]
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise bad(f"arrays {missing} are missing")
+    heads = [HeadState(b=meta["b"][h], updates_since_check=counters[h],
+                       **{k: arrays[f"head{h}_{k}"] for k in _HEAD_KEYS})
+             for h in range(n_heads)]
+    state = ModelState(
+        params=params, gamma_=meta["gamma_"], n_features_in_=meta["n_features_in_"],
+        classes_=arrays["classes_"], class_weight_=arrays["class_weight_"],
+        slot_labels=arrays["slot_labels"], slot_C=arrays["slot_C"],
+        slot_ids=arrays["slot_ids"], data=arrays[data_key], heads=heads,
+        feature_names_in_=arrays.get("feature_names_in_"))
+    try:
+        state.validate()
+    except ValueError as exc:
+        raise bad(str(exc)) from exc
+    return state
 
-    # ids back to what the model held in memory
+
+def _decode_ids(arrays, bad):
+    """The ids back to what the model held in memory (int64, unicode or object)."""
     if "slot_ids" in arrays:
-        ids = arrays.pop("slot_ids")
-    elif {"slot_ids_int", "slot_ids_str", "slot_ids_is_str"} <= set(arrays):
+        return arrays.pop("slot_ids")
+    if {"slot_ids_int", "slot_ids_str", "slot_ids_is_str"} <= set(arrays):
         ints = arrays.pop("slot_ids_int")
         strs = arrays.pop("slot_ids_str")
         is_str = arrays.pop("slot_ids_is_str")
@@ -470,11 +530,11 @@ def _build(meta, arrays, object_arrays, where):
             raise bad("the id arrays disagree in shape")
         ids = np.empty(len(ints), dtype=object)
         ids[:] = [s if m else i for i, s, m in zip(ints.tolist(), strs.tolist(), is_str.tolist())]
-    else:
-        raise bad("no ids")
-    if ids.ndim != 1 or ids.dtype.kind not in "iUO":
-        raise bad(f"ids of dtype {ids.dtype} and shape {ids.shape}")
-    arrays["slot_ids"] = ids
+        return ids
+    raise bad("no ids")
+
+
+def _restore_object_arrays(arrays, object_arrays, bad):
     for name in object_arrays:
         if name == "slot_ids":
             continue
@@ -483,66 +543,3 @@ def _build(meta, arrays, object_arrays, where):
         obj = np.empty(arrays[name].shape, dtype=object)
         obj[...] = arrays[name].tolist() if arrays[name].ndim else arrays[name].item()
         arrays[name] = obj
-
-    n = len(ids)
-    kernel = params.get("kernel")
-    data_key = "kernel" if kernel == "precomputed" else "features"
-    required = ["classes_", "class_weight_", "slot_labels", "slot_C", data_key]
-    required += [f"head{h}_{k}" for h in range(n_heads) for k in _HEAD_KEYS]
-    missing = [k for k in required if k not in arrays]
-    if missing:
-        raise bad(f"arrays {missing} are missing")
-    data = arrays[data_key]
-    n_classes = len(arrays["classes_"])
-    checks = [
-        (data.ndim == 2 and data.shape[0] == n, f"{data_key} has shape {data.shape}, {n} ids"),
-        (kernel != "precomputed" or data.shape == (n, n), "the kernel matrix is not square"),
-        (kernel == "precomputed" or data.shape[1] == meta["n_features_in_"],
-         "the features do not match n_features_in_"),
-        (arrays["classes_"].ndim == 1 and n_classes >= 2, "fewer than two classes"),
-        (n_heads == (1 if n_classes == 2 else n_classes), "the number of heads does not match"
-         " the number of classes"),
-        (arrays["class_weight_"].shape == (n_classes,), "class_weight_ has the wrong shape"),
-        (arrays["slot_labels"].shape == (n,) and arrays["slot_labels"].dtype.kind == "i",
-         "slot_labels has the wrong shape or dtype"),
-        (arrays["slot_C"].shape == (n,), "slot_C has the wrong shape"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise bad(msg)
-    labels = arrays["slot_labels"]
-    if n and (labels.min() < 0 or labels.max() >= n_classes):
-        raise bad("slot_labels out of range")
-    for name in ["class_weight_", "slot_C", data_key, "slot_labels"]:
-        if arrays[name].dtype.kind not in "iuf" or not np.all(np.isfinite(arrays[name])):
-            raise bad(f"{name} holds non-finite or non-numeric values")
-    sets0 = None
-    for h in range(n_heads):
-        st = {k: arrays[f"head{h}_{k}"] for k in _HEAD_KEYS}
-        for k in ("y", "C", "alpha", "g", "sets"):
-            if st[k].shape != (n,):
-                raise bad(f"head {h}: {k} has shape {st[k].shape}, expected ({n},)")
-        for k in ("y", "C", "alpha", "g", "Rinv"):
-            if st[k].dtype.kind != "f" or not np.all(np.isfinite(st[k])):
-                raise bad(f"head {h}: {k} is not a finite float array")
-        sets, order = st["sets"], st["margin_order"]
-        if sets.dtype.kind != "i" or not np.isin(sets, (-1, 0, 1, 2)).all():
-            raise bad(f"head {h}: set codes out of range")
-        if sets0 is None:
-            sets0 = sets != -1
-        elif not np.array_equal(sets0, sets != -1):
-            raise bad(f"head {h}: active examples differ from head 0")
-        m = int(np.count_nonzero(sets == 1))
-        if order.ndim != 1 or order.dtype.kind != "i" or len(order) != m \
-                or (m and (order.min() < 0 or order.max() >= n)) \
-                or len(np.unique(order)) != m or not np.all(sets[order] == 1):
-            raise bad(f"head {h}: the margin order does not list the margin vectors")
-        if st["Rinv"].shape != (m + 1, m + 1):
-            raise bad(f"head {h}: Rinv has shape {st['Rinv'].shape}, expected {(m + 1, m + 1)}")
-    if not isinstance(meta["gamma_"], (int, float)) or not np.isfinite(meta["gamma_"]) \
-            or not all(isinstance(b, (int, float)) and np.isfinite(b) for b in meta["b"]):
-        raise bad("gamma_ or a bias is not a finite number")
-    try:
-        return CPSVM._from_state(meta, arrays)
-    except Exception as exc:  # bad parameters, a state the engine refuses
-        raise bad(f"{type(exc).__name__}: {exc}") from exc

@@ -1,72 +1,39 @@
 """``CPSVM``: an SVM classifier that learns and unlearns examples exactly.
 
-This module validates input, freezes hyper-parameters, owns the fitted
-attributes and delegates every numeric step to the compiled engine
-(:mod:`eco._cp_core`). One binary engine serves two classes; more classes get
-one engine per class (one-versus-rest), all sharing one kernel store.
+This module is the estimator's facade: it validates input
+(:mod:`eco._validation`), freezes hyper-parameters, holds the fitted
+attributes and delegates every update to the head set
+(:class:`eco._headset.HeadSet`), which owns the kernel store, the compiled
+engines (:mod:`eco._cp_core`) and the slot tables. One binary engine serves
+two classes; more classes get one engine per class (one-versus-rest), all
+sharing one kernel store. The model's state is defined in :mod:`eco.state`.
 """
 
-import hashlib
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
-from sklearn.svm import SVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import ThreadpoolController
 
 from . import _cp_core
-from ._kernels import check_kernel_params, cross_kernel, resolve_gamma
-from .exceptions import (
-    DuplicateIdError,
-    InvalidInputError,
-    UnknownIdError,
-    UnlearningError,
-    UnseenLabelError,
-)
+from . import _validation as V
+from ._headset import HeadSet, id_array
+from ._kernels import cross_kernel, resolve_gamma
+from .exceptions import (DuplicateIdError, InvalidInputError, ModelFileError, UnknownIdError,
+                         UnseenLabelError)
+from .persistence import read_state, write_state
 from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
+from .state import ModelState
 
-__all__ = ["CPSVM"]
+__all__ = ["CPSVM", "load", "load_model"]
 
 _SET_INACTIVE = _cp_core.SET_INACTIVE
 _SET_RESERVE = _cp_core.SET_RESERVE
 _SET_MARGIN = _cp_core.SET_MARGIN
 _SET_ERROR = _cp_core.SET_ERROR
-
-# Gradients of error (reserve) examples may exceed 0 (fall below 0) by this
-# much after the polish of a batch solution before they count as violators.
-_POLISH_TOL = 1e-10
-# Tolerance of the libsvm solve that seeds the exact fit. Its sets only need
-# to be nearly right: the polish makes the coefficients exact and CP steps
-# repair the few examples it misplaced.
-_SEED_TOL = 1e-4
-# A solve from scratch is accepted when its certificate, recomputed from
-# scratch, is below this.
-_FIT_TOL = 1e-8
-
-
-_BLAS_CONTROLLER = None
-
-
-def _one_blas_thread():
-    """Context in which BLAS runs on one thread.
-
-    The engine's products (one margin-row matrix-vector product per step) are
-    too small to gain from BLAS threads, and on busy cores those threads spin
-    waiting for each other: measured at n = 5000, a decrement took 10-20x
-    longer with two OpenBLAS threads on a loaded 2-core machine. Heads run
-    in parallel through ``n_jobs`` instead.
-    """
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        # created after _cp_core has loaded SciPy's BLAS, so that it is seen
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
 class CPSVM(ClassifierMixin, BaseEstimator):
@@ -178,160 +145,28 @@ class CPSVM(ClassifierMixin, BaseEstimator):
     # -------------------------------------------------------------- pickling
 
     # The compiled state cannot be pickled as such; in memory (copy, joblib)
-    # the model travels as the plain arrays of _export_state. Files are
-    # written by save() in eco's own format, never with pickle.
-    _INTERNALS = ("_store", "_engines", "_slot_labels", "_slot_C", "_slot_ids", "_slot_of")
+    # the model travels as its ModelState (plain arrays). Files are written
+    # by save() in eco's own format, never with pickle.
 
     def __getstate__(self):
         state = super().__getstate__()
-        if "_engines" in state:
-            state = {k: v for k, v in state.items() if k not in self._INTERNALS}
-            state["_eco_exported"] = self._export_state()
+        if "head_set_" in state:
+            state = {k: v for k, v in state.items() if k != "head_set_"}
+            state["_eco_state"] = self.to_state()
         return state
 
     def __setstate__(self, state):
         state = dict(state)
-        exported = state.pop("_eco_exported", None)
+        exported = state.pop("_eco_state", None)
         super().__setstate__(state)
         if exported is not None:
-            rebuilt = type(self)._from_state(*exported)
-            for key in self._INTERNALS:
-                setattr(self, key, getattr(rebuilt, key))
-
-    # ------------------------------------------------------------------ tags
+            self.head_set_ = HeadSet.from_state(exported, max_steps=self.max_steps or 0,
+                                                n_jobs=self.n_jobs)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.pairwise = self.kernel == "precomputed"
         return tags
-
-    # ------------------------------------------------------------ validation
-
-    def _check_params(self):
-        if isinstance(self.C, bool) or not isinstance(self.C, Real) or not np.isfinite(self.C) \
-                or self.C <= 0:
-            raise InvalidInputError(f"C must be a positive finite number, got {self.C!r}")
-        check_kernel_params(self.kernel, self.degree, self.coef0)
-        if isinstance(self.gamma, str):
-            if self.gamma not in ("scale", "auto"):
-                raise InvalidInputError(
-                    f"gamma must be 'scale', 'auto' or a positive float, got {self.gamma!r}")
-        else:
-            resolve_gamma(self.gamma, None, "rbf")
-        if self.n_jobs is not None and (isinstance(self.n_jobs, bool)
-                                        or not isinstance(self.n_jobs, Integral)
-                                        or self.n_jobs == 0):
-            raise InvalidInputError(f"n_jobs must be None or a non-zero integer, got {self.n_jobs!r}")
-        if self.max_steps is not None and (isinstance(self.max_steps, bool)
-                                           or not isinstance(self.max_steps, Integral)
-                                           or self.max_steps < 1):
-            raise InvalidInputError(f"max_steps must be None or a positive integer, got {self.max_steps!r}")
-        if not (self.class_weight is None or self.class_weight == "balanced"
-                or isinstance(self.class_weight, dict)):
-            raise InvalidInputError(
-                f"class_weight must be None, 'balanced' or a dict, got {self.class_weight!r}")
-
-    def _check_features(self, X, what):
-        """Validate new feature rows against the fitted ones (scikit-learn's checks and messages)."""
-        if self.kernel == "precomputed":
-            return self._check_X(X, n_columns=self._store.n_slots, what=what)
-        _reject_non_numeric(X, what)
-        try:
-            X = validate_data(self, X, dtype=np.float64, order="C", reset=False)
-        except ValueError as exc:
-            raise InvalidInputError(f"{what}: {exc}") from exc
-        return X
-
-    def _check_X(self, X, *, n_columns, what):
-        """Validate a 2-D finite float array with `n_columns` columns."""
-        try:
-            X = np.asarray(X)
-        except Exception as exc:  # ragged input and the like
-            raise InvalidInputError(f"{what}: could not convert to an array ({exc})") from exc
-        _reject_non_numeric(X, what)
-        if X.dtype == object:
-            try:
-                X = X.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(f"{what}: expected numeric values ({exc})") from exc
-        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-            raise InvalidInputError(f"{what}: expected numeric values, got dtype {X.dtype}")
-        if np.iscomplexobj(X):
-            raise InvalidInputError(f"{what}: complex values are not supported")
-        if X.ndim != 2:
-            raise InvalidInputError(
-                f"{what}: expected a 2-D array of shape (n_samples, {n_columns}), got shape {X.shape}")
-        if X.shape[0] == 0:
-            raise InvalidInputError(f"{what}: no rows given (shape {X.shape})")
-        if X.shape[1] != n_columns:
-            raise InvalidInputError(
-                f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape})")
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if not np.all(np.isfinite(X)):
-            kind = "NaN" if np.isnan(X).any() else "infinite"
-            raise InvalidInputError(f"{what}: input contains {kind} values")
-        return X
-
-    def _check_sample_weight(self, sample_weight, n):
-        if sample_weight is None:
-            return np.ones(n)
-        try:
-            sw = np.asarray(sample_weight, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"sample_weight must be numeric ({exc})") from exc
-        if sw.ndim == 0:
-            sw = np.full(n, float(sw))
-        if sw.shape != (n,):
-            raise InvalidInputError(f"sample_weight must have shape ({n},), got {sw.shape}")
-        if not np.all(np.isfinite(sw)):
-            raise InvalidInputError("sample_weight contains NaN or infinite values")
-        if np.any(sw < 0):
-            raise InvalidInputError("sample_weight must be non-negative")
-        return sw
-
-    @staticmethod
-    def _as_id_list(ids, what="ids"):
-        """A list of hashable Python ids (numpy scalars turned into Python ones).
-
-        A list, tuple, range or array is a sequence of ids (to name a single
-        id that is itself a tuple, wrap it in a list); anything else is one id.
-        """
-        if type(ids) is int or type(ids) is str:  # the common single-id request
-            return [ids]
-        if isinstance(ids, np.ndarray):
-            if ids.ndim > 1:
-                raise InvalidInputError(f"{what}: expected a 1-D sequence of ids, got shape {ids.shape}")
-            items = ids.tolist() if ids.ndim == 1 else [ids.item()]
-        elif isinstance(ids, (list, tuple, range)):
-            items = list(ids)
-        else:
-            items = [ids]
-        result = []
-        for i in items:
-            if isinstance(i, np.generic):
-                i = i.item()
-            try:
-                hash(i)
-            except TypeError as exc:
-                raise InvalidInputError(f"{what}: id {i!r} is not hashable") from exc
-            result.append(i)
-        return result
-
-    def _check_new_ids(self, ids, n, default_start):
-        if ids is None:
-            ids = list(range(default_start, default_start + n))
-        else:
-            ids = self._as_id_list(ids)
-        if len(ids) != n:
-            raise InvalidInputError(f"ids must have one entry per row: {len(ids)} ids for {n} rows")
-        seen = set()
-        for i in ids:
-            if isinstance(i, float) and np.isnan(i):
-                raise InvalidInputError("ids must not be NaN")
-            if i in seen:
-                raise DuplicateIdError(f"id {i!r} appears more than once")
-            seen.add(i)
-        return ids
 
     # ------------------------------------------------------------------- fit
 
@@ -363,16 +198,17 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         try:
             return self._fit(X, y, sample_weight, ids, method)
         except BaseException:
-            # leave a previously fitted model exactly as it was
+            # leave a previously fitted model exactly as it was (the new head
+            # set is only installed once solved)
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
 
     def _fit(self, X, y, sample_weight, ids, method):
-        self._check_params()
+        V.check_params(self)
         if method not in ("auto", "batch", "incremental"):
             raise InvalidInputError(f"method must be 'auto', 'batch' or 'incremental', got {method!r}")
-        _reject_non_numeric(X, "X")
+        V.reject_non_numeric(X, "X")
         try:
             X, y = validate_data(self, X, y, dtype=np.float64, order="C", reset=True)
             check_classification_targets(y)
@@ -386,157 +222,23 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             raise InvalidInputError(
                 f"The number of classes has to be greater than one; got {len(classes)} class")
         n = X.shape[0]
-        sw = self._check_sample_weight(sample_weight, n)
+        sw = V.check_sample_weight(sample_weight, n)
         if not np.any(sw > 0):
             raise InvalidInputError("sample_weight: all weights are zero; nothing to learn from")
-        ids = self._check_new_ids(ids, n, 0)
+        ids = V.check_new_ids(ids, n, 0)
         gamma = resolve_gamma(self.gamma, X, self.kernel)
-        class_weight = self._resolve_class_weight(classes, labels)
-
-        store = _cp_core.KernelStore(
-            0 if self.kernel == "precomputed" else X.shape[1],
-            self.kernel, gamma, int(self.degree), float(self.coef0), bool(self.precompute))
-        store.append(X)
-        n_heads = 1 if len(classes) == 2 else len(classes)
-        engines = [_cp_core.CPEngine(store, self.max_steps or 0) for _ in range(n_heads)]
-
+        class_weight = V.resolve_class_weight(self, classes, labels)
+        heads = HeadSet.from_data(
+            X, kernel=self.kernel, gamma=gamma, degree=self.degree, coef0=self.coef0,
+            precompute=self.precompute, n_heads=1 if len(classes) == 2 else len(classes),
+            labels=labels, C=float(self.C) * class_weight[labels] * sw, ids=ids,
+            max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+        heads.solve_all(np.arange(n, dtype=np.int64), "batch" if method == "auto" else method)
         self.classes_ = classes
         self.gamma_ = gamma
         self.class_weight_ = class_weight
-        self._store = store
-        self._engines = engines
-        self._slot_labels = labels.astype(np.int64)
-        self._slot_C = float(self.C) * class_weight[labels] * sw
-        self._slot_ids = _id_array(ids)
-        self._slot_of = {i: s for s, i in enumerate(ids)}
-        active = np.arange(n, dtype=np.int64)
-        method = "batch" if method == "auto" else method
-        with _one_blas_thread():
-            self._map_heads(lambda h: self._solve_head(h, active, method))
+        self.head_set_ = heads
         return self
-
-    def _resolve_class_weight(self, classes, labels):
-        weights = np.ones(len(classes))
-        if self.class_weight is None:
-            return weights
-        if self.class_weight == "balanced":
-            counts = np.bincount(labels, minlength=len(classes))
-            return len(labels) / (len(classes) * counts.astype(np.float64))
-        for cls, w in self.class_weight.items():
-            match = np.flatnonzero(classes == cls)
-            if len(match) == 0:
-                raise InvalidInputError(f"class_weight names class {cls!r}, which is not in y")
-            if isinstance(w, bool) or not isinstance(w, Real) or not np.isfinite(w) or w < 0:
-                raise InvalidInputError(f"class_weight[{cls!r}] must be a non-negative number")
-            weights[match[0]] = float(w)
-        return weights
-
-    # ---------------------------------------------------------------- heads
-
-    def _head_y(self, head):
-        """Labels (+1/-1) of every stored slot for one head."""
-        positive = 1 if len(self._engines) == 1 else head
-        return np.where(self._slot_labels == positive, 1.0, -1.0)
-
-    def _map_heads(self, fn, heads=None):
-        heads = range(len(self._engines)) if heads is None else heads
-        heads = list(heads)
-        n_jobs = 1 if self.n_jobs is None else self.n_jobs
-        if n_jobs < 0:
-            n_jobs = os.cpu_count() or 1
-        n_jobs = min(n_jobs, len(heads))
-        if n_jobs <= 1:
-            return [fn(h) for h in heads]
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            return list(pool.map(fn, heads))
-
-    def _solve_head(self, head, active, method):
-        """Solve one head exactly from scratch on the `active` slots."""
-        engine = self._engines[head]
-        engine.sync_capacity()
-        n = self._store.n_slots
-        y = self._head_y(head)
-        C = self._slot_C
-        empty = np.full(n, _SET_INACTIVE, dtype=np.int8)
-        engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
-        if (method == "batch" and self._seed_and_polish(engine, active, y, C)
-                and self._head_violation(engine) <= _FIT_TOL):
-            return
-        # incremental: learn the rows one after the other
-        engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
-        for s in active:
-            status = engine.learn(int(s), y[s], C[s])
-            if status != _cp_core.STATUS_OK:
-                raise UnlearningError(
-                    f"exact solve failed on example {self._slot_ids[s]!r}: "
-                    f"{_cp_core.STATUS_MESSAGES.get(status, status)}")
-        violation = self._head_violation(engine)
-        if violation > _FIT_TOL:
-            raise UnlearningError(
-                f"exact solve failed: KKT violation {violation:.3g} after fitting "
-                "(degenerate, rank-deficient data)")
-
-    @staticmethod
-    def _head_violation(engine):
-        return _kkt_violation(engine.alpha_all, engine.y_all, engine.C_all, engine.sets_all,
-                              engine.recompute_gradients())
-
-    def _seed_and_polish(self, engine, active, y, C):
-        """Exact fit seeded by libsvm; returns False when the seed cannot be made exact."""
-        n = self._store.n_slots
-        weighted = active[C[active] > 0]
-        sets = np.full(n, _SET_INACTIVE, dtype=np.int8)
-        sets[active] = _SET_RESERVE
-        if len(np.unique(y[weighted])) < 2:
-            # nothing to solve: every alpha is 0; finish() sets the canonical b
-            engine.set_state(y, C, np.zeros(n), 0.0, sets, np.zeros(0, np.int32), np.zeros(n), None)
-            engine.finish()
-            return True
-        keep = active[C[active] > 0]  # libsvm rejects zero weights; their alpha is 0
-        if self.kernel == "precomputed":
-            K = self._store.kernel_block(keep)[:, keep]
-            svc = SVC(C=1.0, kernel="precomputed", tol=_SEED_TOL, shrinking=True)
-            svc.fit(K, y[keep], sample_weight=C[keep])
-        else:
-            Xs = self._store.features()[keep]
-            svc = SVC(C=1.0, kernel=self.kernel, gamma=self.gamma_, degree=self.degree,
-                      coef0=self.coef0, tol=_SEED_TOL, shrinking=True, cache_size=500)
-            svc.fit(Xs, y[keep], sample_weight=C[keep])
-        alpha = np.zeros(n)
-        alpha[keep[svc.support_]] = np.abs(svc.dual_coef_[0])
-        upper = alpha >= C * (1 - 1e-12)
-        free = (alpha > 0) & ~upper
-        sets[keep[upper[keep]]] = _SET_ERROR
-        sets[keep[free[keep]]] = _SET_MARGIN
-        # polish; margin vectors pushed outside their box move to that bound
-        for _ in range(20):
-            status = engine.polish(y, C, sets)
-            if status != _cp_core.STATUS_OK or engine.drift() > 1e-8:
-                return False
-            a = engine.alpha_all
-            low = (sets == _SET_MARGIN) & (a < 0)
-            high = (sets == _SET_MARGIN) & (a > C)
-            if not (low.any() or high.any()):
-                break
-            sets[low] = _SET_RESERVE
-            sets[high] = _SET_ERROR
-        else:
-            return False
-        engine.finish()
-        # examples whose gradient has the wrong sign for their set: unlearn
-        # them together, then learn them one by one (both exact CP moves)
-        g = engine.g_all
-        sets = engine.sets_all
-        bad = np.flatnonzero(
-            (C > 0) & (((sets == _SET_ERROR) & (g > _POLISH_TOL))
-                       | ((sets == _SET_RESERVE) & (g < -_POLISH_TOL))))
-        if len(bad):
-            if engine.unlearn(bad.astype(np.int64)) != _cp_core.STATUS_OK:
-                return False
-            for s in bad:
-                if engine.learn(int(s), y[s], C[s]) != _cp_core.STATUS_OK:
-                    return False
-        return True
 
     # ------------------------------------------------------------ increment
 
@@ -562,14 +264,15 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             The ids of the new rows.
         """
         check_is_fitted(self)
-        n_given = self._store.n_slots
+        heads = self.head_set_
+        n_given = heads.n_slots
         if self.kernel == "precomputed":
             y_arr = np.asarray(y)
             if y_arr.ndim != 1:
                 raise InvalidInputError(f"increment: y must be 1-D, got shape {y_arr.shape}")
-            X = self._check_X(X, n_columns=n_given + y_arr.shape[0], what="increment X")
+            X = V.check_X(X, n_columns=n_given + y_arr.shape[0], what="increment X")
         else:
-            X = self._check_features(X, "increment X")
+            X = V.check_features(self, X, "increment X")
         m = X.shape[0]
         if m == 0:
             raise InvalidInputError("increment: no rows given")
@@ -583,45 +286,17 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             raise UnseenLabelError(
                 f"increment: label {y[unseen][0]!r} is not one of the classes seen in fit "
                 f"{self.classes_.tolist()}")
-        sw = self._check_sample_weight(sample_weight, m)
-        ids = self._check_new_ids(ids, m, n_given)
+        sw = V.check_sample_weight(sample_weight, m)
+        ids = V.check_new_ids(ids, m, n_given)
         for i in ids:
-            s = self._slot_of.get(i)
-            if s is not None and self._is_active(s):
+            s = heads.slot_of(i)
+            if s is not None and heads.is_active(s):
                 raise DuplicateIdError(f"increment: id {i!r} is already active")
-
-        snapshot = self._snapshot()
-        saved = (self._slot_labels, self._slot_C, self._slot_ids, dict(self._slot_of))
-        old_active = self._active_slots()
-        try:
-            slots = self._store.append(X)
-            target_active = np.concatenate([old_active, slots]).astype(np.int64)
-            self._slot_labels = np.concatenate([self._slot_labels, labels.astype(np.int64)])
-            self._slot_C = np.concatenate(
-                [self._slot_C, float(self.C) * self.class_weight_[labels] * sw])
-            self._slot_ids = _id_array(list(self._slot_ids) + ids)
-            for s, i in zip(slots, ids):
-                self._slot_of[i] = int(s)
-
-            def learn_all(h):
-                engine = self._engines[h]
-                engine.sync_capacity()
-                y_h = self._head_y(h)
-                for s in slots:
-                    status = engine.learn(int(s), y_h[s], self._slot_C[s])
-                    if status != _cp_core.STATUS_OK:
-                        # the path could not finish: re-solve this head exactly
-                        self._solve_head(h, target_active, "batch")
-                        return
-            with _one_blas_thread():
-                self._map_heads(learn_all)
-        except BaseException:
-            # the rows never happened: forget them in the store too
-            self._store.truncate(n_given)
-            self._slot_labels, self._slot_C, self._slot_ids, self._slot_of = saved
-            self._restore(snapshot)
-            raise
-        return _id_array(ids)
+        with heads.transaction():
+            # on failure the rows never happened: the store forgets them too
+            slots = heads.append(X, labels, float(self.C) * self.class_weight_[labels] * sw, ids)
+            heads.learn(slots)
+        return id_array(ids)
 
     # ------------------------------------------------------------ decrement
 
@@ -654,53 +329,27 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         """
         t0 = time.perf_counter()
         self._require_fitted()
-        id_list = self._as_id_list(ids)
+        heads = self.head_set_
+        id_list = V.as_id_list(ids)
         if len(id_list) == 0:
             raise InvalidInputError("decrement: no ids given")
         slots = self._slots_of_request(id_list)
         digest_before = self.state_digest() if audit else None
-        engines = self._engines
-        resolved = []
-        if _cp_core.all_reserve(engines, slots):
+        resolved = ()
+        n_steps = n_migrations = 0
+        if heads.all_reserve(slots):
             # alpha = 0 in every head: drop them in one uninterruptible call
-            _cp_core.drop_reserve(engines, slots)
+            heads.drop_reserve(slots)
             reserve = [True] * len(slots)
-            n_steps = n_migrations = 0
         else:
-            reserve = [bool(r) for r in np.all([e.alpha_of(slots) == 0.0 for e in engines], axis=0)]
-            steps0 = sum(e.n_steps for e in engines)
-            migr0 = sum(e.n_migrations for e in engines)
-            snapshot = self._snapshot()
-            try:
-                def unlearn(h):
-                    e = engines[h]
-                    if batch:
-                        status = e.unlearn(slots)
-                    else:
-                        status = _cp_core.STATUS_OK
-                        for k in range(len(slots)):
-                            status = e.unlearn(slots[k:k + 1])
-                            if status != _cp_core.STATUS_OK:
-                                break
-                    if status != _cp_core.STATUS_OK:
-                        # the path could not finish: re-solve this head exactly
-                        remaining = np.setdiff1d(
-                            np.flatnonzero(snapshot[h]["sets"] != _SET_INACTIVE), slots)
-                        self._solve_head(h, remaining.astype(np.int64), "batch")
-                        return h
-                    if self._test_hook_after_head is not None:
-                        self._test_hook_after_head(h)
-                    return None
-                with _one_blas_thread():
-                    resolved = [h for h in self._map_heads(unlearn) if h is not None]
-            except BaseException:
-                self._restore(snapshot)
-                raise
-            n_steps = sum(e.n_steps for e in engines) - steps0
-            n_migrations = sum(e.n_migrations for e in engines) - migr0
-        paths = {}
-        for i, r in zip(id_list, reserve):
-            paths[i] = PATH_RESERVE_DROP if r else (PATH_RESOLVE if resolved else PATH_STEPS)
+            reserve = [bool(r) for r in heads.reserve_mask(slots)]
+            steps0, migr0 = heads.n_steps, heads.n_migrations
+            with heads.transaction():
+                resolved = heads.unlearn(slots, batch)
+            n_steps = heads.n_steps - steps0
+            n_migrations = heads.n_migrations - migr0
+        paths = {i: PATH_RESERVE_DROP if r else (PATH_RESOLVE if resolved else PATH_STEPS)
+                 for i, r in zip(id_list, reserve)}
         return UnlearningReceipt(
             removed_ids=tuple(id_list),
             paths=paths,
@@ -716,41 +365,22 @@ class CPSVM(ClassifierMixin, BaseEstimator):
 
     def _slots_of_request(self, id_list):
         """Slots of the active examples named by `id_list` (validated)."""
+        heads = self.head_set_
         slots = np.empty(len(id_list), dtype=np.int64)
         seen = set()
-        first_set = self._engines[0].set_of
         for k, i in enumerate(id_list):
             if i in seen:
                 raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
             seen.add(i)
-            s = self._slot_of.get(i)
+            s = heads.slot_of(i)
             if s is None:
                 raise UnknownIdError(f"decrement: unknown id {i!r}")
-            if first_set(s) == _SET_INACTIVE:
+            if not heads.is_active(s):
                 raise UnknownIdError(f"decrement: id {i!r} has already been removed")
             slots[k] = s
         return slots
 
-    # Set by tests to inject a fault after a head has been updated.
-    _test_hook_after_head = None
-
-    # --------------------------------------------------------- state helpers
-
-    def _is_active(self, slot):
-        return self._engines[0].set_of(slot) != _SET_INACTIVE
-
-    def _active_slots(self):
-        return np.flatnonzero(self._engines[0].sets_all != _SET_INACTIVE).astype(np.int64)
-
-    def _snapshot(self):
-        return [e.get_state() for e in self._engines]
-
-    def _restore(self, snapshot):
-        n = self._store.n_slots
-        for e, state in zip(self._engines, snapshot):
-            e.sync_capacity()
-            state = _pad_state(state, n)
-            e.restore(state)
+    # ------------------------------------------------------------- state
 
     def state_digest(self):
         """BLAKE2b digest of the whole model state.
@@ -761,19 +391,41 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         the same digest make the same predictions and the same future updates.
         """
         check_is_fitted(self)
-        h = hashlib.blake2b(digest_size=32)
-        h.update(repr((self.C, self.kernel, self.gamma_, self.degree, self.coef0,
-                       self.classes_.tolist(), self.class_weight_.tolist())).encode())
-        active = self._active_slots()
-        h.update(repr(self._slot_ids[active].tolist()).encode())
-        for e in self._engines:
-            st = e.get_state()
-            for key in ("y", "C", "alpha", "g", "sets"):
-                h.update(np.ascontiguousarray(st[key][active]).tobytes())
-            h.update(np.float64(st["b"]).tobytes())
-            h.update(np.ascontiguousarray(st["margin_order"]).tobytes())
-            h.update(np.ascontiguousarray(st["Rinv"]).tobytes())
-        return h.hexdigest()
+        return self.to_state().digest()
+
+    def to_state(self):
+        """The fitted model as an :class:`eco.state.ModelState` (plain arrays, copies)."""
+        check_is_fitted(self)
+        heads = self.head_set_
+        store = heads.store
+        if self.kernel == "precomputed":
+            data = store.kernel_block(np.arange(store.n_slots, dtype=np.int64))
+        else:
+            data = store.features()
+        return ModelState(
+            params=self.get_params(), gamma_=float(self.gamma_),
+            n_features_in_=int(self.n_features_in_), classes_=np.asarray(self.classes_),
+            class_weight_=np.asarray(self.class_weight_, dtype=np.float64),
+            slot_labels=np.asarray(heads.slot_labels, dtype=np.int64),
+            slot_C=np.asarray(heads.slot_C, dtype=np.float64), slot_ids=heads.slot_ids,
+            data=data, heads=[heads.head_state(h) for h in range(heads.n_heads)],
+            feature_names_in_=(np.asarray(self.feature_names_in_)
+                               if hasattr(self, "feature_names_in_") else None))
+
+    @classmethod
+    def from_state(cls, state):
+        """A model holding `state` (an :class:`eco.state.ModelState`), bit for bit."""
+        model = cls(**state.params)
+        V.check_params(model)
+        model.classes_ = state.classes_
+        model.gamma_ = float(state.gamma_)
+        model.class_weight_ = state.class_weight_
+        model.n_features_in_ = int(state.n_features_in_)
+        if state.feature_names_in_ is not None:
+            model.feature_names_in_ = state.feature_names_in_
+        model.head_set_ = HeadSet.from_state(state, max_steps=model.max_steps or 0,
+                                             n_jobs=model.n_jobs)
+        return model
 
     # -------------------------------------------------------- certificates
 
@@ -792,7 +444,8 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         float
         """
         check_is_fitted(self)
-        return max(self._head_violation(e) for e in self._engines)
+        heads = self.head_set_
+        return max(heads.violation(h) for h in range(heads.n_heads))
 
     # ------------------------------------------------------------- predict
 
@@ -810,17 +463,17 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
         """
         check_is_fitted(self)
-        X = self._check_features(X, "X")
-        coef = np.stack([e.alpha_all * e.y_all for e in self._engines], axis=1)
+        X = V.check_features(self, X, "X")
+        heads = self.head_set_
+        coef = heads.coefficients()
         sv = np.flatnonzero(np.any(coef != 0.0, axis=1))
-        b = np.array([e.b for e in self._engines])
         if self.kernel == "precomputed":
             K = X[:, sv]
         else:
-            K = cross_kernel(X, self._store.features_of(sv.astype(np.int64)), self.kernel,
+            K = cross_kernel(X, heads.store.features_of(sv.astype(np.int64)), self.kernel,
                              self.gamma_, self.degree, self.coef0)
-        f = K @ coef[sv] + b
-        return f[:, 0] if len(self._engines) == 1 else f
+        f = K @ coef[sv] + heads.biases()
+        return f[:, 0] if heads.n_heads == 1 else f
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of ``predict(X)`` against ``y``."""
@@ -860,9 +513,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
 
     def save(self, path):
         """Save the model to `path` in eco's safe format (no pickle); see :mod:`eco.persistence`."""
-        from .persistence import save_model
-
-        save_model(self, path)
+        write_state(self.to_state(), path)
 
     def loo_decision(self):
         """Exact leave-one-out decision values of the active examples; see :mod:`eco.loo`."""
@@ -876,124 +527,40 @@ class CPSVM(ClassifierMixin, BaseEstimator):
 
         return loo_error(self)
 
-    def _export_state(self):
-        """Everything that defines the model, as plain numbers, strings and arrays.
-
-        Returns
-        -------
-        meta : dict
-            JSON-able hyper-parameters and fitted scalars.
-        arrays : dict of ndarray
-            Stored data (features, or the kernel for ``precomputed``), the
-            per-slot labels, bounds and ids, and every head's state.
-        """
-        check_is_fitted(self)
-        store = self._store
-        meta = {
-            "params": self.get_params(),
-            "gamma_": float(self.gamma_),
-            "n_features_in_": int(self.n_features_in_),
-            "n_heads": len(self._engines),
-            "b": [float(e.b) for e in self._engines],
-            "updates_since_check": [e.get_state()["updates_since_check"] for e in self._engines],
-        }
-        arrays = {
-            "classes_": np.asarray(self.classes_),
-            "class_weight_": np.asarray(self.class_weight_, dtype=np.float64),
-            "slot_labels": np.asarray(self._slot_labels, dtype=np.int64),
-            "slot_C": np.asarray(self._slot_C, dtype=np.float64),
-            "slot_ids": self._slot_ids,
-        }
-        if self.kernel == "precomputed":
-            arrays["kernel"] = store.kernel_block(np.arange(store.n_slots, dtype=np.int64))
-        else:
-            arrays["features"] = store.features()
-        if hasattr(self, "feature_names_in_"):
-            arrays["feature_names_in_"] = np.asarray(self.feature_names_in_)
-        for h, e in enumerate(self._engines):
-            st = e.get_state()
-            for key in ("y", "C", "alpha", "g", "sets", "margin_order", "Rinv"):
-                arrays[f"head{h}_{key}"] = st[key]
-        return meta, arrays
-
-    @classmethod
-    def _from_state(cls, meta, arrays):
-        """Rebuild a model from :meth:`_export_state` output, bit for bit."""
-        model = cls(**meta["params"])
-        model._check_params()
-        model.classes_ = arrays["classes_"]
-        model.gamma_ = float(meta["gamma_"])
-        model.class_weight_ = arrays["class_weight_"]
-        model.n_features_in_ = int(meta["n_features_in_"])
-        if "feature_names_in_" in arrays:
-            model.feature_names_in_ = arrays["feature_names_in_"]
-        data = arrays["kernel"] if model.kernel == "precomputed" else arrays["features"]
-        store = _cp_core.KernelStore(
-            0 if model.kernel == "precomputed" else data.shape[1], model.kernel, model.gamma_,
-            int(model.degree), float(model.coef0), bool(model.precompute))
-        store.append(np.ascontiguousarray(data, dtype=np.float64))
-        model._store = store
-        model._slot_labels = arrays["slot_labels"]
-        model._slot_C = arrays["slot_C"]
-        ids = arrays["slot_ids"]
-        model._slot_ids = _id_array(ids.tolist())
-        model._slot_of = {}
-        engines = []
-        counters = meta.get("updates_since_check", [0] * int(meta["n_heads"]))
-        for h in range(int(meta["n_heads"])):
-            e = _cp_core.CPEngine(store, model.max_steps or 0)
-            try:
-                e.restore({
-                    "y": arrays[f"head{h}_y"], "C": arrays[f"head{h}_C"],
-                    "alpha": arrays[f"head{h}_alpha"], "b": float(meta["b"][h]),
-                    "sets": arrays[f"head{h}_sets"].astype(np.int8),
-                    "margin_order": arrays[f"head{h}_margin_order"].astype(np.int32),
-                    "g": arrays[f"head{h}_g"], "Rinv": arrays[f"head{h}_Rinv"],
-                    "updates_since_check": int(counters[h]),
-                })
-            except RuntimeError as exc:
-                raise UnlearningError(f"head {h}: {exc}") from exc
-            engines.append(e)
-        model._engines = engines
-        # an id maps to its latest slot (a removed id may have been given again)
-        for s, i in enumerate(model._slot_ids.tolist()):
-            if i not in model._slot_of or model._is_active(s):
-                model._slot_of[i] = s
-        return model
-
     # --------------------------------------------------- fitted attributes
 
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "_engines")
+        return hasattr(self, "head_set_")
 
     def _per_head(self, fn):
-        values = [fn(e) for e in self._engines]
+        heads = self.head_set_
+        values = [fn(h) for h in range(heads.n_heads)]
         return values[0] if len(values) == 1 else values
 
     @property
     def ids_(self):
         self._require_fitted()
-        return self._slot_ids[self._active_slots()]
+        return self.head_set_.slot_ids[self.head_set_.active_slots()]
 
     @property
     def n_active_(self):
         self._require_fitted()
-        return int(self._engines[0].n_active)
+        return self.head_set_.n_active
 
     @property
     def alpha_(self):
         self._require_fitted()
-        active = self._active_slots()
-        a = np.stack([e.alpha_all[active] for e in self._engines])
-        return a[0] if len(self._engines) == 1 else a
+        a = self.head_set_.alphas()[:, self.head_set_.active_slots()]
+        return a[0] if len(a) == 1 else a
 
     @property
     def intercept_(self):
         self._require_fitted()
-        return np.array([e.b for e in self._engines])
+        return self.head_set_.biases()
 
     def _ids_in(self, code):
-        return self._per_head(lambda e: self._slot_ids[np.flatnonzero(e.sets_all == code)])
+        heads = self.head_set_
+        return self._per_head(lambda h: heads.slot_ids[np.flatnonzero(heads.sets(h) == code)])
 
     @property
     def margin_(self):
@@ -1013,77 +580,54 @@ class CPSVM(ClassifierMixin, BaseEstimator):
     @property
     def support_ids_(self):
         self._require_fitted()
-        mask = np.zeros(self._store.n_slots, dtype=bool)
-        for e in self._engines:
-            sets = e.sets_all
+        heads = self.head_set_
+        mask = np.zeros(heads.n_slots, dtype=bool)
+        for h in range(heads.n_heads):
+            sets = heads.sets(h)
             mask |= (sets == _SET_MARGIN) | (sets == _SET_ERROR)
-        return self._slot_ids[mask]
+        return heads.slot_ids[mask]
 
     def _require_fitted(self):
-        if not hasattr(self, "_engines"):
+        if not hasattr(self, "head_set_"):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
 
 
-def _id_array(ids):
-    """Ids as an int64 array when they are all integers that fit, else an object array."""
-    if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
-        try:
-            return np.asarray(ids, dtype=np.int64).reshape(-1)
-        except OverflowError:
-            pass
-    arr = np.empty(len(ids), dtype=object)
-    arr[:] = list(ids)
-    return arr
+def load(path):
+    """Load a model saved by :meth:`CPSVM.save` (or :func:`eco.save_model`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    CPSVM
+        The model, bit for bit as saved.
+
+    Raises
+    ------
+    eco.exceptions.ModelFileError
+        The file is not an eco model file, is truncated, has a member whose
+        digest does not match, is of another format version, or holds an
+        inconsistent state (see :mod:`eco.persistence`).
+    eco.exceptions.InvalidInputError
+        `path` is not a path.
+    OSError
+        The file could not be read (for example, it does not exist).
+    """
+    state = read_state(path)
+    where = repr(os.fspath(path))
+    known = set(CPSVM().get_params())
+    if set(state.params) != known:
+        raise ModelFileError(f"{where}: inconsistent model file: the parameters are "
+                             f"{sorted(state.params)}, expected {sorted(known)}")
+    try:
+        return CPSVM.from_state(state)
+    except Exception as exc:  # bad parameters, a state the engine refuses
+        raise ModelFileError(f"{where}: inconsistent model file: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
 
-def _reject_non_numeric(X, what):
-    """Strings, bytes and objects are refused rather than parsed as numbers."""
-    dtype = getattr(X, "dtype", None)
-    if dtype is None:
-        try:
-            dtype = np.asarray(X).dtype
-        except Exception:  # ragged input: let the array check explain
-            return
-    if dtype.kind in "USV":
-        names = {"U": "strings", "S": "byte strings", "V": "structured values"}
-        raise InvalidInputError(
-            f"{what}: expected numeric values, got {names[dtype.kind]} (dtype {dtype})")
-
-
-def _pad_state(state, n):
-    """Extend a snapshot taken before slots were appended (new slots inactive)."""
-    m = len(state["y"])
-    if m == n:
-        return state
-    pad = n - m
-    out = dict(state)
-    for key in ("y", "C", "alpha", "g"):
-        out[key] = np.concatenate([state[key], np.zeros(pad)])
-    out["sets"] = np.concatenate([state["sets"], np.full(pad, _SET_INACTIVE, dtype=np.int8)])
-    return out
-
-
-def _kkt_violation(alpha, y, C, sets, g):
-    active = (sets != _SET_INACTIVE)
-    if not active.any():
-        return 0.0
-    a, y, C, g = alpha[active], y[active], C[active], g[active]
-    c_scale = max(float(C.max()), np.finfo(float).tiny)
-    worst = abs(float(np.dot(y, a))) / c_scale
-    worst = max(worst, float(np.max(np.maximum(-a, 0.0))) / c_scale,
-                float(np.max(np.maximum(a - C, 0.0))) / c_scale)
-    bounded = C > 0
-    a, C, g = a[bounded], C[bounded], g[bounded]
-    if len(a) == 0:
-        return worst
-    free = (a > 0) & (a < C)
-    at_zero = a <= 0
-    at_c = a >= C
-    if free.any():
-        worst = max(worst, float(np.max(np.abs(g[free]))))
-    if at_zero.any():
-        worst = max(worst, float(np.max(np.maximum(-g[at_zero], 0.0))))
-    if at_c.any():
-        worst = max(worst, float(np.max(np.maximum(g[at_c], 0.0))))
-    return worst
+#: Alias of :func:`load`.
+load_model = load

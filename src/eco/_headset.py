@@ -1,0 +1,326 @@
+"""The head set: the kernel store, the heads and the slot tables, behind one interface.
+
+:class:`HeadSet` is the seam between the estimator (:class:`eco.CPSVM`) and
+the numerics. It owns the kernel store, one CP engine per head (one head for
+two classes, one per class otherwise), the slot tables (ids, labels, per
+example C, id -> slot) and the mapping of work over heads (``n_jobs``
+threads, BLAS on one thread). The estimator, :mod:`eco.loo`,
+:mod:`eco.audit` and :mod:`eco.testing` use only its public methods, so that
+another backend (heads held by remote actors) can stand in for it.
+
+Every mutation is meant to run inside :meth:`HeadSet.transaction`, which
+makes it all-or-nothing: on any exception, ``KeyboardInterrupt`` included,
+the store, the slot tables and every head are put back as they were.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from . import _cp_core
+from ._warmstart import head_violation, solve_head
+from .exceptions import UnlearningError
+from .state import HeadState
+
+__all__ = ["HeadSet"]
+
+_SET_INACTIVE = _cp_core.SET_INACTIVE
+_BLAS_CONTROLLER = None
+
+
+def one_blas_thread():
+    """Context in which BLAS runs on one thread.
+
+    The engine's products (one margin-row matrix-vector product per step) are
+    too small to gain from BLAS threads, and on busy cores those threads spin
+    waiting for each other: measured at n = 5000, a decrement took 10-20x
+    longer with two OpenBLAS threads on a loaded 2-core machine. Heads run
+    in parallel through ``n_jobs`` instead.
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        # created after _cp_core has loaded SciPy's BLAS, so that it is seen
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def id_array(ids):
+    """Ids as an int64 array when they are all integers that fit, else an object array."""
+    if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        try:
+            return np.asarray(ids, dtype=np.int64).reshape(-1)
+        except OverflowError:
+            pass
+    arr = np.empty(len(ids), dtype=object)
+    arr[:] = list(ids)
+    return arr
+
+
+class HeadSet:
+    """The heads of one model, their kernel store and slot tables.
+
+    Parameters
+    ----------
+    store : eco._cp_core.KernelStore
+        The stored rows (features, or kernel rows for "precomputed").
+    n_heads : int
+    labels : ndarray of int64, shape (n_slots,)
+        Class index of every slot.
+    C : ndarray of float64, shape (n_slots,)
+        Box bound of every slot.
+    ids : sequence of hashable, shape (n_slots,)
+        Id of every slot.
+    max_steps : int
+        Bound on the path steps of one update of one head (0: the engine's default).
+    n_jobs : int or None
+        Threads over the heads; None means 1, negative means all cores.
+    """
+
+    def __init__(self, store, n_heads, labels, C, ids, *, max_steps=0, n_jobs=None):
+        self.store = store
+        self.n_jobs = n_jobs
+        self._engines = [_cp_core.CPEngine(store, max_steps or 0) for _ in range(n_heads)]
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self._C = np.asarray(C, dtype=np.float64)
+        self._ids = id_array(list(ids))
+        self._slot_of = {}
+        for s, i in enumerate(self._ids.tolist()):
+            self._slot_of[i] = s
+
+    @classmethod
+    def from_data(cls, data, *, kernel, gamma, degree, coef0, precompute, n_heads, labels, C,
+                  ids, max_steps=0, n_jobs=None):
+        """A head set over the rows `data` (heads empty until :meth:`solve`)."""
+        store = _cp_core.KernelStore(
+            0 if kernel == "precomputed" else data.shape[1],
+            kernel, gamma, int(degree), float(coef0), bool(precompute))
+        store.append(np.ascontiguousarray(data, dtype=np.float64))
+        return cls(store, n_heads, labels, C, ids, max_steps=max_steps, n_jobs=n_jobs)
+
+    @classmethod
+    def from_state(cls, state, *, max_steps=0, n_jobs=None):
+        """A head set holding `state` (an :class:`eco.state.ModelState`), bit for bit."""
+        p = state.params
+        hs = cls.from_data(state.data, kernel=p["kernel"], gamma=state.gamma_,
+                           degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
+                           n_heads=state.n_heads, labels=state.slot_labels, C=state.slot_C,
+                           ids=[], max_steps=max_steps, n_jobs=n_jobs)
+        hs._ids = id_array(state.slot_ids.tolist())
+        for h, head in enumerate(state.heads):
+            try:
+                hs._engines[h].restore(head.to_engine_dict())
+            except RuntimeError as exc:
+                raise UnlearningError(f"head {h}: {exc}") from exc
+        # an id maps to its latest slot (a removed id may have been given again)
+        for s, i in enumerate(hs._ids.tolist()):
+            if i not in hs._slot_of or hs.is_active(s):
+                hs._slot_of[i] = s
+        return hs
+
+    # ------------------------------------------------------------ read
+
+    @property
+    def n_heads(self):
+        return len(self._engines)
+
+    @property
+    def n_slots(self):
+        return self.store.n_slots
+
+    @property
+    def n_active(self):
+        return int(self._engines[0].n_active)
+
+    @property
+    def slot_ids(self):
+        """Id of every slot (removed ones included), int64 or object array."""
+        return self._ids
+
+    @property
+    def slot_labels(self):
+        """Class index of every slot."""
+        return self._labels
+
+    @property
+    def slot_C(self):
+        """Box bound C_i of every slot."""
+        return self._C
+
+    def slot_of(self, i):
+        """Latest slot of id `i`, or None for an id never given."""
+        return self._slot_of.get(i)
+
+    def is_active(self, slot):
+        return self._engines[0].set_of(slot) != _SET_INACTIVE
+
+    def active_slots(self):
+        """Slots of the active examples, in the order they were given (intp)."""
+        return np.flatnonzero(self._engines[0].sets_all != _SET_INACTIVE).astype(np.int64)
+
+    def head_labels(self, head):
+        """Labels (+1/-1) of every stored slot for one head."""
+        positive = 1 if len(self._engines) == 1 else head
+        return np.where(self._labels == positive, 1.0, -1.0)
+
+    def engine(self, head):
+        """The local engine of `head` (for the warm start and eco.testing; local backend only)."""
+        return self._engines[head]
+
+    def head_state(self, head):
+        """Copy of one head's state, an :class:`eco.state.HeadState`."""
+        return HeadState.from_engine_dict(self._engines[head].get_state())
+
+    def alphas(self):
+        """alpha of every slot, shape (n_heads, n_slots)."""
+        return np.stack([e.alpha_all for e in self._engines])
+
+    def coefficients(self):
+        """alpha_i y_i of every slot, shape (n_slots, n_heads)."""
+        return np.stack([e.alpha_all * e.y_all for e in self._engines], axis=1)
+
+    def biases(self):
+        return np.array([e.b for e in self._engines])
+
+    def sets(self, head):
+        """Set code of every slot in `head`."""
+        return self._engines[head].sets_all
+
+    def decision_of(self, head, slot):
+        """Decision value of `head` at a stored slot."""
+        return self._engines[head].decision_of(int(slot))
+
+    def violation(self, head):
+        """KKT violation of `head`, recomputed from scratch."""
+        return head_violation(self._engines[head])
+
+    @property
+    def n_steps(self):
+        """Path steps taken by all heads so far."""
+        return sum(e.n_steps for e in self._engines)
+
+    @property
+    def n_migrations(self):
+        return sum(e.n_migrations for e in self._engines)
+
+    # ----------------------------------------------------------- work
+
+    def map_heads(self, fn, heads=None):
+        """``[fn(h) for h in heads]`` over ``n_jobs`` threads, BLAS on one thread."""
+        heads = list(range(len(self._engines)) if heads is None else heads)
+        n_jobs = 1 if self.n_jobs is None else self.n_jobs
+        if n_jobs < 0:
+            n_jobs = os.cpu_count() or 1
+        n_jobs = min(n_jobs, len(heads))
+        with one_blas_thread():
+            if n_jobs <= 1:
+                return [fn(h) for h in heads]
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                return list(pool.map(fn, heads))
+
+    @contextmanager
+    def transaction(self):
+        """All-or-nothing block: on any exception the head set is restored, then it propagates.
+
+        Snapshots the number of stored rows, the slot tables and every head
+        on entry; on an exception (``BaseException`` too, e.g.
+        ``KeyboardInterrupt``) truncates the store and puts every table and
+        head back, bit for bit.
+        """
+        saved = (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of))
+        snapshot = [e.get_state() for e in self._engines]
+        try:
+            yield self
+        except BaseException:
+            n, self._labels, self._C, self._ids, self._slot_of = saved
+            self.store.truncate(n)
+            for e, st in zip(self._engines, snapshot):
+                e.sync_capacity()
+                e.restore(st)
+            raise
+
+    def solve(self, head, active, method="batch"):
+        """Solve `head` exactly from scratch on the `active` slots ("batch" or "incremental")."""
+        solve_head(self, head, np.asarray(active, dtype=np.int64), method)
+
+    def solve_all(self, active, method="batch"):
+        """Solve every head from scratch on `active` (over threads)."""
+        self.map_heads(lambda h: self.solve(h, active, method))
+
+    def append(self, X, labels, C, ids):
+        """Store new rows (inactive in every head); returns their slots."""
+        slots = self.store.append(X)
+        self._labels = np.concatenate([self._labels, np.asarray(labels, dtype=np.int64)])
+        self._C = np.concatenate([self._C, np.asarray(C, dtype=np.float64)])
+        self._ids = id_array(list(self._ids) + list(ids))
+        for s, i in zip(slots, ids):
+            self._slot_of[i] = int(s)
+        for e in self._engines:
+            e.sync_capacity()
+        return np.asarray(slots, dtype=np.int64)
+
+    def learn_head(self, head, slots):
+        """Learn `slots` in `head` one by one; re-solves the head when a path cannot finish.
+
+        Returns True when the head was re-solved.
+        """
+        engine = self._engines[head]
+        y_h = self.head_labels(head)
+        for s in slots:
+            if engine.learn(int(s), y_h[s], self._C[s]) != _cp_core.STATUS_OK:
+                target = np.union1d(np.flatnonzero(engine.sets_all != _SET_INACTIVE), slots)
+                self.solve(head, target.astype(np.int64), "batch")
+                return True
+        return False
+
+    def learn(self, slots):
+        """Learn stored, inactive `slots` in every head; returns the re-solved heads."""
+        done = self.map_heads(lambda h: self.learn_head(h, slots))
+        return tuple(h for h, r in enumerate(done) if r)
+
+    def unlearn_head(self, head, slots, batch=True):
+        """Unlearn active `slots` from `head` (one path, or one after the other).
+
+        Re-solves the head from scratch when a path cannot finish; returns
+        True when it did.
+        """
+        e = self._engines[head]
+        before = np.flatnonzero(e.sets_all != _SET_INACTIVE)
+        if batch:
+            status = e.unlearn(slots)
+        else:
+            status = _cp_core.STATUS_OK
+            for k in range(len(slots)):
+                status = e.unlearn(slots[k:k + 1])
+                if status != _cp_core.STATUS_OK:
+                    break
+        if status != _cp_core.STATUS_OK:
+            # the path could not finish: re-solve this head exactly
+            self.solve(head, np.setdiff1d(before, slots).astype(np.int64), "batch")
+            return True
+        return False
+
+    def unlearn(self, slots, batch=True):
+        """Unlearn active `slots` from every head; returns the re-solved heads."""
+        done = self.map_heads(lambda h: self.unlearn_head(h, slots, batch))
+        return tuple(h for h, r in enumerate(done) if r)
+
+    def all_reserve(self, slots):
+        """True when every slot has alpha = 0 in every head."""
+        return bool(_cp_core.all_reserve(self._engines, slots))
+
+    def reserve_mask(self, slots):
+        """Per slot: alpha = 0 in every head."""
+        return np.all([e.alpha_of(slots) == 0.0 for e in self._engines], axis=0)
+
+    def drop_reserve(self, slots):
+        """Remove slots with alpha = 0 in every head, in one uninterruptible call."""
+        _cp_core.drop_reserve(self._engines, slots)
+
+    def restore_head(self, head, state):
+        """Install a :class:`eco.state.HeadState` (or engine dict) in `head`."""
+        if isinstance(state, HeadState):
+            state = state.to_engine_dict()
+        self._engines[head].restore(state)

@@ -1,0 +1,176 @@
+"""Validation of the estimator's parameters and inputs (scikit-learn's checks, eco's exceptions).
+
+Functions take the estimator where a check depends on its parameters or
+fitted attributes; none changes it, except ``validate_data`` with
+``reset=True`` at fit (which sets ``n_features_in_``).
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils.validation import validate_data
+
+from ._kernels import check_kernel_params, resolve_gamma
+from .exceptions import DuplicateIdError, InvalidInputError
+
+
+def check_params(est):
+    if isinstance(est.C, bool) or not isinstance(est.C, Real) or not np.isfinite(est.C) \
+            or est.C <= 0:
+        raise InvalidInputError(f"C must be a positive finite number, got {est.C!r}")
+    check_kernel_params(est.kernel, est.degree, est.coef0)
+    if isinstance(est.gamma, str):
+        if est.gamma not in ("scale", "auto"):
+            raise InvalidInputError(
+                f"gamma must be 'scale', 'auto' or a positive float, got {est.gamma!r}")
+    else:
+        resolve_gamma(est.gamma, None, "rbf")
+    if est.n_jobs is not None and (isinstance(est.n_jobs, bool)
+                                    or not isinstance(est.n_jobs, Integral)
+                                    or est.n_jobs == 0):
+        raise InvalidInputError(f"n_jobs must be None or a non-zero integer, got {est.n_jobs!r}")
+    if est.max_steps is not None and (isinstance(est.max_steps, bool)
+                                       or not isinstance(est.max_steps, Integral)
+                                       or est.max_steps < 1):
+        raise InvalidInputError(f"max_steps must be None or a positive integer, got {est.max_steps!r}")
+    if not (est.class_weight is None or est.class_weight == "balanced"
+            or isinstance(est.class_weight, dict)):
+        raise InvalidInputError(
+            f"class_weight must be None, 'balanced' or a dict, got {est.class_weight!r}")
+
+
+def check_features(est, X, what):
+    """Validate new feature rows against the fitted ones (scikit-learn's checks and messages)."""
+    if est.kernel == "precomputed":
+        return check_X(X, n_columns=est.head_set_.n_slots, what=what)
+    reject_non_numeric(X, what)
+    try:
+        X = validate_data(est, X, dtype=np.float64, order="C", reset=False)
+    except ValueError as exc:
+        raise InvalidInputError(f"{what}: {exc}") from exc
+    return X
+
+
+def check_X(X, *, n_columns, what):
+    """Validate a 2-D finite float array with `n_columns` columns."""
+    try:
+        X = np.asarray(X)
+    except Exception as exc:  # ragged input and the like
+        raise InvalidInputError(f"{what}: could not convert to an array ({exc})") from exc
+    reject_non_numeric(X, what)
+    if X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{what}: expected numeric values ({exc})") from exc
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise InvalidInputError(f"{what}: expected numeric values, got dtype {X.dtype}")
+    if np.iscomplexobj(X):
+        raise InvalidInputError(f"{what}: complex values are not supported")
+    if X.ndim != 2:
+        raise InvalidInputError(
+            f"{what}: expected a 2-D array of shape (n_samples, {n_columns}), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise InvalidInputError(f"{what}: no rows given (shape {X.shape})")
+    if X.shape[1] != n_columns:
+        raise InvalidInputError(
+            f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape})")
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if not np.all(np.isfinite(X)):
+        kind = "NaN" if np.isnan(X).any() else "infinite"
+        raise InvalidInputError(f"{what}: input contains {kind} values")
+    return X
+
+
+def check_sample_weight(sample_weight, n):
+    if sample_weight is None:
+        return np.ones(n)
+    try:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"sample_weight must be numeric ({exc})") from exc
+    if sw.ndim == 0:
+        sw = np.full(n, float(sw))
+    if sw.shape != (n,):
+        raise InvalidInputError(f"sample_weight must have shape ({n},), got {sw.shape}")
+    if not np.all(np.isfinite(sw)):
+        raise InvalidInputError("sample_weight contains NaN or infinite values")
+    if np.any(sw < 0):
+        raise InvalidInputError("sample_weight must be non-negative")
+    return sw
+
+
+def as_id_list(ids, what="ids"):
+    """A list of hashable Python ids (numpy scalars turned into Python ones).
+
+    A list, tuple, range or array is a sequence of ids (to name a single
+    id that is itself a tuple, wrap it in a list); anything else is one id.
+    """
+    if type(ids) is int or type(ids) is str:  # the common single-id request
+        return [ids]
+    if isinstance(ids, np.ndarray):
+        if ids.ndim > 1:
+            raise InvalidInputError(f"{what}: expected a 1-D sequence of ids, got shape {ids.shape}")
+        items = ids.tolist() if ids.ndim == 1 else [ids.item()]
+    elif isinstance(ids, (list, tuple, range)):
+        items = list(ids)
+    else:
+        items = [ids]
+    result = []
+    for i in items:
+        if isinstance(i, np.generic):
+            i = i.item()
+        try:
+            hash(i)
+        except TypeError as exc:
+            raise InvalidInputError(f"{what}: id {i!r} is not hashable") from exc
+        result.append(i)
+    return result
+
+
+def check_new_ids(ids, n, default_start):
+    if ids is None:
+        ids = list(range(default_start, default_start + n))
+    else:
+        ids = as_id_list(ids)
+    if len(ids) != n:
+        raise InvalidInputError(f"ids must have one entry per row: {len(ids)} ids for {n} rows")
+    seen = set()
+    for i in ids:
+        if isinstance(i, float) and np.isnan(i):
+            raise InvalidInputError("ids must not be NaN")
+        if i in seen:
+            raise DuplicateIdError(f"id {i!r} appears more than once")
+        seen.add(i)
+    return ids
+
+
+def resolve_class_weight(est, classes, labels):
+    weights = np.ones(len(classes))
+    if est.class_weight is None:
+        return weights
+    if est.class_weight == "balanced":
+        counts = np.bincount(labels, minlength=len(classes))
+        return len(labels) / (len(classes) * counts.astype(np.float64))
+    for cls, w in est.class_weight.items():
+        match = np.flatnonzero(classes == cls)
+        if len(match) == 0:
+            raise InvalidInputError(f"class_weight names class {cls!r}, which is not in y")
+        if isinstance(w, bool) or not isinstance(w, Real) or not np.isfinite(w) or w < 0:
+            raise InvalidInputError(f"class_weight[{cls!r}] must be a non-negative number")
+        weights[match[0]] = float(w)
+    return weights
+
+
+def reject_non_numeric(X, what):
+    """Strings, bytes and objects are refused rather than parsed as numbers."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(X).dtype
+        except Exception:  # ragged input: let the array check explain
+            return
+    if dtype.kind in "USV":
+        names = {"U": "strings", "S": "byte strings", "V": "structured values"}
+        raise InvalidInputError(
+            f"{what}: expected numeric values, got {names[dtype.kind]} (dtype {dtype})")

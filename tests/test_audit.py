@@ -37,7 +37,7 @@ def test_verify_exact_models(name, model):
     assert isinstance(rep, VerificationReport)
     assert rep.ok and rep.kkt_violation == model.kkt_violation() < 1e-8
     assert rep.max_decision_diff is None and rep.reference_kkt_violation is None
-    assert rep.n_active == model.n_active_ and rep.n_heads == len(model._engines)
+    assert rep.n_active == model.n_active_ and rep.n_heads == model.head_set_.n_heads
     assert rep.digest == digest
     full = verify_model(model, reference=True)
     assert full.ok and full.reference_polished
@@ -59,11 +59,11 @@ def test_report_serialises_to_json():
 def test_certificate_catches_a_moved_coefficient():
     X, y = _data(seed=2)
     m = CPSVM(C=1.0).fit(X, y)
-    e = m._engines[0]
-    st = e.get_state()
-    k = int(st["margin_order"][0])
-    st["alpha"][k] *= 0.9  # an off-path change: g and b not updated
-    e.restore(st)
+    heads = m.head_set_
+    st = heads.head_state(0)
+    k = int(st.margin_order[0])
+    st.alpha[k] *= 0.9  # an off-path change: g and b not updated
+    heads.restore_head(0, st)
     rep = m.verify(reference=True)
     assert not rep.ok
     assert rep.kkt_violation > 1e-4
@@ -75,7 +75,8 @@ def test_reference_catches_a_state_solved_for_other_bounds():
     X, y = _data(seed=3)
     m = CPSVM(C=1.0).fit(X, y)
     other = CPSVM(C=10.0).fit(X, y)
-    m._engines = other._engines  # exact for C = 10, while m._slot_C says 1
+    # exact for C = 10, while the model's bounds say 1
+    m.head_set_.restore_head(0, other.head_set_.head_state(0))
     rep = m.verify(reference=True)
     assert rep.kkt_violation < 1e-8
     assert rep.max_decision_diff > 1e-3

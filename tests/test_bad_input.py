@@ -50,12 +50,13 @@ _CACHE = {}
 def _fresh(kind):
     """A new model with the same state as the cached one (cheap rebuild, bit for bit)."""
     if kind not in _CACHE:
-        _CACHE[kind] = _build(kind)._export_state()
-    return CPSVM._from_state(*_CACHE[kind])
+        _CACHE[kind] = _build(kind).to_state()
+    return CPSVM.from_state(_CACHE[kind])
 
 
 def _first_removed(m):
-    return m._slot_ids[0].item() if hasattr(m._slot_ids[0], "item") else m._slot_ids[0]
+    first = m.head_set_.slot_ids[0]
+    return first.item() if hasattr(first, "item") else first
 
 
 # (case id, model kind, call(model), exception type, regex the message must match)

@@ -327,7 +327,7 @@ def test_sample_weight_and_class_weight_multiply():
     sw = np.random.default_rng(5).uniform(0.2, 3.0, size=len(y))
     model, ledger = tracked_fit(CPSVM(C=0.7, class_weight={0: 2.0, 1: 0.5}), X, y,
                                 sample_weight=sw)
-    np.testing.assert_allclose(model._slot_C, 0.7 * np.where(y == 0, 2.0, 0.5) * sw)
+    np.testing.assert_allclose(model.head_set_.slot_C, 0.7 * np.where(y == 0, 2.0, 0.5) * sw)
     assert_exact(model, ledger)
     ids = tracked_increment(model, ledger, X[:10] + 0.01, y[:10], sample_weight=sw[:10] * 2)
     assert_exact(model, ledger)

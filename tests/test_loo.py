@@ -5,6 +5,7 @@ import pytest
 
 from eco import CPSVM
 from eco.reference import reference_kernel, reference_solve
+from eco.testing import active_data, fail_on_call, path_fault
 from exact_helpers import noisy_classes
 
 
@@ -14,18 +15,16 @@ def _data(n, n_classes=2, d=4, seed=0):
 
 def _brute_force_reference(model):
     """LOO decisions by reference_solve on the active rows without each one in turn."""
-    active = model._active_slots()
+    rows, labels, C = active_data(model)
     if model.kernel == "precomputed":
-        K = model._store.kernel_block(active)[:, active]
+        K = rows
     else:
-        Xa = model._store.features_of(active)
-        K = reference_kernel(Xa, Xa, model.kernel, model.gamma_, model.degree, model.coef0)
-    C = model._slot_C[active]
-    labels = model._slot_labels[active]
-    n_heads = len(model._engines)
+        K = reference_kernel(rows, rows, model.kernel, model.gamma_, model.degree, model.coef0)
+    n_heads = 1 if len(model.classes_) == 2 else len(model.classes_)
+    active = np.arange(len(labels))
     out = np.empty((len(active), n_heads))
     for h in range(n_heads):
-        y = np.where(labels == (1 if n_heads == 1 else h), 1.0, -1.0)
+        y = np.where(labels == model.classes_[1 if n_heads == 1 else h], 1.0, -1.0)
         for i in range(len(active)):
             keep = np.delete(np.arange(len(active)), i)
             sol = reference_solve(K[np.ix_(keep, keep)], y[keep], C[keep])
@@ -135,7 +134,7 @@ def test_after_updates_rows_follow_ids():
     # row k belongs to ids_[k]: compare one row with a decrement of that id
     k = 11
     target = m.ids_[k]
-    X_target = m._store.features_of(np.array([m._slot_of[target]], dtype=np.int64))
+    X_target = active_data(m)[0][k:k + 1]
     m.decrement([target])
     assert np.max(np.abs(m.decision_function(X_target)[0] - f[k])) < 1e-9
 
@@ -169,11 +168,8 @@ def test_path_failure_falls_back_to_exact_resolve():
     m = CPSVM(C=1.0).fit(X, y)
     digest = m.state_digest()
     expected = m.loo_decision()
-    m._engines[0].fail_at_step = 0
-    try:
+    with path_fault(m, 0, 0):
         f = m.loo_decision()
-    finally:
-        m._engines[0].fail_at_step = -1
     assert np.max(np.abs(f - expected)) < 1e-9
     assert m.state_digest() == digest
 
@@ -183,19 +179,10 @@ def test_interrupt_leaves_model_unchanged(exc):
     X, y = _data(60, n_classes=3, seed=10)
     m = CPSVM(C=1.0).fit(X, y)
     digest = m.state_digest()
-    calls = []
-
-    def broken_solve(h, active, method):
-        calls.append(h)
-        if len(calls) == 3:
-            raise exc("stop")
-        return type(m)._solve_head(m, h, active, method)
-    m._solve_head = broken_solve
-    m._engines[1].fail_at_step = 1  # head 1 takes the re-solve branch
-    with pytest.raises(exc):
-        m.loo_decision()
-    del m._solve_head
-    m._engines[1].fail_at_step = -1
+    # head 1 takes the re-solve branch; its third re-solve is interrupted
+    with path_fault(m, 1, 1), fail_on_call(m, "solve", 3, exc("stop")) as calls:
+        with pytest.raises(exc):
+            m.loo_decision()
     assert len(calls) == 3
     assert m.state_digest() == digest
     assert m.kkt_violation() < 1e-8

@@ -83,13 +83,13 @@ def test_round_trip_is_bit_for_bit(case, tmp_path):
     assert m2.get_params() == m.get_params()
     assert np.array_equal(m2.ids_, m.ids_) and m2.ids_.dtype == m.ids_.dtype
     assert np.array_equal(m2.classes_, m.classes_)
-    assert np.array_equal(m2._slot_C, m._slot_C)
+    assert np.array_equal(m2.head_set_.slot_C, m.head_set_.slot_C)
     assert m2.gamma_ == m.gamma_
     # same predictions, bit for bit, on the stored rows
     if m.kernel == "precomputed":
-        Xq = m._store.kernel_block(np.arange(m._store.n_slots, dtype=np.int64))
+        Xq = m.head_set_.store.kernel_block(np.arange(m.head_set_.store.n_slots, dtype=np.int64))
     else:
-        Xq = m._store.features()
+        Xq = m.head_set_.store.features()
     assert np.array_equal(m2.decision_function(Xq), m.decision_function(Xq))
     assert np.array_equal(m2.predict(Xq), m.predict(Xq))
     assert m2.kkt_violation() == m.kkt_violation()
@@ -110,15 +110,15 @@ def test_later_updates_match_without_round_trip(case, tmp_path):
         assert r1.digest_after == r2.digest_after == m2.state_digest()
         assert r1.paths == r2.paths
         # learn one removed example back under a new id
-        slot = m._slot_of[pick[0]]
+        slot = m.head_set_.slot_of(pick[0])
         if m.kernel == "precomputed":
-            n = m._store.n_slots
-            K = m._store.kernel_block(np.array([slot], dtype=np.int64))
+            n = m.head_set_.store.n_slots
+            K = m.head_set_.store.kernel_block(np.array([slot], dtype=np.int64))
             row = np.concatenate([K[0], K[0, [slot]]])[None, :]
             assert row.shape == (1, n + 1)
         else:
-            row = m._store.features_of(np.array([slot], dtype=np.int64))
-        label = m.classes_[m._slot_labels[[slot]]]
+            row = m.head_set_.store.features_of(np.array([slot], dtype=np.int64))
+        label = m.classes_[m.head_set_.slot_labels[[slot]]]
         m.increment(row, label, ids=[f"again-{step}"])
         m2.increment(row, label, ids=[f"again-{step}"])
         assert m.state_digest() == m2.state_digest()

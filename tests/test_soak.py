@@ -92,7 +92,7 @@ class Soak:
         if len(free) == 0 or self.model.n_active_ > 160:
             return self.decrement_batch()
         rows = self.rng.choice(free, min(len(free), int(self.rng.integers(1, 6))), replace=False)
-        given = np.asarray(self.model._slot_ids, dtype=np.int64)  # pool row of every slot
+        given = np.asarray(self.model.head_set_.slot_ids, dtype=np.int64)  # pool row of every slot
         Xn = self._rows(rows, np.concatenate([given, rows])) if self.precomputed \
             else self._rows(rows)
         before = self.model.state_digest()
@@ -151,13 +151,13 @@ class Soak:
         rows = self.active()
         if self.precomputed:
             Ka = self.K[np.ix_(rows, rows)]
-            f_model = m.decision_function(self.K[np.ix_(rows, np.asarray(m._slot_ids, int))])
+            f_model = m.decision_function(self.K[np.ix_(rows, np.asarray(m.head_set_.slot_ids, int))])
         else:
             Ka = reference_kernel(self.X[rows], self.X[rows], m.kernel, m.gamma_, m.degree,
                                   m.coef0)
             f_model = m.decision_function(self.X[rows])
         f_model = f_model.reshape(len(rows), -1)
-        C = m._slot_C[m._active_slots()]
+        C = m.head_set_.slot_C[m.head_set_.active_slots()]
         for h in range(f_model.shape[1]):
             pos = m.classes_[1] if f_model.shape[1] == 1 else m.classes_[h]
             yh = np.where(self.y[rows] == pos, 1.0, -1.0)

@@ -12,7 +12,6 @@ import pickle
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 

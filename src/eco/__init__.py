@@ -18,7 +18,8 @@ from .exceptions import (
 from ._version import __version__
 from .persistence import save_model
 from .receipt import UnlearningReceipt
-from .svm import CPSVM, load, load_model
+from .svm import CPSVM
+from ._loading import load, load_model
 
 __all__ = [
     "CPSVM",

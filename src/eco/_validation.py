@@ -8,10 +8,11 @@ fitted attributes; none changes it, except ``validate_data`` with
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
 from ._kernels import check_kernel_params, resolve_gamma
-from .exceptions import DuplicateIdError, InvalidInputError
+from .exceptions import DuplicateIdError, InvalidInputError, UnknownIdError, UnseenLabelError
 
 
 def check_params(est):
@@ -174,3 +175,82 @@ def reject_non_numeric(X, what):
         names = {"U": "strings", "S": "byte strings", "V": "structured values"}
         raise InvalidInputError(
             f"{what}: expected numeric values, got {names[dtype.kind]} (dtype {dtype})")
+
+
+def check_fit(est, X, y, sample_weight, ids, method):
+    """Validate the input of ``fit``; returns X, classes, labels, sample weights, ids,
+    the resolved gamma and class weights."""
+    check_params(est)
+    if method not in ("auto", "batch", "incremental"):
+        raise InvalidInputError(f"method must be 'auto', 'batch' or 'incremental', got {method!r}")
+    reject_non_numeric(X, "X")
+    try:
+        X, y = validate_data(est, X, y, dtype=np.float64, order="C", reset=True)
+        check_classification_targets(y)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
+    if est.kernel == "precomputed" and X.shape[0] != X.shape[1]:
+        raise InvalidInputError(
+            f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
+    classes, labels = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise InvalidInputError(
+            f"The number of classes has to be greater than one; got {len(classes)} class")
+    n = X.shape[0]
+    sw = check_sample_weight(sample_weight, n)
+    if not np.any(sw > 0):
+        raise InvalidInputError("sample_weight: all weights are zero; nothing to learn from")
+    ids = check_new_ids(ids, n, 0)
+    gamma = resolve_gamma(est.gamma, X, est.kernel)
+    class_weight = resolve_class_weight(est, classes, labels)
+    return X, classes, labels, sw, ids, gamma, class_weight
+
+
+def check_increment(est, X, y, ids, sample_weight):
+    """Validate the input of ``increment``; returns X, class indices, sample weights, ids."""
+    heads = est.head_set_
+    n_given = heads.n_slots
+    if est.kernel == "precomputed":
+        y_arr = np.asarray(y)
+        if y_arr.ndim != 1:
+            raise InvalidInputError(f"increment: y must be 1-D, got shape {y_arr.shape}")
+        X = check_X(X, n_columns=n_given + y_arr.shape[0], what="increment X")
+    else:
+        X = check_features(est, X, "increment X")
+    m = X.shape[0]
+    if m == 0:
+        raise InvalidInputError("increment: no rows given")
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != m:
+        raise InvalidInputError(f"increment: y must have shape ({m},), got {y.shape}")
+    labels = np.searchsorted(est.classes_, y)
+    labels = np.clip(labels, 0, len(est.classes_) - 1)
+    unseen = est.classes_[labels] != y
+    if np.any(unseen):
+        raise UnseenLabelError(
+            f"increment: label {y[unseen][0]!r} is not one of the classes seen in fit "
+            f"{est.classes_.tolist()}")
+    sw = check_sample_weight(sample_weight, m)
+    ids = check_new_ids(ids, m, n_given)
+    for i in ids:
+        s = heads.slot_of(i)
+        if s is not None and heads.is_active(s):
+            raise DuplicateIdError(f"increment: id {i!r} is already active")
+    return X, labels, sw, ids
+
+
+def slots_of_request(heads, id_list):
+    """Slots of the active examples named by `id_list` (validated)."""
+    slots = np.empty(len(id_list), dtype=np.int64)
+    seen = set()
+    for k, i in enumerate(id_list):
+        if i in seen:
+            raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
+        seen.add(i)
+        s = heads.slot_of(i)
+        if s is None:
+            raise UnknownIdError(f"decrement: unknown id {i!r}")
+        if not heads.is_active(s):
+            raise UnknownIdError(f"decrement: id {i!r} has already been removed")
+        slots[k] = s
+    return slots

@@ -9,34 +9,24 @@ two classes; more classes get one engine per class (one-versus-rest), all
 sharing one kernel store. The model's state is defined in :mod:`eco.state`.
 """
 
-import os
 import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from . import _cp_core
 from . import _validation as V
+from ._fitted import FittedAttributes
 from ._headset import HeadSet, id_array
-from ._kernels import cross_kernel, resolve_gamma
-from .exceptions import (DuplicateIdError, InvalidInputError, ModelFileError, UnknownIdError,
-                         UnseenLabelError)
-from .persistence import read_state, write_state
+from ._kernels import cross_kernel
+from .exceptions import InvalidInputError
+from .persistence import write_state
 from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
-from .state import ModelState
 
-__all__ = ["CPSVM", "load", "load_model"]
-
-_SET_INACTIVE = _cp_core.SET_INACTIVE
-_SET_RESERVE = _cp_core.SET_RESERVE
-_SET_MARGIN = _cp_core.SET_MARGIN
-_SET_ERROR = _cp_core.SET_ERROR
+__all__ = ["CPSVM"]
 
 
-class CPSVM(ClassifierMixin, BaseEstimator):
+class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     """Support vector classifier with exact incremental and decremental learning.
 
     The model is the C-SVM of scikit-learn's :class:`~sklearn.svm.SVC`, trained
@@ -205,29 +195,9 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             raise
 
     def _fit(self, X, y, sample_weight, ids, method):
-        V.check_params(self)
-        if method not in ("auto", "batch", "incremental"):
-            raise InvalidInputError(f"method must be 'auto', 'batch' or 'incremental', got {method!r}")
-        V.reject_non_numeric(X, "X")
-        try:
-            X, y = validate_data(self, X, y, dtype=np.float64, order="C", reset=True)
-            check_classification_targets(y)
-        except ValueError as exc:
-            raise InvalidInputError(str(exc)) from exc
-        if self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
-            raise InvalidInputError(
-                f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
-        classes, labels = np.unique(y, return_inverse=True)
-        if len(classes) < 2:
-            raise InvalidInputError(
-                f"The number of classes has to be greater than one; got {len(classes)} class")
+        X, classes, labels, sw, ids, gamma, class_weight = V.check_fit(
+            self, X, y, sample_weight, ids, method)
         n = X.shape[0]
-        sw = V.check_sample_weight(sample_weight, n)
-        if not np.any(sw > 0):
-            raise InvalidInputError("sample_weight: all weights are zero; nothing to learn from")
-        ids = V.check_new_ids(ids, n, 0)
-        gamma = resolve_gamma(self.gamma, X, self.kernel)
-        class_weight = V.resolve_class_weight(self, classes, labels)
         heads = HeadSet.from_data(
             X, kernel=self.kernel, gamma=gamma, degree=self.degree, coef0=self.coef0,
             precompute=self.precompute, n_heads=1 if len(classes) == 2 else len(classes),
@@ -265,33 +235,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         heads = self.head_set_
-        n_given = heads.n_slots
-        if self.kernel == "precomputed":
-            y_arr = np.asarray(y)
-            if y_arr.ndim != 1:
-                raise InvalidInputError(f"increment: y must be 1-D, got shape {y_arr.shape}")
-            X = V.check_X(X, n_columns=n_given + y_arr.shape[0], what="increment X")
-        else:
-            X = V.check_features(self, X, "increment X")
-        m = X.shape[0]
-        if m == 0:
-            raise InvalidInputError("increment: no rows given")
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != m:
-            raise InvalidInputError(f"increment: y must have shape ({m},), got {y.shape}")
-        labels = np.searchsorted(self.classes_, y)
-        labels = np.clip(labels, 0, len(self.classes_) - 1)
-        unseen = self.classes_[labels] != y
-        if np.any(unseen):
-            raise UnseenLabelError(
-                f"increment: label {y[unseen][0]!r} is not one of the classes seen in fit "
-                f"{self.classes_.tolist()}")
-        sw = V.check_sample_weight(sample_weight, m)
-        ids = V.check_new_ids(ids, m, n_given)
-        for i in ids:
-            s = heads.slot_of(i)
-            if s is not None and heads.is_active(s):
-                raise DuplicateIdError(f"increment: id {i!r} is already active")
+        X, labels, sw, ids = V.check_increment(self, X, y, ids, sample_weight)
         with heads.transaction():
             # on failure the rows never happened: the store forgets them too
             slots = heads.append(X, labels, float(self.C) * self.class_weight_[labels] * sw, ids)
@@ -333,7 +277,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         id_list = V.as_id_list(ids)
         if len(id_list) == 0:
             raise InvalidInputError("decrement: no ids given")
-        slots = self._slots_of_request(id_list)
+        slots = V.slots_of_request(heads, id_list)
         digest_before = self.state_digest() if audit else None
         resolved = ()
         n_steps = n_migrations = 0
@@ -363,23 +307,6 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             resolved_heads=tuple(resolved),
         )
 
-    def _slots_of_request(self, id_list):
-        """Slots of the active examples named by `id_list` (validated)."""
-        heads = self.head_set_
-        slots = np.empty(len(id_list), dtype=np.int64)
-        seen = set()
-        for k, i in enumerate(id_list):
-            if i in seen:
-                raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
-            seen.add(i)
-            s = heads.slot_of(i)
-            if s is None:
-                raise UnknownIdError(f"decrement: unknown id {i!r}")
-            if not heads.is_active(s):
-                raise UnknownIdError(f"decrement: id {i!r} has already been removed")
-            slots[k] = s
-        return slots
-
     # ------------------------------------------------------------- state
 
     def state_digest(self):
@@ -392,40 +319,6 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         return self.to_state().digest()
-
-    def to_state(self):
-        """The fitted model as an :class:`eco.state.ModelState` (plain arrays, copies)."""
-        check_is_fitted(self)
-        heads = self.head_set_
-        store = heads.store
-        if self.kernel == "precomputed":
-            data = store.kernel_block(np.arange(store.n_slots, dtype=np.int64))
-        else:
-            data = store.features()
-        return ModelState(
-            params=self.get_params(), gamma_=float(self.gamma_),
-            n_features_in_=int(self.n_features_in_), classes_=np.asarray(self.classes_),
-            class_weight_=np.asarray(self.class_weight_, dtype=np.float64),
-            slot_labels=np.asarray(heads.slot_labels, dtype=np.int64),
-            slot_C=np.asarray(heads.slot_C, dtype=np.float64), slot_ids=heads.slot_ids,
-            data=data, heads=[heads.head_state(h) for h in range(heads.n_heads)],
-            feature_names_in_=(np.asarray(self.feature_names_in_)
-                               if hasattr(self, "feature_names_in_") else None))
-
-    @classmethod
-    def from_state(cls, state):
-        """A model holding `state` (an :class:`eco.state.ModelState`), bit for bit."""
-        model = cls(**state.params)
-        V.check_params(model)
-        model.classes_ = state.classes_
-        model.gamma_ = float(state.gamma_)
-        model.class_weight_ = state.class_weight_
-        model.n_features_in_ = int(state.n_features_in_)
-        if state.feature_names_in_ is not None:
-            model.feature_names_in_ = state.feature_names_in_
-        model.head_set_ = HeadSet.from_state(state, max_steps=model.max_steps or 0,
-                                             n_jobs=model.n_jobs)
-        return model
 
     # -------------------------------------------------------- certificates
 
@@ -526,108 +419,3 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         from .loo import loo_error
 
         return loo_error(self)
-
-    # --------------------------------------------------- fitted attributes
-
-    def __sklearn_is_fitted__(self):
-        return hasattr(self, "head_set_")
-
-    def _per_head(self, fn):
-        heads = self.head_set_
-        values = [fn(h) for h in range(heads.n_heads)]
-        return values[0] if len(values) == 1 else values
-
-    @property
-    def ids_(self):
-        self._require_fitted()
-        return self.head_set_.slot_ids[self.head_set_.active_slots()]
-
-    @property
-    def n_active_(self):
-        self._require_fitted()
-        return self.head_set_.n_active
-
-    @property
-    def alpha_(self):
-        self._require_fitted()
-        a = self.head_set_.alphas()[:, self.head_set_.active_slots()]
-        return a[0] if len(a) == 1 else a
-
-    @property
-    def intercept_(self):
-        self._require_fitted()
-        return self.head_set_.biases()
-
-    def _ids_in(self, code):
-        heads = self.head_set_
-        return self._per_head(lambda h: heads.slot_ids[np.flatnonzero(heads.sets(h) == code)])
-
-    @property
-    def margin_(self):
-        self._require_fitted()
-        return self._ids_in(_SET_MARGIN)
-
-    @property
-    def error_(self):
-        self._require_fitted()
-        return self._ids_in(_SET_ERROR)
-
-    @property
-    def reserve_(self):
-        self._require_fitted()
-        return self._ids_in(_SET_RESERVE)
-
-    @property
-    def support_ids_(self):
-        self._require_fitted()
-        heads = self.head_set_
-        mask = np.zeros(heads.n_slots, dtype=bool)
-        for h in range(heads.n_heads):
-            sets = heads.sets(h)
-            mask |= (sets == _SET_MARGIN) | (sets == _SET_ERROR)
-        return heads.slot_ids[mask]
-
-    def _require_fitted(self):
-        if not hasattr(self, "head_set_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
-
-
-def load(path):
-    """Load a model saved by :meth:`CPSVM.save` (or :func:`eco.save_model`).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    CPSVM
-        The model, bit for bit as saved.
-
-    Raises
-    ------
-    eco.exceptions.ModelFileError
-        The file is not an eco model file, is truncated, has a member whose
-        digest does not match, is of another format version, or holds an
-        inconsistent state (see :mod:`eco.persistence`).
-    eco.exceptions.InvalidInputError
-        `path` is not a path.
-    OSError
-        The file could not be read (for example, it does not exist).
-    """
-    state = read_state(path)
-    where = repr(os.fspath(path))
-    known = set(CPSVM().get_params())
-    if set(state.params) != known:
-        raise ModelFileError(f"{where}: inconsistent model file: the parameters are "
-                             f"{sorted(state.params)}, expected {sorted(known)}")
-    try:
-        return CPSVM.from_state(state)
-    except Exception as exc:  # bad parameters, a state the engine refuses
-        raise ModelFileError(f"{where}: inconsistent model file: "
-                             f"{type(exc).__name__}: {exc}") from exc
-
-
-#: Alias of :func:`load`.
-load_model = load

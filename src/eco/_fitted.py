@@ -1,0 +1,121 @@
+"""The fitted attributes of :class:`eco.CPSVM`, read from its head set and state.
+
+A mixin of their own so that ``svm.py`` stays the estimator's facade; every
+attribute reads the head set (``head_set_``) through its public methods.
+"""
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from . import _cp_core
+from . import _validation as V
+from ._headset import HeadSet
+from .state import ModelState
+
+__all__ = ["FittedAttributes"]
+
+_SET_RESERVE = _cp_core.SET_RESERVE
+_SET_MARGIN = _cp_core.SET_MARGIN
+_SET_ERROR = _cp_core.SET_ERROR
+
+
+class FittedAttributes:
+    """Fitted attributes and state export of :class:`eco.CPSVM` (see its docstring)."""
+
+    def to_state(self):
+        """The fitted model as an :class:`eco.state.ModelState` (plain arrays, copies)."""
+        check_is_fitted(self)
+        heads = self.head_set_
+        store = heads.store
+        if self.kernel == "precomputed":
+            data = store.kernel_block(np.arange(store.n_slots, dtype=np.int64))
+        else:
+            data = store.features()
+        return ModelState(
+            params=self.get_params(), gamma_=float(self.gamma_),
+            n_features_in_=int(self.n_features_in_), classes_=np.asarray(self.classes_),
+            class_weight_=np.asarray(self.class_weight_, dtype=np.float64),
+            slot_labels=np.asarray(heads.slot_labels, dtype=np.int64),
+            slot_C=np.asarray(heads.slot_C, dtype=np.float64), slot_ids=heads.slot_ids,
+            data=data, heads=[heads.head_state(h) for h in range(heads.n_heads)],
+            feature_names_in_=(np.asarray(self.feature_names_in_)
+                               if hasattr(self, "feature_names_in_") else None))
+
+    @classmethod
+    def from_state(cls, state):
+        """A model holding `state` (an :class:`eco.state.ModelState`), bit for bit."""
+        model = cls(**state.params)
+        V.check_params(model)
+        model.classes_ = state.classes_
+        model.gamma_ = float(state.gamma_)
+        model.class_weight_ = state.class_weight_
+        model.n_features_in_ = int(state.n_features_in_)
+        if state.feature_names_in_ is not None:
+            model.feature_names_in_ = state.feature_names_in_
+        model.head_set_ = HeadSet.from_state(state, max_steps=model.max_steps or 0,
+                                             n_jobs=model.n_jobs)
+        return model
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "head_set_")
+
+    def _per_head(self, fn):
+        heads = self.head_set_
+        values = [fn(h) for h in range(heads.n_heads)]
+        return values[0] if len(values) == 1 else values
+
+    @property
+    def ids_(self):
+        self._require_fitted()
+        return self.head_set_.slot_ids[self.head_set_.active_slots()]
+
+    @property
+    def n_active_(self):
+        self._require_fitted()
+        return self.head_set_.n_active
+
+    @property
+    def alpha_(self):
+        self._require_fitted()
+        a = self.head_set_.alphas()[:, self.head_set_.active_slots()]
+        return a[0] if len(a) == 1 else a
+
+    @property
+    def intercept_(self):
+        self._require_fitted()
+        return self.head_set_.biases()
+
+    def _ids_in(self, code):
+        heads = self.head_set_
+        return self._per_head(lambda h: heads.slot_ids[np.flatnonzero(heads.sets(h) == code)])
+
+    @property
+    def margin_(self):
+        self._require_fitted()
+        return self._ids_in(_SET_MARGIN)
+
+    @property
+    def error_(self):
+        self._require_fitted()
+        return self._ids_in(_SET_ERROR)
+
+    @property
+    def reserve_(self):
+        self._require_fitted()
+        return self._ids_in(_SET_RESERVE)
+
+    @property
+    def support_ids_(self):
+        self._require_fitted()
+        heads = self.head_set_
+        mask = np.zeros(heads.n_slots, dtype=bool)
+        for h in range(heads.n_heads):
+            sets = heads.sets(h)
+            mask |= (sets == _SET_MARGIN) | (sets == _SET_ERROR)
+        return heads.slot_ids[mask]
+
+    def _require_fitted(self):
+        if not hasattr(self, "head_set_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")

@@ -86,9 +86,14 @@ class HeadSet:
         self._labels = np.asarray(labels, dtype=np.int64)
         self._C = np.asarray(C, dtype=np.float64)
         self._ids = id_array(list(ids))
+        self._slot_of = {i: s for s, i in enumerate(self._ids.tolist())}
+
+    def _map_ids(self):
+        # an id maps to its latest slot (a removed id may have been given again)
         self._slot_of = {}
         for s, i in enumerate(self._ids.tolist()):
-            self._slot_of[i] = s
+            if i not in self._slot_of or self.is_active(s):
+                self._slot_of[i] = s
 
     @classmethod
     def from_data(cls, data, *, kernel, gamma, degree, coef0, precompute, n_heads, labels, C,
@@ -107,17 +112,10 @@ class HeadSet:
         hs = cls.from_data(state.data, kernel=p["kernel"], gamma=state.gamma_,
                            degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
                            n_heads=state.n_heads, labels=state.slot_labels, C=state.slot_C,
-                           ids=[], max_steps=max_steps, n_jobs=n_jobs)
-        hs._ids = id_array(state.slot_ids.tolist())
+                           ids=state.slot_ids.tolist(), max_steps=max_steps, n_jobs=n_jobs)
         for h, head in enumerate(state.heads):
-            try:
-                hs._engines[h].restore(head.to_engine_dict())
-            except RuntimeError as exc:
-                raise UnlearningError(f"head {h}: {exc}") from exc
-        # an id maps to its latest slot (a removed id may have been given again)
-        for s, i in enumerate(hs._ids.tolist()):
-            if i not in hs._slot_of or hs.is_active(s):
-                hs._slot_of[i] = s
+            hs.restore_head(h, head)
+        hs._map_ids()
         return hs
 
     # ------------------------------------------------------------ read
@@ -229,17 +227,24 @@ class HeadSet:
         ``KeyboardInterrupt``) truncates the store and puts every table and
         head back, bit for bit.
         """
-        saved = (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of))
-        snapshot = [e.get_state() for e in self._engines]
+        snapshot = self.snapshot()
         try:
             yield self
         except BaseException:
-            n, self._labels, self._C, self._ids, self._slot_of = saved
-            self.store.truncate(n)
-            for e, st in zip(self._engines, snapshot):
-                e.sync_capacity()
-                e.restore(st)
+            self.restore(snapshot)
             raise
+
+    def snapshot(self):
+        """An opaque copy of the whole head set (rows stored, slot tables, every head)."""
+        return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
+                [e.get_state() for e in self._engines])
+
+    def restore(self, snapshot):
+        """Put back a :meth:`snapshot` of this head set (rows stored since are forgotten)."""
+        n, self._labels, self._C, self._ids, self._slot_of, heads = snapshot
+        self.store.truncate(n)
+        for h, st in enumerate(heads):
+            self.restore_head(h, st)
 
     def solve(self, head, active, method="batch"):
         """Solve `head` exactly from scratch on the `active` slots ("batch" or "incremental")."""
@@ -320,7 +325,15 @@ class HeadSet:
         _cp_core.drop_reserve(self._engines, slots)
 
     def restore_head(self, head, state):
-        """Install a :class:`eco.state.HeadState` (or engine dict) in `head`."""
+        """Install a :class:`eco.state.HeadState` (or engine dict) in `head`, bit for bit.
+
+        Raises UnlearningError when the engine refuses the state.
+        """
         if isinstance(state, HeadState):
             state = state.to_engine_dict()
-        self._engines[head].restore(state)
+        engine = self._engines[head]
+        engine.sync_capacity()
+        try:
+            engine.restore(state)
+        except RuntimeError as exc:
+            raise UnlearningError(f"head {head}: {exc}") from exc

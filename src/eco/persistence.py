@@ -352,69 +352,75 @@ def read_state(path):
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelFileError(f"{where} is truncated or corrupt: {exc}") from exc
     with zf:
-        names = zf.namelist()
-        if _META not in names:
-            raise ModelFileError(
-                f"{where} is not an eco model file: it has no {_META} member "
-                f"(members: {', '.join(names[:5])}{'...' if len(names) > 5 else ''})")
-        if len(set(names)) != len(names):
-            raise ModelFileError(f"{where} has duplicate members")
-        meta_bytes = _read_member(zf, _META, where)
-        if _META_SHA not in names:
-            raise ModelFileError(f"{where}: the member {_META_SHA} is missing")
-        expected = _read_member(zf, _META_SHA, where).decode("ascii", "replace").strip()
-        if hashlib.sha256(meta_bytes).hexdigest() != expected:
-            raise ModelFileError(f"{where}: checksum mismatch in member {_META} (file tampered "
-                                 "with or corrupt)")
-        try:
-            document = json.loads(meta_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{where}: {_META} is not valid JSON ({exc})") from exc
-        if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-            found = document.get("format") if isinstance(document, dict) else None
-            raise ModelFileError(f"{where} is not an eco model file (format is {found!r}, "
-                                 f"expected {FORMAT_NAME!r})")
-        version = document.get("format_version")
-        if type(version) is not int or version != FORMAT_VERSION:  # True == 1 in Python
-            raise ModelFileError(
-                f"{where} has format version {version!r}; this eco "
-                f"reads format version {FORMAT_VERSION} only "
-                f"(file written by eco {document.get('eco_version')!r})")
-        table = document.get("arrays")
-        if not isinstance(table, dict):
-            raise ModelFileError(f"{where}: the metadata has no array table")
-        expected_members = {_META, _META_SHA}
-        arrays = {}
-        for name, entry in table.items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("member"), str):
-                raise ModelFileError(f"{where}: bad table entry for array {name!r}")
-            member = entry["member"]
-            expected_members.add(member)
-            if member not in names:
-                raise ModelFileError(f"{where}: member {member!r} is missing (truncated file?)")
-            raw = _read_member(zf, member, where)
-            if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
-                raise ModelFileError(f"{where}: checksum mismatch in member {member!r} "
-                                     "(file tampered with or corrupt)")
-            try:
-                arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-            except Exception as exc:  # object arrays, bad headers: never unpickle
-                raise ModelFileError(f"{where}: member {member!r} is not a plain .npy "
-                                     f"array ({exc})") from exc
-            if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.str != entry.get("dtype") \
-                    or list(arr.shape) != entry.get("shape"):
-                raise ModelFileError(f"{where}: member {member!r} has dtype {arr.dtype} and "
-                                     f"shape {arr.shape}, not what the metadata says")
-            arrays[name] = arr
-        extra = set(names) - expected_members
-        if extra:
-            raise ModelFileError(f"{where}: unexpected members {sorted(extra)}")
+        document, arrays = _read_archive(zf, where)
     try:
         meta = _decode_value(document.get("model"))
         object_arrays = list(document.get("object_arrays", []))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{where}: bad model metadata ({exc})") from exc
     return _build(meta, arrays, object_arrays, where)
+
+
+def _read_archive(zf, where):
+    """The metadata document and the arrays of an open archive, every digest checked."""
+    names = zf.namelist()
+    if _META not in names:
+        raise ModelFileError(
+            f"{where} is not an eco model file: it has no {_META} member "
+            f"(members: {', '.join(names[:5])}{'...' if len(names) > 5 else ''})")
+    if len(set(names)) != len(names):
+        raise ModelFileError(f"{where} has duplicate members")
+    meta_bytes = _read_member(zf, _META, where)
+    if _META_SHA not in names:
+        raise ModelFileError(f"{where}: the member {_META_SHA} is missing")
+    expected = _read_member(zf, _META_SHA, where).decode("ascii", "replace").strip()
+    if hashlib.sha256(meta_bytes).hexdigest() != expected:
+        raise ModelFileError(f"{where}: checksum mismatch in member {_META} (file tampered "
+                             "with or corrupt)")
+    try:
+        document = json.loads(meta_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{where}: {_META} is not valid JSON ({exc})") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise ModelFileError(f"{where} is not an eco model file (format is {found!r}, "
+                             f"expected {FORMAT_NAME!r})")
+    version = document.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # True == 1 in Python
+        raise ModelFileError(
+            f"{where} has format version {version!r}; this eco "
+            f"reads format version {FORMAT_VERSION} only "
+            f"(file written by eco {document.get('eco_version')!r})")
+    table = document.get("arrays")
+    if not isinstance(table, dict):
+        raise ModelFileError(f"{where}: the metadata has no array table")
+    expected_members = {_META, _META_SHA}
+    arrays = {}
+    for name, entry in table.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("member"), str):
+            raise ModelFileError(f"{where}: bad table entry for array {name!r}")
+        member = entry["member"]
+        expected_members.add(member)
+        if member not in names:
+            raise ModelFileError(f"{where}: member {member!r} is missing (truncated file?)")
+        raw = _read_member(zf, member, where)
+        if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
+            raise ModelFileError(f"{where}: checksum mismatch in member {member!r} "
+                                 "(file tampered with or corrupt)")
+        try:
+            arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+        except Exception as exc:  # object arrays, bad headers: never unpickle
+            raise ModelFileError(f"{where}: member {member!r} is not a plain .npy "
+                                 f"array ({exc})") from exc
+        if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.str != entry.get("dtype") \
+                or list(arr.shape) != entry.get("shape"):
+            raise ModelFileError(f"{where}: member {member!r} has dtype {arr.dtype} and "
+                                 f"shape {arr.shape}, not what the metadata says")
+        arrays[name] = arr
+    extra = set(names) - expected_members
+    if extra:
+        raise ModelFileError(f"{where}: unexpected members {sorted(extra)}")
+    return document, arrays
 
 
 def _read_member(zf, name, where):

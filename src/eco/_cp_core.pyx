@@ -38,29 +38,18 @@ from scipy.linalg.cython_lapack cimport dgetrf, dgetri
 
 import numpy as np
 
+from .exceptions import EngineError
+
 # ---------------------------------------------------------------------------
 # Constants shared with the Python layer
 # ---------------------------------------------------------------------------
 
 KERNEL_CODES = {"linear": 0, "rbf": 1, "poly": 2, "precomputed": 3}
 
-# Set of an example. INACTIVE examples were removed (or never learned); DRIVEN
-# marks the examples whose coefficients are being driven during one operation.
-SET_INACTIVE = -1
-SET_RESERVE = 0
-SET_MARGIN = 1
-SET_ERROR = 2
-SET_DRIVEN = 3
-
-# Status codes returned by learn / unlearn / warm start.
-STATUS_OK = 0
-STATUS_STEP_LIMIT = 1        # more steps than max_steps: cycling suspected
-STATUS_NO_EVENT = 2          # a path with no event and no end: numerical breakdown
-STATUS_SINGULAR = 3          # refactorisation of A failed
-STATUS_NO_MEMORY = 4
-STATUS_INJECTED_FAULT = 5    # the test hook fail_at_step fired
-STATUS_NON_FINITE = 6        # a NaN or infinity appeared in the state
-STATUS_INCONSISTENT = 7      # the path ended outside the KKT conditions (degenerate data)
+# Set codes (SET_*) and statuses (STATUS_*) are declared once, in _cp_core.pxd;
+# their members are also plain int attributes of this module (SET_MARGIN, ...).
+globals().update({k: int(v) for k, v in SetCode.__members__.items()})
+globals().update({k: int(v) for k, v in Status.__members__.items()})
 
 STATUS_MESSAGES = {
     STATUS_OK: "ok",
@@ -79,22 +68,31 @@ cdef enum:
     K_POLY = 2
     K_PRECOMPUTED = 3
 
+# Short names of the codes of _cp_core.pxd, for the compiled code.
 cdef enum:
-    S_INACTIVE = -1
-    S_RESERVE = 0
-    S_MARGIN = 1
-    S_ERROR = 2
-    S_DRIVEN = 3
+    S_INACTIVE = SET_INACTIVE
+    S_RESERVE = SET_RESERVE
+    S_MARGIN = SET_MARGIN
+    S_ERROR = SET_ERROR
+    S_DRIVEN = SET_DRIVEN
 
 cdef enum:
-    ST_OK = 0
-    ST_STEP_LIMIT = 1
-    ST_NO_EVENT = 2
-    ST_SINGULAR = 3
-    ST_NO_MEMORY = 4
-    ST_INJECTED_FAULT = 5
-    ST_NON_FINITE = 6
-    ST_INCONSISTENT = 7
+    ST_OK = STATUS_OK
+    ST_STEP_LIMIT = STATUS_STEP_LIMIT
+    ST_NO_EVENT = STATUS_NO_EVENT
+    ST_SINGULAR = STATUS_SINGULAR
+    ST_NO_MEMORY = STATUS_NO_MEMORY
+    ST_INJECTED_FAULT = STATUS_INJECTED_FAULT
+    ST_NON_FINITE = STATUS_NON_FINITE
+    ST_INCONSISTENT = STATUS_INCONSISTENT
+
+
+cdef int check(int st) except -1:
+    """Raise EngineError for any status but STATUS_OK (def entry points never return one)."""
+    if st != ST_OK:
+        raise EngineError(st, STATUS_MESSAGES.get(st, f"status {st}"))
+    return 0
+
 
 # Kinds of event that end a step.
 cdef enum:
@@ -345,8 +343,8 @@ cdef class KernelStore:
                     if self.rows[j] != NULL:
                         self._fill_row(j, self.rows[j], n_old, n_new)
             if self.precompute:
-                self.ensure_rows(np.arange(n_old, n_new, dtype=np.int64))
-        return np.arange(n_old, n_new, dtype=np.int64)
+                self.ensure_rows(np.arange(n_old, n_new, dtype=np.intp))
+        return np.arange(n_old, n_new, dtype=np.intp)
 
     cdef void _fill_row(self, Py_ssize_t slot, double* out, Py_ssize_t j0,
                         Py_ssize_t j1) noexcept nogil:
@@ -439,7 +437,7 @@ cdef class KernelStore:
                                           self.sqnorm[j], self.gamma, self.coef0, self.degree)
             jt = je
 
-    cdef int _ensure_rows(self, const long* slots, Py_ssize_t count) noexcept nogil:
+    cdef int _ensure_rows(self, const Py_ssize_t* slots, Py_ssize_t count) noexcept nogil:
         # compute the missing rows among `slots`, eight at a time
         cdef Py_ssize_t todo[8]
         cdef double* outs[8]
@@ -484,7 +482,7 @@ cdef class KernelStore:
         free(xs)
         return 0
 
-    def ensure_rows(self, const long[::1] slots):
+    def ensure_rows(self, const Py_ssize_t[::1] slots):
         """Compute (and cache) the rows of `slots`, several at a time, without the GIL."""
         cdef int st = 0
         if slots.shape[0] == 0:
@@ -515,7 +513,7 @@ cdef class KernelStore:
         self.n_slots = n
         self._update_max_diag(0)
 
-    def release_rows(self, const long[::1] slots):
+    def release_rows(self, const Py_ssize_t[::1] slots):
         """Drop the cached rows of `slots` (a precomputed kernel keeps them)."""
         cdef Py_ssize_t i, s
         if self.precompute:
@@ -546,11 +544,11 @@ cdef class KernelStore:
         """Copy of the stored feature matrix, shape (n_slots, n_features)."""
         return np.ascontiguousarray(self._XT_array[:, :self.n_slots].T)
 
-    def features_of(self, const long[::1] slots):
+    def features_of(self, const Py_ssize_t[::1] slots):
         """Copy of the features of `slots`, shape (len(slots), n_features)."""
         return np.ascontiguousarray(self._XT_array[:, np.asarray(slots)].T)
 
-    def kernel_block(self, const long[::1] slots):
+    def kernel_block(self, const Py_ssize_t[::1] slots):
         """Kernel rows of `slots` against all stored slots, shape (len, n_slots)."""
         out = np.empty((slots.shape[0], self.n_slots))
         for i in range(slots.shape[0]):
@@ -666,7 +664,11 @@ cdef class CPEngine:
     # -- capacity -----------------------------------------------------------
 
     def sync_capacity(self):
-        """Grow the per-slot arrays to the store's capacity (call after append)."""
+        """Grow the per-slot arrays to the store's capacity.
+
+        Every entry point that reads or writes per-slot arrays calls it
+        first, so the engine follows appends to its store by itself.
+        """
         cdef Py_ssize_t cap = self.store.capacity, n = self.capacity
         if cap <= n:
             return
@@ -1237,18 +1239,20 @@ cdef class CPEngine:
         C : float
             Box bound of the example (C times class and sample weight).
 
-        Returns
-        -------
-        status : int
+        Raises
+        ------
+        eco.exceptions.EngineError
+            The path could not finish (its ``status`` says why).
         """
         if not 0 <= slot < self.store.n_slots:
             raise IndexError(f"slot {slot} is not in the store")
+        self.sync_capacity()
         if self.setof[slot] != S_INACTIVE:
             raise ValueError(f"slot {slot} is already active")
         cdef int st
         with nogil:
             st = self._learn(slot, label, C)
-        return st
+        check(st)
 
     cdef int _learn(self, Py_ssize_t c, double label, double Cc) noexcept nogil:
         cdef double* row
@@ -1283,27 +1287,29 @@ cdef class CPEngine:
             self.setof[c] = S_ERROR
         return self._checked_finish()
 
-    def unlearn(self, const long[::1] slots):
+    def unlearn(self, const Py_ssize_t[::1] slots):
         """Unlearn active slots exactly, all along one path.
 
         Reserve members are dropped; margin members leave S first; the
         coefficients of the others move to zero together (direction
         ``-alpha_D``, t from 0 to 1). One slot is the single-point case.
 
-        Returns
-        -------
-        status : int
+        Raises
+        ------
+        eco.exceptions.EngineError
+            The path could not finish (its ``status`` says why).
         """
         cdef Py_ssize_t i, n_d = slots.shape[0]
+        self.sync_capacity()
         for i in range(n_d):
             if not 0 <= slots[i] < self.store.n_slots or self.setof[slots[i]] == S_INACTIVE:
                 raise ValueError(f"slot {slots[i]} is not active")
         cdef int st
         with nogil:
             st = self._unlearn(&slots[0] if n_d > 0 else NULL, n_d)
-        return st
+        check(st)
 
-    cdef int _unlearn(self, const long* slots, Py_ssize_t n_d) noexcept nogil:
+    cdef int _unlearn(self, const Py_ssize_t* slots, Py_ssize_t n_d) noexcept nogil:
         cdef Py_ssize_t i, k, n_drv = 0
         cdef Py_ssize_t* drv
         cdef double* dvec
@@ -1482,10 +1488,18 @@ cdef class CPEngine:
 
     # -- warm start (exact fit from a batch solution) -------------------------------
 
-    def set_state(self, const double[::1] y, const double[::1] C,
-                  const double[::1] alpha, double b, const signed char[::1] sets,
-                  const int[::1] margin_order, const double[::1] g, Rinv=None):
+    def set_state(self, y, C, alpha, b, sets, margin_order, g, Rinv=None):
         """Install a complete state (used by fast fit, restore and load).
+
+        See :meth:`_set_state`; raises EngineError when ``Rinv`` is None and
+        the refactorisation fails.
+        """
+        check(self._set_state(y, C, alpha, b, sets, margin_order, g, Rinv))
+
+    def _set_state(self, const double[::1] y, const double[::1] C,
+                   const double[::1] alpha, double b, const signed char[::1] sets,
+                   const int[::1] margin_order, const double[::1] g, Rinv=None):
+        """Install a complete state; returns a status (for polish and restore).
 
         ``sets`` gives the set of every stored slot (-1 for inactive),
         ``margin_order`` the margin vectors in the order of ``Rinv``. When
@@ -1549,7 +1563,14 @@ cdef class CPEngine:
         self.updates_since_check = 0
         return ST_OK
 
-    def polish(self, const double[::1] y, const double[::1] C, const signed char[::1] sets):
+    def polish(self, y, C, sets):
+        """Exact coefficients for a guess of the sets; see :meth:`_polish`.
+
+        Raises EngineError when the bordered system cannot be solved.
+        """
+        check(self._polish(y, C, sets))
+
+    def _polish(self, const double[::1] y, const double[::1] C, const signed char[::1] sets):
         """Exact coefficients for a guess of the sets.
 
         With alpha_E = C_E and alpha_R = 0 fixed by ``sets``, solve the
@@ -1565,10 +1586,10 @@ cdef class CPEngine:
         """
         cdef Py_ssize_t n = self.store.n_slots, i, p, j, m
         self.store.ensure_rows(np.flatnonzero(
-            (np.asarray(sets) == S_MARGIN) | (np.asarray(sets) == S_ERROR)).astype(np.int64))
+            (np.asarray(sets) == S_MARGIN) | (np.asarray(sets) == S_ERROR)).astype(np.intp))
         alpha0 = np.where(np.asarray(sets) == S_ERROR, np.asarray(C), 0.0)
         margin_order = np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.int32)
-        st = self.set_state(y, C, alpha0, 0.0, sets, margin_order, np.zeros(n), None)
+        st = self._set_state(y, C, alpha0, 0.0, sets, margin_order, np.zeros(n), None)
         if st != ST_OK:
             return st
         m = self.n_margin
@@ -1615,18 +1636,18 @@ cdef class CPEngine:
         return ST_OK
 
     def refactorise(self):
-        """Rebuild the inverse bordered matrix from scratch; returns a status."""
+        """Rebuild the inverse bordered matrix from scratch (EngineError on failure)."""
         cdef int st
         with nogil:
             st = self._refactorise()
-        return st
+        check(st)
 
     def finish(self):
-        """Canonicalise the state (see ``_finish``); returns a status."""
+        """Canonicalise the state (see ``_finish``); EngineError on failure."""
         cdef int st
         with nogil:
             st = self._finish()
-        return st
+        check(st)
 
     def recompute_gradients(self):
         """Margin gradients of the active slots recomputed from scratch.
@@ -1644,8 +1665,9 @@ cdef class CPEngine:
         cdef bint failed = False
         if n == 0:
             return out
+        self.sync_capacity()
         self.store.ensure_rows(np.flatnonzero(
-            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.int64))
+            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.intp))
         with nogil:
             for j in range(n):
                 if self.setof[j] == S_INACTIVE or self.alpha[j] == 0.0:
@@ -1707,17 +1729,16 @@ cdef class CPEngine:
 
     def restore(self, dict state):
         """Install a state produced by :meth:`get_state` (bit for bit)."""
-        st = self.set_state(state["y"], state["C"], state["alpha"], state["b"],
-                            state["sets"], state["margin_order"], state["g"],
-                            state["Rinv"])
-        if st != ST_OK:
-            raise RuntimeError(STATUS_MESSAGES.get(st, st))
+        check(self._set_state(state["y"], state["C"], state["alpha"], state["b"],
+                              state["sets"], state["margin_order"], state["g"],
+                              state["Rinv"]))
         # the drift check runs every drift_check_every updates of Rinv: keep
         # its phase so that a restored state refactorises when the original would
         self.updates_since_check = state.get("updates_since_check", 0)
 
     cdef _slot_copy(self, arr):
         # a copy of a per-slot array, one entry per stored slot
+        self.sync_capacity()
         return np.array(arr[:self.store.n_slots])
 
     @property
@@ -1756,8 +1777,9 @@ cdef class CPEngine:
         self.n_migrations = 0
         self.n_refactorisations = 0
 
-    def alpha_of(self, const long[::1] slots):
+    def alpha_of(self, const Py_ssize_t[::1] slots):
         """Coefficients of `slots`."""
+        self.sync_capacity()
         out = np.empty(slots.shape[0])
         cdef double[::1] o = out
         cdef Py_ssize_t i
@@ -1769,6 +1791,7 @@ cdef class CPEngine:
         """Decision value f(x_slot) = sum_j alpha_j y_j K(x_j, x_slot) + b of a stored slot."""
         if not 0 <= slot < self.store.n_slots:
             raise IndexError(f"slot {slot} out of range")
+        self.sync_capacity()
         cdef double* row
         cdef double f
         with nogil:
@@ -1782,24 +1805,25 @@ cdef class CPEngine:
         """Set code of one slot (SET_INACTIVE for slots never learned or removed)."""
         if not 0 <= slot < self.store.n_slots:
             return S_INACTIVE
+        self.sync_capacity()
         return self.setof[slot]
 
 
-def drop_reserve(list engines, const long[::1] slots):
+def drop_reserve(list engines, const Py_ssize_t[::1] slots):
     """Remove `slots`, whose alpha is 0 in every engine, from all `engines`.
 
     Nothing moves but the bookkeeping (and b when it is not unique). Done in
     one compiled call on purpose: no Python code runs between the engines,
     so an interrupt cannot leave some heads updated and others not.
 
-    Returns
-    -------
-    status : int
+    Raises EngineError when an engine could not complete (after every engine
+    has been updated: the call is not interrupted half-way).
     """
     cdef CPEngine e
     cdef Py_ssize_t i
     cdef int st, worst = ST_OK
     for e in engines:
+        e.sync_capacity()
         for i in range(slots.shape[0]):
             if e.setof[slots[i]] == S_INACTIVE or e.alpha[slots[i]] != 0.0:
                 raise ValueError(f"slot {slots[i]} is not an active example with alpha = 0")
@@ -1807,14 +1831,15 @@ def drop_reserve(list engines, const long[::1] slots):
         st = e._unlearn(&slots[0], slots.shape[0]) if slots.shape[0] > 0 else ST_OK
         if st != ST_OK:
             worst = st
-    return worst
+    check(worst)
 
 
-def all_reserve(list engines, const long[::1] slots):
+def all_reserve(list engines, const Py_ssize_t[::1] slots):
     """True when every slot has alpha = 0 in every engine (a reserve-only request)."""
     cdef CPEngine e
     cdef Py_ssize_t i
     for e in engines:
+        e.sync_capacity()
         for i in range(slots.shape[0]):
             if e.alpha[slots[i]] != 0.0:
                 return False

@@ -29,7 +29,7 @@ class FittedAttributes:
         heads = self.head_set_
         store = heads.store
         if self.kernel == "precomputed":
-            data = store.kernel_block(np.arange(store.n_slots, dtype=np.int64))
+            data = store.kernel_block(np.arange(store.n_slots, dtype=np.intp))
         else:
             data = store.features()
         return ModelState(

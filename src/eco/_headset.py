@@ -22,7 +22,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import _cp_core
 from ._warmstart import head_violation, solve_head
-from .exceptions import UnlearningError
+from .exceptions import EngineError, UnlearningError
 from .state import HeadState
 
 __all__ = ["HeadSet"]
@@ -83,7 +83,7 @@ class HeadSet:
         self.store = store
         self.n_jobs = n_jobs
         self._engines = [_cp_core.CPEngine(store, max_steps or 0) for _ in range(n_heads)]
-        self._labels = np.asarray(labels, dtype=np.int64)
+        self._labels = np.asarray(labels, dtype=np.intp)
         self._C = np.asarray(C, dtype=np.float64)
         self._ids = id_array(list(ids))
         self._slot_of = {i: s for s, i in enumerate(self._ids.tolist())}
@@ -156,7 +156,7 @@ class HeadSet:
 
     def active_slots(self):
         """Slots of the active examples, in the order they were given (intp)."""
-        return np.flatnonzero(self._engines[0].sets_all != _SET_INACTIVE).astype(np.int64)
+        return np.flatnonzero(self._engines[0].sets_all != _SET_INACTIVE).astype(np.intp)
 
     def head_labels(self, head):
         """Labels (+1/-1) of every stored slot for one head."""
@@ -248,7 +248,7 @@ class HeadSet:
 
     def solve(self, head, active, method="batch"):
         """Solve `head` exactly from scratch on the `active` slots ("batch" or "incremental")."""
-        solve_head(self, head, np.asarray(active, dtype=np.int64), method)
+        solve_head(self, head, np.asarray(active, dtype=np.intp), method)
 
     def solve_all(self, active, method="batch"):
         """Solve every head from scratch on `active` (over threads)."""
@@ -262,9 +262,7 @@ class HeadSet:
         self._ids = id_array(list(self._ids) + list(ids))
         for s, i in zip(slots, ids):
             self._slot_of[i] = int(s)
-        for e in self._engines:
-            e.sync_capacity()
-        return np.asarray(slots, dtype=np.int64)
+        return np.asarray(slots, dtype=np.intp)
 
     def learn_head(self, head, slots):
         """Learn `slots` in `head` one by one; re-solves the head when a path cannot finish.
@@ -274,9 +272,12 @@ class HeadSet:
         engine = self._engines[head]
         y_h = self.head_labels(head)
         for s in slots:
-            if engine.learn(int(s), y_h[s], self._C[s]) != _cp_core.STATUS_OK:
+            try:
+                engine.learn(int(s), y_h[s], self._C[s])
+            except EngineError:
+                # the path could not finish: re-solve this head exactly
                 target = np.union1d(np.flatnonzero(engine.sets_all != _SET_INACTIVE), slots)
-                self.solve(head, target.astype(np.int64), "batch")
+                self.solve(head, target.astype(np.intp), "batch")
                 return True
         return False
 
@@ -293,17 +294,15 @@ class HeadSet:
         """
         e = self._engines[head]
         before = np.flatnonzero(e.sets_all != _SET_INACTIVE)
-        if batch:
-            status = e.unlearn(slots)
-        else:
-            status = _cp_core.STATUS_OK
-            for k in range(len(slots)):
-                status = e.unlearn(slots[k:k + 1])
-                if status != _cp_core.STATUS_OK:
-                    break
-        if status != _cp_core.STATUS_OK:
+        try:
+            if batch:
+                e.unlearn(slots)
+            else:
+                for k in range(len(slots)):
+                    e.unlearn(slots[k:k + 1])
+        except EngineError:
             # the path could not finish: re-solve this head exactly
-            self.solve(head, np.setdiff1d(before, slots).astype(np.int64), "batch")
+            self.solve(head, np.setdiff1d(before, slots).astype(np.intp), "batch")
             return True
         return False
 
@@ -332,8 +331,7 @@ class HeadSet:
         if isinstance(state, HeadState):
             state = state.to_engine_dict()
         engine = self._engines[head]
-        engine.sync_capacity()
         try:
             engine.restore(state)
-        except RuntimeError as exc:
+        except EngineError as exc:
             raise UnlearningError(f"head {head}: {exc}") from exc

@@ -241,7 +241,7 @@ def check_increment(est, X, y, ids, sample_weight):
 
 def slots_of_request(heads, id_list):
     """Slots of the active examples named by `id_list` (validated)."""
-    slots = np.empty(len(id_list), dtype=np.int64)
+    slots = np.empty(len(id_list), dtype=np.intp)
     seen = set()
     for k, i in enumerate(id_list):
         if i in seen:

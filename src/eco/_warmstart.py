@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.svm import SVC
 
 from . import _cp_core
-from .exceptions import UnlearningError
+from .exceptions import EngineError, UnlearningError
 
 _SET_INACTIVE = _cp_core.SET_INACTIVE
 _SET_RESERVE = _cp_core.SET_RESERVE
@@ -31,7 +31,6 @@ _FIT_TOL = 1e-8
 def solve_head(heads, head, active, method):
     """Solve one head exactly from scratch on the `active` slots."""
     engine = heads.engine(head)
-    engine.sync_capacity()
     n = heads.store.n_slots
     y = heads.head_labels(head)
     C = heads.slot_C
@@ -43,11 +42,11 @@ def solve_head(heads, head, active, method):
     # incremental: learn the rows one after the other
     engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
     for s in active:
-        status = engine.learn(int(s), y[s], C[s])
-        if status != _cp_core.STATUS_OK:
+        try:
+            engine.learn(int(s), y[s], C[s])
+        except EngineError as exc:
             raise UnlearningError(
-                f"exact solve failed on example {heads.slot_ids[s]!r}: "
-                f"{_cp_core.STATUS_MESSAGES.get(status, status)}")
+                f"exact solve failed on example {heads.slot_ids[s]!r}: {exc.message}") from exc
     violation = head_violation(engine)
     if violation > _FIT_TOL:
         raise UnlearningError(
@@ -69,8 +68,12 @@ def seed_and_polish(store, engine, active, y, C):
     sets[active] = _SET_RESERVE
     if len(np.unique(y[weighted])) < 2:
         # nothing to solve: every alpha is 0; finish() sets the canonical b
-        engine.set_state(y, C, np.zeros(n), 0.0, sets, np.zeros(0, np.int32), np.zeros(n), None)
-        engine.finish()
+        try:
+            engine.set_state(y, C, np.zeros(n), 0.0, sets, np.zeros(0, np.int32), np.zeros(n),
+                             None)
+            engine.finish()
+        except EngineError:
+            return False
         return True
     keep = active[C[active] > 0]  # libsvm rejects zero weights; their alpha is 0
     if store.kernel == "precomputed":
@@ -90,8 +93,11 @@ def seed_and_polish(store, engine, active, y, C):
     sets[keep[free[keep]]] = _SET_MARGIN
     # polish; margin vectors pushed outside their box move to that bound
     for _ in range(20):
-        status = engine.polish(y, C, sets)
-        if status != _cp_core.STATUS_OK or engine.drift() > 1e-8:
+        try:
+            engine.polish(y, C, sets)
+        except EngineError:
+            return False
+        if engine.drift() > 1e-8:
             return False
         a = engine.alpha_all
         low = (sets == _SET_MARGIN) & (a < 0)
@@ -102,7 +108,10 @@ def seed_and_polish(store, engine, active, y, C):
         sets[high] = _SET_ERROR
     else:
         return False
-    engine.finish()
+    try:
+        engine.finish()
+    except EngineError:
+        return False
     # examples whose gradient has the wrong sign for their set: unlearn
     # them together, then learn them one by one (both exact CP moves)
     g = engine.g_all
@@ -111,11 +120,12 @@ def seed_and_polish(store, engine, active, y, C):
         (C > 0) & (((sets == _SET_ERROR) & (g > _POLISH_TOL))
                    | ((sets == _SET_RESERVE) & (g < -_POLISH_TOL))))
     if len(bad):
-        if engine.unlearn(bad.astype(np.int64)) != _cp_core.STATUS_OK:
+        try:
+            engine.unlearn(bad.astype(np.intp))
+            for s in bad:
+                engine.learn(int(s), y[s], C[s])
+        except EngineError:
             return False
-        for s in bad:
-            if engine.learn(int(s), y[s], C[s]) != _cp_core.STATUS_OK:
-                return False
     return True
 
 

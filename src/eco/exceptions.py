@@ -8,6 +8,7 @@ A call that raises one of these leaves the model exactly as it was.
 """
 
 __all__ = [
+    "EngineError",
     "EcoError",
     "InvalidInputError",
     "UnknownIdError",
@@ -52,3 +53,27 @@ class DataFormatError(EcoError, ValueError):
 
 class UnlearningError(EcoError, RuntimeError):
     """An update that could not be completed; the model is left as it was before the call."""
+
+
+class EngineError(UnlearningError):
+    """The compiled engine could not complete an operation.
+
+    Raised by the def entry points of :mod:`eco._cp_core` instead of returning
+    a status code, so that no caller can ignore one. The head set turns a
+    failed path into an exact solve from scratch; the exception reaches users
+    only when that is impossible too.
+
+    Attributes
+    ----------
+    status : int
+        One of the ``STATUS_*`` codes of :mod:`eco._cp_core` (never STATUS_OK).
+    message : str
+    """
+
+    def __init__(self, status, message):
+        super().__init__(f"{message} (engine status {int(status)})")
+        self.status = int(status)
+        self.message = message
+
+    def __reduce__(self):
+        return type(self), (self.status, self.message)

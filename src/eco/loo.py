@@ -59,7 +59,7 @@ def _loo_head(heads, h, active, state, out):
             out[k, h] = heads.decision_of(h, s)
             continue
         # the path could not finish: unlearn_head solves the head from scratch without s
-        heads.unlearn_head(h, np.array([s], dtype=np.int64))
+        heads.unlearn_head(h, np.array([s], dtype=np.intp))
         out[k, h] = heads.decision_of(h, s)
         heads.restore_head(h, engine_state)
 

@@ -203,7 +203,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             precompute=self.precompute, n_heads=1 if len(classes) == 2 else len(classes),
             labels=labels, C=float(self.C) * class_weight[labels] * sw, ids=ids,
             max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
-        heads.solve_all(np.arange(n, dtype=np.int64), "batch" if method == "auto" else method)
+        heads.solve_all(np.arange(n, dtype=np.intp), "batch" if method == "auto" else method)
         self.classes_ = classes
         self.gamma_ = gamma
         self.class_weight_ = class_weight
@@ -363,7 +363,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         if self.kernel == "precomputed":
             K = X[:, sv]
         else:
-            K = cross_kernel(X, heads.store.features_of(sv.astype(np.int64)), self.kernel,
+            K = cross_kernel(X, heads.store.features_of(sv.astype(np.intp)), self.kernel,
                              self.gamma_, self.degree, self.coef0)
         f = K @ coef[sv] + heads.biases()
         return f[:, 0] if heads.n_heads == 1 else f

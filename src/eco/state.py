@@ -8,12 +8,13 @@ field added here reaches all three. This module imports nothing from the
 estimator.
 """
 
+import hashlib
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["HeadState", "ModelState"]
+__all__ = ["HeadState", "ModelState", "state_digest"]
 
 # set codes of the engine (eco._cp_core): inactive, reserve, margin, error
 _SET_CODES = (-1, 0, 1, 2)
@@ -140,17 +141,8 @@ class ModelState:
 
     def digest(self):
         """BLAKE2b hex digest: hyper-parameters, active ids, and every head's digested fields."""
-        import hashlib
-
-        h = hashlib.blake2b(digest_size=32)
-        p = self.params
-        h.update(repr((p["C"], p["kernel"], self.gamma_, p["degree"], p["coef0"],
-                       self.classes_.tolist(), self.class_weight_.tolist())).encode())
-        active = self.active_slots()
-        h.update(repr(self.slot_ids[active].tolist()).encode())
-        for head in self.heads:
-            head.digest_into(h, active)
-        return h.hexdigest()
+        return state_digest(self.params, self.gamma_, self.classes_, self.class_weight_,
+                            self.slot_ids, self.heads)
 
     def validate(self):
         """Raise ValueError naming the first inconsistency, else return None."""
@@ -196,3 +188,19 @@ class ModelState:
         if isinstance(self.gamma_, bool) or not isinstance(self.gamma_, (int, float)) \
                 or not np.isfinite(self.gamma_):
             raise ValueError("gamma_ is not a finite number")
+
+
+def state_digest(params, gamma_, classes_, class_weight_, slot_ids, heads):
+    """BLAKE2b hex digest of the fields of a :class:`ModelState` that define its behaviour.
+
+    The stored rows are not read: the active ids name them. Taking the fields
+    one by one lets the estimator digest its state without copying its data.
+    """
+    h = hashlib.blake2b(digest_size=32)
+    h.update(repr((params["C"], params["kernel"], gamma_, params["degree"], params["coef0"],
+                   classes_.tolist(), class_weight_.tolist())).encode())
+    active = np.flatnonzero(np.asarray(heads[0].sets) != _SET_CODES[0])
+    h.update(repr(slot_ids[active].tolist()).encode())
+    for head in heads:
+        head.digest_into(h, active)
+    return h.hexdigest()

@@ -22,6 +22,7 @@ from ._kernels import cross_kernel
 from .exceptions import InvalidInputError
 from .persistence import write_state
 from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
+from .state import state_digest
 
 __all__ = ["CPSVM"]
 
@@ -318,7 +319,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         the same digest make the same predictions and the same future updates.
         """
         check_is_fitted(self)
-        return self.to_state().digest()
+        heads = self.head_set_
+        return state_digest(self.get_params(), self.gamma_, self.classes_, self.class_weight_,
+                            heads.slot_ids, [heads.head_state(h) for h in range(heads.n_heads)])
 
     # -------------------------------------------------------- certificates
 

@@ -9,8 +9,8 @@ import pytest
 import eco
 from eco import CPSVM
 from eco._headset import HeadSet
-from eco.reference import reference_kernel, reference_solve
-from eco.testing import active_data, fail_on_call, path_fault
+from eco.reference import reference_kernel
+from eco.testing import assert_exact, fail_on_call, path_fault
 from exact_helpers import noisy_classes
 
 
@@ -23,18 +23,9 @@ def _copy(m):
 
 
 def _assert_equals_scratch_fit(m, X, y, rows):
-    """m equals CPSVM and the polished reference fitted from scratch on `rows`."""
-    fresh = CPSVM(C=m.C, kernel=m.kernel, gamma=m.gamma_).fit(X[rows], y[rows], ids=list(rows))
-    assert np.array_equal(np.sort(m.ids_), np.sort(fresh.ids_))
-    assert np.max(np.abs(m.decision_function(X) - fresh.decision_function(X))) < 1e-9
-    K = reference_kernel(X[rows], X[rows], m.kernel, m.gamma_, 3, 0.0)
-    Kx = reference_kernel(X, X[rows], m.kernel, m.gamma_, 3, 0.0)
-    f = m.decision_function(X).reshape(len(X), -1)
-    for h in range(f.shape[1]):
-        yh = np.where(y[rows] == m.classes_[1 if f.shape[1] == 1 else h], 1.0, -1.0)
-        sol = reference_solve(K, yh, active_data(m)[2])
-        assert np.max(np.abs(f[:, h] - sol.decision(Kx, yh))) < 1e-9
-    assert m.kkt_violation() < 1e-8
+    """m holds exactly `rows` and equals a fit from scratch on them (eco.testing.assert_exact)."""
+    assert np.array_equal(np.sort(m.ids_), np.sort(np.asarray(rows)))
+    assert_exact(m, X)
 
 
 # ----------------------------------------------- path faults: exact re-solve

@@ -293,7 +293,6 @@ class HeadSet:
         True when it did.
         """
         e = self._engines[head]
-        before = np.flatnonzero(e.sets_all != _SET_INACTIVE)
         try:
             if batch:
                 e.unlearn(slots)
@@ -301,8 +300,11 @@ class HeadSet:
                 for k in range(len(slots)):
                     e.unlearn(slots[k:k + 1])
         except EngineError:
-            # the path could not finish: re-solve this head exactly
-            self.solve(head, np.setdiff1d(before, slots).astype(np.intp), "batch")
+            # the path could not finish: re-solve this head exactly on the
+            # examples active before the call but `slots` (a path never
+            # activates an example, so those are the active ones now but `slots`)
+            remaining = np.setdiff1d(np.flatnonzero(e.sets_all != _SET_INACTIVE), slots)
+            self.solve(head, remaining.astype(np.intp), "batch")
             return True
         return False
 

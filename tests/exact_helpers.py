@@ -332,7 +332,7 @@ def _model_mass(model, K_eval):
 
 def svc_slack(model, X_eval):
     """Extra tolerance for comparing `model` with raw libsvm on `X_eval` (see assert_exact)."""
-    X_act = model.head_set_.store.features_of(model.head_set_.active_slots())
+    X_act = model.head_set_.features_of(model.head_set_.active_slots())
     return 1e-7 * _model_mass(model, _kernel(model, np.asarray(X_eval, float), X_act))
 
 

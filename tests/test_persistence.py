@@ -87,9 +87,9 @@ def test_round_trip_is_bit_for_bit(case, tmp_path):
     assert m2.gamma_ == m.gamma_
     # same predictions, bit for bit, on the stored rows
     if m.kernel == "precomputed":
-        Xq = m.head_set_.store.kernel_block(np.arange(m.head_set_.store.n_slots, dtype=np.int64))
+        Xq = m.head_set_.stored_data()
     else:
-        Xq = m.head_set_.store.features()
+        Xq = m.head_set_.stored_data()
     assert np.array_equal(m2.decision_function(Xq), m.decision_function(Xq))
     assert np.array_equal(m2.predict(Xq), m.predict(Xq))
     assert m2.kkt_violation() == m.kkt_violation()
@@ -112,12 +112,12 @@ def test_later_updates_match_without_round_trip(case, tmp_path):
         # learn one removed example back under a new id
         slot = m.head_set_.slot_of(pick[0])
         if m.kernel == "precomputed":
-            n = m.head_set_.store.n_slots
-            K = m.head_set_.store.kernel_block(np.array([slot], dtype=np.int64))
+            n = m.head_set_.n_slots
+            K = m.head_set_.kernel_block([slot])
             row = np.concatenate([K[0], K[0, [slot]]])[None, :]
             assert row.shape == (1, n + 1)
         else:
-            row = m.head_set_.store.features_of(np.array([slot], dtype=np.int64))
+            row = m.head_set_.features_of([slot])
         label = m.classes_[m.head_set_.slot_labels[[slot]]]
         m.increment(row, label, ids=[f"again-{step}"])
         m2.increment(row, label, ids=[f"again-{step}"])

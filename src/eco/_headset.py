@@ -163,6 +163,25 @@ class HeadSet:
         positive = 1 if len(self._engines) == 1 else head
         return np.where(self._labels == positive, 1.0, -1.0)
 
+    @property
+    def kernel(self):
+        """The kernel's name ("precomputed": the stored rows are kernel rows)."""
+        return self.store.kernel
+
+    def features_of(self, slots):
+        """Stored feature rows of `slots`, shape (len(slots), n_features)."""
+        return self.store.features_of(np.asarray(slots, dtype=np.intp))
+
+    def kernel_block(self, slots):
+        """Kernel rows of `slots` against every stored slot, shape (len(slots), n_slots)."""
+        return self.store.kernel_block(np.asarray(slots, dtype=np.intp))
+
+    def stored_data(self):
+        """Every stored row: the features, or for "precomputed" the kernel matrix of all slots."""
+        if self.kernel == "precomputed":
+            return self.kernel_block(np.arange(self.n_slots))
+        return self.store.features()
+
     def engine(self, head):
         """The local engine of `head` (for the warm start and eco.testing; local backend only)."""
         return self._engines[head]

@@ -126,15 +126,14 @@ def _compare_with_reference(model, active):
     if len(active) == 0:
         return 0.0, 0.0, True
     heads = model.head_set_
-    store = heads.store
     if model.kernel == "precomputed":
         # kernel rows of the active examples against every example given:
         # the model's decision input; the square block is the training kernel
-        rows = store.kernel_block(active)
+        rows = heads.kernel_block(active)
         K = rows[:, active]
         f_model = model.decision_function(rows)
     else:
-        Xa = store.features_of(active)
+        Xa = heads.features_of(active)
         K = reference_kernel(Xa, Xa, model.kernel, model.gamma_, model.degree, model.coef0)
         f_model = model.decision_function(Xa)
     f_model = f_model.reshape(len(active), -1)

@@ -366,7 +366,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         if self.kernel == "precomputed":
             K = X[:, sv]
         else:
-            K = cross_kernel(X, heads.store.features_of(sv.astype(np.intp)), self.kernel,
+            K = cross_kernel(X, heads.features_of(sv), self.kernel,
                              self.gamma_, self.degree, self.coef0)
         f = K @ coef[sv] + heads.biases()
         return f[:, 0] if heads.n_heads == 1 else f

@@ -75,9 +75,9 @@ def active_data(model):
     heads = model.head_set_
     active = heads.active_slots()
     if model.kernel == "precomputed":
-        rows = heads.store.kernel_block(active)[:, active]
+        rows = heads.kernel_block(active)[:, active]
     else:
-        rows = heads.store.features_of(active)
+        rows = heads.features_of(active)
     return rows, model.classes_[heads.slot_labels[active]], np.asarray(heads.slot_C)[active]
 
 
@@ -139,7 +139,7 @@ def assert_exact(model, X_eval=None, *, kkt_tol=KKT_TOL, decision_tol=DECISION_T
     assert np.array_equal(np.asarray(refit.ids_), np.asarray(model.ids_))
     heads = model.head_set_
     if model.kernel == "precomputed":
-        got = model.decision_function(heads.store.kernel_block(heads.active_slots()))
+        got = model.decision_function(heads.kernel_block(heads.active_slots()))
         want = refit.decision_function(active_data(model)[0])
     else:
         X_eval = active_data(model)[0] if X_eval is None else X_eval

@@ -209,7 +209,7 @@ def check_fit(est, X, y, sample_weight, ids, method):
 def check_increment(est, X, y, ids, sample_weight):
     """Validate the input of ``increment``; returns X, class indices, sample weights, ids."""
     heads = est.head_set_
-    n_given = heads.n_slots
+    n_given = heads.n_given
     if est.kernel == "precomputed":
         y_arr = np.asarray(y)
         if y_arr.ndim != 1:
@@ -248,9 +248,8 @@ def slots_of_request(heads, id_list):
             raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
         seen.add(i)
         s = heads.slot_of(i)
-        if s is None:
-            raise UnknownIdError(f"decrement: unknown id {i!r}")
-        if not heads.is_active(s):
-            raise UnknownIdError(f"decrement: id {i!r} has already been removed")
+        if s is None or not heads.is_active(s):
+            # a removed example's id is erased with it: the two cases look alike
+            raise UnknownIdError(f"decrement: unknown id {i!r} (never given, or already removed)")
         slots[k] = s
     return slots

@@ -458,6 +458,8 @@ def _state_to_file(state):
         "n_heads": state.n_heads,
         "b": [float(hd.b) for hd in state.heads],
         "updates_since_check": [int(hd.updates_since_check) for hd in state.heads],
+        "n_slots": int(state.n_slots),
+        "n_given": int(state.n_given),
     }
     arrays = {
         "classes_": np.asarray(state.classes_),
@@ -465,6 +467,8 @@ def _state_to_file(state):
         "slot_labels": np.asarray(state.slot_labels, dtype=np.int64),
         "slot_C": np.asarray(state.slot_C, dtype=np.float64),
         "slot_ids": state.slot_ids,
+        "slot_index": np.asarray(state.slot_index, dtype=np.int64),
+        "slot_given": np.asarray(state.slot_given, dtype=np.int64),
         _data_key(state.params): state.data,
     }
     if state.feature_names_in_ is not None:
@@ -487,7 +491,7 @@ def _build(meta, arrays, object_arrays, where):
 
     if not isinstance(meta, dict):
         raise bad("the model metadata is not an object")
-    for key in ("params", "gamma_", "n_features_in_", "n_heads", "b"):
+    for key in ("params", "gamma_", "n_features_in_", "n_heads", "b", "n_slots", "n_given"):
         if key not in meta:
             raise bad(f"the model metadata lacks {key!r}")
     params = meta["params"]
@@ -503,7 +507,8 @@ def _build(meta, arrays, object_arrays, where):
     arrays["slot_ids"] = _decode_ids(arrays, bad)
     _restore_object_arrays(arrays, object_arrays, bad)
     data_key = _data_key(params)
-    required = ["classes_", "class_weight_", "slot_labels", "slot_C", data_key]
+    required = ["classes_", "class_weight_", "slot_labels", "slot_C", "slot_index",
+                "slot_given", data_key]
     required += [f"head{h}_{k}" for h in range(n_heads) for k in _HEAD_KEYS]
     missing = [k for k in required if k not in arrays]
     if missing:
@@ -516,6 +521,8 @@ def _build(meta, arrays, object_arrays, where):
         classes_=arrays["classes_"], class_weight_=arrays["class_weight_"],
         slot_labels=arrays["slot_labels"], slot_C=arrays["slot_C"],
         slot_ids=arrays["slot_ids"], data=arrays[data_key], heads=heads,
+        slot_index=arrays["slot_index"], n_slots=meta.get("n_slots"),
+        slot_given=arrays["slot_given"], n_given=meta.get("n_given"),
         feature_names_in_=arrays.get("feature_names_in_"))
     try:
         state.validate()

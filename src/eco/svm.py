@@ -296,6 +296,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
                 resolved = heads.unlearn(slots, batch)
             n_steps = heads.n_steps - steps0
             n_migrations = heads.n_migrations - migr0
+        heads.erase(slots)  # nothing of the removed rows stays in the model
         paths = {i: PATH_RESERVE_DROP if r else (PATH_RESOLVE if resolved else PATH_STEPS)
                  for i, r in zip(id_list, reserve)}
         return UnlearningReceipt(
@@ -324,7 +325,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         heads = self.head_set_
         return state_digest(self.get_params(), self.gamma_, self.classes_, self.class_weight_,
-                            heads.slot_ids, [heads.head_state(h) for h in range(heads.n_heads)])
+                            heads.slot_ids, [heads.head_state(h) for h in range(heads.n_heads)],
+                            heads.slot_given)
 
     # -------------------------------------------------------- certificates
 

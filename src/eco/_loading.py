@@ -1,15 +1,33 @@
-"""Loading a saved model: the file's state (:mod:`eco.persistence`) made an estimator."""
+"""Loading a saved model: the file's state (:mod:`eco.persistence`) made an estimator, certified.
+
+A model file is untrusted input. :mod:`eco.persistence` bounds every
+resource and validates the structure (shapes, sets against coefficients and
+bounds, labels, ids); here the loaded model is certified from scratch before
+it is returned: the gradients are recomputed from the kernel and compared
+with the stored ones, the KKT conditions are checked on the recomputed ones
+(a wrong bias or coefficient shows there), and the stored inverse bordered
+margin matrix must invert the bordered matrix rebuilt from the kernel. The
+stored derived state is kept only once certified, so the loaded model
+computes bit for bit as the saved one did.
+"""
 
 import os
+
+import numpy as np
 
 from .exceptions import ModelFileError
 from .persistence import read_state
 from .svm import CPSVM
 
-__all__ = ["load", "load_model"]
+__all__ = ["load", "load_model", "CERTIFY_TOL"]
+
+#: Largest KKT violation, gradient mismatch and inverse residual ``|Rinv A - I|``
+#: a loaded model may show (an exact model shows about 1e-12).
+CERTIFY_TOL = 1e-6
+
 
 def load(path):
-    """Load a model saved by :meth:`CPSVM.save` (or :func:`eco.save_model`).
+    """Load a model saved by :meth:`CPSVM.save` (or :func:`eco.save_model`) and certify it.
 
     Parameters
     ----------
@@ -23,9 +41,10 @@ def load(path):
     Raises
     ------
     eco.exceptions.ModelFileError
-        The file is not an eco model file, is truncated, has a member whose
-        digest does not match, is of another format version, or holds an
-        inconsistent state (see :mod:`eco.persistence`).
+        The file is not a regular file or not an eco model file, is
+        truncated, has a member whose digest does not match, is of another
+        format version, holds an inconsistent state, or its model fails the
+        certificate (see :mod:`eco.persistence` and :data:`CERTIFY_TOL`).
     eco.exceptions.InvalidInputError
         `path` is not a path.
     OSError
@@ -36,12 +55,60 @@ def load(path):
     known = set(CPSVM().get_params())
     if set(state.params) != known:
         raise ModelFileError(f"{where}: inconsistent model file: the parameters are "
-                             f"{sorted(state.params)}, expected {sorted(known)}")
+                             f"{sorted(state.params)[:20]}, expected {sorted(known)}")
     try:
-        return CPSVM.from_state(state)
+        model = CPSVM.from_state(state)
     except Exception as exc:  # bad parameters, a state the engine refuses
         raise ModelFileError(f"{where}: inconsistent model file: "
                              f"{type(exc).__name__}: {exc}") from exc
+    try:
+        problem = certificate_problem(model)
+    except Exception as exc:  # the kernel of a crafted state can fail to compute
+        raise ModelFileError(f"{where}: the model could not be certified: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    if problem is not None:
+        raise ModelFileError(f"{where}: the model fails its certificate: {problem}")
+    return model
+
+
+def certificate_problem(model, tol=CERTIFY_TOL):
+    """None when `model` is an exact SVM state, else a sentence naming the first problem.
+
+    Checks every head from scratch: stored gradients against gradients
+    recomputed from the kernel, the KKT conditions, and the inverse bordered
+    margin matrix against the matrix rebuilt from the kernel.
+    """
+    heads = model.head_set_
+    active = heads.active_slots()
+    for h in range(heads.n_heads):
+        st = heads.head_state(h)
+        g = heads.engine(h).recompute_gradients()
+        gap = float(np.max(np.abs(g[active] - st.g[active]), initial=0.0))
+        if not gap <= tol:
+            return f"head {h}: the stored gradients differ from the recomputed ones by {gap:.3g}"
+        viol = heads.violation(h)
+        if not viol <= tol:
+            return f"head {h}: KKT violation {viol:.3g} (coefficients or bias are not the SVM's)"
+        res = _inverse_residual(heads, st)
+        if not res <= tol:
+            return f"head {h}: the inverse margin matrix is wrong (|Rinv A - I| = {res:.3g})"
+    return None
+
+
+def _inverse_residual(heads, st):
+    """max |Rinv A - I| / max(1, max|Rinv| max|A|), A = [[0, y_S'], [y_S, Q_SS]]."""
+    S = np.asarray(st.margin_order, dtype=np.intp)
+    if len(S) == 0:
+        return 0.0
+    y = np.asarray(st.y)[S]
+    A = np.empty((len(S) + 1, len(S) + 1))
+    A[0, 0] = 0.0
+    A[0, 1:] = A[1:, 0] = y
+    A[1:, 1:] = heads.kernel_block(S)[:, S] * np.outer(y, y)
+    R = np.asarray(st.Rinv, dtype=np.float64)
+    # relative to the sizes of the factors: an ill-conditioned but exact inverse passes
+    scale = max(1.0, float(np.max(np.abs(R))) * float(np.max(np.abs(A))))
+    return float(np.max(np.abs(R @ A - np.eye(len(S) + 1)))) / scale
 
 
 #: Alias of :func:`load`.

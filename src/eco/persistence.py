@@ -430,10 +430,8 @@ def _parse_metadata(meta_bytes, where):
         v, depth = stack.pop()
         if depth > MAX_NESTING:
             raise ModelFileError(f"{where}: {_META} is nested deeper than {MAX_NESTING} levels")
-        if isinstance(v, dict):
-            stack.extend((x, depth + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, depth + 1) for x in v)
+        items = v.values() if isinstance(v, dict) else v
+        stack.extend((x, depth + 1) for x in items if isinstance(x, (dict, list)))
     return document
 
 
@@ -445,9 +443,12 @@ def _read_archive(zf, where, size):
         raise ModelFileError(
             f"{where} is not an eco model file: it has no {_META} member "
             f"(members: {', '.join(names[:5])}{'...' if len(names) > 5 else ''})")
-    if infos[_META].file_size > MAX_METADATA_BYTES:
+    # the document grows with the number of arrays (a table entry, a bias, a
+    # counter per head), so the members bound it before it is parsed
+    limit = min(MAX_METADATA_BYTES, 65536 + 1024 * len(infos))
+    if infos[_META].file_size > limit:
         raise ModelFileError(f"{where}: {_META} is {infos[_META].file_size} bytes, more than "
-                             f"{MAX_METADATA_BYTES}")
+                             f"the {limit} its {len(infos)} members allow")
     meta_bytes = _read_member(zf, _META, where)
     if _META_SHA not in infos or infos[_META_SHA].file_size > 256:
         raise ModelFileError(f"{where}: the member {_META_SHA} is missing or too long")
@@ -473,7 +474,7 @@ def _read_archive(zf, where, size):
         raise ModelFileError(f"{where}: the array table lists {len(table)} arrays, more than "
                              f"the {len(infos)} members")
     expected_members = {_META, _META_SHA}
-    arrays = {}
+    raws = {}
     for name, entry in table.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("member"), str):
             raise ModelFileError(f"{where}: bad table entry for array {name!r}")
@@ -483,10 +484,12 @@ def _read_archive(zf, where, size):
         expected_members.add(member)
         if member not in infos:
             raise ModelFileError(f"{where}: member {member!r} is missing (truncated file?)")
-        arrays[name] = _read_array(zf, infos[member], entry, where)
+        raws[name] = _read_raw(zf, infos[member], entry, where)
     extra = set(names) - expected_members
     if extra:
         raise ModelFileError(f"{where}: unexpected members {sorted(extra)[:5]}")
+    # parsed only once every member is known intact
+    arrays = {name: _parse_array(raw, table[name], where) for name, raw in raws.items()}
     return document, arrays
 
 
@@ -509,8 +512,8 @@ def _declared(entry, member, where):
     return dtype, tuple(shape)
 
 
-def _read_array(zf, info, entry, where):
-    """One array member: declared size checked against the member, digest, then parsed."""
+def _read_raw(zf, info, entry, where):
+    """The bytes of one array member: declared size checked against the member, then digest."""
     member = info.filename
     dtype, shape = _declared(entry, member, where)
     need = dtype.itemsize
@@ -524,6 +527,12 @@ def _read_array(zf, info, entry, where):
     if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
         raise ModelFileError(f"{where}: checksum mismatch in member {member!r} "
                              "(file tampered with or corrupt)")
+    return raw
+
+
+def _parse_array(raw, entry, where):
+    """The array of an intact member; ModelFileError unless plain and as declared."""
+    member, shape = entry["member"], tuple(entry["shape"])
     try:
         arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
     except Exception as exc:  # object arrays, bad headers: never unpickle

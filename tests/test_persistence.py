@@ -143,7 +143,7 @@ def test_file_format_is_documented_layout(tmp_path):
         assert zf.read("eco-metadata.sha256").decode() == hashlib.sha256(meta_bytes).hexdigest()
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
         assert meta["format"] == FORMAT_NAME == "eco-cpsvm"
-        assert meta["format_version"] == FORMAT_VERSION == 1
+        assert meta["format_version"] == FORMAT_VERSION == 2
         assert meta["eco_version"] == eco.__version__
         assert set(names) == {"eco-metadata.json", "eco-metadata.sha256"} | {
             e["member"] for e in meta["arrays"].values()}
@@ -307,7 +307,7 @@ def test_tampered_metadata(saved, tmp_path):
         _load_bytes(tmp_path, data)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None, True, 1.0])
+@pytest.mark.parametrize("version", [1, 3, 0, "2", None, True, 2.0])
 def test_wrong_format_version(saved, version, tmp_path):
     data = _with_metadata(saved, lambda m: m.__setitem__("format_version", version))
     with pytest.raises(ModelFileError, match="format version"):

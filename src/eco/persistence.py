@@ -7,7 +7,7 @@ members are
     UTF-8 JSON object with
 
     - ``"format"``: the string ``"eco-cpsvm"``;
-    - ``"format_version"``: an integer, :data:`FORMAT_VERSION` (``1``);
+    - ``"format_version"``: an integer, :data:`FORMAT_VERSION` (``2``);
     - ``"eco_version"``: ``eco.__version__`` of the writer;
     - ``"model"``: the hyper-parameters and fitted scalars (see below);
     - ``"arrays"``: for every array member, its ``"member"`` name, ``"dtype"``
@@ -20,12 +20,16 @@ members are
     The hex SHA-256 digest of the bytes of ``eco-metadata.json``.
 ``<name>.npy``
     One array each, in NumPy's ``.npy`` format written with
-    ``allow_pickle=False``: the stored features (or, for
-    ``kernel="precomputed"``, the kernel matrix of every example given),
-    per-example labels, bounds and ids, and for every head ``h`` its labels,
-    bounds, coefficients, gradients, sets, margin order and inverse bordered
+    ``allow_pickle=False``, over the *active* examples only (nothing of a
+    removed example is written): their features (or, for
+    ``kernel="precomputed"``, their square kernel block), labels, bounds,
+    ids, slots (``slot_index``) and positions given (``slot_given``), and for
+    every head ``h`` its labels, bounds, coefficients, gradients, sets,
+    margin order (positions among the active examples) and inverse bordered
     matrix (``head<h>_y``, ``head<h>_C``, ``head<h>_alpha``, ``head<h>_g``,
-    ``head<h>_sets``, ``head<h>_margin_order``, ``head<h>_Rinv``).
+    ``head<h>_sets``, ``head<h>_margin_order``, ``head<h>_Rinv``). The
+    ``"model"`` object gives ``n_slots`` and ``n_given``, so that the loaded
+    model lays its slots out as the saved one did.
 
 The ``"model"`` object holds plain JSON values; values JSON cannot hold
 exactly are tagged objects: ``{"__numpy__": dtype, "value": v}`` for a NumPy
@@ -44,12 +48,23 @@ folder, flushed to disk (``fsync``) and renamed over the target with
 :func:`os.replace`. If anything fails, the temporary file is removed and a
 file already at the target is left untouched.
 
-Loading reads every member with ``allow_pickle=False``, checks the digests,
-the format name and version and the consistency of every array, and raises
+Loading treats the file as untrusted. It reads only a regular file; refuses
+compressed members and members whose size is not what their declared dtype
+and shape need, before reading them; bounds the metadata's size (by the
+number of members) and nesting; checks every digest before parsing any
+array (``allow_pickle=False``); checks the format name and version and the
+consistency of every array (:meth:`eco.state.ModelState.validate`); and
+:func:`eco.load` certifies the model from scratch. It raises
 :class:`~eco.exceptions.ModelFileError` naming the problem for a truncated,
-tampered, foreign or newer file. Nothing in the file is executed. The loaded
-model is bit for bit the saved one: same :meth:`~eco.CPSVM.state_digest`, same
-predictions, same results of later updates.
+tampered, crafted, foreign or newer file, in memory bounded by the file's
+size. Nothing in the file is executed. The loaded model is bit for bit the
+saved one: same :meth:`~eco.CPSVM.state_digest`, same predictions, same
+results of later updates.
+
+The derived state (gradients, inverse bordered matrix) is stored, not
+recomputed at load: recomputing it would change its last bits and with them
+the digest and later updates. It is certified instead, against gradients and
+a bordered matrix recomputed from the kernel.
 """
 
 import errno
@@ -74,7 +89,9 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "write_state", "read_s
 #: Value of the ``"format"`` field of every eco model file.
 FORMAT_NAME = "eco-cpsvm"
 #: Version of the layout described in this module; :func:`load` reads only it.
-FORMAT_VERSION = 1
+#: 2: active examples only, with their slots and positions given (1 kept every
+#: example ever given).
+FORMAT_VERSION = 2
 
 _META = "eco-metadata.json"
 _META_SHA = "eco-metadata.sha256"

@@ -276,6 +276,21 @@ class Results:
         self.rounds = {}
         self.notes = {}
         self.comparisons = {}
+        self.slopes = {}  # curve -> {n: key of its median}
+
+    def track_slope(self, curve, n, key):
+        """Add the median stored under `key` to `curve` at size `n` (log-log slope)."""
+        self.slopes.setdefault(curve, {})[n] = key
+
+    def slope_values(self):
+        """Least-squares slope of log median against log n, per curve with two sizes or more."""
+        out = {}
+        for curve, points in self.slopes.items():
+            pts = [(n, self.medians[k]) for n, k in sorted(points.items()) if k in self.medians]
+            if len(pts) >= 2:
+                ns, ts = zip(*pts)
+                out[curve] = (float(np.polyfit(np.log(ns), np.log(ts), 1)[0]), ns)
+        return out
 
     def record(self, benchmark, key, *, compare=(), note="", **extra):
         """Store the median of `benchmark` under `key`; register comparisons.
@@ -388,3 +403,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             target = "" if comp.target is None else f"target {comp.target}"
             tr.write_line(f"  {comp.label:<{width}}  {v:10.2f} [{v_min:10.2f}]  "
                           f"{target:<16} {verdict}".rstrip())
+    slopes = res.slope_values()
+    if slopes:
+        tr.write_line("")
+        tr.write_line("slopes of the medians on log-log axes (time ~ n^slope):")
+        width = max(len(c) for c in slopes)
+        for curve, (s, ns) in slopes.items():
+            tr.write_line(f"  {curve:<{width}}  {s:6.2f}  (n = {', '.join(map(str, ns))})")

@@ -34,7 +34,9 @@ sys.path.insert(0, str(HERE))
 
 #: Curves of the plot and of the slope table, by their key in a point's times.
 CURVES = ("CPSVM.fit", "SVC.fit", "decrement reserve", "decrement margin", "decrement error",
-          "decrement batch of 50", "SVC refit without a margin", "SVC refit without an error",
+          "decrement batch of 50", "decrement reserve audit=False",
+          "decrement margin audit=False", "decrement error audit=False",
+          "SVC refit without a margin", "SVC refit without an error",
           "numpy margin", "numpy error", "matvec K_S.T @ v")
 
 
@@ -236,14 +238,17 @@ def write_plot(points, slopes, path):
 
     datasets = sorted(slopes)
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
+    colours = plt.get_cmap("tab20").colors
     for ax, d in zip(axes[0], datasets):
         pts = sorted((pt for pt in points if pt["dataset"] == d), key=lambda q: q["n"])
-        for c in CURVES:
+        for k, c in enumerate(CURVES):
             xs = [(pt["n"], pt["medians"][c]) for pt in pts if c in pt["medians"]]
             if not xs:
                 continue
             s = slopes[d].get(c)
-            ax.loglog(*zip(*xs), marker="o", label=f"{c} (slope {s:.2f})" if s else c)
+            style = "--" if c.startswith(("SVC", "numpy", "matvec")) else "-"
+            ax.loglog(*zip(*xs), style, marker="o", color=colours[k % len(colours)],
+                      label=f"{c} (slope {s:.2f})" if s else c)
         ax.set_xlabel("n (rows)")
         ax.set_ylabel("median time (s)")
         ax.set_title(f"{d}: {pts[0]['info']['source']}")
@@ -261,6 +266,9 @@ def main(argv=None):
     ap.add_argument("--point", nargs=2, metavar=("DATASET", "N"))
     ap.add_argument("--memory", nargs=2, metavar=("DATASET", "N"))
     ap.add_argument("--json")
+    ap.add_argument("--from-json", nargs="+", metavar="FILE",
+                    help="no measurement: merge the points of earlier scaling.json files "
+                         "(later files win) and write the table and plot again")
     args = ap.parse_args(argv)
     if args.point or args.memory:
         d, n = args.point or args.memory
@@ -271,6 +279,15 @@ def main(argv=None):
 
     wanted = args.datasets.split(",")
     points = []
+    if args.from_json:
+        merged, commands = {}, []
+        for f in args.from_json:
+            data = json.loads(Path(f).read_text())
+            commands.append(data["command"])
+            for pt in data["points"]:
+                merged[(pt["dataset"], pt["n"])] = pt
+        _write(list(merged.values()), Path(args.out), " ; ".join(commands))
+        return
     for d, n in sp.sweep_points():
         if d not in wanted:
             continue
@@ -279,10 +296,14 @@ def main(argv=None):
         pt["memory"] = _child("memory", d, n)
         print(f"[scaling] {d} n={n} done in {pt['info']['wall_s']:.0f} s", flush=True)
         points.append(pt)
+    _write(points, Path(args.out), " ".join([f"ECO_BENCH_MAX_N={sp.max_n()}", "python",
+                                             *sys.argv]))
+
+
+def _write(points, out, command):
+    """scaling.json, scaling.md and scaling.png in `out`; print the table."""
     slopes = summarise(points)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = " ".join([f"ECO_BENCH_MAX_N={sp.max_n()}", "python", *sys.argv])
     (out / "scaling.json").write_text(json.dumps({"command": command, "points": points,
                                                   "slopes": slopes}, indent=1))
     write_markdown(points, slopes, out / "scaling.md", command)

@@ -288,16 +288,25 @@ def main(argv=None):
                 merged[(pt["dataset"], pt["n"])] = pt
         _write(list(merged.values()), Path(args.out), " ; ".join(commands))
         return
+    failed = []
     for d, n in sp.sweep_points():
         if d not in wanted:
             continue
         print(f"[scaling] {d} n={n} ...", flush=True)
-        pt = _child("point", d, n)
-        pt["memory"] = _child("memory", d, n)
+        try:
+            pt = _child("point", d, n)
+            pt["memory"] = _child("memory", d, n)
+        except subprocess.CalledProcessError as exc:
+            # a failed check (or a crash) drops the point, loudly, and the sweep goes on
+            print(f"[scaling] {d} n={n} FAILED ({exc}); see the traceback above", flush=True)
+            failed.append(f"{d} n={n}")
+            continue
         print(f"[scaling] {d} n={n} done in {pt['info']['wall_s']:.0f} s", flush=True)
         points.append(pt)
     _write(points, Path(args.out), " ".join([f"ECO_BENCH_MAX_N={sp.max_n()}", "python",
                                              *sys.argv]))
+    if failed:
+        sys.exit(f"[scaling] failed points: {', '.join(failed)}")
 
 
 def _write(points, out, command):

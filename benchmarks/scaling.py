@@ -91,6 +91,8 @@ def _measure(sp, dataset, n):
         times[f"decrement {label} audit=False"] = sp.time_calls(path_only, fresh, rounds)
         info[f"{label} migrations"] = done["receipt"].n_migrations
         info[f"{label} steps"] = done["receipt"].n_steps
+        info[f"{label}: ids on the path"] = sum(
+            v == "path" for v in done["receipt"].paths.values())
         Xr, yr = p.remaining(ids)
         refit = "SVC refit without 50" if kind == "batch" else \
             f"SVC refit without {_article(kind)} {kind}"
@@ -217,7 +219,7 @@ def write_markdown(points, slopes, path, command):
             s = slopes[d].get(k)
             lines.append(f"| {k} | " + " | ".join(cells) + f" | {'' if s is None else f'{s:.2f}'} |")
         for k in ("n_margin", "n_error", "margin migrations", "error migrations",
-                  "batch of 50 migrations"):
+                  "batch of 50 migrations", "batch of 50: ids on the path"):
             lines.append(f"| {k} | " + " | ".join(str(pt["info"].get(k, "")) for pt in pts) + " | |")
         lines += ["", "Ratios of medians (same run):", "",
                   "| ratio | " + " | ".join(f"n={pt['n']}" for pt in pts) + " |",

@@ -158,11 +158,13 @@ def slope(ns, ts):
     return float(np.polyfit(np.log(ns), np.log(ts), 1)[0])
 
 
-RATIOS = (  # (label, numerator, denominator, per-migration denominator?)
+RATIOS = (  # (label, numerator, denominator)
     ("CPSVM.fit / SVC.fit", "CPSVM.fit", "SVC.fit"),
     ("refit / reserve", "SVC refit without a reserve", "decrement reserve"),
     ("refit / margin", "SVC refit without a margin", "decrement margin"),
     ("refit / error", "SVC refit without an error", "decrement error"),
+    ("refit / reserve (audit=False)", "SVC refit without a reserve",
+     "decrement reserve audit=False"),
     ("refit / margin (audit=False)", "SVC refit without a margin", "decrement margin audit=False"),
     ("refit / error (audit=False)", "SVC refit without an error", "decrement error audit=False"),
     ("refit / batch of 50", "SVC refit without 50", "decrement batch of 50"),

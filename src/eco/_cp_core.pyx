@@ -998,14 +998,36 @@ cdef class CPEngine:
             self.pos[moved] = <int>p
         self.margin[m - 1] = -1
         self.n_margin = m - 1
+        self._scrub_beyond(m)
         self.epoch += 1
         self.updates_since_check += 1
+
+    cdef void _scrub_beyond(self, Py_ssize_t old_m) noexcept nogil:
+        # Zero what the margin set left behind when it shrank from old_m to
+        # n_margin: the rows and columns of Rinv beyond the current order and
+        # the packed kernel rows beyond the current set (erasure: they may
+        # hold kernel values of an example later removed). Nothing reads them.
+        cdef Py_ssize_t j, m1 = self.n_margin + 1, o1 = old_m + 1, rc = self.r_cap
+        if old_m <= self.n_margin:
+            return
+        if o1 > rc:
+            o1 = rc
+        if self.Rinv != NULL:
+            for j in range(o1):
+                if j < m1:
+                    memset(self.Rinv + j * rc + m1, 0, (o1 - m1) * sizeof(double))
+                else:
+                    memset(self.Rinv + j * rc, 0, o1 * sizeof(double))
+        if self.KS != NULL:
+            for j in range(self.n_margin, min(old_m, self.ks_cols)):
+                memset(self.KS + j * self.ks_ld, 0, self.ks_ld * sizeof(double))
 
     cdef int _remove_from_margin(self, Py_ssize_t k, int new_set) noexcept nogil:
         cdef Py_ssize_t p = self.pos[k]
         if self.n_margin == 1:
             self.margin[0] = -1
             self.n_margin = 0
+            self._scrub_beyond(1)
             self.epoch += 1
         else:
             self._contract(p)
@@ -1581,13 +1603,14 @@ cdef class CPEngine:
         return ST_OK
 
     cdef void _clear_margin(self) noexcept nogil:
-        cdef Py_ssize_t p
+        cdef Py_ssize_t p, old_m = self.n_margin
         if self.Rinv != NULL:
             self.Rinv[0] = 0.0
         for p in range(self.n_margin):
             self.pos[self.margin[p]] = -1
             self.margin[p] = -1
         self.n_margin = 0
+        self._scrub_beyond(old_m)
         self.epoch += 1
 
     # -- warm start (exact fit from a batch solution) -------------------------------
@@ -1610,6 +1633,7 @@ cdef class CPEngine:
         ``Rinv`` is None it is computed by refactorisation.
         """
         cdef Py_ssize_t n = self.store.n_slots, i, m = margin_order.shape[0]
+        cdef Py_ssize_t old_m = self.n_margin
         cdef int st
         if m > 0 and not 0 <= np.min(margin_order) <= np.max(margin_order) < n:
             raise ValueError("margin_order lists a slot outside the store")
@@ -1647,6 +1671,7 @@ cdef class CPEngine:
             self.margin[i] = margin_order[i]
             self.pos[margin_order[i]] = <int>i
         self.n_margin = m
+        self._scrub_beyond(old_m)
         self.b = b
         self.epoch += 1
         with nogil:
@@ -1918,9 +1943,9 @@ cdef class CPEngine:
         """Overwrite with zeros everything this engine holds of inactive `slots`.
 
         Their labels, bounds, coefficients and gradients become 0; their
-        entries in the packed margin rows become 0; the packed rows and the
-        part of the inverse bordered matrix beyond the current margin set
-        (left there by contractions) and the work buffers are zeroed too.
+        entries in the packed margin rows become 0; the work buffers are
+        zeroed too. (What the margin set leaves behind in the packed rows and
+        the inverse bordered matrix when it shrinks is zeroed as it shrinks.)
         Nothing the engine reads changes: decisions and later updates are the
         same. Raises ValueError for a slot that is active.
         """
@@ -1945,16 +1970,10 @@ cdef class CPEngine:
             if self.KS != NULL and s < self.ks_ld:
                 for p in range(self.n_margin):
                     self.KS[p * self.ks_ld + s] = 0.0
-        if self.KS != NULL and self.ks_cols > self.n_margin:
-            memset(self.KS + self.n_margin * self.ks_ld, 0,
-                   (self.ks_cols - self.n_margin) * self.ks_ld * sizeof(double))
-        if self.Rinv != NULL:
-            if self.n_margin == 0:
-                self.Rinv[0] = 0.0
-            if rc > m1:
-                for j in range(m1):
-                    memset(self.Rinv + j * rc + m1, 0, (rc - m1) * sizeof(double))
-                memset(self.Rinv + m1 * rc, 0, (rc - m1) * rc * sizeof(double))
+        # the rows and columns of Rinv and KS beyond the margin set were zeroed
+        # when the set shrank (_scrub_beyond)
+        if self.Rinv != NULL and self.n_margin == 0:
+            self.Rinv[0] = 0.0
         for p in range(rc):
             self.vbuf[p] = 0.0
             self.beta[p] = 0.0

@@ -679,7 +679,7 @@ def _build(meta, arrays, object_arrays, where):
 
 
 #: A precomputed kernel is laid out over every example given (erased ones as zeros):
-#: a file may declare at most this many times its active examples, or 4096 slots.
+#: a file may declare at most this many times its active examples, or 2048 slots.
 _MAX_PRECOMPUTED_SLOTS_RATIO = 8
 
 
@@ -692,7 +692,7 @@ def _check_layout(meta, arrays, params, bad):
         raise bad("slot_index is missing")
     n = len(idx)
     if params.get("kernel") == "precomputed":
-        top = max(_MAX_PRECOMPUTED_SLOTS_RATIO * n, 4096)
+        top = max(_MAX_PRECOMPUTED_SLOTS_RATIO * n, 2048)
     else:
         # a live model compacts once erased slots exceed max(COMPACT_MIN, half of them)
         top = max(2 * n, n + 64) + 1

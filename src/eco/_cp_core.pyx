@@ -1008,7 +1008,7 @@ cdef class CPEngine:
         cdef Py_ssize_t n = self.store.n_slots
         cdef Py_ssize_t i, j, p, k, m, best_slot
         cdef double t_left = t_total, s_drv = 0.0, dscale = 0.0
-        cdef double tau, cand, gam, bb, tol, tol_base, wsum, beta_b
+        cdef double tau, cand, gam, bb, tol, tol_base, wsum, beta_b, usum = 0.0
         cdef double* row
         cdef double* Rv
         cdef int best_kind, st
@@ -1028,6 +1028,7 @@ cdef class CPEngine:
                 return ST_NO_MEMORY
             coef = self.y[drv[i]] * dvec[i]
             s_drv += coef
+            usum += fabs(coef)
             if fabs(dvec[i]) > dscale:
                 dscale = fabs(dvec[i])
             bn = <blas_int>n
@@ -1064,7 +1065,7 @@ cdef class CPEngine:
                 # that g_c rises, until an example reaches g = 0 and joins S
                 moves = False
                 beta_b = self.y[c]
-            elif fabs(s_drv) <= tol:
+            elif fabs(s_drv) <= tol_base:
                 # S empty and the batch keeps sum y alpha = 0 by itself
                 moves = True
                 beta_b = 0.0
@@ -1073,18 +1074,24 @@ cdef class CPEngine:
                 beta_b = s_drv
 
             # ---- h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
-            tol = tol_base
+            # Two tolerances, each relative to the size of what it judges:
+            # tol_base for the coefficient rates beta (units of the driven
+            # coefficients), tol for the gradient rates gamma, sums of kernel
+            # values weighted by beta and d plus beta_b. A gradient rate
+            # below the rounding noise of its sum is no event: on
+            # rank-deficient data, examples that depend on S have a rate that
+            # is 0 but for that noise. Both scale with the problem, so a
+            # problem and its rescaled twin take the same path.
+            wsum = usum if moves else 0.0
             if m > 0:
                 # h = KS (y_S * beta_S)
-                wsum = 0.0
                 for p in range(m):
                     self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
                     wsum += fabs(self.wbuf[p])
-                # a gradient rate below the rounding noise of this sum is no
-                # event: on rank-deficient data, examples that depend on S
-                # have a rate that is 0 but for that noise
-                if 1e-10 * wsum * self.store.max_diag > tol:
-                    tol = 1e-10 * wsum * self.store.max_diag
+            tol = self.tol_event * fabs(beta_b) + 1e-10 * wsum * self.store.max_diag
+            if tol < 1e-300:
+                tol = 1e-300
+            if m > 0:
                 bn = <blas_int>n
                 bm = <blas_int>m
                 ld = <blas_int>self.ks_ld
@@ -1118,7 +1125,7 @@ cdef class CPEngine:
             for p in range(m):
                 k = self.margin[p]
                 bb = self.beta[p + 1]
-                if bb > tol:
+                if bb > tol_base:
                     cand = (self.C[k] - self.alpha[k]) / bb
                     if cand < 0.0:
                         cand = 0.0
@@ -1126,7 +1133,7 @@ cdef class CPEngine:
                         tau = cand
                         best_kind = EV_MARGIN_TO_ERROR
                         best_slot = k
-                elif bb < -tol:
+                elif bb < -tol_base:
                     cand = self.alpha[k] / (-bb)
                     if cand < 0.0:
                         cand = 0.0
@@ -1166,6 +1173,13 @@ cdef class CPEngine:
                 for p in range(m):
                     k = self.margin[p]
                     self.alpha[k] += self.beta[p + 1] * tau
+                    # a tied member can pass its bound by a rounding error:
+                    # it sits at the bound (a zero-length event next step),
+                    # never outside the box
+                    if self.alpha[k] < 0.0:
+                        self.alpha[k] = 0.0
+                    elif self.alpha[k] > self.C[k]:
+                        self.alpha[k] = self.C[k]
                 self.b += beta_b * tau
                 if moves:
                     for i in range(n_drv):
@@ -1613,6 +1627,279 @@ cdef class CPEngine:
         for p in range(m):
             self.g[self.margin[p]] = 0.0
         return ST_OK
+
+    # -- dependent margin sets: null-direction pivots ----------------------------
+
+    cdef int _null_pivot(self, Py_ssize_t k) noexcept nogil:
+        """Take slot k, refused by _expand as dependent on S, off the free set.
+
+        On return of ``_expand(k) == 1`` the buffer ``wbuf2`` holds
+        ``[beta_b; beta_S] = -Rinv [y_k; Q_Sk]``. Because the Schur complement
+        is 0, moving ``alpha_k`` by ``s t``, ``alpha_S`` by ``s beta_S t`` and
+        ``b`` by ``s beta_b t`` changes no gradient (the direction has no
+        component in feature space). Move along it, in the direction that
+        reaches a bound first, until k or a member of S reaches a bound. The
+        member that reaches it leaves S for R or E; when it is k, the pivot is
+        done (returns 0); when it is a member of S, k can be expanded again
+        (returns 2). Every call puts one coefficient at a bound for good, so a
+        sequence of pivots ends.
+        """
+        cdef Py_ssize_t m = self.n_margin, p, i, best = -1
+        cdef double* bk = self.wbuf2
+        cdef double s, r, cand, t_best = INFINITY, rmax = 0.0, rtol
+        cdef double s_best = -1.0, ak = self.alpha[k], Ck = self.C[k]
+        cdef int sgn, leave_set
+        for p in range(m):
+            if fabs(bk[p + 1]) > rmax:
+                rmax = fabs(bk[p + 1])
+        # rates below the rounding noise of the combination are zero
+        rtol = 1e-12 * (1.0 if rmax < 1.0 else rmax)
+        for sgn in range(2):
+            s = -1.0 if sgn == 0 else 1.0
+            # k itself: to 0 when decreasing, to C_k when increasing
+            cand = ak if s < 0 else Ck - ak
+            if cand < 0.0:
+                cand = 0.0
+            if cand < t_best:
+                t_best = cand
+                s_best = s
+                best = -1
+            for p in range(m):
+                i = self.margin[p]
+                r = s * bk[p + 1]
+                if r > rtol:
+                    cand = (self.C[i] - self.alpha[i]) / r
+                elif r < -rtol:
+                    cand = self.alpha[i] / (-r)
+                else:
+                    continue
+                if cand < 0.0:
+                    cand = 0.0
+                # strict: ties go to k (the lowest in the order k, then S by position)
+                if cand < t_best:
+                    t_best = cand
+                    s_best = s
+                    best = p
+        s = s_best
+        if t_best > 0.0:
+            self.alpha[k] += s * t_best
+            for p in range(m):
+                self.alpha[self.margin[p]] += s * bk[p + 1] * t_best
+            self.b += s * bk[0] * t_best
+        if best < 0:
+            # k reached its bound
+            if s < 0:
+                self.alpha[k] = 0.0
+                self.setof[k] = S_RESERVE
+            else:
+                self.alpha[k] = Ck
+                self.setof[k] = S_ERROR
+            self.g[k] = 0.0
+            return 0
+        i = self.margin[best]
+        r = s * bk[best + 1]
+        if r > 0:
+            self.alpha[i] = self.C[i]
+            leave_set = S_ERROR
+        else:
+            self.alpha[i] = 0.0
+            leave_set = S_RESERVE
+        self.g[i] = 0.0
+        self._remove_from_margin(i, leave_set)
+        self.n_migrations += 1
+        return 2
+
+    cdef int _purify(self) noexcept nogil:
+        """Rebuild S as a linearly independent set without moving w.
+
+        The examples marked S_MARGIN (Rinv is not read) are expanded one by
+        one in slot order; one that depends on those already in S is pivoted
+        out along the null direction (_null_pivot) until every coefficient
+        left free belongs to an independent margin set. Members outside their
+        box are put at the bound they passed. Gradients are not touched: the
+        caller polishes (solves the bordered system) afterwards.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, k, guard
+        cdef double* row
+        cdef int st
+        self._clear_margin()
+        for k in range(n):
+            if self.setof[k] != S_MARGIN:
+                continue
+            if self.alpha[k] <= 0.0 or self.alpha[k] >= self.C[k]:
+                self.alpha[k] = 0.0 if self.alpha[k] <= 0.0 else self.C[k]
+                self.setof[k] = S_RESERVE if self.alpha[k] == 0.0 else S_ERROR
+                continue
+            row = self.store.row(k)
+            if row == NULL:
+                return ST_NO_MEMORY
+            guard = 0
+            while True:
+                st = self._expand(k, row)
+                if st < 0:
+                    return -st
+                if st == 0:
+                    break
+                st = self._null_pivot(k)
+                if st == 0:
+                    break
+                guard += 1
+                if guard > n:
+                    return ST_STEP_LIMIT
+        return ST_OK
+
+    def purify(self, const double[::1] y, const double[::1] C, const double[::1] alpha,
+               double b, const signed char[::1] sets):
+        """Install coefficients whose free set may be dependent; make it independent.
+
+        ``alpha`` is an (approximate) solution and ``sets`` its sets, where
+        S_MARGIN marks the free coefficients, however many and however
+        dependent. Null-direction pivots (which change no gradient) move free
+        coefficients to their bounds until the free set is linearly
+        independent; the sets are then those of an exact solution with the
+        same w, to be made exact by :meth:`polish` on :attr:`sets_all`.
+
+        Returns
+        -------
+        status : int
+        """
+        cdef Py_ssize_t n = self.store.n_slots
+        cdef int st
+        st = self.set_state(y, C, alpha, b, sets, np.zeros(0, np.int32), np.zeros(n),
+                            np.zeros((1, 1)))
+        if st != ST_OK:
+            return st
+        self.store.ensure_rows(np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.int64))
+        with nogil:
+            st = self._purify()
+        return st
+
+    def settle(self, const double[::1] y, const double[::1] C, alpha, double b, sets,
+               double polish_tol=1e-10, int max_rounds=20):
+        """Exact state from an approximate solution (a seed or a path gone astray).
+
+        1. :meth:`purify`: null-direction pivots make the free set linearly
+           independent without moving w (the dependent margin sets of
+           rank-deficient kernels);
+        2. :meth:`polish`: solve the bordered system on that set; a margin
+           coefficient outside its box moves to the bound it passed, and the
+           system is solved again;
+        3. examples whose recomputed gradient has the wrong sign for their
+           set (beyond ``polish_tol``) are unlearned together, then learned
+           one by one: exact CP moves.
+
+        Returns
+        -------
+        status : int
+            STATUS_OK when every step finished; the caller checks the
+            certificate.
+        """
+        cdef Py_ssize_t n = self.store.n_slots
+        cdef int st, rnd
+        sets = np.array(sets, dtype=np.int8)
+        st = self.purify(y, C, np.asarray(alpha, dtype=np.float64), b, sets)
+        if st != ST_OK:
+            return st
+        sets = self.sets_all
+        Ca = np.asarray(C)
+        for rnd in range(max_rounds):
+            st = self.polish(y, C, sets)
+            if st != ST_OK:
+                return st
+            if self.drift() > 1e-8:
+                return ST_SINGULAR
+            a = self.alpha_all
+            low = (sets == S_MARGIN) & (a < 0)
+            high = (sets == S_MARGIN) & (a > Ca)
+            if not (low.any() or high.any()):
+                break
+            sets[low] = S_RESERVE
+            sets[high] = S_ERROR
+        else:
+            return ST_STEP_LIMIT
+        st = self.finish()
+        if st != ST_OK:
+            return st
+        g = self.g_all
+        sets = self.sets_all
+        bad = np.flatnonzero(
+            (Ca > 0) & (((sets == S_ERROR) & (g > polish_tol))
+                        | ((sets == S_RESERVE) & (g < -polish_tol))))
+        if len(bad):
+            st = self.unlearn(bad.astype(np.int64))
+            if st != ST_OK:
+                return st
+            for s in bad:
+                st = self.learn(int(s), y[s], C[s])
+                if st != ST_OK:
+                    return st
+        return ST_OK
+
+    def certificate(self):
+        """KKT violation recomputed from scratch, relative to the size of its terms.
+
+        For every active example with C_i > 0 the gradient
+        ``g_i = y_i (sum_j alpha_j y_j K_ij + b) - 1`` is recomputed from the
+        kernel rows and its violation (``|g_i|`` when free, the wrong-signed
+        part at a bound) is divided by ``1 + |b| + sum_j |alpha_j K_ij|``,
+        the size of the terms it is summed from: a problem and its rescaled
+        twin (features times s, C over s^2) get the same certificate. The
+        equality ``sum_i y_i alpha_i = 0`` is judged relative to
+        ``sum_i alpha_i``. A coefficient outside its box by any amount is a
+        violation of at least 1 (bounds are exact constraints, never judged
+        relative to C).
+        """
+        cdef Py_ssize_t n = self.store.n_slots, i, j
+        cdef double worst = 0.0, v, a, Ci, gi, ysum = 0.0, asum = 0.0, coef
+        cdef double* row
+        cdef bint failed = False
+        if n == 0:
+            return 0.0
+        fa = np.zeros(n)
+        sa = np.zeros(n)
+        cdef double[::1] f = fa, fs = sa
+        self.store.ensure_rows(np.flatnonzero(
+            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.int64))
+        with nogil:
+            for j in range(n):
+                if self.setof[j] == S_INACTIVE:
+                    continue
+                a = self.alpha[j]
+                if a < 0.0 or a > self.C[j] or a != a:
+                    worst = 1.0 + fabs(a)
+                ysum += self.y[j] * a
+                asum += fabs(a)
+                if a == 0.0:
+                    continue
+                row = self.store.row(j)
+                if row == NULL:
+                    failed = True
+                    break
+                coef = a * self.y[j]
+                for i in range(n):
+                    f[i] += coef * row[i]
+                    fs[i] += fabs(coef * row[i])
+            if not failed:
+                if asum > 0.0 and fabs(ysum) / asum > worst:
+                    worst = fabs(ysum) / asum
+                for i in range(n):
+                    if self.setof[i] == S_INACTIVE or self.C[i] <= 0.0:
+                        continue
+                    gi = self.y[i] * (f[i] + self.b) - 1.0
+                    a = self.alpha[i]
+                    Ci = self.C[i]
+                    if a <= 0.0:
+                        v = -gi
+                    elif a >= Ci:
+                        v = gi
+                    else:
+                        v = fabs(gi)
+                    v = v / (1.0 + fabs(self.b) + fs[i])
+                    if v > worst or v != v:
+                        worst = v
+        if failed:
+            raise MemoryError("could not allocate kernel rows")
+        return worst
 
     def refactorise(self):
         """Rebuild the inverse bordered matrix from scratch; returns a status."""

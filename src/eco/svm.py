@@ -48,6 +48,11 @@ _SEED_TOL = 1e-4
 # A solve from scratch is accepted when its certificate, recomputed from
 # scratch, is below this.
 _FIT_TOL = 1e-8
+# Repair rounds (purify, polish, CP steps) after a path that could not finish.
+_REPAIR_ROUNDS = 4
+# Iteration cap of the libsvm seed: on rank-deficient or badly scaled
+# problems libsvm can run for minutes; a rough seed is enough.
+_SEED_MAX_ITER = 200000
 
 
 _BLAS_CONTROLLER = None
@@ -459,27 +464,51 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         C = self._slot_C
         empty = np.full(n, _SET_INACTIVE, dtype=np.int8)
         engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
-        if (method == "batch" and self._seed_and_polish(engine, active, y, C)
-                and self._head_violation(engine) <= _FIT_TOL):
-            return
-        # incremental: learn the rows one after the other
+        best = None
+        if method == "batch":
+            self._seed_and_polish(engine, active, y, C)
+            violation = self._head_violation(engine)
+            if violation <= _FIT_TOL:
+                return
+            best = (violation, engine.get_state())
+        # incremental: learn the rows one after the other; a path that cannot
+        # finish leaves an approximate state that the repair below makes exact
         engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
+        complete = True
         for s in active:
-            status = engine.learn(int(s), y[s], C[s])
-            if status != _cp_core.STATUS_OK:
-                raise UnlearningError(
-                    f"exact solve failed on example {self._slot_ids[s]!r}: "
-                    f"{_cp_core.STATUS_MESSAGES.get(status, status)}")
+            if engine.learn(int(s), y[s], C[s]) != _cp_core.STATUS_OK:
+                complete = False
+                break
+        for _ in range(_REPAIR_ROUNDS):
+            # rows the path never reached are not in the certificate yet
+            violation = self._head_violation(engine) if complete else np.inf
+            if best is None or violation < best[0]:
+                best = (violation, engine.get_state())
+            if violation <= _FIT_TOL:
+                return
+            # repair: purify (null-direction pivots), polish, CP steps. Rows
+            # the path never reached enter at alpha = 0; a coefficient the
+            # path left mid-drive counts as free
+            sets = engine.sets_all
+            alpha = engine.alpha_all
+            todo = active[sets[active] == _SET_INACTIVE]
+            alpha[todo] = 0.0
+            sets[todo] = _SET_RESERVE
+            sets[sets == _cp_core.SET_DRIVEN] = _SET_MARGIN
+            complete = engine.settle(y, C, alpha, engine.b, sets,
+                                     _POLISH_TOL) == _cp_core.STATUS_OK
         violation = self._head_violation(engine)
+        if violation > best[0]:
+            engine.restore(best[1])
+            violation = best[0]
         if violation > _FIT_TOL:
             raise UnlearningError(
-                f"exact solve failed: KKT violation {violation:.3g} after fitting "
-                "(degenerate, rank-deficient data)")
+                f"exact solve failed: KKT violation {violation:.3g} after repair")
 
     @staticmethod
     def _head_violation(engine):
-        return _kkt_violation(engine.alpha_all, engine.y_all, engine.C_all, engine.sets_all,
-                              engine.recompute_gradients())
+        # relative to the size of the terms of every gradient (scale-free)
+        return engine.certificate()
 
     def _seed_and_polish(self, engine, active, y, C):
         """Exact fit seeded by libsvm; returns False when the seed cannot be made exact."""
@@ -500,43 +529,25 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         else:
             Xs = self._store.features()[keep]
             svc = SVC(C=1.0, kernel=self.kernel, gamma=self.gamma_, degree=self.degree,
-                      coef0=self.coef0, tol=_SEED_TOL, shrinking=True, cache_size=500)
-            svc.fit(Xs, y[keep], sample_weight=C[keep])
+                      coef0=self.coef0, tol=_SEED_TOL, shrinking=True, cache_size=500,
+                      max_iter=_SEED_MAX_ITER)
+            import warnings
+            from sklearn.exceptions import ConvergenceWarning
+            with warnings.catch_warnings():
+                # a seed cut short by max_iter is still a seed
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                svc.fit(Xs, y[keep], sample_weight=C[keep])
         alpha = np.zeros(n)
         alpha[keep[svc.support_]] = np.abs(svc.dual_coef_[0])
         upper = alpha >= C * (1 - 1e-12)
         free = (alpha > 0) & ~upper
+        alpha[keep[upper[keep]]] = C[keep[upper[keep]]]
         sets[keep[upper[keep]]] = _SET_ERROR
         sets[keep[free[keep]]] = _SET_MARGIN
-        # polish; margin vectors pushed outside their box move to that bound
-        for _ in range(20):
-            status = engine.polish(y, C, sets)
-            if status != _cp_core.STATUS_OK or engine.drift() > 1e-8:
-                return False
-            a = engine.alpha_all
-            low = (sets == _SET_MARGIN) & (a < 0)
-            high = (sets == _SET_MARGIN) & (a > C)
-            if not (low.any() or high.any()):
-                break
-            sets[low] = _SET_RESERVE
-            sets[high] = _SET_ERROR
-        else:
-            return False
-        engine.finish()
-        # examples whose gradient has the wrong sign for their set: unlearn
-        # them together, then learn them one by one (both exact CP moves)
-        g = engine.g_all
-        sets = engine.sets_all
-        bad = np.flatnonzero(
-            (C > 0) & (((sets == _SET_ERROR) & (g > _POLISH_TOL))
-                       | ((sets == _SET_RESERVE) & (g < -_POLISH_TOL))))
-        if len(bad):
-            if engine.unlearn(bad.astype(np.int64)) != _cp_core.STATUS_OK:
-                return False
-            for s in bad:
-                if engine.learn(int(s), y[s], C[s]) != _cp_core.STATUS_OK:
-                    return False
-        return True
+        # the free set of a rank-deficient kernel is dependent: settle pivots
+        # it to an independent one, polishes and repairs with CP steps
+        return engine.settle(y, C, alpha, float(svc.intercept_[0]), sets,
+                             _POLISH_TOL) == _cp_core.STATUS_OK
 
     # ------------------------------------------------------------ increment
 

@@ -30,7 +30,7 @@ from cpython.pythread cimport (
     PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK,
 )
-from libc.math cimport exp, fabs, pow, INFINITY, isfinite
+from libc.math cimport exp, fabs, pow, sqrt, frexp, ldexp, INFINITY, isfinite
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport daxpy, dgemm, dgemv, dger
@@ -607,6 +607,12 @@ cdef class CPEngine:
     cdef long epoch              # bumped whenever the margin set changes
     cdef readonly long n_steps, n_migrations, n_refactorisations
     cdef long updates_since_check
+    # Rinv is the inverse of the border-scaled matrix [[0, sigma y'], [sigma y, Q]]:
+    # sigma, a power of two near the largest kernel diagonal, puts the border
+    # on the scale of Q, so that LU and rank-one updates keep their accuracy
+    # when the features are scaled by 1e6 or 1e-6. Powers of two make the
+    # conversion to and from the plain inverse exact (rinv, set_state).
+    cdef double sigma
     # tuning
     cdef public long max_steps
     cdef public double tol_event      # |gamma| or |beta| below this (times scale) is no event
@@ -614,7 +620,7 @@ cdef class CPEngine:
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
-    cdef public double check_tol      # largest KKT violation (incremental g) accepted after an operation
+    cdef public double check_tol      # largest relative KKT violation (incremental g) accepted after an operation
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -645,11 +651,12 @@ cdef class CPEngine:
         self.drift_tol = 1e-9
         self.drift_check_every = 32
         self.fail_at_step = -1
-        self.check_tol = 1e-7
+        self.check_tol = 1e-9
         self.n_steps = 0
         self.n_migrations = 0
         self.n_refactorisations = 0
         self.updates_since_check = 0
+        self.sigma = 1.0
         self.sync_capacity()
         if self._grow_r(16) != 0:
             raise MemoryError("could not allocate the margin matrix")
@@ -777,6 +784,32 @@ cdef class CPEngine:
         self.ks_n = 0
         return self._ks_sync()
 
+    # -- the scale of the border -------------------------------------------------
+
+    cdef double _store_sigma(self) noexcept nogil:
+        # the power of two nearest above the largest kernel diagonal (1 if none)
+        cdef double md = self.store.max_diag
+        cdef int e
+        if not (md > 0.0) or not isfinite(md):
+            return 1.0
+        frexp(md, &e)
+        return ldexp(1.0, e)
+
+    cdef void _sync_sigma(self) noexcept nogil:
+        # follow the store's scale (points added or forgotten): rescaling the
+        # border row and column of Rinv by a power of two is exact
+        cdef double new = self._store_sigma(), r
+        cdef Py_ssize_t j
+        if new == self.sigma:
+            return
+        if self.n_margin > 0:
+            r = self.sigma / new
+            self.Rinv[0] *= r * r
+            for j in range(1, self.n_margin + 1):
+                self.Rinv[j] *= r
+                self.Rinv[j * self.r_cap] *= r
+        self.sigma = new
+
     # -- small helpers --------------------------------------------------------
 
     cdef inline double _r(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
@@ -815,10 +848,10 @@ cdef class CPEngine:
             st = self._grow_r(2)
             if st != 0:
                 return -st
-            # Rinv = [[-Q_kk, y_k], [y_k, 0]]
-            self.Rinv[0] = -row_k[k]
-            self.Rinv[1] = yk
-            self.Rinv[self.r_cap] = yk
+            # Rinv = inverse of [[0, s y_k], [s y_k, Q_kk]] (s = sigma)
+            self.Rinv[0] = -row_k[k] / (self.sigma * self.sigma)
+            self.Rinv[1] = yk / self.sigma
+            self.Rinv[self.r_cap] = yk / self.sigma
             self.Rinv[1 + self.r_cap] = 0.0
         else:
             st = self._grow_r(m + 2)
@@ -828,7 +861,7 @@ cdef class CPEngine:
             bk = self.wbuf2
             ld = <blas_int>self.r_cap
             # w = [y_k; Q_Sk]
-            w[0] = yk
+            w[0] = self.sigma * yk
             for p in range(m):
                 w[p + 1] = self._q(k, self.margin[p], row_k)
             # beta_k = -Rinv w
@@ -914,6 +947,7 @@ cdef class CPEngine:
         cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, info = 0, lwork
         cdef double* work
         cdef Py_ssize_t ldr = self.r_cap
+        self.sigma = self._store_sigma()
         if m == 0:
             return 0
         self.Rinv[0] = 0.0
@@ -922,8 +956,8 @@ cdef class CPEngine:
             row_i = self.store.row(si)
             if row_i == NULL:
                 return ST_NO_MEMORY
-            self.Rinv[(i + 1)] = self.y[si]
-            self.Rinv[(i + 1) * ldr] = self.y[si]
+            self.Rinv[(i + 1)] = self.sigma * self.y[si]
+            self.Rinv[(i + 1) * ldr] = self.sigma * self.y[si]
             for j in range(m):
                 self.Rinv[(i + 1) + (j + 1) * ldr] = self._q(si, self.margin[j], row_i)
         dgetrf(&n_, &n_, self.Rinv, &ld, self.ipiv, &info)
@@ -956,13 +990,13 @@ cdef class CPEngine:
         s = 0.0
         for j in range(m):
             s += self.y[self.margin[j]] / (j + 2.0)
-        ax[0] = s
+        ax[0] = self.sigma * s
         for i in range(m):
             si = self.margin[i]
             row_i = self.store.row(si)
             if row_i == NULL:
                 return INFINITY
-            s = self.y[si] * 1.0
+            s = self.sigma * self.y[si]
             for j in range(m):
                 s += self._q(si, self.margin[j], row_i) / (j + 2.0)
             ax[i + 1] = s
@@ -1051,7 +1085,7 @@ cdef class CPEngine:
             if m > 0:
                 moves = True
                 # v = [y_D'd_D ; Q_SD d_D];  [beta_b; beta_S] = -Rinv v
-                self.vbuf[0] = s_drv
+                self.vbuf[0] = self.sigma * s_drv
                 for p in range(m):
                     k = self.margin[p]
                     self.vbuf[p + 1] = self.y[k] * self.u[k]
@@ -1059,7 +1093,7 @@ cdef class CPEngine:
                 ld = <blas_int>self.r_cap
                 dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
                       &zero, self.beta, &one_i)
-                beta_b = self.beta[0]
+                beta_b = self.sigma * self.beta[0]
             elif learning:
                 # S empty: alpha cannot move alone (sum y alpha = 0); move b so
                 # that g_c rises, until an example reaches g = 0 and joins S
@@ -1118,7 +1152,7 @@ cdef class CPEngine:
                     cand = -self.g[c] / gam
                     if cand < 0.0:
                         cand = 0.0
-                    if cand < tau:
+                    if cand < tau or (cand == tau and best_kind != EV_END and c < best_slot):
                         tau = cand
                         best_kind = EV_LEARNED_MARGIN
                         best_slot = c
@@ -1129,7 +1163,7 @@ cdef class CPEngine:
                     cand = (self.C[k] - self.alpha[k]) / bb
                     if cand < 0.0:
                         cand = 0.0
-                    if cand < tau:
+                    if cand < tau or (cand == tau and best_kind != EV_END and k < best_slot):
                         tau = cand
                         best_kind = EV_MARGIN_TO_ERROR
                         best_slot = k
@@ -1137,7 +1171,7 @@ cdef class CPEngine:
                     cand = self.alpha[k] / (-bb)
                     if cand < 0.0:
                         cand = 0.0
-                    if cand < tau:
+                    if cand < tau or (cand == tau and best_kind != EV_END and k < best_slot):
                         tau = cand
                         best_kind = EV_MARGIN_TO_RESERVE
                         best_slot = k
@@ -1153,7 +1187,7 @@ cdef class CPEngine:
                         cand = -self.g[j] / gam
                         if cand < 0.0:
                             cand = 0.0
-                        if cand < tau:
+                        if cand < tau or (cand == tau and best_kind != EV_END and j < best_slot):
                             tau = cand
                             best_kind = EV_TO_MARGIN
                             best_slot = j
@@ -1161,10 +1195,14 @@ cdef class CPEngine:
                     cand = self.g[j] / (-gam)
                     if cand < 0.0:
                         cand = 0.0
-                    if cand < tau:
+                    if cand < tau or (cand == tau and best_kind != EV_END and j < best_slot):
                         tau = cand
                         best_kind = EV_TO_MARGIN
                         best_slot = j
+            if best_kind == EV_NONE and t_left <= 1e-9 * t_total:
+                # S emptied a rounding error before the end (the last member
+                # reached its bound at t = 1 - 1e-16): nothing is left to move
+                return ST_OK
             if best_kind == EV_NONE or not isfinite(tau):
                 return ST_NO_EVENT
 
@@ -1230,10 +1268,19 @@ cdef class CPEngine:
                 st = self._expand(best_slot, row)
                 if st < 0:
                     return -st
-                if st == 1:
-                    # dependent on S: stays at its bound with g = 0 (valid KKT);
-                    # not an event again until S changes
-                    self.blocked[best_slot] = self.epoch
+                while st == 1:
+                    # dependent on S: pivot. Along the null direction no
+                    # gradient moves; alpha_k leaves its bound the way its
+                    # gradient asks (up from R, down from E) until a member
+                    # of S reaches a bound and leaves (then k enters) or k
+                    # reaches its other bound (g_k = 0 there: valid KKT)
+                    st = self._null_pivot(
+                        best_slot, 1.0 if self.setof[best_slot] == S_RESERVE else -1.0)
+                    if st == 0:
+                        break
+                    st = self._expand(best_slot, row)
+                    if st < 0:
+                        return -st
             st = self._maybe_refactorise()
             if st != 0:
                 return st
@@ -1271,6 +1318,7 @@ cdef class CPEngine:
         cdef int st
         if self._ks_sync() != 0:
             return ST_NO_MEMORY
+        self._sync_sigma()
         self.epoch += 1  # refusals of dependent examples last one operation
         self.y[c] = label
         self.C[c] = Cc
@@ -1326,6 +1374,7 @@ cdef class CPEngine:
             return ST_OK
         if self._ks_sync() != 0:
             return ST_NO_MEMORY
+        self._sync_sigma()
         self.epoch += 1  # refusals of dependent examples last one operation
         drv = <Py_ssize_t*>malloc(n_d * sizeof(Py_ssize_t))
         dvec = <double*>malloc(n_d * sizeof(double))
@@ -1379,7 +1428,7 @@ cdef class CPEngine:
           result does not depend on the path that led to it.
         """
         cdef Py_ssize_t n = self.store.n_slots, j, p, k
-        cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc
+        cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc, dist, kk
         cdef bint all_at_bounds
         if self.n_weighted == 0:
             # no example (or only zero-weight ones, which count as absent)
@@ -1403,10 +1452,19 @@ cdef class CPEngine:
             return ST_OK
         # "At a bound" allows a relative rounding of 1e-12: a coefficient that
         # the path left at C - 1e-17 is at C, and then b is an interval.
+        # It must also be negligible for the gradients: moving alpha_k by d
+        # moves g_j by at most d sqrt(K_kk max_j K_jj), so on a kernel of
+        # scale 1e12 a coefficient of 1e-13 is not at 0 (its rescaled twin is
+        # 0.1).
         all_at_bounds = True
         for p in range(self.n_margin):
             k = self.margin[p]
-            if self.alpha[k] > 1e-12 * self.C[k] and self.alpha[k] < self.C[k] * (1.0 - 1e-12):
+            dist = self.alpha[k]
+            if self.C[k] - self.alpha[k] < dist:
+                dist = self.C[k] - self.alpha[k]
+            kk = self.store._diag(k) * self.store.max_diag
+            if (dist > 1e-12 * self.C[k]
+                    or dist * (sqrt(kk) if kk > 0.0 else 0.0) > 1e-12 * (1.0 + fabs(self.b))):
                 all_at_bounds = False
                 break
         if not all_at_bounds:
@@ -1454,8 +1512,17 @@ cdef class CPEngine:
         # enough to run after every path. It catches a path that went astray
         # on degenerate data (an example refused as dependent whose gradient
         # kept moving); the certificate from scratch is kkt_violation().
+        # Gradient violations are judged relative to a bound on the size of
+        # the terms g_j is summed from, 1 + |b| + sum_i alpha_i |K_ij|
+        # <= 1 + |b| + sqrt(K_jj) sum_i alpha_i sqrt(K_ii) (Cauchy-Schwarz on
+        # a positive semi-definite kernel): the same for a problem and its
+        # rescaled twin.
         cdef Py_ssize_t j, n = self.store.n_slots
-        cdef double worst = 0.0, v, a, Cj, gj
+        cdef double worst = 0.0, v, a, Cj, gj, T = 0.0, dj
+        for j in range(n):
+            if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
+                dj = self.store._diag(j)
+                T += self.alpha[j] * (sqrt(dj) if dj > 0.0 else 0.0)
         for j in range(n):
             if self.setof[j] == S_INACTIVE or self.C[j] <= 0.0:
                 continue
@@ -1468,6 +1535,8 @@ cdef class CPEngine:
                 v = gj
             else:
                 v = fabs(gj)
+            dj = self.store._diag(j)
+            v = v / (1.0 + fabs(self.b) + (sqrt(dj) if dj > 0.0 else 0.0) * T)
             if a < 0.0 and -a / Cj > v:
                 v = -a / Cj
             if a > Cj and (a - Cj) / Cj > v:
@@ -1476,8 +1545,69 @@ cdef class CPEngine:
                 worst = v
         return worst
 
+    cdef int _refine(self) noexcept nogil:
+        """One step of iterative refinement of the bordered solve.
+
+        The residual of the margin equations, ``g_S`` and ``sum_i y_i
+        alpha_i``, is recomputed from the kernel rows (not from the
+        incremental g) and the correction ``[db; dalpha_S] = -A^-1 r`` is
+        applied, to the gradients of the others too. Costs two products with
+        the margin rows, the cost of one path step. A correction that would
+        take a coefficient out of its box is left for the path (the sets are
+        what decides the state; refinement only removes rounding).
+        """
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j, k
+        cdef double s, ysum = 0.0, db
+        cdef double* r = self.vbuf
+        cdef double* sol = self.wbuf2
+        cdef double* col
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0, one = 1.0
+        if m == 0 or self.ks_n != n:
+            return ST_OK
+        for j in range(n):
+            if self.setof[j] != S_INACTIVE and self.setof[j] != S_DRIVEN:
+                self.u[j] = self.alpha[j] * self.y[j]
+                ysum += self.u[j]
+            else:
+                self.u[j] = 0.0
+        r[0] = self.sigma * ysum
+        for p in range(m):
+            k = self.margin[p]
+            col = self.KS + p * self.ks_ld
+            s = 0.0
+            for j in range(n):
+                s += col[j] * self.u[j]
+            r[p + 1] = self.y[k] * (s + self.b) - 1.0
+        bn = <blas_int>(m + 1)
+        ld = <blas_int>self.r_cap
+        dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, r, &one_i, &zero, sol, &one_i)
+        for p in range(m):
+            k = self.margin[p]
+            if self.alpha[k] + sol[p + 1] < 0.0 or self.alpha[k] + sol[p + 1] > self.C[k]:
+                return ST_OK
+        db = self.sigma * sol[0]
+        for p in range(m):
+            k = self.margin[p]
+            self.alpha[k] += sol[p + 1]
+            self.wbuf[p] = self.y[k] * sol[p + 1]
+        self.b += db
+        bn = <blas_int>n
+        bm = <blas_int>m
+        ld = <blas_int>self.ks_ld
+        dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero, &self.h[0], &one_i)
+        for j in range(n):
+            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                self.g[j] += self.y[j] * (self.h[j] + db)
+        for p in range(m):
+            self.g[self.margin[p]] = 0.0
+        return ST_OK
+
     cdef int _checked_finish(self) noexcept nogil:
-        cdef int st = self._finish()
+        cdef int st = self._refine()
+        if st != ST_OK:
+            return st
+        st = self._finish()
         if st != ST_OK:
             return st
         if self._incremental_violation() > self.check_tol:
@@ -1558,7 +1688,11 @@ cdef class CPEngine:
             R = np.asarray(Rinv, dtype=np.float64)
             if R.shape != (m + 1, m + 1):
                 raise ValueError("Rinv has the wrong shape")
-            Rf = np.asfortranarray(R)
+            # given as the plain inverse: to the border scale of this store
+            self.sigma = self._store_sigma()
+            Rf = np.array(R, order="F")
+            Rf[0, :] /= self.sigma
+            Rf[:, 0] /= self.sigma
             self._copy_in_r(Rf.ravel(order="F"), m + 1)
         self.updates_since_check = 0
         return ST_OK
@@ -1600,7 +1734,7 @@ cdef class CPEngine:
             for j in range(n):
                 if self.setof[j] == S_ERROR:
                     yCsum += self.y[j] * self.C[j]
-            rhs[0] = -yCsum
+            rhs[0] = -self.sigma * yCsum
             for p in range(m):
                 i = self.margin[p]
                 row = self.store.row(i)
@@ -1616,13 +1750,17 @@ cdef class CPEngine:
             if not failed:
                 # [b; alpha_S] = Rinv rhs
                 dgemv(b"N", &bn, &bn, &one, self.Rinv, &ld, rhs, &one_i, &zero, sol, &one_i)
-                self.b = sol[0]
+                self.b = self.sigma * sol[0]
                 for p in range(m):
                     self.alpha[self.margin[p]] = sol[p + 1]
         if failed:
             return ST_NO_MEMORY
         if not np.all(np.isfinite(self._alpha_arr[:n])) or not isfinite(self.b):
             return ST_NON_FINITE
+        with nogil:
+            # two steps of iterative refinement of the solve
+            self._refine()
+            self._refine()
         self._g_arr[:n] = self.recompute_gradients()
         for p in range(m):
             self.g[self.margin[p]] = 0.0
@@ -1630,7 +1768,7 @@ cdef class CPEngine:
 
     # -- dependent margin sets: null-direction pivots ----------------------------
 
-    cdef int _null_pivot(self, Py_ssize_t k) noexcept nogil:
+    cdef int _null_pivot(self, Py_ssize_t k, double forced) noexcept nogil:
         """Take slot k, refused by _expand as dependent on S, off the free set.
 
         On return of ``_expand(k) == 1`` the buffer ``wbuf2`` holds
@@ -1642,7 +1780,9 @@ cdef class CPEngine:
         member that reaches it leaves S for R or E; when it is k, the pivot is
         done (returns 0); when it is a member of S, k can be expanded again
         (returns 2). Every call puts one coefficient at a bound for good, so a
-        sequence of pivots ends.
+        sequence of pivots ends. ``forced`` = +1 (-1) moves alpha_k up (down)
+        only: a reserve (error) example that must enter S; 0 lets the shorter
+        direction win. Ties go to k, then to the smallest slot (Bland).
         """
         cdef Py_ssize_t m = self.n_margin, p, i, best = -1
         cdef double* bk = self.wbuf2
@@ -1656,6 +1796,8 @@ cdef class CPEngine:
         rtol = 1e-12 * (1.0 if rmax < 1.0 else rmax)
         for sgn in range(2):
             s = -1.0 if sgn == 0 else 1.0
+            if forced != 0.0 and s != forced:
+                continue
             # k itself: to 0 when decreasing, to C_k when increasing
             cand = ak if s < 0 else Ck - ak
             if cand < 0.0:
@@ -1675,8 +1817,9 @@ cdef class CPEngine:
                     continue
                 if cand < 0.0:
                     cand = 0.0
-                # strict: ties go to k (the lowest in the order k, then S by position)
-                if cand < t_best:
+                # ties: k first, then the smallest slot (a fixed order)
+                if cand < t_best or (cand == t_best and best >= 0 and s == s_best
+                                     and i < self.margin[best]):
                     t_best = cand
                     s_best = s
                     best = p
@@ -1685,7 +1828,7 @@ cdef class CPEngine:
             self.alpha[k] += s * t_best
             for p in range(m):
                 self.alpha[self.margin[p]] += s * bk[p + 1] * t_best
-            self.b += s * bk[0] * t_best
+            self.b += s * self.sigma * bk[0] * t_best
         if best < 0:
             # k reached its bound
             if s < 0:
@@ -1740,7 +1883,7 @@ cdef class CPEngine:
                     return -st
                 if st == 0:
                     break
-                st = self._null_pivot(k)
+                st = self._null_pivot(k, 0.0)
                 if st == 0:
                     break
                 guard += 1
@@ -1905,6 +2048,7 @@ cdef class CPEngine:
         """Rebuild the inverse bordered matrix from scratch; returns a status."""
         cdef int st
         with nogil:
+            self._sync_sigma()
             st = self._refactorise()
         return st
 
@@ -1975,6 +2119,9 @@ cdef class CPEngine:
         cdef double[::1, :] R = out
         for j in range(m1):
             memcpy(&R[0, j], self.Rinv + j * self.r_cap, m1 * sizeof(double))
+        # the inverse of the border-scaled matrix to the plain inverse (exact)
+        out[0, :] *= self.sigma
+        out[:, 0] *= self.sigma
         return out
 
     def get_state(self):
@@ -2035,6 +2182,7 @@ cdef class CPEngine:
         """max |Rinv (A x) - x| for a fixed probe x (0 when S is empty)."""
         cdef double d
         with nogil:
+            self._sync_sigma()
             d = self._drift()
         return d
 

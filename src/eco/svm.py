@@ -465,8 +465,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
         empty = np.full(n, _SET_INACTIVE, dtype=np.int8)
         engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
         best = None
-        if method == "batch":
-            self._seed_and_polish(engine, active, y, C)
+        if method == "batch" and self._seed_and_polish(engine, active, y, C):
             violation = self._head_violation(engine)
             if violation <= _FIT_TOL:
                 return

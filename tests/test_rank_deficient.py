@@ -39,7 +39,11 @@ def _params(m):
 
 
 def _certificate(m, X_active, y_active):
-    """Relative KKT violation of every head, recomputed here from scratch in NumPy."""
+    """KKT violation of every head, recomputed here from scratch in NumPy.
+
+    Each gradient violation is divided by ``1 + |b| + 1e-6 sum_j |alpha_j K_ij|``
+    (the engine's definition, restated independently).
+    """
     K = reference_kernel(X_active, X_active, m.kernel, m.gamma_, m.degree, m.coef0)
     alpha = np.atleast_2d(m.alpha_)
     b = np.atleast_1d(m.intercept_)
@@ -54,7 +58,9 @@ def _certificate(m, X_active, y_active):
         terms = np.abs(K * (a * y)[None, :])
         g = y * (K @ (a * y) + b[h]) - 1.0
         viol = np.where(a <= 0, np.maximum(-g, 0), np.where(a >= C, np.maximum(g, 0), np.abs(g)))
-        worst = max(worst, float(np.max(viol / (1.0 + abs(b[h]) + terms.sum(1)))))
+        # absolute while the terms are of order one; 1e-14 of their size
+        # (about a hundred roundings) when they are large and cancel
+        worst = max(worst, float(np.max(viol / (1.0 + abs(b[h]) + 1e-6 * terms.sum(1)))))
         worst = max(worst, abs(float(y @ a)) / max(float(a.sum()), 1e-300))
     return worst
 
@@ -140,7 +146,11 @@ def test_scaled_features_behave_like_their_rescaled_twin(scale, C):
     twin = CPSVM(C=C * scale ** 2, kernel="linear").fit(X, y)
     assert _certificate(m, scale * X, y) < CERT_TOL
     assert _certificate(twin, X, y) < CERT_TOL
-    _decisions_close(m.decision_function(scale * X), twin.decision_function(X), tol=1e-5)
+    # C = 1e-3 at scale 1e6 is C = 1e9 on unit features, a nearly hard margin:
+    # the dual sums terms of 1e11 into decision values of 10, so float64
+    # fixes them to about 1e-5 and the certificate admits 1e-3; 1e-4 of the
+    # decision scale keeps a margin on both sides
+    _decisions_close(m.decision_function(scale * X), twin.decision_function(X), tol=1e-4)
 
 
 # ------------------------------------------------------------ unlearning
@@ -172,7 +182,8 @@ def test_batch_decrement_on_scaled_features(scale, C):
     keep = np.array(m.ids_)
     assert _certificate(m, X[keep], y[keep]) < CERT_TOL
     fresh = CPSVM(C=C, kernel="linear").fit(X[keep], y[keep])
-    _decisions_close(m.decision_function(X), fresh.decision_function(X), tol=1e-5)
+    # see test_scaled_features_behave_like_their_rescaled_twin for the margin
+    _decisions_close(m.decision_function(X), fresh.decision_function(X), tol=1e-4)
 
 
 SEQUENCE_SETTINGS = settings(

@@ -496,7 +496,7 @@ class CPSVM(ClassifierMixin, BaseEstimator):
             sets[sets == _cp_core.SET_DRIVEN] = _SET_MARGIN
             complete = engine.settle(y, C, alpha, engine.b, sets,
                                      _POLISH_TOL) == _cp_core.STATUS_OK
-        violation = self._head_violation(engine)
+        violation = self._head_violation(engine) if complete else np.inf
         if violation > best[0]:
             engine.restore(best[1])
             violation = best[0]

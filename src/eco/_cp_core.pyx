@@ -112,6 +112,10 @@ cdef enum:
     EV_MARGIN_TO_ERROR = 4
     EV_TO_MARGIN = 5      # an error or reserve example's gradient reached 0
 
+# _migrate: the path goes on (any other value is the status that ends it)
+cdef enum:
+    PATH_GO_ON = -1
+
 
 # ---------------------------------------------------------------------------
 # Kernel values
@@ -628,6 +632,12 @@ cdef class CPEngine:
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
     cdef public double check_tol      # largest relative KKT violation (incremental g) accepted after an operation
+    # state of the path being followed (see _path)
+    cdef bint pth_learning, pth_moves
+    cdef Py_ssize_t pth_c, pth_slot
+    cdef int pth_kind
+    cdef double pth_t_left, pth_t_total, pth_s_drv, pth_usum, pth_tol_base, pth_tol
+    cdef double pth_beta_b, pth_tau
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -1036,6 +1046,251 @@ cdef class CPEngine:
         return s
 
     # -- the path ---------------------------------------------------------------
+    #
+    # One operation drives the coefficients of a set D along d_D. Its state
+    # lives in the pth_* attributes; each step is: _direction (beta), _rates
+    # (gamma, the gradient rates), _next_event (the smallest step to a change
+    # of set), _apply_step (move alpha, b, g by tau) and _migrate (move the
+    # example of the event between sets, pivoting a dependent one).
+
+    cdef int _path_init(self, Py_ssize_t* drv, double* dvec, Py_ssize_t n_drv,
+                        bint learning, double t_total) noexcept nogil:
+        # u = sum_D y_j d_j K_.j : the kernel-space direction of the driven set,
+        # fixed for the whole operation (one vector for a batch, computed once)
+        cdef Py_ssize_t n = self.store.n_slots, i, j
+        cdef double coef, dscale = 0.0
+        cdef double* row
+        cdef blas_int bn = <blas_int>n, one_i = 1
+        self.pth_learning = learning
+        self.pth_c = drv[0]
+        self.pth_t_left = t_total
+        self.pth_t_total = t_total
+        self.pth_s_drv = 0.0
+        self.pth_usum = 0.0
+        for j in range(n):
+            self.u[j] = 0.0
+        for i in range(n_drv):
+            row = self.store.row(drv[i])
+            if row == NULL:
+                return ST_NO_MEMORY
+            coef = self.y[drv[i]] * dvec[i]
+            self.pth_s_drv += coef
+            self.pth_usum += fabs(coef)
+            if fabs(dvec[i]) > dscale:
+                dscale = fabs(dvec[i])
+            daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
+        self.pth_tol_base = self.tol_event * (dscale if dscale > 0 else 1.0)
+        return ST_OK
+
+    cdef inline void _direction(self) noexcept nogil:
+        """[beta_b; beta_S] = -A^-1 [y_D'd_D; Q_SD d_D] (border-scaled), or the
+        empty-S moves of b; sets pth_moves, pth_beta_b and beta."""
+        cdef Py_ssize_t m = self.n_margin, p, k
+        cdef blas_int bn, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0
+        if m > 0:
+            self.pth_moves = True
+            self.vbuf[0] = self.sigma * self.pth_s_drv
+            for p in range(m):
+                k = self.margin[p]
+                self.vbuf[p + 1] = self.y[k] * self.u[k]
+            bn = <blas_int>(m + 1)
+            ld = <blas_int>self.r_cap
+            dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
+                  &zero, self.beta, &one_i)
+            self.pth_beta_b = self.sigma * self.beta[0]
+        elif self.pth_learning:
+            # S empty: alpha cannot move alone (sum y alpha = 0); move b so
+            # that g_c rises, until an example reaches g = 0 and joins S
+            self.pth_moves = False
+            self.pth_beta_b = self.y[self.pth_c]
+        elif fabs(self.pth_s_drv) <= self.pth_tol_base:
+            # S empty and the batch keeps sum y alpha = 0 by itself
+            self.pth_moves = True
+            self.pth_beta_b = 0.0
+        else:
+            self.pth_moves = False
+            self.pth_beta_b = self.pth_s_drv
+
+    cdef inline void _rates(self) noexcept nogil:
+        """h[j] = gamma_j, the gradient rate of every reserve and error example
+        and of the learned one; sets pth_tol, the tolerance of those rates.
+
+        Two tolerances, each relative to the size of what it judges:
+        pth_tol_base for the coefficient rates beta (units of the driven
+        coefficients), pth_tol for the gradient rates gamma, sums of kernel
+        values weighted by beta and d plus beta_b. A gradient rate below the
+        rounding noise of its sum is no event: on rank-deficient data,
+        examples that depend on S have a rate that is 0 but for that noise.
+        Both scale with the problem, so a problem and its rescaled twin take
+        the same path.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j
+        cdef double wsum, bb = self.pth_beta_b, tol
+        cdef bint moves = self.pth_moves
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        wsum = self.pth_usum if moves else 0.0
+        for p in range(m):
+            self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
+            wsum += fabs(self.wbuf[p])
+        tol = self.tol_event * fabs(bb) + 1e-10 * wsum * self.store.max_diag
+        self.pth_tol = tol if tol > 1e-300 else 1e-300
+        if m > 0:
+            # h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
+            bn = <blas_int>n
+            bm = <blas_int>m
+            ld = <blas_int>self.ks_ld
+            dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                  &self.h[0], &one_i)
+        else:
+            for j in range(n):
+                self.h[j] = 0.0
+        for j in range(n):
+            if (self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR
+                    or (self.pth_learning and j == self.pth_c)):
+                self.h[j] = self.y[j] * (self.h[j] + (self.u[j] if moves else 0.0) + bb)
+
+    cdef inline void _consider(self, double cand, int kind, Py_ssize_t slot) noexcept nogil:
+        # the smallest step wins; ties go to the smallest slot (Bland), the end
+        # of the drive first
+        if cand < 0.0:
+            cand = 0.0
+        if cand < self.pth_tau or (cand == self.pth_tau and self.pth_kind != EV_END
+                                   and slot < self.pth_slot):
+            self.pth_tau = cand
+            self.pth_kind = kind
+            self.pth_slot = slot
+
+    cdef inline void _next_event(self) noexcept nogil:
+        """The smallest step tau to a change of set: pth_tau, pth_kind, pth_slot."""
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, k, j
+        cdef Py_ssize_t c = self.pth_c
+        cdef double bb, gam, tol = self.pth_tol, tol_base = self.pth_tol_base
+        self.pth_tau = INFINITY
+        self.pth_kind = EV_NONE
+        self.pth_slot = -1
+        if self.pth_moves:
+            self.pth_tau = self.pth_t_left
+            self.pth_kind = EV_END
+        if self.pth_learning:
+            # a learned example refused as dependent on S keeps being
+            # driven: along that direction no gradient moves (a null move)
+            # until an S member reaches a bound and S changes
+            gam = self.h[c]
+            if gam > tol and self.blocked[c] != self.epoch:
+                self._consider(-self.g[c] / gam, EV_LEARNED_MARGIN, c)
+        for p in range(m):
+            k = self.margin[p]
+            bb = self.beta[p + 1]
+            if bb > tol_base:
+                self._consider((self.C[k] - self.alpha[k]) / bb, EV_MARGIN_TO_ERROR, k)
+            elif bb < -tol_base:
+                self._consider(self.alpha[k] / (-bb), EV_MARGIN_TO_RESERVE, k)
+        for j in range(n):
+            if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+                continue
+            if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
+                continue
+            gam = self.h[j]
+            if self.setof[j] == S_ERROR:
+                if gam > tol:
+                    self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
+            elif gam < -tol:
+                self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
+
+    cdef inline int _apply_step(self, Py_ssize_t* drv, double* dvec,
+                                Py_ssize_t n_drv) noexcept nogil:
+        """Move alpha_S, b, alpha_D and the gradients by pth_tau."""
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, k, i, j
+        cdef double tau = self.pth_tau
+        if tau <= 0.0:
+            return ST_OK
+        for p in range(m):
+            k = self.margin[p]
+            self.alpha[k] += self.beta[p + 1] * tau
+            # a tied member can pass its bound by a rounding error: it sits
+            # at the bound (a zero-length event next step), never outside
+            if self.alpha[k] < 0.0:
+                self.alpha[k] = 0.0
+            elif self.alpha[k] > self.C[k]:
+                self.alpha[k] = self.C[k]
+        self.b += self.pth_beta_b * tau
+        if self.pth_moves:
+            for i in range(n_drv):
+                self.alpha[drv[i]] += dvec[i] * tau
+            self.pth_t_left -= tau
+        for j in range(n):
+            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                self.g[j] += self.h[j] * tau
+        if self.pth_learning:
+            self.g[self.pth_c] += self.h[self.pth_c] * tau
+        if not isfinite(self.b):
+            return ST_NON_FINITE
+        return ST_OK
+
+    cdef int _migrate(self) noexcept nogil:
+        """Move the example of the event between sets.
+
+        Returns PATH_GO_ON to take another step, else the status that ends the
+        path (ST_OK when the operation is complete).
+        """
+        cdef Py_ssize_t c = self.pth_c, k = self.pth_slot
+        cdef int kind = self.pth_kind, st
+        cdef double* row
+        if kind == EV_END:
+            return ST_OK
+        self.n_migrations += 1
+        if kind == EV_LEARNED_MARGIN:
+            self.g[c] = 0.0
+            row = self.store.row(c)
+            if row == NULL:
+                return ST_NO_MEMORY
+            st = self._expand(c, row)
+            if st < 0:
+                return -st
+            if st == 1:
+                # c is linearly dependent on S: driving it on is itself a
+                # move along the null direction (no gradient moves) until a
+                # member of S reaches a bound; at alpha_c = 0 it is done
+                if self.alpha[c] <= 0.0:
+                    self.setof[c] = S_RESERVE
+                    return ST_OK
+                self.blocked[c] = self.epoch
+                return PATH_GO_ON
+            return self._maybe_refactorise()
+        elif kind == EV_MARGIN_TO_RESERVE:
+            self.alpha[k] = 0.0
+            self.g[k] = 0.0
+            self._remove_from_margin(k, S_RESERVE)
+        elif kind == EV_MARGIN_TO_ERROR:
+            self.alpha[k] = self.C[k]
+            self.g[k] = 0.0
+            self._remove_from_margin(k, S_ERROR)
+        elif kind == EV_TO_MARGIN:
+            self.g[k] = 0.0
+            row = self.store.row(k)
+            if row == NULL:
+                return ST_NO_MEMORY
+            st = self._expand(k, row)
+            if st < 0:
+                return -st
+            while st == 1:
+                # dependent on S: pivot. Along the null direction no gradient
+                # moves; alpha_k leaves its bound the way its gradient asks
+                # (up from R, down from E) until a member of S reaches a bound
+                # and leaves (then k enters) or k reaches its other bound
+                # (g_k = 0 there: valid KKT)
+                st = self._null_pivot(k, 1.0 if self.setof[k] == S_RESERVE else -1.0)
+                if st == 0:
+                    break
+                st = self._expand(k, row)
+                if st < 0:
+                    return -st
+        st = self._maybe_refactorise()
+        if st != 0:
+            return st
+        return PATH_GO_ON
 
     cdef int _path(self, Py_ssize_t* drv, double* dvec, Py_ssize_t n_drv,
                    bint learning, double t_total) noexcept nogil:
@@ -1046,39 +1301,12 @@ cdef class CPEngine:
         Unlearning: all driven coefficients reach 0 together at t = t_total = 1.
         Keeps every other active example in KKT along the way.
         """
-        cdef Py_ssize_t n = self.store.n_slots
-        cdef Py_ssize_t i, j, p, k, m, best_slot
-        cdef double t_left = t_total, s_drv = 0.0, dscale = 0.0
-        cdef double tau, cand, gam, bb, tol, tol_base, wsum, beta_b, usum = 0.0
-        cdef double* row
-        cdef double* Rv
-        cdef int best_kind, st
-        cdef bint moves
         cdef long steps = 0, bound = self._step_bound()
-        cdef Py_ssize_t c = drv[0]
-        cdef blas_int bn, bm, ld, one_i = 1
-        cdef double minus_one = -1.0, zero = 0.0, one = 1.0, coef
-
-        # u = sum_D y_j d_j K_.j : the kernel-space direction of the driven set,
-        # fixed for the whole operation (one vector for a batch, computed once)
-        for j in range(n):
-            self.u[j] = 0.0
-        for i in range(n_drv):
-            row = self.store.row(drv[i])
-            if row == NULL:
-                return ST_NO_MEMORY
-            coef = self.y[drv[i]] * dvec[i]
-            s_drv += coef
-            usum += fabs(coef)
-            if fabs(dvec[i]) > dscale:
-                dscale = fabs(dvec[i])
-            bn = <blas_int>n
-            daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
-        tol_base = self.tol_event * (dscale if dscale > 0 else 1.0)
-        tol = tol_base
-
+        cdef int st = self._path_init(drv, dvec, n_drv, learning, t_total)
+        if st != ST_OK:
+            return st
         while True:
-            if t_left <= 0.0:
+            if self.pth_t_left <= 0.0:
                 return ST_OK
             if steps == self.fail_at_step:
                 return ST_INJECTED_FAULT
@@ -1086,211 +1314,68 @@ cdef class CPEngine:
                 return ST_STEP_LIMIT
             steps += 1
             self.n_steps += 1
-            m = self.n_margin
-
-            # ---- direction -------------------------------------------------
-            if m > 0:
-                moves = True
-                # v = [y_D'd_D ; Q_SD d_D];  [beta_b; beta_S] = -Rinv v
-                self.vbuf[0] = self.sigma * s_drv
-                for p in range(m):
-                    k = self.margin[p]
-                    self.vbuf[p + 1] = self.y[k] * self.u[k]
-                bn = <blas_int>(m + 1)
-                ld = <blas_int>self.r_cap
-                dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
-                      &zero, self.beta, &one_i)
-                beta_b = self.sigma * self.beta[0]
-            elif learning:
-                # S empty: alpha cannot move alone (sum y alpha = 0); move b so
-                # that g_c rises, until an example reaches g = 0 and joins S
-                moves = False
-                beta_b = self.y[c]
-            elif fabs(s_drv) <= tol_base:
-                # S empty and the batch keeps sum y alpha = 0 by itself
-                moves = True
-                beta_b = 0.0
-            else:
-                moves = False
-                beta_b = s_drv
-
-            # ---- h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
-            # Two tolerances, each relative to the size of what it judges:
-            # tol_base for the coefficient rates beta (units of the driven
-            # coefficients), tol for the gradient rates gamma, sums of kernel
-            # values weighted by beta and d plus beta_b. A gradient rate
-            # below the rounding noise of its sum is no event: on
-            # rank-deficient data, examples that depend on S have a rate that
-            # is 0 but for that noise. Both scale with the problem, so a
-            # problem and its rescaled twin take the same path.
-            wsum = usum if moves else 0.0
-            if m > 0:
-                # h = KS (y_S * beta_S)
-                for p in range(m):
-                    self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
-                    wsum += fabs(self.wbuf[p])
-            tol = self.tol_event * fabs(beta_b) + 1e-10 * wsum * self.store.max_diag
-            if tol < 1e-300:
-                tol = 1e-300
-            if m > 0:
-                bn = <blas_int>n
-                bm = <blas_int>m
-                ld = <blas_int>self.ks_ld
-                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
-                      &self.h[0], &one_i)
-            else:
-                for j in range(n):
-                    self.h[j] = 0.0
-
-            # ---- smallest step to an event; h[j] becomes gamma_j -----------
-            tau = INFINITY
-            best_kind = EV_NONE
-            best_slot = -1
-            if moves:
-                tau = t_left
-                best_kind = EV_END
-            if learning:
-                gam = self.y[c] * (self.h[c] + (self.u[c] if moves else 0.0) + beta_b)
-                self.h[c] = gam
-                # a learned example refused as dependent on S keeps being
-                # driven: along that direction no gradient moves (a null move)
-                # until an S member reaches a bound and S changes
-                if gam > tol and self.blocked[c] != self.epoch:
-                    cand = -self.g[c] / gam
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau or (cand == tau and best_kind != EV_END and c < best_slot):
-                        tau = cand
-                        best_kind = EV_LEARNED_MARGIN
-                        best_slot = c
-            for p in range(m):
-                k = self.margin[p]
-                bb = self.beta[p + 1]
-                if bb > tol_base:
-                    cand = (self.C[k] - self.alpha[k]) / bb
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau or (cand == tau and best_kind != EV_END and k < best_slot):
-                        tau = cand
-                        best_kind = EV_MARGIN_TO_ERROR
-                        best_slot = k
-                elif bb < -tol_base:
-                    cand = self.alpha[k] / (-bb)
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau or (cand == tau and best_kind != EV_END and k < best_slot):
-                        tau = cand
-                        best_kind = EV_MARGIN_TO_RESERVE
-                        best_slot = k
-            for j in range(n):
-                if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
-                    continue
-                gam = self.y[j] * (self.h[j] + (self.u[j] if moves else 0.0) + beta_b)
-                self.h[j] = gam
-                if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
-                    continue
-                if self.setof[j] == S_ERROR:
-                    if gam > tol:
-                        cand = -self.g[j] / gam
-                        if cand < 0.0:
-                            cand = 0.0
-                        if cand < tau or (cand == tau and best_kind != EV_END and j < best_slot):
-                            tau = cand
-                            best_kind = EV_TO_MARGIN
-                            best_slot = j
-                elif gam < -tol:
-                    cand = self.g[j] / (-gam)
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau or (cand == tau and best_kind != EV_END and j < best_slot):
-                        tau = cand
-                        best_kind = EV_TO_MARGIN
-                        best_slot = j
-            if best_kind == EV_NONE and t_left <= 1e-9 * t_total:
+            self._direction()
+            self._rates()
+            self._next_event()
+            if self.pth_kind == EV_NONE and self.pth_t_left <= 1e-9 * t_total:
                 # S emptied a rounding error before the end (the last member
                 # reached its bound at t = 1 - 1e-16): nothing is left to move
                 return ST_OK
-            if best_kind == EV_NONE or not isfinite(tau):
+            if self.pth_kind == EV_NONE or not isfinite(self.pth_tau):
                 return ST_NO_EVENT
-
-            # ---- apply the step ----------------------------------------------
-            if tau > 0.0:
-                for p in range(m):
-                    k = self.margin[p]
-                    self.alpha[k] += self.beta[p + 1] * tau
-                    # a tied member can pass its bound by a rounding error:
-                    # it sits at the bound (a zero-length event next step),
-                    # never outside the box
-                    if self.alpha[k] < 0.0:
-                        self.alpha[k] = 0.0
-                    elif self.alpha[k] > self.C[k]:
-                        self.alpha[k] = self.C[k]
-                self.b += beta_b * tau
-                if moves:
-                    for i in range(n_drv):
-                        self.alpha[drv[i]] += dvec[i] * tau
-                    t_left -= tau
-                for j in range(n):
-                    if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
-                        self.g[j] += self.h[j] * tau
-                if learning:
-                    self.g[c] += self.h[c] * tau
-                if not isfinite(self.b):
-                    return ST_NON_FINITE
-
-            # ---- migrate the example of the event ------------------------------
-            if best_kind == EV_END:
-                return ST_OK
-            self.n_migrations += 1
-            if best_kind == EV_LEARNED_MARGIN:
-                self.g[c] = 0.0
-                row = self.store.row(c)
-                if row == NULL:
-                    return ST_NO_MEMORY
-                st = self._expand(c, row)
-                if st < 0:
-                    return -st
-                if st == 1:
-                    # c is linearly dependent on S: g_c = 0 at its current bound
-                    # is a valid KKT state only at a bound; keep driving otherwise
-                    if self.alpha[c] <= 0.0:
-                        self.setof[c] = S_RESERVE
-                        return ST_OK
-                    self.blocked[c] = self.epoch
-                    continue
-                return self._maybe_refactorise()
-            elif best_kind == EV_MARGIN_TO_RESERVE:
-                self.alpha[best_slot] = 0.0
-                self.g[best_slot] = 0.0
-                self._remove_from_margin(best_slot, S_RESERVE)
-            elif best_kind == EV_MARGIN_TO_ERROR:
-                self.alpha[best_slot] = self.C[best_slot]
-                self.g[best_slot] = 0.0
-                self._remove_from_margin(best_slot, S_ERROR)
-            elif best_kind == EV_TO_MARGIN:
-                self.g[best_slot] = 0.0
-                row = self.store.row(best_slot)
-                if row == NULL:
-                    return ST_NO_MEMORY
-                st = self._expand(best_slot, row)
-                if st < 0:
-                    return -st
-                while st == 1:
-                    # dependent on S: pivot. Along the null direction no
-                    # gradient moves; alpha_k leaves its bound the way its
-                    # gradient asks (up from R, down from E) until a member
-                    # of S reaches a bound and leaves (then k enters) or k
-                    # reaches its other bound (g_k = 0 there: valid KKT)
-                    st = self._null_pivot(
-                        best_slot, 1.0 if self.setof[best_slot] == S_RESERVE else -1.0)
-                    if st == 0:
-                        break
-                    st = self._expand(best_slot, row)
-                    if st < 0:
-                        return -st
-            st = self._maybe_refactorise()
-            if st != 0:
+            st = self._apply_step(drv, dvec, n_drv)
+            if st != ST_OK:
                 return st
+            st = self._migrate()
+            if st != PATH_GO_ON:
+                return st
+
+    # For test purposes only: the step helpers one at a time, on the current
+    # state, driving `slots` along `d` (learning: one inactive slot set up as
+    # a driven example by the caller through set_state).
+
+    def _test_path_step(self, const long[::1] slots, const double[::1] d, bint learning,
+                        str upto="migrate"):
+        """For test purposes only: run one path step up to `upto`.
+
+        `upto` is one of "direction", "rates", "event", "apply", "migrate".
+        Returns a dict with beta_b, beta (of S, in margin order), moves,
+        gamma (h over all slots after "rates"), tol, tau, kind, slot, status.
+        """
+        cdef Py_ssize_t n_drv = slots.shape[0], i, m
+        cdef int st = ST_OK
+        order = ["direction", "rates", "event", "apply", "migrate"]
+        stop = order.index(upto)
+        drv_arr = np.asarray(slots, dtype=np.intp).copy()
+        d_arr = np.asarray(d, dtype=np.float64).copy()
+        cdef Py_ssize_t[::1] drv = drv_arr
+        cdef double[::1] dv = d_arr
+        self._ks_sync()
+        self._sync_sigma()
+        # what is left of the drive: to alpha_c = C_c when learning
+        st = self._path_init(&drv[0], &dv[0], n_drv, learning, 1.0 if not learning else
+                             self.C[drv[0]] - self.alpha[drv[0]])
+        if st != ST_OK:
+            return {"status": st}
+        m = self.n_margin
+        self._direction()
+        out = {"beta_b": self.pth_beta_b, "moves": bool(self.pth_moves),
+               "beta": np.array([self.beta[i + 1] for i in range(m)]) if m else np.zeros(0),
+               "status": ST_OK}
+        if stop >= 1:
+            self._rates()
+            out["gamma"] = np.array(self._h_arr[:self.store.n_slots])
+            out["tol"] = self.pth_tol
+        if stop >= 2:
+            self._next_event()
+            out["tau"] = self.pth_tau
+            out["kind"] = self.pth_kind
+            out["slot"] = self.pth_slot
+        if stop >= 3:
+            out["status"] = self._apply_step(&drv[0], &dv[0], n_drv)
+        if stop >= 4 and out["status"] == ST_OK and self.pth_kind != EV_NONE:
+            out["status"] = self._migrate()
+        return out
 
     # -- public operations ------------------------------------------------------
 

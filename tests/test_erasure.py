@@ -225,3 +225,18 @@ def test_compaction_changes_no_decision_and_no_digest(kind):
                        rtol=1e-9, atol=1e-9)
     assert list(m.ids_) == list(twin.ids_)
     assert_exact(m)
+
+
+def test_erasure_catches_up_after_an_interrupted_erase(tmp_path):
+    """An interrupt between a committed decrement and its erasure: the next decrement erases both."""
+    m = _fit("binary")
+    first, second = m.ids_[4], m.ids_[10]
+    removed = {first: _row_of(m, first)}
+    with fail_on_call(m, "erase", 1, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            m.decrement([first])
+    assert first not in list(m.ids_)
+    removed[second] = _row_of(m, second)
+    m.decrement([second])
+    _assert_erased(m, removed, tmp_path)
+    assert_exact(m)

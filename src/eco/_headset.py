@@ -383,7 +383,11 @@ class HeadSet:
         Nothing the heads compute with changes: decisions and later updates
         are bit for bit the same.
         """
-        slots = np.asarray(slots, dtype=np.intp)
+        # with any held row that is inactive (left by an erase an interrupt
+        # prevented): erasure catches up at the next decrement
+        held = self._given >= 0
+        held[self.active_slots()] = False
+        slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
         for i in self._ids[slots].tolist():
             self._slot_of.pop(i, None)
         self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None

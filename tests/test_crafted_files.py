@@ -257,3 +257,25 @@ def test_random_bit_flip_at_every_offset(tmp_path):
         assert loaded.state_digest() == digest, f"flip at offset {offset} changed the model"
         outcomes["same model"] += 1
     assert outcomes["refused"] > 0.8 * len(original)
+
+
+@pytest.mark.parametrize("name, d, C, scale, kernel", [
+    ("breast_cancer", 3, 100.0, 1e3, "linear"),
+    ("iris", 2, 0.01, 1e3, "linear"),
+    ("iris", 2, 100.0, 1e-3, "poly"),
+    ("wine", 3, 1.0, 1e3, "linear"),
+])
+def test_degenerate_but_genuine_models_certify(name, d, C, scale, kernel, tmp_path):
+    """Large or tiny kernel values: the certificate allows their rounding, a genuine file loads."""
+    from sklearn import datasets
+    X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(y), size=min(120, len(y)), replace=False)
+    X, y = X[idx], y[idx]
+    X = (X - X.mean(0)) / (X.std(0) + 1e-12)
+    X = np.ascontiguousarray(scale * (X @ rng.standard_normal((X.shape[1], d))
+                                      / np.sqrt(X.shape[1])))
+    m = eco.CPSVM(C=C, kernel=kernel, degree=2, gamma=1.0, coef0=1.0).fit(X, y)
+    m.decrement(list(m.ids_)[:30])
+    m.save(tmp_path / "m.eco")
+    assert eco.load(tmp_path / "m.eco").state_digest() == m.state_digest()

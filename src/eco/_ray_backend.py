@@ -256,8 +256,6 @@ class _HeadActor(HeadGroup):
     def _rows(self, rows):
         return _ray().get(rows[0])
 
-    def ready(self):
-        return True
 
 
 _ACTOR = None
@@ -389,12 +387,23 @@ class RayHeadSet:
             if self.actors[a] is not dead_handle:
                 return  # another thread revived it already
             refs, n_rows = self._ckpt
-            actor = self._new_actor(a, None if refs is None else refs[a], n_rows)
             ops = self._log + list(pending or [])
             ops = [op for target, op in ops if target is None or target == a]
-            actor.replay.remote(ops)
-            ray.get(actor.ready.remote())
-            self.actors[a] = actor
+            for _ in range(_MAX_REVIVALS):
+                actor = self._new_actor(a, None if refs is None else refs[a], n_rows)
+                try:
+                    ray.get(actor.replay.remote(ops))
+                except ray.exceptions.RayActorError:
+                    continue  # the new actor died too (killed, or its node lost)
+                except ray.exceptions.RayTaskError as exc:
+                    raise UnlearningError(
+                        f"ray backend: replaying the redo log on a restarted actor (heads "
+                        f"{self.groups[a]}) failed: {exc.cause!r}") from exc
+                self.actors[a] = actor
+                return
+            raise UnlearningError(
+                f"ray backend: could not restart the actor holding heads {self.groups[a]} "
+                f"from its checkpoint ({_MAX_REVIVALS} tries)")
 
     def _call(self, actors, method, *args):
         """``method(*args)`` on `actors`, reviving dead ones and calling them again.

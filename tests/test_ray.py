@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
 
 import eco  # noqa: E402
 from eco import CPSVM  # noqa: E402

@@ -626,6 +626,10 @@ class RayHeadSet:
         got = self._call(range(len(self.actors)), "memory")
         return [got[a] for a in range(len(self.actors))]
 
+    def ping(self):
+        """One round trip to every actor and back, no work: the fixed cost of a request."""
+        self._call(range(len(self.actors)), "memory")
+
     def arm_fault(self, actor, method, k=1, after=False):
         """Test hook: the `k`-th call of HeadSet.`method` on `actor` raises InjectedFault."""
         self._call([actor], "arm_fault", method, k, after)

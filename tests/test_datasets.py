@@ -1,4 +1,4 @@
-"""Tests of eco.datasets: digits, the IDX reader and writer, MNIST, the benchmark workload.
+"""Tests of eco.datasets: digits, the IDX reader and writer, MNIST.
 
 Everything runs without network and without ../shared: the IDX tests write
 their own files, and load_mnist is tested on an MNIST-shaped directory made
@@ -20,7 +20,6 @@ from eco.datasets import (
     default_mnist_dir,
     load_digits,
     load_mnist,
-    mnist_features,
     read_idx,
     write_idx,
 )
@@ -403,117 +402,6 @@ def test_real_mnist_test_set():
     X_head, y_head = load_mnist(SHARED_MNIST, n=50)
     np.testing.assert_array_equal(X_head, X[:50])
     np.testing.assert_array_equal(y_head, y[:50])
-
-
-# --------------------------------------------------------------------------- mnist_features
-
-
-def test_mnist_features_synthetic_fallback():
-    X, y, source = mnist_features(None, n=1000, n_components=20, positive_digit=3, seed=1)
-    assert source == "synthetic"
-    assert X.shape == (1000, 20) and X.dtype == np.float64 and X.flags.c_contiguous
-    assert y.shape == (1000,) and y.dtype == np.int64
-    assert set(np.unique(y).tolist()) == {-1, 1}
-    assert 0.05 < np.mean(y == 1) < 0.15  # one class of ten, balanced
-    np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=1e-10)  # PCA centres
-    variances = X.var(axis=0)
-    assert np.all(np.diff(variances) <= 1e-12)  # components by decreasing variance
-
-
-def test_mnist_features_defaults_shape():
-    X, y, source = mnist_features()
-    assert source == "synthetic"
-    assert X.shape == (5000, 50) and y.shape == (5000,)
-
-
-def test_mnist_features_deterministic():
-    a = mnist_features(None, n=800, n_components=10, seed=5)
-    b = mnist_features(None, n=800, n_components=10, seed=5)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    c = mnist_features(None, n=800, n_components=10, seed=6)
-    assert not np.array_equal(a[0], c[0])  # another seed draws other rows
-
-
-@pytest.mark.parametrize("how", ["empty", "nonexistent", "other-files"])
-def test_mnist_features_falls_back_when_files_absent(tmp_path, how):
-    if how == "nonexistent":
-        data_dir = tmp_path / "nowhere"
-    else:
-        data_dir = tmp_path
-        if how == "other-files":
-            write_digits_mnist(tmp_path, kind="train")
-    X, y, source = mnist_features(data_dir, n=300, n_components=5)
-    reference = mnist_features(None, n=300, n_components=5)
-    assert source == "synthetic"
-    np.testing.assert_array_equal(X, reference[0])
-    np.testing.assert_array_equal(y, reference[1])
-
-
-def test_mnist_features_reads_mnist_directory(digits_mnist_dir):
-    from sklearn.decomposition import PCA
-
-    X, y, source = mnist_features(digits_mnist_dir, n=500, n_components=20, positive_digit=7, seed=3)
-    assert source == "mnist"
-    assert X.shape == (500, 20) and y.dtype == np.int64
-    # The documented contract: rows are the first n of a seeded permutation,
-    # pixels / 255, PCA fitted on those rows, +1 for the positive digit.
-    pixels, digits = load_mnist(digits_mnist_dir)
-    rows = np.random.default_rng(3).permutation(len(digits))[:500]
-    np.testing.assert_array_equal(y, np.where(digits[rows] == 7, 1, -1))
-    expected = PCA(n_components=20, svd_solver="full").fit_transform(pixels[rows])
-    np.testing.assert_allclose(X, expected, rtol=1e-10, atol=1e-10)
-
-
-def test_mnist_features_corrupt_files_are_not_replaced(tmp_path):
-    write_digits_mnist(tmp_path)
-    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot gzip")
-    with pytest.raises(DataFormatError, match="gzip"):
-        mnist_features(tmp_path, n=100, n_components=5)
-
-
-def test_mnist_features_one_file_missing_is_an_error(tmp_path):
-    write_digits_mnist(tmp_path)
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
-        mnist_features(tmp_path, n=100, n_components=5)
-
-
-@pytest.mark.parametrize(
-    "kwargs, problem",
-    [
-        ({"n": 0}, "n must be"),
-        ({"n": 10_001}, "n must be"),
-        ({"n": 100.0}, "n must be"),
-        ({"n_components": 0}, "n_components must be"),
-        ({"n": 30, "n_components": 31}, "n_components must be"),
-        ({"n_components": 785}, "n_components must be"),
-        ({"positive_digit": 10}, "positive_digit must be"),
-        ({"positive_digit": -1}, "positive_digit must be"),
-        ({"seed": -1}, "seed must be"),
-        ({"seed": None}, "seed must be"),
-    ],
-)
-def test_mnist_features_rejects_bad_parameters(kwargs, problem):
-    with pytest.raises(InvalidInputError, match=problem):
-        mnist_features(None, **kwargs)
-
-
-def test_mnist_features_n_limited_by_mnist_directory(digits_mnist_dir):
-    with pytest.raises(InvalidInputError, match="between 1 and 1797"):
-        mnist_features(digits_mnist_dir, n=1798)
-
-
-@needs_real_mnist
-def test_mnist_features_real_mnist():
-    X, y, source = mnist_features(SHARED_MNIST, n=2000, n_components=50, positive_digit=1, seed=0)
-    assert source == "mnist"
-    assert X.shape == (2000, 50)
-    _, digits = load_mnist(SHARED_MNIST)
-    rows = np.random.default_rng(0).permutation(10000)[:2000]
-    np.testing.assert_array_equal(y, np.where(digits[rows] == 1, 1, -1))
-    again = mnist_features(SHARED_MNIST, n=2000, n_components=50, positive_digit=1, seed=0)
-    np.testing.assert_array_equal(X, again[0])
 
 
 # --------------------------------------------------------------------------- default_mnist_dir

@@ -1,4 +1,4 @@
-"""Data sets for eco: embedded digits, MNIST from IDX files, the benchmark workload.
+"""Data sets for eco: embedded digits and MNIST from IDX files.
 
 Nothing here downloads anything.
 
@@ -7,9 +7,6 @@ Nothing here downloads anything.
   MNIST is distributed, plain or gzip-compressed, validating every byte.
 - :func:`load_mnist` reads an MNIST image/label pair from a directory the user
   names.
-- :func:`mnist_features` builds the benchmark workload: pixels scaled to
-  [0, 1], PCA to 50 dimensions, one digit versus the rest; without MNIST files
-  it falls back to a deterministic synthetic set of the same shape.
 - :func:`default_mnist_dir` reads the ``ECO_MNIST_DIR`` environment variable.
 
 The IDX format: a 4-byte magic number (two zero bytes, a type code, the number
@@ -33,7 +30,6 @@ __all__ = [
     "read_idx",
     "write_idx",
     "load_mnist",
-    "mnist_features",
     "default_mnist_dir",
 ]
 
@@ -50,9 +46,6 @@ _IDX_DTYPES = {
 _IDX_CODES = {(dt.kind, dt.itemsize): code for code, dt in _IDX_DTYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 _MNIST_KINDS = ("t10k", "train")
-# The synthetic stand-in for the MNIST test set: same number of rows and pixels.
-_SYNTHETIC_ROWS = 10_000
-_SYNTHETIC_PIXELS = 784
 
 
 def load_digits(*, scale=True):
@@ -348,116 +341,6 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
     return X, labels[:n].astype(np.int64)
 
 
-def _synthetic_pool():
-    """A fixed synthetic stand-in for the MNIST test set.
-
-    10,000 rows of 784 "pixels" in [0, 1] with ten balanced classes, generated
-    by scikit-learn's ``make_classification`` with a fixed random state, so it
-    is the same on every call.
-    """
-    from sklearn.datasets import make_classification
-
-    X, labels = make_classification(
-        n_samples=_SYNTHETIC_ROWS,
-        n_features=_SYNTHETIC_PIXELS,
-        n_informative=40,
-        n_redundant=20,
-        n_repeated=0,
-        n_classes=10,
-        n_clusters_per_class=1,
-        class_sep=3.0,
-        flip_y=0.0,
-        random_state=0,
-    )
-    low, high = X.min(axis=0), X.max(axis=0)
-    X = (X - low) / (high - low)  # each feature to [0, 1], like pixels
-    return X, labels.astype(np.int64)
-
-
-def mnist_features(data_dir=None, *, n=5000, n_components=50, positive_digit=0, seed=0):
-    """The benchmark workload: MNIST pixels in [0, 1], PCA, one digit versus the rest.
-
-    Reads the MNIST test set (``t10k`` files, see :func:`load_mnist`) from
-    `data_dir`, draws `n` of its rows at random, projects them on their first
-    `n_components` principal components and labels them +1 (the digit is
-    `positive_digit`) or -1 (any other digit).
-
-    If `data_dir` is None, or does not exist, or holds neither of the two
-    files, a synthetic set of the same shape (10,000 rows of 784 values in
-    [0, 1], ten balanced classes, generated with a fixed random state) is used
-    instead, and the returned `source` says so. Nothing is downloaded.
-
-    Parameters
-    ----------
-    data_dir : str, os.PathLike or None, default=None
-        The directory holding the MNIST IDX files, or None for the synthetic
-        set. Pass :func:`default_mnist_dir` to honour ``ECO_MNIST_DIR``.
-    n : int, default=5000
-        Number of rows, 1 <= n <= 10,000 (the number of rows available).
-    n_components : int, default=50
-        Number of principal components, 1 <= n_components <= min(n, 784).
-    positive_digit : int, default=0
-        The digit (0 to 9) labelled +1.
-    seed : int, default=0
-        Seed of the row selection: the first `n` entries of
-        ``numpy.random.default_rng(seed).permutation(10000)``. The same
-        arguments always give identical arrays.
-
-    Returns
-    -------
-    X : ndarray of shape (n, n_components), dtype float64
-        The PCA projection (scikit-learn ``PCA`` with ``svd_solver="full"``)
-        of the selected rows' pixels, fitted on those rows.
-    y : ndarray of shape (n,), dtype int64
-        +1 where the digit is `positive_digit`, -1 elsewhere.
-    source : {"mnist", "synthetic"}
-        Which data the rows come from.
-
-    Raises
-    ------
-    FileNotFoundError
-        If `data_dir` holds one of the two MNIST files but not the other.
-    eco.exceptions.DataFormatError
-        If the MNIST files are present but corrupt (they are never silently
-        replaced by the synthetic set).
-    eco.exceptions.InvalidInputError
-        If a parameter is out of range.
-
-    Examples
-    --------
-    >>> from eco.datasets import mnist_features
-    >>> X, y, source = mnist_features(None, n=500, n_components=20)
-    >>> X.shape, sorted(set(y.tolist())), source
-    ((500, 20), [-1, 1], 'synthetic')
-    """
-    from sklearn.decomposition import PCA
-
-    n = _check_count("n", n, 1)
-    n_components = _check_count("n_components", n_components, 1)
-    positive_digit = _check_count("positive_digit", positive_digit, 0, 9)
-    seed = _check_count("seed", seed, 0)
-
-    source = "synthetic"
-    if data_dir is not None:
-        data_dir = Path(data_dir).expanduser()
-        if data_dir.is_dir() and any(p is not None for p in _mnist_files(data_dir, "t10k")):
-            source = "mnist"
-    if source == "mnist":
-        pixels, digits = load_mnist(data_dir, kind="t10k")
-    else:
-        pixels, digits = _synthetic_pool()
-
-    total, n_pixels = pixels.shape
-    n = _check_count("n", n, 1, total)
-    n_components = _check_count("n_components", n_components, 1, min(n, n_pixels))
-    rows = np.random.default_rng(seed).permutation(total)[:n]
-    X = PCA(n_components=n_components, svd_solver="full", random_state=0).fit_transform(
-        pixels[rows]
-    )
-    y = np.where(digits[rows] == positive_digit, 1, -1).astype(np.int64)
-    return np.ascontiguousarray(X, dtype=np.float64), y, source
-
-
 def default_mnist_dir():
     """The MNIST directory named by the ``ECO_MNIST_DIR`` environment variable.
 
@@ -470,8 +353,8 @@ def default_mnist_dir():
 
     Examples
     --------
-    >>> from eco.datasets import default_mnist_dir, mnist_features
-    >>> X, y, source = mnist_features(default_mnist_dir(), n=500)  # doctest: +SKIP
+    >>> from eco.datasets import default_mnist_dir, load_mnist
+    >>> X, y = load_mnist(default_mnist_dir(), n=500)  # doctest: +SKIP
     """
     value = os.environ.get("ECO_MNIST_DIR", "")
     if not value:

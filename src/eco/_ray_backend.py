@@ -303,6 +303,8 @@ class RayHeadSet:
         The actors, one per group of heads.
     groups : list of list of int
         The heads each actor holds (round robin over the actors).
+    n_revivals : int
+        Actors restarted after they died.
     """
 
     def __init__(self, spec, data, labels, C, ids, *, n_jobs=None):
@@ -329,6 +331,7 @@ class RayHeadSet:
         self._ckpt = (None, len(data))        # (bytes refs per actor, rows) of the checkpoint
         self._cache = {}
         self._counts = [0, 0]                 # path steps, migrations
+        self.n_revivals = 0
         n_heads = int(spec["n_heads"])
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_actors = cpus if n_jobs is None or n_jobs < 0 else int(n_jobs)
@@ -400,6 +403,7 @@ class RayHeadSet:
                         f"ray backend: replaying the redo log on a restarted actor (heads "
                         f"{self.groups[a]}) failed: {exc.cause!r}") from exc
                 self.actors[a] = actor
+                self.n_revivals += 1
                 return
             raise UnlearningError(
                 f"ray backend: could not restart the actor holding heads {self.groups[a]} "

@@ -2,10 +2,12 @@
 
 Workload: a synthetic stand-in for deep features, 100 classes, 64 dims
 (Gaussian blobs around 100 random centres, a fixed seed), rbf with gamma
-frozen at 1/64, C = 1. The issue's size is 20,000 rows; on two cores a fit of
-100 one-versus-rest heads on 20,000 rows takes far too long for a benchmark
-run, so the default is 2,000 rows (``ECO_BENCH_RAY_ROWS=20000`` for the full
-size; ``ECO_BENCH_RAY_CLASSES`` changes the number of classes).
+frozen at 1/64, C = 1. The issue's size is 20,000 rows; the default is 2,000
+rows (``ECO_BENCH_RAY_ROWS=20000`` for the full size, ``ECO_BENCH_RAY_CLASSES``
+for another number of classes). At 6,000 rows each of the two actors already
+holds about 1.2 GiB (50 heads each) and the threads model as much again, so
+20,000 rows needs a machine with far more memory than the 2-core, 23 GiB one
+this was written on.
 
 Measured, for ``backend="threads"`` (``n_jobs=2``) and ``backend="ray"`` (two
 actors, 50 heads each, on a local cluster of two CPUs): the fit, a

@@ -223,3 +223,25 @@ def test_eco_nn_with_a_ray_head():
     assert models[1].head_.state_digest() == models[0].head_.state_digest()
     np.testing.assert_array_equal(models[1].predict(X.astype(np.float32)),
                                   models[0].predict(X.astype(np.float32)))
+
+
+def test_precomputed_kernel_and_revival_from_a_later_checkpoint():
+    X, y = _data(2, n=60)
+    X_new, y_new = _data(2, n=6, seed=5)
+    gram = np.vstack([X, X_new]) @ np.vstack([X, X_new]).T
+    models = [CPSVM(C=2.0, kernel="precomputed", backend=b).fit(gram[:60, :60], y)
+              for b in ("threads", "ray")]
+    for m in models:
+        m.increment(gram[60:63, :63], y_new[:3])
+        m.decrement([4, 9])
+    heads = models[1].head_set_
+    heads.checkpoint()  # now over two chunks of rows of different widths
+    for m in models:
+        m.increment(gram[63:, :], y_new[3:])
+    ray.kill(heads.actors[0], no_restart=True)
+    for m in models:
+        m.decrement([61, 20], batch=False)
+    assert heads.n_revivals == 1
+    assert models[1].state_digest() == models[0].state_digest()
+    np.testing.assert_array_equal(models[1].decision_function(gram[:5]),
+                                  models[0].decision_function(gram[:5]))

@@ -85,25 +85,31 @@ class HeadGroup:
         Kernel parameters, ``n_heads`` (of the whole model), ``max_steps``.
     heads : list of int
         The model's head indices held here.
-    rows : ndarray
-        The stored rows so far.
+    chunks : list of ndarray
+        The stored rows so far, as given (the fit's rows, then each increment's).
     labels, C, ids : ndarray
         Slot tables of those rows (class indices of the model).
     checkpoint : list of bytes or None
         One eco state file per head (:meth:`checkpoint`), or empty heads.
     """
 
-    def __init__(self, spec, heads, rows, labels, C, ids, checkpoint=None):
+    def __init__(self, spec, heads, chunks, labels, C, ids, checkpoint=None):
         self.spec = dict(spec)
         self.heads = [int(h) for h in heads]
         self._local = {h: j for j, h in enumerate(self.heads)}
+        labels = _local_labels(labels, self.heads, spec["n_heads"])
+        ids = list(ids)
+        n = len(chunks[0])
         self.set = HeadSet.from_data(
-            rows, kernel=spec["kernel"], gamma=spec["gamma"], degree=spec["degree"],
+            chunks[0], kernel=spec["kernel"], gamma=spec["gamma"], degree=spec["degree"],
             coef0=spec["coef0"], precompute=spec["precompute"], n_heads=len(self.heads),
-            labels=_local_labels(labels, self.heads, spec["n_heads"]), C=C, ids=list(ids),
-            max_steps=spec["max_steps"], n_jobs=1)
+            labels=labels[:n], C=C[:n], ids=ids[:n], max_steps=spec["max_steps"], n_jobs=1)
+        # later chunks one by one: "precomputed" rows grow by one column per row given
+        for rows in chunks[1:]:
+            m = len(rows)
+            self.set.append(rows, labels[n:n + m], C[n:n + m], ids[n:n + m])
+            n += m
         self._snapshot = None
-        self._faults = {}
         if checkpoint is not None:
             self._restore_checkpoint(checkpoint)
 
@@ -248,10 +254,8 @@ class _HeadActor(HeadGroup):
 
     def __init__(self, spec, heads, chunks, labels, C, ids, checkpoint=None):
         ray = _ray()
-        parts = ray.get(list(chunks))
-        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
         files = None if checkpoint is None else ray.get(checkpoint[0])
-        super().__init__(spec, heads, rows, labels, C, ids, files)
+        super().__init__(spec, heads, ray.get(list(chunks)), labels, C, ids, files)
 
     def _rows(self, rows):
         return _ray().get(rows[0])
@@ -502,6 +506,9 @@ class RayHeadSet:
 
     def checkpoint(self):
         """Checkpoint every head (eco state files in the object store); the redo log restarts."""
+        if self._txn is not None:
+            raise UnlearningError("checkpoint: a request is in progress (only committed "
+                                  "states are checkpointed)")
         ray = _ray()
         got = self._call(range(len(self.actors)), "checkpoint")
         self._ckpt = ([ray.put(got[a]) for a in range(len(self.actors))], self.store.n_slots)

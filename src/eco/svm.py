@@ -97,7 +97,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         reserve (alpha = 0) examples.
     support_ids_ : ndarray
         Ids that are margin or error vectors of any head.
-    head_set_ : eco._headset.HeadSet
+    head_set_ : eco._headset.HeadSet or eco._ray_backend.RayHeadSet
         The kernel store, the heads and the slot tables; what the estimator,
         :mod:`eco.loo`, :mod:`eco.audit` and :mod:`eco.testing` delegate to.
 

@@ -16,6 +16,7 @@ __all__ = [
     "ModelFileError",
     "DataFormatError",
     "UnlearningError",
+    "FeatureExtractorChangedError",
 ]
 
 
@@ -52,3 +53,7 @@ class DataFormatError(EcoError, ValueError):
 
 class UnlearningError(EcoError, RuntimeError):
     """An update that could not be completed; the model is left as it was before the call."""
+
+
+class FeatureExtractorChangedError(EcoError, RuntimeError):
+    """The feature extractor of an ECO model changed since ``fit`` (weights or buffers)."""

@@ -263,7 +263,7 @@ def _check_count(name, value, low, high=None):
     return value
 
 
-def load_mnist(data_dir, *, n=None, kind="t10k"):
+def load_mnist(data_dir=None, *, n=None, kind="t10k"):
     """Read MNIST images and labels from IDX files in a directory (no download).
 
     The directory must hold ``{kind}-images-idx3-ubyte`` and
@@ -272,8 +272,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
 
     Parameters
     ----------
-    data_dir : str or os.PathLike
-        The directory holding the IDX files.
+    data_dir : str or os.PathLike, optional
+        The directory holding the IDX files; default the directory named by
+        the ``ECO_MNIST_DIR`` environment variable (see
+        :func:`default_mnist_dir`).
     n : int or None, default=None
         Return only the first `n` examples (1 <= n <= the number in the
         files); None returns all of them.
@@ -308,6 +310,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
     >>> X.shape  # doctest: +SKIP
     (1000, 784)
     """
+    if data_dir is None:
+        data_dir = os.environ.get("ECO_MNIST_DIR", "")
+        if not data_dir:
+            raise FileNotFoundError("no MNIST directory given and ECO_MNIST_DIR is not set")
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise FileNotFoundError(f"MNIST directory not found: {data_dir}")

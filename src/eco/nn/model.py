@@ -597,8 +597,7 @@ class ECO:
         requested = _unique_in_order(_normalize_ids(ids, "ids"))
         self._check_phi()
         active = self._active_ids()
-        active_set = set(active)
-        lineage_set = set(self.feature_ids_)
+        active_set, lineage_set = set(active), set(self.feature_ids_)
         in_ccp = [identifier for identifier in requested if identifier in active_set]
         in_lineage = [identifier for identifier in requested if identifier in lineage_set]
         ignored = [i for i in requested if i not in active_set and i not in lineage_set]
@@ -608,27 +607,14 @@ class ECO:
                 f"{len(ignored)} ids are neither in C_CP nor in Phi's lineage: {ignored[:10]}; "
                 "nothing was removed (pass errors='ignore' to skip unknown ids)"
             )
-
         receipt = None
         if in_lineage:
-            path = "retrain_phi"
+            path, exact = "retrain_phi", True
             self._retrain_phi(active, in_ccp, in_lineage)
-            exact = True
         elif in_ccp:
-            support = set(_normalize_ids(np.asarray(self.head_.support_ids_), "support ids"))
-            path = "decrement" if any(i in support for i in in_ccp) else "reserve_only"
-            # The head drops reserve vectors without path steps, so both
-            # branches of the algorithm are one call; the receipt shows which.
-            receipt = self.head_.decrement(list(in_ccp), batch=bool(batch), audit=bool(audit))
-            if self._inputs is not None:
-                for identifier in in_ccp:
-                    self._inputs.pop(identifier, None)
-                    self._labels.pop(identifier, None)
-            violation = getattr(receipt, "kkt_violation", None)
-            exact = violation is None or bool(np.isfinite(violation) and violation <= self.kkt_tolerance)
+            path, exact, receipt = self._decrement(in_ccp, bool(batch), bool(audit))
         else:
-            path = "none"
-            exact = True
+            path, exact = "none", True
         return UnlearningResult(
             requested_ids=tuple(requested),
             removed_ids=tuple(removed),
@@ -639,6 +625,20 @@ class ECO:
             wall_time_s=time.perf_counter() - start,
             receipt=receipt,
         )
+
+    def _decrement(self, in_ccp, batch, audit):
+        """Lines 2-6: CP decrement of the head (reserve vectors drop without path steps)."""
+        support = set(_normalize_ids(np.asarray(self.head_.support_ids_), "support ids"))
+        path = "decrement" if any(i in support for i in in_ccp) else "reserve_only"
+        # Both branches of the algorithm are one call; the receipt shows which.
+        receipt = self.head_.decrement(list(in_ccp), batch=batch, audit=audit)
+        if self._inputs is not None:
+            for identifier in in_ccp:
+                self._inputs.pop(identifier, None)
+                self._labels.pop(identifier, None)
+        violation = getattr(receipt, "kkt_violation", None)
+        exact = violation is None or bool(np.isfinite(violation) and violation <= self.kkt_tolerance)
+        return path, exact, receipt
 
     def _retrain_phi(self, active, in_ccp, in_lineage):
         """Line 7: retrain Phi without D_f, re-extract C_CP's features, refit the head."""
@@ -827,29 +827,7 @@ class ECO:
         import eco
 
         folder = Path(path)
-        try:
-            manifest = json.loads((folder / _MANIFEST).read_text())
-        except (OSError, ValueError) as error:
-            raise ModelFileError(f"cannot read {folder / _MANIFEST}: {error}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-            raise ModelFileError(f"{folder} does not hold an eco.nn.ECO model")
-        if manifest.get("format_version") not in (1, _FORMAT_VERSION):
-            raise ModelFileError(
-                f"model format version {manifest.get('format_version')!r} is not supported "
-                f"(this eco reads version {_FORMAT_VERSION})"
-            )
-        digests = manifest.get("sha256", {})
-        required = {_EXTRACTOR_FILE, manifest.get("head_file")}
-        if manifest.get("ccp_input_ids") is not None:
-            required |= {_INPUTS_FILE, _LABELS_FILE}
-        if not isinstance(digests, dict) or not required <= set(digests):
-            raise ModelFileError(f"the manifest of {folder} does not list a digest for every file")
-        for name, digest in digests.items():
-            file = folder / name
-            if not file.exists():
-                raise ModelFileError(f"missing file {file}")
-            if _sha256(file) != digest:
-                raise ModelFileError(f"{file} was altered since it was saved (SHA-256 mismatch)")
+        manifest = _read_manifest(folder)
         try:
             state = torch.load(folder / _EXTRACTOR_FILE, weights_only=True, map_location="cpu")
             feature_extractor.load_state_dict(state)
@@ -892,6 +870,34 @@ class ECO:
     def __repr__(self) -> str:
         fitted = f"n_active={len(self.ids_)}, lineage={len(self.feature_ids_)}" if hasattr(self, "head_") else "unfitted"
         return f"ECO({type(self.feature_extractor).__name__}, head={self.head!r}, {fitted})"
+
+
+def _read_manifest(folder):
+    """The manifest of a model folder, with every listed file present and unaltered."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"cannot read {folder / _MANIFEST}: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        raise ModelFileError(f"{folder} does not hold an eco.nn.ECO model")
+    if manifest.get("format_version") not in (1, _FORMAT_VERSION):
+        raise ModelFileError(
+            f"model format version {manifest.get('format_version')!r} is not supported "
+            f"(this eco reads versions 1 and {_FORMAT_VERSION})"
+        )
+    digests = manifest.get("sha256", {})
+    required = {_EXTRACTOR_FILE, manifest.get("head_file")}
+    if manifest.get("ccp_input_ids") is not None:
+        required |= {_INPUTS_FILE, _LABELS_FILE}
+    if not isinstance(digests, dict) or not required <= set(digests):
+        raise ModelFileError(f"the manifest of {folder} does not list a digest for every file")
+    for name, digest in digests.items():
+        file = folder / name
+        if not file.exists():
+            raise ModelFileError(f"missing file {file}")
+        if _sha256(file) != digest:
+            raise ModelFileError(f"{file} was altered since it was saved (SHA-256 mismatch)")
+    return manifest
 
 
 def _is_replaceable(folder):

@@ -208,6 +208,30 @@ def _environment():
     }
 
 
+def _run_trials(X, y, plan, progress):
+    """Every trial of the plan, with torch's thread count set for the run and restored."""
+    from tqdm.auto import tqdm
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(plan["threads"])
+    collected: Dict[str, List[Any]] = {"trials": [], "measurements": [], "skipped": []}
+    try:
+        steps = plan["trials"] * len(plan["scenarios"]) * len(plan["sizes"])
+        with tqdm(total=steps, desc=f"eco experiment ({plan['dataset']})", unit="request",
+                  disable=not progress) as bar:
+            for index in range(plan["trials"]):
+                seed = plan["seed"] + index
+                trial = Trial(X, y, plan["setup"], plan["recipe"].replace(seed=seed), seed, plan["dataset"],
+                              plan["device"])
+                bar.set_postfix_str(f"trial {index + 1}: training Phi")
+                trial.prepare()
+                collected["trials"].append(_trial_record(trial, index))
+                _run_trial(trial, index, plan, bar, collected)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return collected
+
+
 def run_experiment(
     dataset: str = "digits",
     *,
@@ -261,9 +285,8 @@ def run_experiment(
     dict
         What ``results.json`` holds.
     """
-    from tqdm.auto import tqdm
-
     import matplotlib  # noqa: F401  (needed for the plots at the end: fail now, not after the run)
+    import tqdm  # noqa: F401
 
     plan = _plan(dataset, trials, sizes, quick, epochs, threads, worst_case, device, seed)
     targets = DEFAULT_TARGETS[dataset] if targets is None else targets
@@ -273,21 +296,8 @@ def run_experiment(
         raise InvalidInputError(f"{dataset} has {len(y)} examples, fewer than {setup.n_train} + {setup.n_test}")
     Path(out).mkdir(parents=True, exist_ok=True)  # fail before minutes of work if the folder is unusable
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(plan["threads"])
     started = time.perf_counter()
-    collected: Dict[str, List[Any]] = {"trials": [], "measurements": [], "skipped": []}
-    try:
-        steps = plan["trials"] * len(plan["scenarios"]) * len(plan["sizes"])
-        with tqdm(total=steps, desc=f"eco experiment ({dataset})", unit="request", disable=not progress) as bar:
-            for index in range(plan["trials"]):
-                trial = Trial(X, y, setup, plan["recipe"].replace(seed=seed + index), seed + index, dataset, device)
-                bar.set_postfix_str(f"trial {index + 1}: training Phi")
-                trial.prepare()
-                collected["trials"].append(_trial_record(trial, index))
-                _run_trial(trial, index, plan, bar, collected)
-    finally:
-        torch.set_num_threads(previous_threads)
+    collected = _run_trials(X, y, plan, progress)
     summary = summarise(collected["measurements"])
     results = {
         "settings": _settings(plan, data_dir, quick, targets),

@@ -19,6 +19,7 @@ from eco.exceptions import (  # noqa: E402
     FeatureExtractorChangedError,
     InvalidInputError,
     UnknownIdError,
+    UnlearningError,
 )
 from eco.nn import ECO  # noqa: E402
 from eco.nn.experiment import frozen_head_parameters  # noqa: E402
@@ -129,8 +130,10 @@ def _reference(model, X, y, ids):
 def test_modes_buffers_and_gradients_of_the_users_network_are_untouched(user_net, digits, split):
     X, y = digits
     ccp, test = split["ccp"], split["test"]
-    # Mixed modes on purpose: eco must give back each submodule's own flag.
+    # Mixed modes on purpose: eco must give back each submodule's own flag,
+    # and the Scaler in training mode would count calls in its buffer.
     user_net[4].train()
+    user_net[0].train()
     try:
         before = _snapshot(user_net)
         model = _model(user_net, X[ccp], y[ccp], ccp)
@@ -138,9 +141,10 @@ def test_modes_buffers_and_gradients_of_the_users_network_are_untouched(user_net
         model.score(X[test], y[test])
         model.unlearn(ccp[:3])
         _assert_same(user_net, before)
-        assert user_net[4].training and not user_net[2].training
+        assert user_net[4].training and user_net[0].training and not user_net[2].training
     finally:
         user_net[4].eval()
+        user_net[0].eval()
 
 
 def test_sliced_sequential_modes_would_be_reset_by_train_mode(user_net):
@@ -304,6 +308,11 @@ def test_increment_extends_the_lineage(digits, split):
     assert result.path == "retrain_phi"
     assert calls == [sorted(set(phi[:50].tolist()) | {int(new[1])})]
     assert int(new[0]) not in model.ids_.tolist() and int(new[1]) in model.ids_.tolist()
+    # Rows added to the head behind ECO's back: a clear error, not a bare KeyError.
+    extra = ccp[210:212]
+    model.head_.increment(model.transform(X[extra]), y[extra], ids=extra.tolist())
+    with pytest.raises(UnlearningError, match="not in the model"):
+        model.unlearn([int(new[1])])
 
 
 def test_unlearning_equals_a_cpsvm_fitted_from_scratch(user_net, digits, split):

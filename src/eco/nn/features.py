@@ -102,11 +102,9 @@ def module_fingerprint(module: torch.nn.Module) -> str:
 
 
 def _module_device(module: torch.nn.Module) -> Union[torch.device, None]:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return None
+    """The one device of the module's tensors; None without tensors or when spread over several."""
+    devices = {tensor.device for tensor in module.parameters()} | {tensor.device for tensor in module.buffers()}
+    return devices.pop() if len(devices) == 1 else None
 
 
 @contextlib.contextmanager
@@ -117,7 +115,8 @@ def untouched(module: torch.nn.Module, device: torch.device) -> Iterator[torch.n
     at a time: ``Module.train(mode)`` on a container would reset every child
     to the container's flag (a user's sliced ``nn.Sequential`` in eval mode
     would come back with its BatchNorm and Dropout in training mode). A module
-    moved to ``device`` is moved back to where it was. Gradients are off
+    moved to ``device`` is moved back to where it was; one spread over several
+    devices by its user is run where it is. Gradients are off
     (``torch.inference_mode``), and eval mode keeps BatchNorm statistics fixed.
     """
     modes = [(submodule, submodule.training) for submodule in module.modules()]

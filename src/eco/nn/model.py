@@ -309,6 +309,11 @@ class ECO:
 
     Notes
     -----
+    The fingerprint check hashes Phi's parameters and buffers on every call
+    that uses Phi (measured 0.11 ms for the digits CNN, 17,696 parameters,
+    and 1.0 ms for the MNIST CNN, 205,632, on one CPU thread): negligible
+    for small networks, proportional to the weights' bytes for large ones.
+
     To serve a request that touches Phi's lineage the model keeps the raw
     inputs and labels of C_CP (it must re-extract their features with the
     retrained Phi). It keeps them only when the lineage is not empty, and it

@@ -296,7 +296,7 @@ def test_increment_is_exact_and_kept_by_save_and_load(user_net, digits, split, t
     assert loaded.unlearn(extra[:2]).exact
 
 
-def test_increment_extends_the_lineage(digits, split):
+def test_increment_extends_the_lineage(digits, split, tmp_path):
     X, y = digits
     ccp, phi = split["ccp"], split["phi"]
     net = user_network(seed=3).eval()
@@ -310,6 +310,9 @@ def test_increment_extends_the_lineage(digits, split):
         X[ccp[:200]], y[ccp[:200]], ids=ccp[:200], feature_ids=phi[:50])
     new = ccp[200:210]
     model.increment(X[new], y[new], ids=new, feature_ids=new[:2])
+    assert set(model.feature_ids_) == set(phi[:50].tolist()) | set(new[:2].tolist())
+    model.save(tmp_path / "m")  # the extended lineage and the new rows' inputs are persisted
+    model = ECO.load(tmp_path / "m", user_network(seed=9)[:-1].eval(), phi_trainer=trainer)
     assert set(model.feature_ids_) == set(phi[:50].tolist()) | set(new[:2].tolist())
     result = model.unlearn([int(new[0])])
     assert result.path == "retrain_phi"

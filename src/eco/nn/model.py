@@ -37,13 +37,14 @@ What the model promises and what it asks of the caller
 """
 
 import dataclasses
-import hashlib
+import io
 import json
 import math
 import numbers
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -60,21 +61,26 @@ from eco.exceptions import (
     UnknownIdError,
     UnlearningError,
 )
+from eco.nn import storage
 from eco.nn.data import collect
 from eco.nn.features import extract_features, module_fingerprint, resolve_device
+from eco.nn.locking import ReadWriteLock
 
 __all__ = ["ECO", "UnlearningResult", "PATHS", "HEAD_METHODS"]
 
 #: The ways a request can be served, see :class:`UnlearningResult`.
 PATHS = ("none", "reserve_only", "decrement", "retrain_phi")
 
-_MANIFEST = "manifest.json"
-_EXTRACTOR_FILE = "feature_extractor.pt"
-_HEAD_FILE = "head.eco"
-_INPUTS_FILE = "ccp_inputs.npy"
-_LABELS_FILE = "ccp_labels.npy"
-_FORMAT = "eco.nn.ECO"
-_FORMAT_VERSION = 2
+_MANIFEST = storage.MANIFEST
+_EXTRACTOR_FILE = storage.EXTRACTOR_FILE
+_HEAD_FILE = storage.HEAD_FILE
+_INPUTS_FILE = storage.INPUTS_FILE
+_LABELS_FILE = storage.LABELS_FILE
+_FORMAT = storage.FORMAT
+_FORMAT_VERSION = storage.FORMAT_VERSION
+# Publishing a staged save renames folders: one at a time in the process, so
+# two saves to the same path (from any models) cannot interleave their renames.
+_PUBLISH_LOCK = threading.Lock()
 
 #: The public methods a head must have (the contract of :class:`ECO`).
 HEAD_METHODS = ("fit", "increment", "decrement", "decision_function", "predict", "score", "get_params", "save")
@@ -255,12 +261,10 @@ def _stated_lineage(feature_ids):
     return tuple(_unique_in_order(_normalize_ids(feature_ids, "feature_ids")))
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _wipe(array):
+    """Overwrite a row the model owned before dropping it (erasure, not just release)."""
+    if isinstance(array, np.ndarray) and array.flags.writeable and array.flags.owndata:
+        array.fill(0)
 
 
 class ECO:
@@ -356,6 +360,24 @@ class ECO:
         self.device = resolve_device(device)
         self.batch_size = int(batch_size)
         self.kkt_tolerance = float(kkt_tolerance)
+        self._make_locks()
+
+    def _make_locks(self):
+        # The model's lock (reads shared, mutations exclusive) and Phi's lock:
+        # running Phi flips its modules' modes and device, so forward passes
+        # serialize even between concurrent reads. Order: model, Phi, head.
+        self._lock = ReadWriteLock()
+        self._phi_lock = threading.RLock()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        with self._lock.read():
+            state = dict(self.__dict__)
+        del state["_lock"], state["_phi_lock"]
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._make_locks()
 
     # ------------------------------------------------------------------ state
 
@@ -367,7 +389,9 @@ class ECO:
 
     def _check_phi(self):
         """Refuse to use a Phi whose weights or buffers changed since fit."""
-        if module_fingerprint(self.feature_extractor) != self.phi_fingerprint_:
+        with self._phi_lock:
+            fingerprint = module_fingerprint(self.feature_extractor)
+        if fingerprint != self.phi_fingerprint_:
             raise FeatureExtractorChangedError(
                 "the feature extractor's parameters or buffers changed since fit (fine-tuning, an "
                 "optimizer step, BatchNorm statistics updated by a forward pass in training mode?); "
@@ -377,13 +401,15 @@ class ECO:
 
     @property
     def classes_(self) -> np.ndarray:
-        self._check_fitted()
-        return self.head_.classes_
+        with self._lock.read():
+            self._check_fitted()
+            return self.head_.classes_
 
     @property
     def ids_(self) -> np.ndarray:
-        self._check_fitted()
-        return np.asarray(self.head_.ids_)
+        with self._lock.read():
+            self._check_fitted()
+            return np.asarray(self.head_.ids_)
 
     def _active_ids(self):
         return _normalize_ids(np.asarray(self.head_.ids_), "ids of the head")
@@ -407,11 +433,17 @@ class ECO:
         FeatureExtractorChangedError
             On a fitted model, if Phi changed since fit.
         """
+        with self._lock.read():
+            return self._transform(X)
+
+    def _transform(self, X):
         if hasattr(self, "head_"):
             self._check_phi()
-        return extract_features(
-            self.feature_extractor, X, batch_size=self.batch_size, device=self.device
-        )
+        return self._extract(self.feature_extractor, X)
+
+    def _extract(self, module, X):
+        with self._phi_lock:
+            return extract_features(module, X, batch_size=self.batch_size, device=self.device)
 
     def _examples(self, X, y, ids, features):
         """Inputs, labels, ids and features of new rows, validated, nothing stored."""
@@ -421,7 +453,7 @@ class ECO:
         if features is None:
             # Extract with Phi as it is now: fit takes a new fingerprint and
             # increment checked the old one before calling this.
-            features = extract_features(self.feature_extractor, inputs, batch_size=self.batch_size, device=self.device)
+            features = self._extract(self.feature_extractor, inputs)
         else:
             features = np.asarray(features, dtype=np.float64)
             if features.ndim != 2 or features.shape[0] != n_samples:
@@ -467,8 +499,13 @@ class ECO:
         DuplicateIdError
             The same id twice in ``ids``.
         """
+        with self._lock.write():
+            return self._fit(X, y, ids, feature_ids, features)
+
+    def _fit(self, X, y, ids, feature_ids, features):
         lineage = _stated_lineage(feature_ids)
-        fingerprint = module_fingerprint(self.feature_extractor)
+        with self._phi_lock:
+            fingerprint = module_fingerprint(self.feature_extractor)
         inputs, labels, id_list, features = self._examples(X, y, ids, features)
         head = _fresh_head(self.head)
         head.fit(features, labels, ids=list(id_list))
@@ -478,9 +515,19 @@ class ECO:
         self.feature_ids_ = lineage
         self.n_features_ = features.shape[1]
         self.phi_fingerprint_ = fingerprint
+        self._drop_inputs(list(getattr(self, "_inputs", None) or ()))
         self._inputs, self._labels = None, None
         self._store_inputs(id_list, inputs, labels)
         return self
+
+    def _drop_inputs(self, identifiers):
+        """Forget the kept inputs and labels of ``identifiers``, overwriting the inputs."""
+        inputs, labels = getattr(self, "_inputs", None), getattr(self, "_labels", None)
+        if inputs is None:
+            return
+        for identifier in identifiers:
+            _wipe(inputs.pop(identifier, None))
+            labels.pop(identifier, None)
 
     def _store_inputs(self, id_list, inputs, labels):
         # Raw inputs are needed only to re-extract features after Phi is
@@ -524,6 +571,10 @@ class ECO:
         FeatureExtractorChangedError
             Phi changed since fit.
         """
+        with self._lock.write():
+            return self._increment(X, y, ids, feature_ids, features)
+
+    def _increment(self, X, y, ids, feature_ids, features):
         self._check_fitted()
         if ids is None:
             raise InvalidInputError("increment needs ids: one new id per row (row positions repeat across calls)")
@@ -594,6 +645,10 @@ class ECO:
         On any error the model is left exactly as it was.
         """
         start = time.perf_counter()
+        with self._lock.write():
+            return self._unlearn(ids, batch, audit, errors, start)
+
+    def _unlearn(self, ids, batch, audit, errors, start):
         self._check_fitted()
         if not isinstance(batch, (bool, np.bool_)):
             raise InvalidInputError(f"batch must be True or False, got {batch!r}")
@@ -637,10 +692,7 @@ class ECO:
         path = "decrement" if any(i in support for i in in_ccp) else "reserve_only"
         # Both branches of the algorithm are one call; the receipt shows which.
         receipt = self.head_.decrement(list(in_ccp), batch=batch, audit=audit)
-        if self._inputs is not None:
-            for identifier in in_ccp:
-                self._inputs.pop(identifier, None)
-                self._labels.pop(identifier, None)
+        self._drop_inputs(in_ccp)
         violation = getattr(receipt, "kkt_violation", None)
         exact = violation is None or bool(np.isfinite(violation) and violation <= self.kkt_tolerance)
         return path, exact, receipt
@@ -674,7 +726,8 @@ class ECO:
             )
         inputs = np.stack([kept[identifier] for identifier in remaining_ccp])
         labels = np.asarray([self._labels[identifier] for identifier in remaining_ccp])
-        features = extract_features(new_phi, inputs, batch_size=self.batch_size, device=self.device)
+        features = self._extract(new_phi, inputs)
+        del inputs  # a stacked copy of the remaining rows only
         head = _fresh_head(self.head)
         head.fit(features, labels, ids=list(remaining_ccp))
 
@@ -684,10 +737,9 @@ class ECO:
         self.head_ = head
         self.feature_ids_ = remaining_lineage
         self.n_features_ = features.shape[1]
-        for identifier in forget:
-            del self._inputs[identifier]
-            del self._labels[identifier]
+        self._drop_inputs(forget)
         if not self.feature_ids_:
+            self._drop_inputs(list(self._inputs))
             self._inputs, self._labels = None, None
 
     # ------------------------------------------------------------- prediction
@@ -699,13 +751,15 @@ class ECO:
         -------
         numpy.ndarray of shape (n_inputs,) or (n_inputs, n_classes)
         """
-        self._check_fitted()
-        return self.head_.decision_function(self.transform(X))
+        with self._lock.read():
+            self._check_fitted()
+            return self.head_.decision_function(self._transform(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels of X (a loader must not shuffle)."""
-        self._check_fitted()
-        return self.head_.predict(self.transform(X))
+        with self._lock.read():
+            self._check_fitted()
+            return self.head_.predict(self._transform(X))
 
     def score(self, X: Any, y: Any = None) -> float:
         """Accuracy on (X, y); the labels may come from the data's ``(x, y)`` items.
@@ -714,9 +768,10 @@ class ECO:
         shuffling loader is accepted here; with ``y`` given apart the rows
         must be in order.
         """
-        self._check_fitted()
-        inputs, labels = collect(X, y, need_labels=True, ordered=y is not None, batch_size=self.batch_size)
-        return float(self.head_.score(self.transform(inputs), labels))
+        with self._lock.read():
+            self._check_fitted()
+            inputs, labels = collect(X, y, need_labels=True, ordered=y is not None, batch_size=self.batch_size)
+            return float(self.head_.score(self._transform(inputs), labels))
 
     # ------------------------------------------------------------ persistence
 
@@ -747,27 +802,37 @@ class ECO:
         InvalidInputError
             Ids or labels of a type that cannot be saved without pickle.
         """
-        self._check_fitted()
         folder = Path(path)
-        if folder.exists() and not (folder.is_dir() and _is_replaceable(folder)):
-            raise ModelFileError(f"{folder} exists and is not an ECO model folder; not overwriting it")
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            self._write(staging)
-            if folder.exists():
-                retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-                folder.rename(retired / folder.name)
-                staging.rename(folder)
-                shutil.rmtree(retired)
-            else:
-                staging.rename(folder)
+            with self._lock.read():  # one consistent state, written while other reads go on
+                self._check_fitted()
+                self._write(staging)
+            with _PUBLISH_LOCK:
+                self._publish(staging, folder)
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
 
+    @staticmethod
+    def _publish(staging, folder):
+        """Put the staged folder at ``folder``, replacing only an ECO model or an empty folder."""
+        if folder.exists() and not (folder.is_dir() and storage.is_replaceable(folder)):
+            raise ModelFileError(f"{folder} exists and is not an ECO model folder; not overwriting it")
+        if folder.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            folder.rename(retired / folder.name)
+            staging.rename(folder)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(folder)
+
     def _write(self, folder):
-        state = {name: tensor.detach().cpu() for name, tensor in self.feature_extractor.state_dict().items()}
+        # compact copies: a view would save its whole storage, and load bounds
+        # the file by what the state_dict's tensors need
+        with self._phi_lock:
+            state = {name: tensor.detach().cpu().clone() for name, tensor in self.feature_extractor.state_dict().items()}
         torch.save(state, folder / _EXTRACTOR_FILE)
         self.head_.save(folder / _HEAD_FILE)
         if not (folder / _HEAD_FILE).is_file():
@@ -794,7 +859,7 @@ class ECO:
             "feature_ids": list(self.feature_ids_),
             "phi_fingerprint": self.phi_fingerprint_,
             "ccp_input_ids": ids,
-            "sha256": {name: _sha256(folder / name) for name in files},
+            "sha256": {name: storage.sha256_file(folder / name) for name in files},
         }
         try:
             text = json.dumps(manifest, indent=1)
@@ -831,17 +896,26 @@ class ECO:
         """
         import eco
 
+        if not isinstance(feature_extractor, torch.nn.Module):
+            raise InvalidInputError(
+                f"feature_extractor must be a torch.nn.Module, got {type(feature_extractor).__name__}"
+            )
         folder = Path(path)
-        manifest = _read_manifest(folder)
+        manifest = storage.read_manifest(folder)  # every key checked, the head's digest too
+        data = storage.read_extractor_bytes(folder, manifest, feature_extractor)
         try:
-            state = torch.load(folder / _EXTRACTOR_FILE, weights_only=True, map_location="cpu")
+            state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
             feature_extractor.load_state_dict(state)
         except Exception as error:  # unpickling errors and state_dict mismatches
             raise ModelFileError(f"cannot load Phi's weights into {type(feature_extractor).__name__}: {error}") from None
         try:
             head = eco.load(folder / manifest["head_file"])
-        except (OSError, KeyError) as error:
+        except OSError as error:
             raise ModelFileError(f"cannot load the head: {error}") from None
+        try:
+            _check_head(head)
+        except InvalidInputError as error:
+            raise ModelFileError(f"the saved head is not usable: {error}") from None
 
         model = cls(
             feature_extractor,
@@ -861,15 +935,8 @@ class ECO:
         model.phi_fingerprint_ = fingerprint
         model.feature_ids_ = tuple(manifest["feature_ids"])
         model.n_features_ = manifest["n_features"]
-        model._inputs, model._labels = None, None
-        if manifest.get("ccp_input_ids") is not None:
-            ids = manifest["ccp_input_ids"]
-            inputs = np.load(folder / _INPUTS_FILE, allow_pickle=False)
-            labels = np.load(folder / _LABELS_FILE, allow_pickle=False)
-            if inputs.shape[0] != len(ids) or labels.shape[0] != len(ids):
-                raise ModelFileError("the saved inputs do not match the saved ids")
-            model._inputs = {identifier: inputs[row] for row, identifier in enumerate(ids)}
-            model._labels = {identifier: labels[row] for row, identifier in enumerate(ids)}
+        model._inputs, model._labels = _read_kept_inputs(folder, manifest, model._active_ids())
+        _check_loaded(model, folder)
         return model
 
     def __repr__(self) -> str:
@@ -877,39 +944,35 @@ class ECO:
         return f"ECO({type(self.feature_extractor).__name__}, head={self.head!r}, {fitted})"
 
 
-def _read_manifest(folder):
-    """The manifest of a model folder, with every listed file present and unaltered."""
-    try:
-        manifest = json.loads((folder / _MANIFEST).read_text())
-    except (OSError, ValueError) as error:
-        raise ModelFileError(f"cannot read {folder / _MANIFEST}: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        raise ModelFileError(f"{folder} does not hold an eco.nn.ECO model")
-    if manifest.get("format_version") not in (1, _FORMAT_VERSION):
+def _read_kept_inputs(folder, manifest, active):
+    """C_CP's kept inputs and labels, as dicts by id (None without a lineage)."""
+    ids = manifest.get("ccp_input_ids")
+    if ids is None:
+        return None, None
+    strangers = set(ids) - set(active)
+    if strangers:
         raise ModelFileError(
-            f"model format version {manifest.get('format_version')!r} is not supported "
-            f"(this eco reads versions 1 and {_FORMAT_VERSION})"
+            f"{folder}: the saved inputs hold {len(strangers)} ids that the head does not have "
+            f"({sorted(map(str, strangers))[:5]}): rows that should not be in the model"
         )
-    digests = manifest.get("sha256", {})
-    required = {_EXTRACTOR_FILE, manifest.get("head_file")}
-    if manifest.get("ccp_input_ids") is not None:
-        required |= {_INPUTS_FILE, _LABELS_FILE}
-    if not isinstance(digests, dict) or not required <= set(digests):
-        raise ModelFileError(f"the manifest of {folder} does not list a digest for every file")
-    for name, digest in digests.items():
-        file = folder / name
-        if not file.exists():
-            raise ModelFileError(f"missing file {file}")
-        if _sha256(file) != digest:
-            raise ModelFileError(f"{file} was altered since it was saved (SHA-256 mismatch)")
-    return manifest
+    inputs = storage.read_npy(folder, _INPUTS_FILE, manifest, len(ids), storage._INPUT_KINDS)
+    labels = storage.read_npy(folder, _LABELS_FILE, manifest, len(ids), storage._LABEL_KINDS, ndim=1)
+    if inputs.size and not np.isfinite(inputs).all():
+        raise ModelFileError(f"{folder}: the saved inputs hold NaN or infinite values")
+    return (
+        {identifier: inputs[row].copy() for row, identifier in enumerate(ids)},
+        {identifier: labels[row] for row, identifier in enumerate(ids)},
+    )
 
 
-def _is_replaceable(folder):
-    """An empty folder, or one that holds a model written by ECO.save."""
-    if not any(folder.iterdir()):
-        return True
-    try:
-        return json.loads((folder / _MANIFEST).read_text()).get("format") == _FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+def _check_loaded(model, folder):
+    """Cross-checks between the manifest and the head it came with."""
+    n_head = getattr(model.head_, "n_features_in_", model.n_features_)
+    if n_head != model.n_features_:
+        raise ModelFileError(
+            f"{folder}: the manifest declares {model.n_features_} features, the head was fitted on {n_head}"
+        )
+    if model.feature_ids_ and model._inputs is None:
+        raise ModelFileError(
+            f"{folder}: Phi has a lineage but the model holds no inputs of C_CP to re-extract after retraining it"
+        )

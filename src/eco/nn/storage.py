@@ -186,7 +186,7 @@ def _check_fields(manifest, where):
     """Presence, type and range of every key; return the names of the files."""
     version = _require(manifest, "format_version", (int,), where)
     if version not in (1, FORMAT_VERSION):
-        raise ModelFileError(f"{where}: model format version {version!r} is not supported (this eco reads 1 and {FORMAT_VERSION})")
+        raise ModelFileError(f"{where}: format_version {version!r} is not supported (this eco reads 1 and {FORMAT_VERSION})")
     head_file = _plain_name(_require(manifest, "head_file", (str,), where), where)
     if head_file in (MANIFEST, EXTRACTOR_FILE, INPUTS_FILE, LABELS_FILE):
         raise ModelFileError(f"{where}: head_file {head_file!r} names another file of the model")

@@ -320,8 +320,27 @@ class ECO:
 
     To serve a request that touches Phi's lineage the model keeps the raw
     inputs and labels of C_CP (it must re-extract their features with the
-    retrained Phi). It keeps them only when the lineage is not empty, and it
-    drops the inputs of every removed example.
+    retrained Phi). It keeps them only when the lineage is not empty. When an
+    example is removed (or a new ``fit`` replaces the rows), the buffer of its
+    input is overwritten with zeros and dropped with its label and id; the
+    lineage loses its id, and :meth:`save` writes only the remaining rows.
+    What the head keeps of a removed row is the head's own business (see its
+    documentation).
+
+    Threads: one model may be shared by several threads. Mutations
+    (:meth:`fit`, :meth:`increment`, :meth:`unlearn`) serialize on the model;
+    reads (:meth:`transform`, :meth:`decision_function`, :meth:`predict`,
+    :meth:`score`, :meth:`save`) run concurrently with each other and see the
+    state before or after an update, never in between (a readers-writer lock,
+    writers first). Phi's forward passes serialize among themselves (running
+    Phi flips its modules' modes), the head's part of a read does not. The
+    model's lock is taken before the head's, never the other way round.
+
+    Files: :meth:`load` treats a folder as untrusted (see
+    :mod:`eco.nn.storage`): plain file names only, regular files only (no
+    symlinks, FIFOs or devices), every read bounded before it starts, every
+    key of the manifest checked; any problem raises
+    :class:`~eco.exceptions.ModelFileError`.
 
     Examples
     --------

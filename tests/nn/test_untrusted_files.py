@@ -383,3 +383,24 @@ def test_hostile_folders_fail_in_bounded_memory_without_hanging(folder, case):
     assert problem in outcome["message"], outcome
     assert outcome["peak_growth"] < PEAK_BOUND, outcome
 
+
+
+def test_compressed_members_in_the_weights_are_refused(folder):
+    import zipfile
+
+    path = folder / "feature_extractor.pt"
+    with zipfile.ZipFile(path) as original:
+        members = [(info, original.read(info)) for info in original.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as rewritten:
+        for info, data in members:
+            rewritten.writestr(info.filename, data)
+    redigest(folder, "feature_extractor.pt")
+    with pytest.raises(ModelFileError, match="compressed members"):
+        load(folder)
+
+
+def test_an_unreadable_head_is_a_model_file_error(folder):
+    (folder / "head.eco").write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    redigest(folder, "head.eco")
+    with pytest.raises(ModelFileError):
+        load(folder)

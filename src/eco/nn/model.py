@@ -929,8 +929,12 @@ class ECO:
             raise ModelFileError(f"cannot load Phi's weights into {type(feature_extractor).__name__}: {error}") from None
         try:
             head = eco.load(folder / manifest["head_file"])
-        except OSError as error:
-            raise ModelFileError(f"cannot load the head: {error}") from None
+        except ModelFileError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError, IndexError, NotImplementedError, RecursionError) as error:
+            # the head's loader should name the problem itself; whatever it
+            # raises for a bad file is reported as what it is
+            raise ModelFileError(f"cannot load the head: {type(error).__name__}: {error}") from None
         try:
             _check_head(head)
         except InvalidInputError as error:

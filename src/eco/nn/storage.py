@@ -33,6 +33,7 @@ import math
 import os
 import re
 import stat
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -259,10 +260,26 @@ def extractor_size_bound(module):
 
 
 def read_extractor_bytes(folder, manifest, module):
-    """The bytes of Phi's weights, bounded by ``module``'s size, digest checked."""
+    """The bytes of Phi's weights, bounded by ``module``'s size, digest checked.
+
+    ``torch.save`` writes a zip archive of stored (uncompressed) members; a
+    compressed member could inflate far beyond the file's size inside
+    ``torch.load``, so the archive's directory is checked first: stored
+    members only, their declared sizes within the same bound.
+    """
     path = Path(folder) / EXTRACTOR_FILE
-    data = read_bounded(path, extractor_size_bound(module), f"the weights of {type(module).__name__}")
+    limit = extractor_size_bound(module)
+    data = read_bounded(path, limit, f"the weights of {type(module).__name__}")
     _check_digest(path, data, manifest["sha256"])
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        try:
+            members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+        except (zipfile.BadZipFile, ValueError, OSError) as error:
+            raise ModelFileError(f"{path}: corrupt archive ({error})") from None
+        if any(member.compress_type != zipfile.ZIP_STORED for member in members):
+            raise ModelFileError(f"{path}: compressed members; torch.save writes stored ones only")
+        if sum(member.file_size for member in members) > limit:
+            raise ModelFileError(f"{path}: its members declare more than the bound of {limit} bytes")
     return data
 
 

@@ -136,11 +136,19 @@ def _check_digest(path, data, digests):
 
 
 def _json_depth(text):
-    """Deepest nesting of a JSON text, strings ignored, without recursion."""
-    skeleton = re.sub(rb'"(?:[^"\\]|\\.)*"', b"", text)
-    steps = np.frombuffer(skeleton, dtype=np.uint8)
-    delta = np.isin(steps, (ord("["), ord("{"))).astype(np.int64) - np.isin(steps, (ord("]"), ord("}")))
-    return int(np.cumsum(delta).max(initial=0))
+    """Deepest nesting of a JSON text, strings ignored, without recursion.
+
+    Scanned in chunks so that the work arrays stay small whatever the text.
+    """
+    skeleton = np.frombuffer(re.sub(rb'"(?:[^"\\]|\\.)*"', b"", text), dtype=np.uint8)
+    depth = deepest = 0
+    for start in range(0, skeleton.size, _CHUNK):
+        part = skeleton[start:start + _CHUNK]
+        delta = (part == 0x5B).astype(np.int64) + (part == 0x7B) - (part == 0x5D) - (part == 0x7D)
+        running = depth + np.cumsum(delta)
+        deepest = max(deepest, int(running.max()))
+        depth = int(running[-1])
+    return deepest
 
 
 def _plain_name(name, where):

@@ -542,7 +542,6 @@ def test_default_mnist_dir(monkeypatch, tmp_path):
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import zlib

@@ -94,7 +94,13 @@ def read_idx(path):
 
     Compression is detected from the gzip magic bytes, not from the file name.
     The header and the payload size are checked against each other before any
-    array is built.
+    array is built. Memory is bounded by the size the header declares: a gzip
+    stream is decompressed in 1 MiB pieces into a buffer of that size, a
+    declared size beyond what the compressed file can hold (deflate expands
+    at most about 1032:1) is refused before decompressing, and bytes after the
+    payload are counted, not kept. Only regular files are read: a FIFO, a
+    device (``/dev/zero``) or a symbolic link to one is refused without
+    blocking.
 
     Parameters
     ----------
@@ -116,8 +122,8 @@ def read_idx(path):
         If the file is not valid IDX: a corrupt gzip stream, a header that is
         too short, a magic number that does not start with two zero bytes, an
         unknown type code, a payload shorter than the header declares
-        (truncated) or longer (trailing bytes). The message names the file and
-        the problem.
+        (truncated) or longer (trailing bytes), or a path that is not a
+        regular file. The message names the file and the problem.
 
     Examples
     --------

@@ -130,3 +130,18 @@ def test_refit_overwrites_the_inputs_kept_from_the_previous_fit(digits):
     assert all(not buffer.any() for buffer in held)
     assert model._inputs is None  # an empty lineage keeps no inputs
     assert_erased(eco_own_bytes(model), rows=list(X[CCP_ROWS]), ids=[id_of(row) for row in CCP_ROWS])
+
+
+def test_a_refused_request_erases_nothing(digits):
+    from eco.exceptions import UnknownIdError
+
+    X, _ = digits
+    id_of = ID_KINDS["str"]
+    model = build(digits, id_of)
+    target = id_of(CCP_ROWS[30])
+    held = model._inputs[target]
+    with pytest.raises(UnknownIdError):
+        model.unlearn([target, "nobody"])
+    # error means unchanged: the row is still in the model, its input intact
+    np.testing.assert_array_equal(held, X[CCP_ROWS[30]])
+    assert target in set(np.asarray(model.ids_).tolist()) and model._inputs[target] is held

@@ -419,3 +419,158 @@ def test_default_mnist_dir(monkeypatch, tmp_path):
     assert default_mnist_dir() is None
     monkeypatch.setenv("ECO_MNIST_DIR", str(tmp_path))
     assert default_mnist_dir() == tmp_path
+
+
+# --------------------------------------------------------------------------- hostile files
+#
+# Each hostile read runs in a subprocess, so that a regression shows as a
+# failed assertion (peak memory, exception type) or a killed child after
+# SUBPROCESS_TIMEOUT, never as a hung or exhausted test run. Peak memory is the
+# growth of the child's resident high-water mark (ru_maxrss) over the call.
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+SUBPROCESS_TIMEOUT = 120
+BOMB_ZEROS = 256 << 20  # decompressed size of the gzip bombs: 256 MiB of zeros
+PEAK_BOUND = 96 << 20  # the bombed calls below must stay well under BOMB_ZEROS
+
+_HOSTILE_CALL = r"""
+import json, resource, sys
+from eco import datasets
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    getattr(datasets, sys.argv[1])(sys.argv[2])
+    outcome = {"raised": None}
+except Exception as exc:
+    outcome = {"raised": type(exc).__name__, "message": str(exc)}
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcome["peak_growth"] = (after - before) * 1024  # ru_maxrss is in KiB on Linux
+print(json.dumps(outcome))
+"""
+
+
+def hostile_call(function, path):
+    """Run ``eco.datasets.<function>(path)`` in a child; its outcome and peak memory growth."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(
+        [sys.executable, "-c", _HOSTILE_CALL, function, str(path)],
+        capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gzip_bomb(path, header, zeros=BOMB_ZEROS):
+    """A gzip file holding `header` and then `zeros` zero bytes (about 1/1000 the size)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 22)
+    with open(path, "wb") as handle:
+        handle.write(compressor.compress(header))
+        for _ in range(zeros // len(block)):
+            handle.write(compressor.compress(block))
+        handle.write(compressor.flush())
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb_dir(tmp_path_factory):
+    """An MNIST directory of 10 labels whose images file is a gzip bomb.
+
+    The images header declares 10 images of 28x28 (7,840 bytes) and the stream
+    then decompresses to 256 MiB more.
+    """
+    directory = tmp_path_factory.mktemp("bomb")
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    gzip_bomb(directory / "t10k-images-idx3-ubyte.gz", idx_bytes(0x08, (10, 28, 28), b""))
+    return directory
+
+
+def test_gzip_bomb_after_a_valid_header_is_bounded(bomb_dir):
+    path = bomb_dir / "t10k-images-idx3-ubyte.gz"
+    assert path.stat().st_size < BOMB_ZEROS // 100  # it is a bomb
+    for function, target in (("read_idx", path), ("load_mnist", bomb_dir)):
+        outcome = hostile_call(function, target)
+        assert outcome["raised"] == "DataFormatError", outcome
+        assert "trailing bytes" in outcome["message"] and str(path) in outcome["message"]
+        assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+@pytest.mark.parametrize(
+    "function, shape, problem",
+    [
+        ("read_idx", (2**31, 28, 28), "more than a gzip file"),
+        ("load_mnist", (2**31, 28, 28), "count mismatch"),
+        ("load_mnist", (10**6, 28, 28), "count mismatch"),
+    ],
+    ids=["more-than-deflate-can-hold", "mnist-huge", "mnist-more-than-the-labels"],
+)
+def test_gzip_bomb_declaring_a_huge_shape_is_refused_at_the_header(tmp_path, function, shape, problem):
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    path = gzip_bomb(tmp_path / "t10k-images-idx3-ubyte.gz", idx_bytes(0x08, shape, b""))
+    outcome = hostile_call(function, path if function == "read_idx" else tmp_path)
+    assert outcome["raised"] == "DataFormatError", outcome
+    assert problem in outcome["message"] and str(path) in outcome["message"]
+    assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+def test_gzip_bomb_as_labels_is_refused_by_the_deflate_bound(tmp_path):
+    path = gzip_bomb(tmp_path / "labels-idx1-ubyte.gz", idx_bytes(0x08, (2**32 - 1,), b""), zeros=1 << 22)
+    outcome = hostile_call("read_idx", path)
+    assert outcome["raised"] == "DataFormatError" and "truncated IDX payload" in outcome["message"], outcome
+    assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+def test_gzip_stream_is_checked_to_its_end(tmp_path):
+    # a valid payload, then a corrupted CRC: the whole stream is verified
+    data = bytearray(gzip.compress(GOOD))
+    data[-8] ^= 0xFF
+    path = tmp_path / "crc-idx2-ubyte.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match="gzip"):
+        read_idx(path)
+
+
+def test_concatenated_gzip_members_and_zero_padding_are_read(tmp_path):
+    array = np.arange(12, dtype=np.int16).reshape(3, 4)
+    raw = idx_bytes(0x0B, (3, 4), array.astype(">i2").tobytes())
+    path = tmp_path / "multi-idx2.gz"
+    path.write_bytes(gzip.compress(raw[:9]) + gzip.compress(raw[9:]) + b"\x00" * 16)
+    np.testing.assert_array_equal(read_idx(path), array)
+    path.write_bytes(gzip.compress(raw) + b"junk")
+    with pytest.raises(DataFormatError, match="gzip"):
+        read_idx(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10, dtype=np.uint8))
+    fifo = tmp_path / "t10k-images-idx3-ubyte"
+    os.mkfifo(fifo)  # nobody writes: a blocking open would hang forever
+    for function, target in (("read_idx", fifo), ("load_mnist", tmp_path)):
+        outcome = hostile_call(function, target)
+        assert outcome["raised"] == "DataFormatError" and "not a regular file" in outcome["message"], outcome
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_symlink_to_a_device_is_refused(tmp_path):
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    link = tmp_path / "t10k-images-idx3-ubyte.gz"
+    link.symlink_to("/dev/zero")
+    for function, target in (("read_idx", link), ("load_mnist", tmp_path)):
+        outcome = hostile_call(function, target)
+        assert outcome["raised"] == "DataFormatError" and "not a regular file" in outcome["message"], outcome
+        assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+def test_symlink_to_a_regular_idx_file_is_read(tmp_path, digits_mnist_dir):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).symlink_to(digits_mnist_dir / name)
+    X, y = load_mnist(tmp_path)
+    X_ref, y_ref = load_mnist(digits_mnist_dir)
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(y, y_ref)

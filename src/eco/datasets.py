@@ -15,8 +15,10 @@ the values in C order, big-endian.
 """
 
 import gzip
+import math
 import numbers
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -85,7 +87,13 @@ def read_idx(path):
 
     Compression is detected from the gzip magic bytes, not from the file name.
     The header and the payload size are checked against each other before any
-    array is built.
+    array is built. Memory is bounded by the size the header declares: a gzip
+    stream is decompressed in 1 MiB pieces into a buffer of that size, a
+    declared size beyond what the compressed file can hold (deflate expands
+    at most about 1032:1) is refused before decompressing, and bytes after the
+    payload are counted, not kept. Only regular files are read: a FIFO, a
+    device (``/dev/zero``) or a symbolic link to one is refused without
+    blocking.
 
     Parameters
     ----------
@@ -107,8 +115,8 @@ def read_idx(path):
         If the file is not valid IDX: a corrupt gzip stream, a header that is
         too short, a magic number that does not start with two zero bytes, an
         unknown type code, a payload shorter than the header declares
-        (truncated) or longer (trailing bytes). The message names the file and
-        the problem.
+        (truncated) or longer (trailing bytes), or a path that is not a
+        regular file. The message names the file and the problem.
 
     Examples
     --------
@@ -120,18 +128,151 @@ def read_idx(path):
     array([[0, 1, 2],
            [3, 4, 5]], dtype=uint8)
     """
-    path = Path(path)
-    raw = path.read_bytes()  # FileNotFoundError names the path
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataFormatError(f"{path}: corrupt gzip stream ({exc})") from exc
-    return _parse_idx(raw, path)
+    return _read_idx(Path(path))
 
 
-def _parse_idx(data, path):
-    """Parse the bytes of an uncompressed IDX file; `path` is for messages."""
+# Deflate expands at most about 1032:1, so a gzip file of n bytes cannot hold
+# more than this many times n bytes of payload: a larger declared shape is a
+# truncated (or hostile) file, refused before anything is decompressed.
+_MAX_DEFLATE_RATIO = 1032
+_CHUNK = 1 << 20
+# Trailing bytes after the payload are counted for the message, not kept;
+# past this many the count stops (a gzip bomb behind a valid payload).
+_MAX_TRAILING_COUNT = 64 << 20
+
+
+def _open_data_file(path):
+    """Open a regular file for reading; refuse devices, FIFOs and sockets without blocking."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # FileNotFoundError names the path
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataFormatError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return handle, info.st_size
+
+
+class _GzipChunks:
+    """Decompress a gzip file (one or more members) in bounded pieces."""
+
+    def __init__(self, handle, path):
+        self._handle, self._path = handle, path
+        self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""  # compressed bytes not yet given to zlib
+
+    def read_some(self, limit):
+        """At most `limit` decompressed bytes; b"" at the end of the data."""
+        while True:
+            if len(self._pending) < 2:
+                self._pending += self._handle.read(_CHUNK)
+            if self._decompressor.eof:
+                if not self._pending:
+                    return b""
+                if self._pending[:2] == _GZIP_MAGIC:
+                    self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                elif not self._pending.strip(b"\0"):
+                    self._pending = b""  # zero padding after the last member, as gzip allows
+                    continue
+                else:
+                    raise DataFormatError(f"{self._path}: corrupt gzip stream (garbage after its end)")
+            if not self._pending:
+                raise DataFormatError(f"{self._path}: corrupt gzip stream (truncated: it ends before its end marker)")
+            try:
+                out = self._decompressor.decompress(self._pending, limit)
+            except zlib.error as exc:
+                raise DataFormatError(f"{self._path}: corrupt gzip stream ({exc})") from exc
+            done = self._decompressor.eof
+            self._pending = self._decompressor.unused_data if done else self._decompressor.unconsumed_tail
+            if out:
+                return out
+
+
+class _PlainChunks:
+    def __init__(self, handle):
+        self._handle = handle
+
+    def read_some(self, limit):
+        return self._handle.read(min(limit, _CHUNK))
+
+
+def _read_up_to(chunks, n):
+    """Up to `n` bytes from `chunks` (fewer only at the end of the data)."""
+    out = bytearray()
+    while len(out) < n:
+        piece = chunks.read_some(n - len(out))
+        if not piece:
+            break
+        out += piece
+    return bytes(out)
+
+
+def _read_idx(path, check=None):
+    """Read an IDX file, every resource bounded by its header before it is used.
+
+    `check(shape, dtype)` may refuse the header (by raising) before the
+    payload is read.
+    """
+    handle, size = _open_data_file(path)
+    with handle:
+        compressed = handle.read(2) == _GZIP_MAGIC
+        handle.seek(0)
+        chunks = _GzipChunks(handle, path) if compressed else _PlainChunks(handle)
+        shape, dtype, header_len = _read_idx_header(chunks, path)
+        expected = math.prod(shape) * dtype.itemsize
+        if check is not None:
+            check(shape, dtype)
+        if compressed and expected > _MAX_DEFLATE_RATIO * size + _CHUNK:
+            raise DataFormatError(
+                f"{path}: truncated IDX payload: the header declares shape {shape} of "
+                f"{dtype.name} ({expected} bytes), more than a gzip file of {size} bytes can hold"
+            )
+        if not compressed and size - header_len < expected:
+            actual = size - header_len
+            raise DataFormatError(
+                f"{path}: truncated IDX payload: the header declares shape {shape} of "
+                f"{dtype.name} ({expected} bytes), the file holds {actual} bytes after the header"
+            )
+        payload = np.empty(expected, dtype=np.uint8)
+        filled = 0
+        while filled < expected:
+            piece = chunks.read_some(min(expected - filled, _CHUNK))
+            if not piece:
+                break
+            payload[filled:filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            filled += len(piece)
+        if filled < expected:
+            raise DataFormatError(
+                f"{path}: truncated IDX payload: the header declares shape {shape} of "
+                f"{dtype.name} ({expected} bytes), the file holds {filled} bytes after the header"
+            )
+        trailing = _count_trailing(chunks)
+    if trailing:
+        more = "more than " if trailing > _MAX_TRAILING_COUNT else ""
+        raise DataFormatError(
+            f"{path}: {more}{trailing} trailing bytes after the IDX payload of shape "
+            f"{shape} of {dtype.name} ({expected} bytes)"
+        )
+    native = dtype.newbyteorder("=")
+    return payload.view(dtype).astype(native, copy=False).reshape(shape) if expected else np.empty(shape, dtype=native)
+
+
+def _count_trailing(chunks):
+    """Bytes left after the payload, counted (not kept) up to a bound."""
+    count = 0
+    while count <= _MAX_TRAILING_COUNT:
+        piece = chunks.read_some(_CHUNK)
+        if not piece:
+            break
+        count += len(piece)
+    return count
+
+
+def _read_idx_header(chunks, path):
+    """(shape, big-endian dtype, header length) from the start of an IDX stream."""
+    data = _read_up_to(chunks, 4)
     if len(data) < 4:
         raise DataFormatError(
             f"{path}: truncated IDX header: {len(data)} bytes, the magic number needs 4"
@@ -146,33 +287,13 @@ def _parse_idx(data, path):
         known = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
         raise DataFormatError(f"{path}: unknown IDX dtype code 0x{code:02X} (known: {known})")
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    sizes = _read_up_to(chunks, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataFormatError(
             f"{path}: truncated IDX header: {ndim} dimensions need {header_len} "
-            f"header bytes, the file holds {len(data)}"
+            f"header bytes, the file holds {4 + len(sizes)}"
         )
-    shape = struct.unpack(f">{ndim}I", data[4:header_len])
-    dtype = _IDX_DTYPES[code]
-    count = 1
-    for size in shape:
-        count *= size
-    expected = count * dtype.itemsize
-    actual = len(data) - header_len
-    if actual < expected:
-        raise DataFormatError(
-            f"{path}: truncated IDX payload: the header declares shape {shape} of "
-            f"{dtype.name} ({expected} bytes), the file holds {actual} bytes after the header"
-        )
-    if actual > expected:
-        raise DataFormatError(
-            f"{path}: {actual - expected} trailing bytes after the IDX payload of shape "
-            f"{shape} of {dtype.name} ({expected} bytes)"
-        )
-    native = dtype.newbyteorder("=")
-    if count == 0:
-        return np.empty(shape, dtype=native)
-    values = np.frombuffer(data, dtype=dtype, count=count, offset=header_len)
-    return values.astype(native, copy=True).reshape(shape)
+    return struct.unpack(f">{ndim}I", sizes), _IDX_DTYPES[code], header_len
 
 
 def write_idx(path, array):
@@ -230,7 +351,9 @@ def _mnist_file(data_dir, stem):
     """The existing file ``stem.gz`` or ``stem`` in `data_dir`, or None."""
     for name in (stem + ".gz", stem):
         candidate = data_dir / name
-        if candidate.is_file():
+        # exists(), not is_file(): a FIFO or device under the name is found
+        # and then refused by the reader, rather than reported missing
+        if candidate.exists() and not candidate.is_dir():
             return candidate
     return None
 
@@ -245,6 +368,31 @@ def _mnist_files(data_dir, kind):
     )
 
 
+def _label_header_check(path):
+    def check(shape, dtype):
+        if len(shape) != 1:
+            raise DataFormatError(f"{path}: expected a 1-D label array, got shape {shape}")
+        if dtype.kind not in "iu":
+            raise DataFormatError(f"{path}: expected integer labels, got {dtype.newbyteorder('=')}")
+    return check
+
+
+def _image_header_check(path, labels_path, n_labels):
+    def check(shape, dtype):
+        if len(shape) != 3:
+            raise DataFormatError(
+                f"{path}: expected a 3-D image array (count, rows, cols), got shape {shape}"
+            )
+        if dtype != np.dtype(">u1"):
+            raise DataFormatError(f"{path}: expected uint8 pixels, got {dtype.newbyteorder('=')}")
+        if shape[0] != n_labels:
+            raise DataFormatError(
+                f"image/label count mismatch: {path} holds {shape[0]} images "
+                f"but {labels_path} holds {n_labels} labels"
+            )
+    return check
+
+
 def _check_count(name, value, low, high=None):
     """Validate an integer parameter in [low, high]; return it as a Python int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -256,7 +404,7 @@ def _check_count(name, value, low, high=None):
     return value
 
 
-def load_mnist(data_dir, *, n=None, kind="t10k"):
+def load_mnist(data_dir=None, *, n=None, kind="t10k"):
     """Read MNIST images and labels from IDX files in a directory (no download).
 
     The directory must hold ``{kind}-images-idx3-ubyte`` and
@@ -265,8 +413,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
 
     Parameters
     ----------
-    data_dir : str or os.PathLike
-        The directory holding the IDX files.
+    data_dir : str or os.PathLike, optional
+        The directory holding the IDX files; default the directory named by
+        the ``ECO_MNIST_DIR`` environment variable (see
+        :func:`default_mnist_dir`).
     n : int or None, default=None
         Return only the first `n` examples (1 <= n <= the number in the
         files); None returns all of them.
@@ -301,6 +451,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
     >>> X.shape  # doctest: +SKIP
     (1000, 784)
     """
+    if data_dir is None:
+        data_dir = os.environ.get("ECO_MNIST_DIR", "")
+        if not data_dir:
+            raise FileNotFoundError("no MNIST directory given and ECO_MNIST_DIR is not set")
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise FileNotFoundError(f"MNIST directory not found: {data_dir}")
@@ -311,8 +465,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
             raise FileNotFoundError(
                 f"MNIST file not found: neither {name}.gz nor {name} in {data_dir}"
             )
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
+    # Labels first (one byte per example), then the images' header is checked
+    # against them before any pixel is decompressed.
+    labels = _read_idx(labels_path, check=_label_header_check(labels_path))
+    images = _read_idx(images_path, check=_image_header_check(images_path, labels_path, labels.shape[0]))
     if images.ndim != 3:
         raise DataFormatError(
             f"{images_path}: expected a 3-D image array (count, rows, cols), "

@@ -70,6 +70,30 @@ def id_array(ids):
     return arr
 
 
+def laid_out(state):
+    """The slot layout of a ModelState: its active examples at their slots, zeros elsewhere.
+
+    Returns data, labels, C, ids (placeholders 0 or None in erased slots),
+    given (-1 in erased slots) and the heads' states over every slot, so that
+    a head set built from them computes exactly as the one that was saved.
+    """
+    n, at = int(state.n_slots), np.asarray(state.slot_index, dtype=np.intp)
+    if state.params["kernel"] == "precomputed":
+        data = np.zeros((n, n))
+        data[np.ix_(at, at)] = state.data
+    else:
+        data = np.zeros((n, state.data.shape[1]))
+        data[at] = state.data
+    labels, C = np.zeros(n, dtype=np.intp), np.zeros(n)
+    labels[at], C[at] = state.slot_labels, state.slot_C
+    ids = np.zeros(n, dtype=np.int64) if state.slot_ids.dtype.kind == "i" \
+        else np.full(n, None, dtype=object)
+    ids[at] = state.slot_ids
+    given = np.full(n, -1, dtype=np.int64)
+    given[at] = state.slot_given
+    return data, labels, C, ids, given, [head.expanded(at, n) for head in state.heads]
+
+
 class HeadSet:
     """The heads of one model, their kernel store and slot tables.
 
@@ -127,27 +151,15 @@ class HeadSet:
         erased, so that every later update computes exactly as the saved model would.
         """
         p = state.params
-        n, at = int(state.n_slots), np.asarray(state.slot_index, dtype=np.intp)
-        if p["kernel"] == "precomputed":
-            data = np.zeros((n, n))
-            data[np.ix_(at, at)] = state.data
-        else:
-            data = np.zeros((n, state.data.shape[1]))
-            data[at] = state.data
-        labels, C = np.zeros(n, dtype=np.intp), np.zeros(n)
-        labels[at], C[at] = state.slot_labels, state.slot_C
-        ids = np.zeros(n, dtype=np.int64) if state.slot_ids.dtype.kind == "i" \
-            else np.full(n, None, dtype=object)
-        ids[at] = state.slot_ids
+        data, labels, C, ids, given, heads = laid_out(state)
         hs = cls.from_data(data, kernel=p["kernel"], gamma=state.gamma_,
                            degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
                            n_heads=state.n_heads, labels=labels, C=C, ids=ids.tolist(),
                            max_steps=max_steps, n_jobs=n_jobs)
-        hs._given = np.full(n, -1, dtype=np.int64)
-        hs._given[at] = state.slot_given
+        hs._given = given
         hs._n_given = int(state.n_given)
-        for h, head in enumerate(state.heads):
-            hs.restore_head(h, head.expanded(at, n))
+        for h, head in enumerate(heads):
+            hs.restore_head(h, head)
         hs._map_ids()
         dead = np.flatnonzero(hs._given < 0).astype(np.intp)
         _cp_core.erase_slots(hs.store, hs._engines, dead, hs._given >= 0)
@@ -161,16 +173,18 @@ class HeadSet:
         (the slot of each), ``n_slots``, ``slot_given``, ``n_given`` and
         ``heads`` (:class:`eco.state.HeadState` over the active examples).
         """
+        # public reads only: the Ray head set uses this method too
         active = self.active_slots()
         if self.kernel == "precomputed":
             data = self.kernel_block(active)[:, active]
         else:
             data = self.features_of(active)
         return dict(
-            data=data, slot_labels=np.array(self._labels[active], dtype=np.int64),
-            slot_C=np.array(self._C[active], dtype=np.float64), slot_ids=self._ids[active],
-            slot_index=active.astype(np.int64), n_slots=int(self.n_slots),
-            slot_given=np.array(self._given[active]), n_given=int(self._n_given),
+            data=data, slot_labels=np.array(self.slot_labels[active], dtype=np.int64),
+            slot_C=np.array(self.slot_C[active], dtype=np.float64),
+            slot_ids=self.slot_ids[active], slot_index=active.astype(np.int64),
+            n_slots=int(self.n_slots), slot_given=np.array(self.slot_given[active]),
+            n_given=int(self.n_given),
             heads=[self.head_state(h).restricted(active) for h in range(self.n_heads)])
 
     # ------------------------------------------------------------ read

@@ -691,8 +691,12 @@ def _check_layout(meta, arrays, params, bad):
     if idx is None or idx.ndim != 1:
         raise bad("slot_index is missing")
     n = len(idx)
+    data = arrays.get(_data_key(params))
     if params.get("kernel") == "precomputed":
         top = max(_MAX_PRECOMPUTED_SLOTS_RATIO * n, 2048)
+    elif data is not None and data.ndim == 2 and data.shape[1] == 0:
+        # no rows laid out (a Ray checkpoint of one head): O(n_slots) memory
+        top = max(64 * n, 1 << 16)
     else:
         # a live model compacts once erased slots exceed max(COMPACT_MIN, half of them)
         top = max(2 * n, n + 64) + 1

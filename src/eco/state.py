@@ -192,6 +192,10 @@ class ModelState:
     def n_active(self):
         return len(self.slot_ids)
 
+    def active_slots(self):
+        """Positions of the active examples in this state's arrays (all of them)."""
+        return np.flatnonzero(np.asarray(self.heads[0].sets) != _SET_CODES[0]).astype(np.intp)
+
     def digest(self):
         """BLAKE2b hex digest: hyper-parameters, active ids, and every head's digested fields."""
         return state_digest(self.params, self.gamma_, self.classes_, self.class_weight_,

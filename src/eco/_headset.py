@@ -344,6 +344,28 @@ class HeadSet:
         """Remove slots with alpha = 0 in every head, in one uninterruptible call."""
         _cp_core.drop_reserve(self._engines, slots)
 
+    def set_bounds(self, C):
+        """Replace the box bound of every slot (the heads' own bounds are moved by the caller)."""
+        self._C = np.array(C, dtype=np.float64)
+
+    def rekernel(self, gamma):
+        """Serve the same rows with kernel coefficient `gamma`: a new store and new, empty heads.
+
+        Returns the previous ``(store, engines)`` for :meth:`reinstate`.
+        """
+        old = (self.store, self._engines)
+        s = self.store
+        store = _cp_core.KernelStore(s.n_features, s.kernel, float(gamma), s.degree, s.coef0,
+                                     s.precompute)
+        store.append(s.features())
+        self.store = store
+        self._engines = [_cp_core.CPEngine(store, e.max_steps) for e in old[1]]
+        return old
+
+    def reinstate(self, previous):
+        """Put back the store and heads that :meth:`rekernel` replaced."""
+        self.store, self._engines = previous
+
     def restore_head(self, head, state):
         """Install a :class:`eco.state.HeadState` (or engine dict) in `head`, bit for bit.
 

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from . import _hyper
 from . import _validation as V
 from ._fitted import FittedAttributes
 from ._headset import HeadSet, id_array
@@ -212,6 +213,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         self.gamma_ = gamma
         self.class_weight_ = class_weight
         self.head_set_ = heads
+        self.hyper_paths_ = {}
         return self
 
     # ------------------------------------------------------------ increment
@@ -243,7 +245,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         with heads.transaction():
             # on failure the rows never happened: the store forgets them too
             slots = heads.append(X, labels, float(self.C) * self.class_weight_[labels] * sw, ids)
-            heads.learn(slots)
+            plan = _hyper.plan_update(self, heads, added=slots)
+            plan.run(heads, lambda: heads.learn(slots))
+        _hyper.commit(self, plan)
         return id_array(ids)
 
     # ------------------------------------------------------------ decrement
@@ -285,7 +289,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         digest_before = self.state_digest() if audit else None
         resolved = ()
         n_steps = n_migrations = 0
-        if heads.all_reserve(slots):
+        plan = _hyper.plan_update(self, heads, removed=slots)
+        if plan.unchanged and heads.all_reserve(slots):
             # alpha = 0 in every head: drop them in one uninterruptible call
             heads.drop_reserve(slots)
             reserve = [True] * len(slots)
@@ -293,11 +298,12 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             reserve = [bool(r) for r in heads.reserve_mask(slots)]
             steps0, migr0 = heads.n_steps, heads.n_migrations
             with heads.transaction():
-                resolved = heads.unlearn(slots, batch)
+                resolved = plan.run(heads, lambda: heads.unlearn(slots, batch))
             n_steps = heads.n_steps - steps0
             n_migrations = heads.n_migrations - migr0
-        paths = {i: PATH_RESERVE_DROP if r else (PATH_RESOLVE if resolved else PATH_STEPS)
-                 for i, r in zip(id_list, reserve)}
+        _hyper.commit(self, plan)
+        served = plan.paths.get("gamma") or (PATH_RESOLVE if resolved else PATH_STEPS)
+        paths = {i: PATH_RESERVE_DROP if r else served for i, r in zip(id_list, reserve)}
         return UnlearningReceipt(
             removed_ids=tuple(id_list),
             paths=paths,
@@ -309,6 +315,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             digest_after=self.state_digest() if audit else None,
             wall_time_s=time.perf_counter() - t0,
             resolved_heads=tuple(resolved),
+            hyper_paths=dict(plan.paths),
         )
 
     # ------------------------------------------------------------- state

@@ -79,7 +79,7 @@ def test_increment_fault_resolves_exactly(k):
 @pytest.mark.parametrize("batch", [True, False])
 def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jobs):
     X, y = _data(n_classes=3, seed=3)
-    m = CPSVM(C=1.0, n_jobs=n_jobs).fit(X, y)
+    m = CPSVM(C=1.0, n_jobs=n_jobs, gamma=0.3).fit(X, y)  # numeric: the heads' paths run
     twin = _copy(m)
     before = m.state_digest()
     support = m.support_ids_.tolist()[:4]
@@ -95,7 +95,7 @@ def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jo
 
 def test_interrupt_during_increment_resolve_restores_everything():
     X, y = _data(n=90, n_classes=3, seed=4)
-    m = CPSVM(C=1.0).fit(X[:70], y[:70])
+    m = CPSVM(C=1.0, gamma=0.3).fit(X[:70], y[:70])  # numeric: the heads' paths run
     before = m.state_digest()
     ids_before = m.ids_.copy()
 

@@ -237,26 +237,33 @@ def _polish_from(heads, head, active, guess):
     y = heads.head_labels(head)
     C = np.asarray(heads.slot_C, dtype=np.float64)
     sets = np.full(n, _SET_INACTIVE, dtype=np.int8)
-    g = np.asarray(guess, dtype=np.int8)
+    # slots stored after the guess was taken (an increment's) are not in it
+    g = np.full(n, _SET_INACTIVE, dtype=np.int8)
+    g[:len(guess)] = guess
     sets[active] = np.where(g[active] == _SET_INACTIVE, _SET_RESERVE, g[active])
     sets[active[C[active] <= 0]] = _SET_RESERVE
     weighted = active[C[active] > 0]
     if len(np.unique(y[weighted])) < 2:
         return False  # one class or none: the solve from scratch defines it
     try:
-        for _ in range(20):
+        # margin coefficients outside their box go to that bound, the worst
+        # one at a time: the previous sets can be far from the new solution,
+        # and clipping every violator at once can empty the margin set
+        for _ in range(50 + 2 * int(np.sum(sets == _SET_MARGIN))):
             engine.polish(y, C, sets)
             if engine.drift() > 1e-8:
                 return False
             a = engine.alpha_all
-            low = (sets == _SET_MARGIN) & (a < 0)
-            high = (sets == _SET_MARGIN) & (a > C)
-            if not (low.any() or high.any()):
+            out = np.where(sets == _SET_MARGIN,
+                           np.maximum(-a, a - C) / np.maximum(C, np.finfo(float).tiny), 0.0)
+            worst = int(np.argmax(out))
+            if out[worst] <= 0:
                 break
-            sets[low] = _SET_RESERVE
-            sets[high] = _SET_ERROR
+            sets[worst] = _SET_RESERVE if a[worst] < 0 else _SET_ERROR
         else:
             return False
+        if abs(float(np.dot(y[active], engine.alpha_all[active]))) > 1e-9 * float(C.max()):
+            return False  # no margin vector left to satisfy sum y alpha = 0
         engine.finish()
         g = engine.g_all
         sets = engine.sets_all

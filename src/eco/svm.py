@@ -50,15 +50,23 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         examples themselves, and ``decision_function`` kernel rows against
         every example given so far.
     gamma : {"scale", "auto"} or float, default="scale"
-        Kernel coefficient of ``rbf`` and ``poly``. "scale" and "auto" are
-        resolved once, at ``fit``, and frozen in ``gamma_``.
+        Kernel coefficient of ``rbf`` and ``poly`` (>= 0; 0 makes the kernel
+        constant, as in scikit-learn). "scale" (``1 / (n_features *
+        X.var())``) follows the active rows: after every update it is
+        resolved again on the rows still active and the model re-solved with
+        it, so that the model equals a refit on those rows (the receipt's
+        ``hyper_paths`` says so). "auto" (``1 / n_features``) and a number
+        never change. The value in use is ``gamma_``.
     degree : int, default=3
         Degree of the ``poly`` kernel.
     coef0 : float, default=0.0
         Independent term of the ``poly`` kernel.
     class_weight : dict, "balanced" or None, default=None
-        Multiplies C per class; "balanced" is resolved at ``fit`` and frozen
-        in ``class_weight_``.
+        Multiplies C per class. "balanced" (``n / (n_classes * count)``)
+        follows the active rows: after every update the bounds move to the
+        weights of the rows still active along an exact path in C. A dict may
+        name labels absent from y (as in SVC). The weights in use are
+        ``class_weight_``.
     precompute : bool, default=False
         Compute the full kernel matrix at ``fit`` (n^2 floats) instead of
         computing and caching kernel rows on demand.
@@ -73,8 +81,12 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
     gamma_ : float
-        The frozen kernel coefficient.
+        The kernel coefficient in use (resolved on the active rows).
     class_weight_ : ndarray of shape (n_classes,)
+        The class weights in use (resolved on the active rows).
+    hyper_paths_ : dict
+        How the last update moved the data-dependent hyper-parameters
+        (see :class:`eco.receipt.UnlearningReceipt`); empty when none moved.
     n_features_in_ : int
     ids_ : ndarray of shape (n_active,)
         Ids of the active examples, in the order they were given.
@@ -96,7 +108,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     -----
     Degenerate outcomes are defined: with one class left every alpha is 0
     and the decision is that class everywhere (b = +1 or -1); with no
-    example left the decision is 0 (``predict`` returns ``classes_[0]``).
+    example left the decision is 0, and ``predict`` follows its tie rule
+    (``classes_[1]`` for two classes, as SVC on the boundary; ``classes_[0]``
+    for more, the first of the tied heads).
     When no margin vector lies strictly inside its bounds, b is not unique
     and is set to the midpoint of its feasible interval, as libsvm does.
 
@@ -296,7 +310,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             reserve = [True] * len(slots)
         else:
             reserve = [bool(r) for r in heads.reserve_mask(slots)]
-            steps0, migr0 = heads.n_steps, heads.n_migrations
+            # a kernel change (gamma="scale") replaces the heads: they count from 0
+            steps0, migr0 = (0, 0) if plan.new_gamma else (heads.n_steps, heads.n_migrations)
             with heads.transaction():
                 resolved = plan.run(heads, lambda: heads.unlearn(slots, batch))
             n_steps = heads.n_steps - steps0
@@ -391,10 +406,19 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         return super().score(X, y, sample_weight=sample_weight)
 
     def predict(self, X):
-        """Class labels: the sign of the decision (two classes) or its argmax."""
+        """Class labels: the sign of the decision (two classes) or its argmax.
+
+        Two classes: ``classes_[1]`` where the decision is >= 0, as
+        :class:`~sklearn.svm.SVC` predicts (a point exactly on the boundary
+        goes to ``classes_[1]``). More classes: the head with the largest
+        decision (one-versus-rest); a tie goes to the first of the tied
+        classes in ``classes_`` (``numpy.argmax``), which is also what SVC
+        does with ``break_ties=True``; SVC's default one-versus-one vote can
+        differ on such points.
+        """
         f = self.decision_function(X)
         if f.ndim == 1:
-            return self.classes_[(f > 0).astype(np.int64)]
+            return self.classes_[(f >= 0).astype(np.int64)]
         return self.classes_[np.argmax(f, axis=1)]
 
     # ------------------------------------------- audit, persistence, LOO

@@ -86,9 +86,11 @@ def _assert_matches_svc(model, X, y, ids):
 
 
 def _issue_case(y):
-    """The issue's case: 60 rows of one class (the smallest) removed."""
+    """The issue's case: 60 rows of one class removed (the smallest class that keeps 60 more)."""
     counts = np.bincount(y)
-    return np.flatnonzero(y == np.argmin(counts))[:60]
+    big_enough = np.flatnonzero(counts >= 120)
+    cls = big_enough[np.argmin(counts[big_enough])]
+    return np.flatnonzero(y == cls)[:60]
 
 
 @pytest.mark.parametrize("batch", [True, False])
@@ -104,13 +106,14 @@ def test_decrement_60_rows_of_one_class(data, params, batch):
     _assert_matches_refit(model, X, y, remaining)
     _assert_matches_svc(model, X, y, remaining)
     # the hyper-parameters moved, and the receipt names how
-    if model.gamma == "scale":
+    if model.gamma == "scale" and model.kernel != "linear":
         assert model.gamma_ != fitted_gamma
         assert receipt.hyper_paths["gamma"] == "resolve_gamma"
         assert set(receipt.paths.values()) <= {"resolve_gamma", "reserve_drop"}
     if model.class_weight == "balanced":
         assert not np.array_equal(model.class_weight_, fitted_weights)
-        expected = "resolve_gamma" if model.gamma == "scale" else "bound_path"
+        expected = "resolve_gamma" if model.gamma == "scale" and model.kernel != "linear" \
+            else "bound_path"
         assert receipt.hyper_paths["class_weight"] == expected
     assert receipt.to_dict()["hyper_paths"] == receipt.hyper_paths
 
@@ -154,7 +157,8 @@ def test_fast_paths_keep_no_resolve():
     """Numeric gamma, gamma="auto" and explicit weights: no hyper-parameter path at all."""
     X, y = _cancer()
     removed = _issue_case(y)
-    for params in (dict(gamma=0.05), dict(gamma="auto"), dict(class_weight={0: 2.0, 1: 0.5}),
+    for params in (dict(gamma=0.05), dict(gamma="auto"),
+                   dict(class_weight={0: 2.0, 1: 0.5}, gamma=0.05),
                    dict(kernel="linear", gamma="scale", C=0.1)):
         model = CPSVM(**params).fit(X[:400], y[:400])
         gamma, weights = model.gamma_, model.class_weight_.copy()
@@ -204,15 +208,19 @@ def test_bound_path_failure_falls_back_to_a_warm_solve():
     _assert_matches_refit(model, X, y, np.setdiff1d(np.arange(len(y)), removed))
 
 
-@pytest.mark.parametrize("method", ["rekernel", "unlearn"])
-def test_failure_leaves_the_model_unchanged(method):
+@pytest.mark.parametrize("method, gamma", [("rekernel", "scale"), ("unlearn", 0.02),
+                                           ("set_bounds", 0.02)])
+def test_failure_leaves_the_model_unchanged(method, gamma):
     X, y = _cancer()
-    model = CPSVM(class_weight="balanced", gamma="scale").fit(X, y)
+    model = CPSVM(class_weight="balanced", gamma=gamma).fit(X, y)
     digest, gamma, weights = model.state_digest(), model.gamma_, model.class_weight_.copy()
-    with fail_on_call(model, method, 1), pytest.raises(Exception):
+    f = model.decision_function(X)
+    with fail_on_call(model, method, 1, after=True) as calls, pytest.raises(Exception):
         model.decrement(_issue_case(y).tolist())
-        model.decrement(list(range(5)))  # "unlearn" is not called on the resolve path
+    assert len(calls) == 1
     assert model.state_digest() == digest
+    np.testing.assert_array_equal(model.decision_function(X), f)
+    assert model.head_set_.store.gamma == gamma
     assert model.gamma_ == gamma
     np.testing.assert_array_equal(model.class_weight_, weights)
     model.decrement([0, 1, 2])

@@ -256,11 +256,13 @@ class HeadSet:
     def snapshot(self):
         """An opaque copy of the whole head set (rows stored, slot tables, every head)."""
         return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
-                [e.get_state() for e in self._engines])
+                [e.get_state() for e in self._engines], (self.store, list(self._engines)))
 
     def restore(self, snapshot):
         """Put back a :meth:`snapshot` of this head set (rows stored since are forgotten)."""
-        n, self._labels, self._C, self._ids, self._slot_of, heads = snapshot
+        n, self._labels, self._C, self._ids, self._slot_of, heads, kernel = snapshot
+        # the store and engines themselves (a gamma change replaces them)
+        self.store, self._engines = kernel[0], list(kernel[1])
         self.store.truncate(n)
         for h, st in enumerate(heads):
             self.restore_head(h, st)
@@ -351,20 +353,15 @@ class HeadSet:
     def rekernel(self, gamma):
         """Serve the same rows with kernel coefficient `gamma`: a new store and new, empty heads.
 
-        Returns the previous ``(store, engines)`` for :meth:`reinstate`.
+        Run it inside :meth:`transaction`, which puts the previous store and
+        heads back on failure.
         """
-        old = (self.store, self._engines)
         s = self.store
         store = _cp_core.KernelStore(s.n_features, s.kernel, float(gamma), s.degree, s.coef0,
                                      s.precompute)
         store.append(s.features())
-        self.store = store
-        self._engines = [_cp_core.CPEngine(store, e.max_steps) for e in old[1]]
-        return old
-
-    def reinstate(self, previous):
-        """Put back the store and heads that :meth:`rekernel` replaced."""
-        self.store, self._engines = previous
+        engines = [_cp_core.CPEngine(store, e.max_steps) for e in self._engines]
+        self.store, self._engines = store, engines
 
     def restore_head(self, head, state):
         """Install a :class:`eco.state.HeadState` (or engine dict) in `head`, bit for bit.

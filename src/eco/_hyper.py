@@ -111,9 +111,8 @@ class HyperPlan:
     def run(self, heads, update):
         """Apply `update` (a callable doing the learn or unlearn) and move the hyper-parameters.
 
-        Call inside the head set's transaction: on any exception the previous
-        kernel store and heads are put back before it propagates, and the
-        transaction restores the rest. `update` is skipped when the kernel
+        Call inside the head set's transaction, which puts everything back
+        (the kernel store and heads included) on any exception. `update` is skipped when the kernel
         changes (the re-solve on ``active`` includes it).
         """
         if self.new_gamma:
@@ -126,15 +125,11 @@ class HyperPlan:
     def _resolve(self, heads):
         new_C = heads.slot_C if self.ratio is None else scaled_bounds(heads, self.ratio)
         old_sets = [heads.sets(h) for h in range(heads.n_heads)]
-        previous = heads.rekernel(self.gamma)
-        try:
-            heads.set_bounds(new_C)
-            cold = False
-            for h in range(heads.n_heads):
-                cold |= not warm_solve(heads, h, self.active, old_sets[h])
-        except BaseException:
-            heads.reinstate(previous)
-            raise
+        heads.rekernel(self.gamma)
+        heads.set_bounds(new_C)
+        cold = False
+        for h in range(heads.n_heads):
+            cold |= not warm_solve(heads, h, self.active, old_sets[h])
         self.paths["gamma"] = PATH_GAMMA_COLD if cold else PATH_GAMMA
         if self.ratio is not None:
             self.paths["class_weight"] = self.paths["gamma"]

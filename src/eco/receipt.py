@@ -55,9 +55,8 @@ class UnlearningReceipt:
     hyper_paths : dict
         Data-dependent hyper-parameters that moved with the rows, and how:
         ``{"gamma": "resolve_gamma"}`` (``gamma="scale"`` changed: every head
-        re-solved exactly with the new kernel, warm-started from its sets;
-        the removed ids then have that path too), ``"resolve_gamma_cold"``
-        (the warm start failed: solved from scratch),
+        re-solved exactly with the new kernel on the remaining rows, as
+        ``fit`` solves; the removed ids then have that path too),
         ``{"class_weight": "bound_path"}`` (``class_weight="balanced"``
         changed: bounds moved along the exact path in C_i) or
         ``"bound_resolve"`` (that path could not finish in some head, which

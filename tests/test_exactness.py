@@ -327,7 +327,7 @@ def test_class_weight(kernel, class_weight):
         np.testing.assert_allclose(model.class_weight_, (len(y) - len(removed)) / (2 * counts))
     else:
         np.testing.assert_array_equal(model.class_weight_, [3.0, 0.5])
-    assert_exact(model)
+    assert_exact(model, ledger)
 
 
 def test_sample_weight_and_class_weight_multiply():

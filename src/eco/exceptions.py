@@ -17,6 +17,7 @@ __all__ = [
     "ModelFileError",
     "DataFormatError",
     "UnlearningError",
+    "FeatureExtractorChangedError",
 ]
 
 
@@ -77,3 +78,7 @@ class EngineError(UnlearningError):
 
     def __reduce__(self):
         return type(self), (self.status, self.message)
+
+
+class FeatureExtractorChangedError(EcoError, RuntimeError):
+    """The feature extractor of an ECO model changed since ``fit`` (weights or buffers)."""

@@ -207,72 +207,47 @@ def move_class_weights(heads, ratio):
     heads.set_bounds(new_C)
     for h, ok in enumerate(moved):
         if not ok:
-            warm_solve(heads, h, active, heads.sets(h))
+            # from where the path stopped: its sets and coefficients are a close guess
+            warm_solve(heads, h, active, heads.sets(h), heads.alphas()[h])
     return PATH_BOUNDS if all(moved) else PATH_BOUNDS_RESOLVE
 
 
-def warm_solve(heads, head, active, guess):
-    """Solve `head` exactly on `active`, starting from the sets `guess`.
+def warm_solve(heads, head, active, guess, alpha=None):
+    """Solve `head` exactly on `active`, starting from the sets `guess` (and coefficients `alpha`).
 
-    The bordered system is solved on the guessed margin set (with the
-    current kernel and bounds), margin coefficients outside their box go to
-    that bound, and examples whose gradient then has the wrong sign are
-    unlearned together and learned one by one (exact CP moves). Slots of
+    The engine's ``settle`` (purify, bordered-system polish, CP repair) runs
+    from the guess with the current kernel and bounds: error vectors at their
+    bound, margin coefficients clipped into their box, the rest at 0. Slots of
     `active` that `guess` marks inactive start as reserve. Falls back to the
     solve from scratch (libsvm seed); returns False when it did.
     """
-    if _polish_from(heads, head, active, guess) and head_violation(heads.engine(head)) <= _FIT_TOL:
+    if _settle_from(heads, head, active, guess, alpha) \
+            and head_violation(heads.engine(head)) <= _FIT_TOL:
         return True
     heads.solve(head, active, "batch")
     return False
 
 
-def _polish_from(heads, head, active, guess):
+def _settle_from(heads, head, active, guess, alpha):
     engine = heads.engine(head)
     n = heads.n_slots
     y = heads.head_labels(head)
     C = np.asarray(heads.slot_C, dtype=np.float64)
-    sets = np.full(n, _SET_INACTIVE, dtype=np.int8)
     # slots stored after the guess was taken (an increment's) are not in it
     g = np.full(n, _SET_INACTIVE, dtype=np.int8)
     g[:len(guess)] = guess
+    sets = np.full(n, _SET_INACTIVE, dtype=np.int8)
     sets[active] = np.where(g[active] == _SET_INACTIVE, _SET_RESERVE, g[active])
     sets[active[C[active] <= 0]] = _SET_RESERVE
-    weighted = active[C[active] > 0]
-    if len(np.unique(y[weighted])) < 2:
+    if len(np.unique(y[active[C[active] > 0]])) < 2:
         return False  # one class or none: the solve from scratch defines it
+    a = np.zeros(n)
+    if alpha is not None:
+        a[:len(alpha)] = alpha
+    a = np.where(sets == _SET_MARGIN, np.clip(a, 0.0, C), 0.0)
+    a[sets == _SET_ERROR] = C[sets == _SET_ERROR]
     try:
-        # margin coefficients outside their box go to that bound: all at once
-        # (few polishes), or the worst one at a time when clipping them all
-        # would empty the margin set (the previous sets can be far from the
-        # new solution)
-        for _ in range(50 + 2 * int(np.sum(sets == _SET_MARGIN))):
-            engine.polish(y, C, sets)
-            if engine.drift() > 1e-8:
-                return False
-            a = engine.alpha_all
-            out = np.where(sets == _SET_MARGIN,
-                           np.maximum(-a, a - C) / np.maximum(C, np.finfo(float).tiny), 0.0)
-            clip = np.flatnonzero(out > 0)
-            if len(clip) == 0:
-                break
-            if len(clip) == np.sum(sets == _SET_MARGIN):
-                clip = clip[np.argmax(out[clip]):][:1]
-            sets[clip] = np.where(a[clip] < 0, _SET_RESERVE, _SET_ERROR)
-        else:
-            return False
-        if abs(float(np.dot(y[active], engine.alpha_all[active]))) > 1e-9 * float(C.max()):
-            return False  # no margin vector left to satisfy sum y alpha = 0
-        engine.finish()
-        g = engine.g_all
-        sets = engine.sets_all
-        bad = np.flatnonzero(
-            (C > 0) & (((sets == _SET_ERROR) & (g > _POLISH_TOL))
-                       | ((sets == _SET_RESERVE) & (g < -_POLISH_TOL))))
-        if len(bad):
-            engine.unlearn(bad.astype(np.intp))
-            for s in bad:
-                engine.learn(int(s), y[s], C[s])
+        engine.settle(y, C, a, engine.b, sets, _POLISH_TOL)
     except EngineError:
         return False
     return True

@@ -17,11 +17,12 @@ model to them:
   the update, the way ``fit`` solves (libsvm seed, bordered-system polish,
   CP repair); the learn or unlearn is folded into that solve instead of
   being run with the old kernel first. Receipt path ``"resolve_gamma"``.
-  A warm start from the previous sets (:func:`warm_solve`: polish on the
-  previous margin set, repair with CP steps) was measured against it and
-  is slower (digits: about as fast for one row, slower for 60; MNIST
-  features, n = 5000: 1.7x slower for one row, 14x for 60 rows), so it
-  serves only as the fallback of the bound path.
+  A warm start from the previous sets and coefficients (:func:`warm_solve`:
+  the engine's settle, i.e. purify, polish on the previous margin set,
+  repair with CP steps) was measured against it and is slower (digits, 3
+  vs rest: as fast for one row removed, 6x slower for 60; MNIST features,
+  n = 5000: 14x slower for one row, 13x for 60), so it serves only as the
+  fallback of the bound path.
 
 ``gamma="auto"`` is ``1 / n_features`` and never changes; a numeric gamma and
 explicit class weights never change: such models keep the fast paths and an

@@ -208,8 +208,8 @@ def test_bound_path_failure_falls_back_to_a_warm_solve():
     _assert_matches_refit(model, X, y, np.setdiff1d(np.arange(len(y)), removed))
 
 
-@pytest.mark.parametrize("method, gamma", [("rekernel", "scale"), ("unlearn", 0.02),
-                                           ("set_bounds", 0.02)])
+@pytest.mark.parametrize("method, gamma", [("stored_data", "scale"), ("unlearn", 0.02),
+                                           ("move_bounds", 0.02)])
 def test_failure_leaves_the_model_unchanged(method, gamma):
     X, y = _cancer()
     model = CPSVM(class_weight="balanced", gamma=gamma).fit(X, y)

@@ -256,13 +256,11 @@ class HeadSet:
     def snapshot(self):
         """An opaque copy of the whole head set (rows stored, slot tables, every head)."""
         return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
-                [e.get_state() for e in self._engines], (self.store, list(self._engines)))
+                [e.get_state() for e in self._engines])
 
     def restore(self, snapshot):
         """Put back a :meth:`snapshot` of this head set (rows stored since are forgotten)."""
-        n, self._labels, self._C, self._ids, self._slot_of, heads, kernel = snapshot
-        # the store and engines themselves (a gamma change replaces them)
-        self.store, self._engines = kernel[0], list(kernel[1])
+        n, self._labels, self._C, self._ids, self._slot_of, heads = snapshot
         self.store.truncate(n)
         for h, st in enumerate(heads):
             self.restore_head(h, st)
@@ -346,22 +344,24 @@ class HeadSet:
         """Remove slots with alpha = 0 in every head, in one uninterruptible call."""
         _cp_core.drop_reserve(self._engines, slots)
 
-    def set_bounds(self, C):
-        """Replace the box bound of every slot (the heads' own bounds are moved by the caller)."""
-        self._C = np.array(C, dtype=np.float64)
+    def move_bounds(self, C):
+        """Move every head's box bounds to `C` along the exact path in C (over threads).
 
-    def rekernel(self, gamma):
-        """Serve the same rows with kernel coefficient `gamma`: a new store and new, empty heads.
-
-        Run it inside :meth:`transaction`, which puts the previous store and
-        heads back on failure.
+        Returns the heads whose path could not finish; the caller re-solves
+        them (their state is then partial). The slot table takes `C` either way.
         """
-        s = self.store
-        store = _cp_core.KernelStore(s.n_features, s.kernel, float(gamma), s.degree, s.coef0,
-                                     s.precompute)
-        store.append(s.features())
-        engines = [_cp_core.CPEngine(store, e.max_steps) for e in self._engines]
-        self.store, self._engines = store, engines
+        C = np.array(C, dtype=np.float64)
+
+        def move(h):
+            try:
+                self._engines[h].move_bounds(C)
+            except EngineError:
+                return False
+            return True
+
+        done = self.map_heads(move)
+        self._C = C
+        return tuple(h for h, ok in enumerate(done) if not ok)
 
     def restore_head(self, head, state):
         """Install a :class:`eco.state.HeadState` (or engine dict) in `head`, bit for bit.

@@ -10,19 +10,19 @@ model to them:
   along the exact path in the bounds (:meth:`eco._cp_core.CPEngine.move_bounds`,
   the regularisation-parameter path of Diehl and Cauwenberghs, IJCNN 2003)
   after the rows have been learned or unlearned with the old weights. Receipt
-  path ``"bound_path"``; a head whose path cannot finish is re-solved warm
-  (``"bound_resolve"``).
-- a gamma that changes changes the kernel itself: the store is rebuilt with
-  the new gamma and every head re-solved exactly on the rows active after
+  path ``"bound_path"``; a head whose path cannot finish is re-solved
+  exactly from scratch (``"bound_resolve"``), as is every head on a backend
+  without the bound path.
+- a gamma that changes changes the kernel itself: a new head set over the
+  same stored rows, with the new gamma, is solved exactly on the rows active after
   the update, the way ``fit`` solves (libsvm seed, bordered-system polish,
   CP repair); the learn or unlearn is folded into that solve instead of
   being run with the old kernel first. Receipt path ``"resolve_gamma"``.
-  A warm start from the previous sets and coefficients (:func:`warm_solve`:
-  the engine's settle, i.e. purify, polish on the previous margin set,
-  repair with CP steps) was measured against it and is slower (digits, 3
-  vs rest: as fast for one row removed, 6x slower for 60; MNIST features,
-  n = 5000: 14x slower for one row, 13x for 60), so it serves only as the
-  fallback of the bound path.
+  A warm start from the previous sets and coefficients (the engine's
+  settle: purify, polish on the previous margin set, repair with CP steps)
+  was measured against it and is slower (digits, 3 vs rest: as fast for one
+  row removed, 6x slower for 60; MNIST features, n = 5000: 14x slower for
+  one row, 13x for 60), so it is not used.
 
 ``gamma="auto"`` is ``1 / n_features`` and never changes; a numeric gamma and
 explicit class weights never change: such models keep the fast paths and an
@@ -33,32 +33,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _cp_core
 from ._kernels import resolve_gamma
-from ._warmstart import head_violation
-from .exceptions import EngineError
 
 __all__ = ["HyperPlan", "plan_update", "commit", "follows_data", "PATH_BOUNDS",
            "PATH_BOUNDS_RESOLVE", "PATH_GAMMA"]
 
 #: Class weights moved along the exact path in the bounds C_i.
 PATH_BOUNDS = "bound_path"
-#: The bound path could not finish in some head: that head was re-solved
-#: exactly with the new bounds, warm-started from its sets.
+#: The bound path could not finish in some head (or the backend has none):
+#: that head was re-solved exactly from scratch with the new bounds.
 PATH_BOUNDS_RESOLVE = "bound_resolve"
 #: gamma changed: every head re-solved exactly with the new kernel (as fit solves).
 PATH_GAMMA = "resolve_gamma"
 
-_SET_INACTIVE = _cp_core.SET_INACTIVE
-_SET_RESERVE = _cp_core.SET_RESERVE
-_SET_MARGIN = _cp_core.SET_MARGIN
-_SET_ERROR = _cp_core.SET_ERROR
-
-# Acceptance of a warm solve: the certificate from scratch (as in _warmstart).
+# A head is accepted after the bound path when its certificate from scratch
+# is below this (the acceptance bound of a fit, as in _warmstart).
 _FIT_TOL = 1e-8
-# Gradients of error (reserve) examples may exceed 0 (fall below 0) by this
-# much after the polish before they count as misplaced.
-_POLISH_TOL = 1e-10
 
 
 def follows_data(est):
@@ -89,11 +79,13 @@ class HyperPlan:
     gamma, class_weight : float, ndarray
         Resolved on the rows active after the update.
     new_gamma : bool
-        The kernel changes: the update is one warm re-solve.
+        The kernel changes: the update is one exact solve on a new head set.
     ratio : ndarray or None
         Per class, new weight over old (None when the weights do not change).
     active : ndarray of slots
         The slots active after the update.
+    head_set : head set or None
+        Set by :meth:`run` when the kernel changed: the new head set to install.
     paths : dict
         Filled by :meth:`run`: ``{"gamma": ..., "class_weight": ...}`` for
         what moved (empty when nothing did).
@@ -103,36 +95,41 @@ class HyperPlan:
     class_weight: np.ndarray
     new_gamma: bool
     ratio: np.ndarray | None
-    active: np.ndarray
+    active: np.ndarray | None
+    head_set: object = None
     paths: dict = field(default_factory=dict)
 
     @property
     def unchanged(self):
         return not self.new_gamma and self.ratio is None
 
-    def run(self, heads, update):
+    def run(self, est, heads, update):
         """Apply `update` (a callable doing the learn or unlearn) and move the hyper-parameters.
 
-        Call inside the head set's transaction, which puts everything back
-        (the kernel store and heads included) on any exception. `update` is skipped when the kernel
-        changes (the re-solve on ``active`` includes it).
+        Call inside the head set's transaction (on any exception it puts the
+        head set back). When the kernel changes, `update` is skipped: a new
+        head set over the same stored rows is solved exactly on ``active``
+        (the update included) and left in ``head_set``; `heads` is not
+        modified beyond what the caller did. Returns what `update` returned
+        (``()`` when it was skipped).
         """
         if self.new_gamma:
-            return self._resolve(heads)
+            C = heads.slot_C if self.ratio is None else scaled_bounds(heads, self.ratio)
+            self.head_set = solved_anew(est, heads, self.gamma, C, self.active)
+            self.paths["gamma"] = PATH_GAMMA
+            if self.ratio is not None:
+                self.paths["class_weight"] = PATH_GAMMA
+            return ()
         result = update()
         if self.ratio is not None:
-            self.paths["class_weight"] = move_class_weights(heads, self.ratio)
+            new_C = scaled_bounds(heads, self.ratio)
+            if hasattr(heads, "move_bounds"):
+                self.paths["class_weight"] = move_class_weights(heads, new_C)
+            else:
+                # a backend without the bound path: one exact solve with the new bounds
+                self.head_set = solved_anew(est, heads, est.gamma_, new_C, heads.active_slots())
+                self.paths["class_weight"] = PATH_BOUNDS_RESOLVE
         return result
-
-    def _resolve(self, heads):
-        new_C = heads.slot_C if self.ratio is None else scaled_bounds(heads, self.ratio)
-        heads.rekernel(self.gamma)
-        heads.set_bounds(new_C)
-        heads.solve_all(self.active, "batch")
-        self.paths["gamma"] = PATH_GAMMA
-        if self.ratio is not None:
-            self.paths["class_weight"] = PATH_GAMMA
-        return ()
 
 
 def plan_update(est, heads, *, removed=None, added=None):
@@ -141,7 +138,7 @@ def plan_update(est, heads, *, removed=None, added=None):
     Parameters
     ----------
     est : eco.CPSVM
-    heads : eco._headset.HeadSet
+    heads : head set
         Its head set; for an increment the new rows are already stored.
     removed, added : ndarray of slots, optional
         The slots the update removes or adds.
@@ -174,7 +171,9 @@ def plan_update(est, heads, *, removed=None, added=None):
 
 
 def commit(est, plan):
-    """Record on `est` the hyper-parameters `plan` moved the model to (after its transaction)."""
+    """Record on `est` what `plan` moved the model to (after its transaction succeeded)."""
+    if plan.head_set is not None:
+        est.head_set_ = plan.head_set
     est.gamma_ = plan.gamma
     est.class_weight_ = plan.class_weight
     est.hyper_paths_ = dict(plan.paths)
@@ -185,70 +184,36 @@ def scaled_bounds(heads, ratio):
     return np.asarray(heads.slot_C) * ratio[heads.slot_labels]
 
 
-def move_class_weights(heads, ratio):
-    """Move every head's bounds to the new class weights along the exact path.
+def solved_anew(est, heads, gamma, C, active):
+    """A new head set of the same backend over the same stored rows, solved exactly on `active`.
+
+    Same slots, ids and labels; kernel coefficient `gamma` and bounds `C`.
+    The solve is the one ``fit`` runs (libsvm seed, polish, CP repair).
+    """
+    new = type(heads).from_data(
+        heads.stored_data(), kernel=est.kernel, gamma=gamma, degree=est.degree,
+        coef0=est.coef0, precompute=est.precompute, n_heads=heads.n_heads,
+        labels=heads.slot_labels, C=C, ids=list(heads.slot_ids), max_steps=est.max_steps or 0,
+        n_jobs=est.n_jobs)
+    new.solve_all(np.asarray(active, dtype=np.intp), "batch")
+    return new
+
+
+def move_class_weights(heads, new_C):
+    """Move every head's bounds to `new_C` along the exact path; returns the receipt path.
 
     A head whose path cannot finish, or ends with a certificate (from
-    scratch) above the fit's acceptance bound, is re-solved exactly,
-    warm-started from its sets. Returns the receipt path.
+    scratch) above the fit's acceptance bound, is re-solved exactly from
+    scratch on its rows (``"bound_resolve"``).
     """
-    new_C = scaled_bounds(heads, ratio)
+    failed = set(heads.move_bounds(new_C))
+    # a path on degenerate (rank-deficient) data can end slightly off the
+    # KKT conditions: the certificate from scratch decides, never returned above it
+    failed |= {h for h in range(heads.n_heads) if h not in failed
+               and heads.violation(h) > _FIT_TOL}
+    if not failed:
+        return PATH_BOUNDS
     active = heads.active_slots()
-
-    def move(h):
-        try:
-            heads.engine(h).move_bounds(new_C)
-        except EngineError:
-            return False
-        # a path on degenerate (rank-deficient) data can end slightly off the
-        # KKT conditions: the certificate from scratch decides, never returned above it
-        return heads.violation(h) <= _FIT_TOL
-
-    moved = heads.map_heads(move)
-    heads.set_bounds(new_C)
-    for h, ok in enumerate(moved):
-        if not ok:
-            # from where the path stopped: its sets and coefficients are a close guess
-            warm_solve(heads, h, active, heads.sets(h), heads.alphas()[h])
-    return PATH_BOUNDS if all(moved) else PATH_BOUNDS_RESOLVE
-
-
-def warm_solve(heads, head, active, guess, alpha=None):
-    """Solve `head` exactly on `active`, starting from the sets `guess` (and coefficients `alpha`).
-
-    The engine's ``settle`` (purify, bordered-system polish, CP repair) runs
-    from the guess with the current kernel and bounds: error vectors at their
-    bound, margin coefficients clipped into their box, the rest at 0. Slots of
-    `active` that `guess` marks inactive start as reserve. Falls back to the
-    solve from scratch (libsvm seed); returns False when it did.
-    """
-    if _settle_from(heads, head, active, guess, alpha) \
-            and head_violation(heads.engine(head)) <= _FIT_TOL:
-        return True
-    heads.solve(head, active, "batch")
-    return False
-
-
-def _settle_from(heads, head, active, guess, alpha):
-    engine = heads.engine(head)
-    n = heads.n_slots
-    y = heads.head_labels(head)
-    C = np.asarray(heads.slot_C, dtype=np.float64)
-    # slots stored after the guess was taken (an increment's) are not in it
-    g = np.full(n, _SET_INACTIVE, dtype=np.int8)
-    g[:len(guess)] = guess
-    sets = np.full(n, _SET_INACTIVE, dtype=np.int8)
-    sets[active] = np.where(g[active] == _SET_INACTIVE, _SET_RESERVE, g[active])
-    sets[active[C[active] <= 0]] = _SET_RESERVE
-    if len(np.unique(y[active[C[active] > 0]])) < 2:
-        return False  # one class or none: the solve from scratch defines it
-    a = np.zeros(n)
-    if alpha is not None:
-        a[:len(alpha)] = alpha
-    a = np.where(sets == _SET_MARGIN, np.clip(a, 0.0, C), 0.0)
-    a[sets == _SET_ERROR] = C[sets == _SET_ERROR]
-    try:
-        engine.settle(y, C, a, engine.b, sets, _POLISH_TOL)
-    except EngineError:
-        return False
-    return True
+    for h in sorted(failed):
+        heads.solve(h, active, "batch")
+    return PATH_BOUNDS_RESOLVE

@@ -304,7 +304,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             # on failure the rows never happened: the store forgets them too
             slots = heads.append(X, labels, float(self.C) * self.class_weight_[labels] * sw, ids)
             plan = _hyper.plan_update(self, heads, added=slots)
-            plan.run(heads, lambda: heads.learn(slots))
+            plan.run(self, heads, lambda: heads.learn(slots))
         _hyper.commit(self, plan)
         return id_array(ids)
 
@@ -354,12 +354,14 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             reserve = [True] * len(slots)
         else:
             reserve = [bool(r) for r in heads.reserve_mask(slots)]
-            # a kernel change (gamma="scale") replaces the heads: they count from 0
-            steps0, migr0 = (0, 0) if plan.new_gamma else (heads.n_steps, heads.n_migrations)
+            steps0, migr0 = heads.n_steps, heads.n_migrations
             with heads.transaction():
-                resolved = plan.run(heads, lambda: heads.unlearn(slots, batch))
+                resolved = plan.run(self, heads, lambda: heads.unlearn(slots, batch))
             n_steps = heads.n_steps - steps0
             n_migrations = heads.n_migrations - migr0
+            if plan.head_set is not None:  # solved anew (gamma="scale"): its steps count too
+                n_steps += plan.head_set.n_steps
+                n_migrations += plan.head_set.n_migrations
         _hyper.commit(self, plan)
         served = plan.paths.get("gamma") or (PATH_RESOLVE if resolved else PATH_STEPS)
         paths = {i: PATH_RESERVE_DROP if r else served for i, r in zip(id_list, reserve)}

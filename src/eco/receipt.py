@@ -59,8 +59,9 @@ class UnlearningReceipt:
         ``fit`` solves; the removed ids then have that path too),
         ``{"class_weight": "bound_path"}`` (``class_weight="balanced"``
         changed: bounds moved along the exact path in C_i) or
-        ``"bound_resolve"`` (that path could not finish in some head, which
-        was re-solved warm). Empty when nothing moved: always so for a numeric
+        ``"bound_resolve"`` (that path could not finish, or ended above the
+        certificate bound, in some head, which was re-solved exactly from
+        scratch; every head on a backend without the bound path, as Ray's). Empty when nothing moved: always so for a numeric
         gamma, ``gamma="auto"`` and explicit class weights.
     """
 

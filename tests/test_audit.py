@@ -110,7 +110,8 @@ def test_verify_before_fit():
 
 def test_receipt_of_a_real_decrement():
     X, y = _data(n_classes=3, seed=5)
-    m = CPSVM(C=1.0).fit(X, y, ids=[f"id{i}" for i in range(len(y))])
+    # numeric gamma: "scale" would re-solve (path "resolve_gamma")
+    m = CPSVM(C=1.0, gamma=0.3).fit(X, y, ids=[f"id{i}" for i in range(len(y))])
     support = [i for i in m.support_ids_.tolist()][:3]
     before = m.state_digest()
     r = m.decrement(support, batch=True)

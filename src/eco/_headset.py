@@ -165,6 +165,24 @@ class HeadSet:
         _cp_core.erase_slots(hs.store, hs._engines, dead, hs._given >= 0)
         return hs
 
+    def adopt_layout(self, given, n_given):
+        """Take the slot layout of another head set over the same stored rows.
+
+        `given` is that set's :attr:`slot_given` (``-1`` for an erased slot)
+        and `n_given` its :attr:`n_given`: erased slots stay erased here (their
+        rows, already zeros, and their placeholder ids are forgotten) and
+        default ids and digests continue from the same positions. Used when a
+        new head set replaces this one's twin (a gamma re-solve).
+        """
+        given = np.array(given, dtype=np.int64)
+        if given.shape != (self.n_slots,):
+            raise ValueError(f"given must have one entry per slot ({self.n_slots})")
+        self._given = given
+        self._n_given = int(n_given)
+        self._map_ids()
+        dead = np.flatnonzero(given < 0).astype(np.intp)
+        _cp_core.erase_slots(self.store, self._engines, dead, given >= 0)
+
     def export_state(self):
         """The active examples and every head on them, as keyword arguments of ModelState.
 
@@ -491,6 +509,25 @@ class HeadSet:
     def drop_reserve(self, slots):
         """Remove slots with alpha = 0 in every head, in one uninterruptible call."""
         _cp_core.drop_reserve(self._engines, slots)
+
+    def move_bounds(self, C):
+        """Move every head's box bounds to `C` along the exact path in C (over threads).
+
+        Returns the heads whose path could not finish; the caller re-solves
+        them (their state is then partial). The slot table takes `C` either way.
+        """
+        C = np.array(C, dtype=np.float64)
+
+        def move(h):
+            try:
+                self._engines[h].move_bounds(C)
+            except EngineError:
+                return False
+            return True
+
+        done = self.map_heads(move)
+        self._C = C
+        return tuple(h for h, ok in enumerate(done) if not ok)
 
     def restore_head(self, head, state):
         """Install a :class:`eco.state.HeadState` (or engine dict) in `head`, bit for bit.

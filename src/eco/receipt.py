@@ -50,6 +50,19 @@ class UnlearningReceipt:
         sets of every head) before and after; None when ``audit=False``.
     wall_time_s : float
         Wall time of the whole call, validation and audit included.
+    resolved_heads : tuple of int
+        Heads whose path could not finish and were re-solved from scratch.
+    hyper_paths : dict
+        Data-dependent hyper-parameters that moved with the rows, and how:
+        ``{"gamma": "resolve_gamma"}`` (``gamma="scale"`` changed: every head
+        re-solved exactly with the new kernel on the remaining rows, as
+        ``fit`` solves; the removed ids then have that path too),
+        ``{"class_weight": "bound_path"}`` (``class_weight="balanced"``
+        changed: bounds moved along the exact path in C_i) or
+        ``"bound_resolve"`` (that path could not finish, or ended above the
+        certificate bound, in some head, which was re-solved exactly from
+        scratch; every head on a backend without the bound path, as Ray's). Empty when nothing moved: always so for a numeric
+        gamma, ``gamma="auto"`` and explicit class weights.
     """
 
     removed_ids: tuple
@@ -62,6 +75,7 @@ class UnlearningReceipt:
     digest_after: str | None
     wall_time_s: float
     resolved_heads: tuple = field(default=())
+    hyper_paths: dict = field(default_factory=dict)
 
     def to_dict(self):
         """The receipt as a dict of JSON types."""
@@ -69,6 +83,7 @@ class UnlearningReceipt:
         d["removed_ids"] = [_jsonable_id(i) for i in self.removed_ids]
         d["paths"] = [[_jsonable_id(k), v] for k, v in self.paths.items()]
         d["resolved_heads"] = list(self.resolved_heads)
+        d["hyper_paths"] = dict(self.hyper_paths)
         return d
 
     def to_json(self, **kwargs):

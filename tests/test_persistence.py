@@ -105,8 +105,8 @@ def test_later_updates_match_without_round_trip(case, tmp_path):
     for step in range(4):
         ids = list(m.ids_)
         pick = [ids[k] for k in rng.choice(len(ids), 3, replace=False)]
-        r1 = m.decrement(pick, batch=bool(step % 2))
-        r2 = m2.decrement(pick, batch=bool(step % 2))
+        r1 = m.decrement(pick, batch=bool(step % 2), audit=True)
+        r2 = m2.decrement(pick, batch=bool(step % 2), audit=True)
         assert r1.digest_after == r2.digest_after == m2.state_digest()
         assert r1.paths == r2.paths
         # learn one removed example back under a new id

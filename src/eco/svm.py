@@ -248,7 +248,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ decrement
 
-    def decrement(self, ids, batch=True, *, audit=True):
+    def decrement(self, ids, batch=True, *, audit=False):
         """Unlearn examples exactly.
 
         Parameters
@@ -259,10 +259,13 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             True: all the examples leave along one multi-point path (their
             coefficients move to zero together). False: one after the other.
             Both end in the same model.
-        audit : bool, default=True
-            Recompute the KKT certificate from scratch and digest the state
-            before and after for the receipt. False skips that work (the
-            receipt then has None in those fields).
+        audit : bool, default=False
+            True: recompute the KKT certificate from scratch and digest the
+            state before and after for the receipt (O(n |SV|) work, often
+            many times the path itself). False (the default): the call does
+            no work beyond the path and the receipt has None in those
+            fields; :meth:`verify` and :meth:`kkt_violation` audit the model
+            on request.
 
         Returns
         -------

@@ -31,20 +31,41 @@ _SET_INACTIVE = _cp_core.SET_INACTIVE
 _BLAS_CONTROLLER = None
 
 
-def one_blas_thread():
-    """Context in which BLAS runs on one thread.
+#: Work of one row product, n_slots * |S| (multiply-adds), from which BLAS
+#: runs on every core. Measured with scipy's OpenBLAS dgemv on the shared
+#: 2-core machine (load 8): two threads lose below about 2e7 (at 6e6 they
+#: take 28 ms against 15 ms for one: threads that spin and yield on busy
+#: cores), break even at 2e7 and win 15-25% from 6e7; on a quiet machine
+#: the crossover is lower, so this errs on the side of one thread.
+BLAS_THREADS_MIN_WORK = 3e7
+
+
+def one_blas_thread(threads=1):
+    """Context in which BLAS runs on `threads` threads (default one).
 
     The engine's products (one margin-row matrix-vector product per step) are
-    too small to gain from BLAS threads, and on busy cores those threads spin
-    waiting for each other: measured at n = 5000, a decrement took 10-20x
-    longer with two OpenBLAS threads on a loaded 2-core machine. Heads run
-    in parallel through ``n_jobs`` instead.
+    too small to gain from BLAS threads below :data:`BLAS_THREADS_MIN_WORK`,
+    and on busy cores those threads spin waiting for each other: measured at
+    n = 5000, a decrement took 10-20x longer with two OpenBLAS threads on a
+    loaded 2-core machine. Heads run in parallel through ``n_jobs`` instead.
     """
     global _BLAS_CONTROLLER
     if _BLAS_CONTROLLER is None:
         # created after _cp_core has loaded SciPy's BLAS, so that it is seen
         _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+    return _BLAS_CONTROLLER.limit(limits=threads, user_api="blas")
+
+
+def blas_threads_for(n_slots, n_margin, n_jobs):
+    """BLAS threads for work on heads with rows of `n_slots` and `n_margin` margin vectors.
+
+    Every core when one head at a time runs products of at least
+    :data:`BLAS_THREADS_MIN_WORK`, else one (heads in parallel already use
+    the cores).
+    """
+    if n_jobs <= 1 and n_slots * n_margin >= BLAS_THREADS_MIN_WORK:
+        return os.cpu_count() or 1
+    return 1
 
 
 def id_array(ids):
@@ -225,13 +246,14 @@ class HeadSet:
     # ----------------------------------------------------------- work
 
     def map_heads(self, fn, heads=None):
-        """``[fn(h) for h in heads]`` over ``n_jobs`` threads, BLAS on one thread."""
+        """``[fn(h) for h in heads]`` over ``n_jobs`` threads (BLAS: :func:`blas_threads_for`)."""
         heads = list(range(len(self._engines)) if heads is None else heads)
         n_jobs = 1 if self.n_jobs is None else self.n_jobs
         if n_jobs < 0:
             n_jobs = os.cpu_count() or 1
         n_jobs = min(n_jobs, len(heads))
-        with one_blas_thread():
+        n_margin = max((self._engines[h].n_margin for h in heads), default=0)
+        with one_blas_thread(blas_threads_for(self.n_slots, n_margin, n_jobs)):
             if n_jobs <= 1:
                 return [fn(h) for h in heads]
             with ThreadPoolExecutor(max_workers=n_jobs) as pool:

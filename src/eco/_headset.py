@@ -22,7 +22,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import _cp_core
 from ._warmstart import head_violation, solve_head
-from .exceptions import EngineError, UnlearningError
+from .exceptions import EngineError, InvalidInputError, UnlearningError
 from .state import HeadState
 
 __all__ = ["HeadSet"]
@@ -118,11 +118,17 @@ class HeadSet:
 
     @classmethod
     def from_data(cls, data, *, kernel, gamma, degree, coef0, precompute, n_heads, labels, C,
-                  ids, max_steps=0, n_jobs=None):
+                  ids, max_steps=0, n_jobs=None, cache_size=200.0):
         """A head set over the rows `data` (heads empty until :meth:`solve`)."""
+        try:
+            cache_size = float(cache_size)
+        except (TypeError, ValueError):
+            cache_size = float("nan")
+        if not 0.0 <= cache_size < float("inf"):
+            raise InvalidInputError(f"cache_size must be a number of MB >= 0, got {cache_size!r}")
         store = _cp_core.KernelStore(
             0 if kernel == "precomputed" else data.shape[1],
-            kernel, gamma, int(degree), float(coef0), bool(precompute))
+            kernel, gamma, int(degree), float(coef0), bool(precompute), cache_size)
         store.append(np.ascontiguousarray(data, dtype=np.float64))
         return cls(store, n_heads, labels, C, ids, max_steps=max_steps, n_jobs=n_jobs)
 
@@ -133,7 +139,8 @@ class HeadSet:
         hs = cls.from_data(state.data, kernel=p["kernel"], gamma=state.gamma_,
                            degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
                            n_heads=state.n_heads, labels=state.slot_labels, C=state.slot_C,
-                           ids=state.slot_ids.tolist(), max_steps=max_steps, n_jobs=n_jobs)
+                           ids=state.slot_ids.tolist(), max_steps=max_steps, n_jobs=n_jobs,
+                           cache_size=p.get("cache_size", 200.0))
         for h, head in enumerate(state.heads):
             hs.restore_head(h, head)
         hs._map_ids()
@@ -232,7 +239,10 @@ class HeadSet:
 
     def violation(self, head):
         """KKT violation of `head`, recomputed from scratch."""
-        return head_violation(self._engines[head])
+        try:
+            return head_violation(self._engines[head])
+        finally:
+            self.store.trim()
 
     @property
     def n_steps(self):
@@ -253,11 +263,15 @@ class HeadSet:
             n_jobs = os.cpu_count() or 1
         n_jobs = min(n_jobs, len(heads))
         n_margin = max((self._engines[h].n_margin for h in heads), default=0)
-        with one_blas_thread(blas_threads_for(self.n_slots, n_margin, n_jobs)):
-            if n_jobs <= 1:
-                return [fn(h) for h in heads]
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                return list(pool.map(fn, heads))
+        try:
+            with one_blas_thread(blas_threads_for(self.n_slots, n_margin, n_jobs)):
+                if n_jobs <= 1:
+                    return [fn(h) for h in heads]
+                with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                    return list(pool.map(fn, heads))
+        finally:
+            # between operations: no path holds a row, the cache can shrink
+            self.store.trim()
 
     @contextmanager
     def transaction(self):

@@ -67,6 +67,10 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     max_steps : int or None, default=None
         Bound on the path steps of one update of one head; None means
         ``50 + 10 * n_active``. Past it the head is re-solved exactly.
+    cache_size : float, default=200
+        Megabytes of kernel rows kept between calls, least recently used
+        evicted beyond it (the rows of the margin vectors are held apart, by
+        the heads); as in SVC. Changes speed and memory, never a result.
 
     Attributes
     ----------
@@ -125,6 +129,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         precompute=False,
         n_jobs=None,
         max_steps=None,
+        cache_size=200,
     ):
         self.C = C
         self.kernel = kernel
@@ -135,6 +140,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         self.precompute = precompute
         self.n_jobs = n_jobs
         self.max_steps = max_steps
+        self.cache_size = cache_size
 
     # -------------------------------------------------------------- pickling
 
@@ -206,7 +212,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             X, kernel=self.kernel, gamma=gamma, degree=self.degree, coef0=self.coef0,
             precompute=self.precompute, n_heads=1 if len(classes) == 2 else len(classes),
             labels=labels, C=float(self.C) * class_weight[labels] * sw, ids=ids,
-            max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+            max_steps=self.max_steps or 0, n_jobs=self.n_jobs, cache_size=self.cache_size)
         heads.solve_all(np.arange(n, dtype=np.intp), "batch" if method == "auto" else method)
         self.classes_ = classes
         self.gamma_ = gamma

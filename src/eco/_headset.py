@@ -80,6 +80,13 @@ def id_array(ids):
     return arr
 
 
+def _concat_ids(old, new):
+    """``id_array(list(old) + list(new))`` without rebuilding the old ids in Python."""
+    if old.dtype == new.dtype:
+        return np.concatenate([old, new])
+    return id_array(list(old) + list(new))
+
+
 class HeadSet:
     """The heads of one model, their kernel store and slot tables.
 
@@ -314,7 +321,7 @@ class HeadSet:
         slots = self.store.append(X)
         self._labels = np.concatenate([self._labels, np.asarray(labels, dtype=np.int64)])
         self._C = np.concatenate([self._C, np.asarray(C, dtype=np.float64)])
-        self._ids = id_array(list(self._ids) + list(ids))
+        self._ids = _concat_ids(self._ids, id_array(list(ids)))
         for s, i in zip(slots, ids):
             self._slot_of[i] = int(s)
         return np.asarray(slots, dtype=np.intp)

@@ -38,7 +38,7 @@ def test_decrement_fault_resolves_exactly(k, batch):
     m = CPSVM(C=2.0, gamma=0.3).fit(X, y)  # numeric: the heads' paths run
     support = m.support_ids_.tolist()[:6]  # margin and error vectors: a real path
     with path_fault(m, 0, k):
-        r = m.decrement(support, batch=batch)
+        r = m.decrement(support, batch=batch, audit=True)
     assert set(r.paths.values()) == {"resolve"}
     assert r.resolved_heads == (0,)
     assert r.n_steps == k  # the path ran k steps, then the fault fired
@@ -89,8 +89,8 @@ def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jo
     assert m.state_digest() == before
     assert m.n_active_ == len(y)
     # and it goes on exactly as a model that was never interrupted
-    assert m.decrement(support, batch=batch).digest_after == \
-        twin.decrement(support, batch=batch).digest_after
+    assert m.decrement(support, batch=batch, audit=True).digest_after == \
+        twin.decrement(support, batch=batch, audit=True).digest_after
 
 
 def test_interrupt_during_increment_resolve_restores_everything():

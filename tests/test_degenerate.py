@@ -115,7 +115,7 @@ def test_no_example_left_then_relearn(kernel, batch):
     X, y = synthetic(60, 3, seed=29)
     model, ledger = tracked_fit(CPSVM(C=1.0, kernel=kernel), X, y)
     gamma = model.gamma_
-    receipt = model.decrement(model.ids_, batch=batch)
+    receipt = model.decrement(model.ids_, batch=batch, audit=True)
     assert len(receipt.removed_ids) == 60
     assert receipt.kkt_violation == 0.0
     # documented: no example left -> decision 0, predict classes_[1] (SVC's

@@ -88,7 +88,7 @@ def test_decrement_sequence_then_increments(task, C, kernel):
             i = _pick(model, kind, rng)
             if i is not None:
                 break
-        receipt = model.decrement([i])
+        receipt = model.decrement([i], audit=True)
         hits[kind] += 1
         assert receipt.removed_ids == (i,)
         want = "reserve_drop" if kind == "reserve" else "path"

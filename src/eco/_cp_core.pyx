@@ -217,6 +217,11 @@ cdef class KernelStore:
     precompute : bool
         Compute every row as soon as points are added (the full kernel
         matrix) instead of on demand.
+    cache_size : float
+        Megabytes of kernel rows kept between operations (:meth:`trim`
+        evicts the least recently used beyond it; an operation may hold more
+        while it runs). Rows are bit-deterministic, so the limit changes
+        speed, never a result. Ignored when every row is precomputed.
     """
 
     cdef readonly int kernel_code
@@ -231,6 +236,10 @@ cdef class KernelStore:
     cdef double** rows                    # per slot: pointer to its row, or NULL
     cdef Py_ssize_t n_cached
     cdef PyThread_type_lock lock          # guards installing a computed row
+    cdef public double cache_size         # MB of rows kept by trim()
+    cdef object _last_arr                 # numpy (capacity,) int64
+    cdef long long[::1] last_use          # per slot: tick of its last use (LRU)
+    cdef long long tick
 
     def __cinit__(self):
         self.rows = NULL
@@ -239,7 +248,8 @@ cdef class KernelStore:
             raise MemoryError("could not allocate a lock")
 
     def __init__(self, Py_ssize_t n_features, str kernel="rbf", double gamma=1.0,
-                 int degree=3, double coef0=0.0, bint precompute=False):
+                 int degree=3, double coef0=0.0, bint precompute=False,
+                 double cache_size=200.0):
         self.kernel_code = KERNEL_CODES[kernel]
         self.gamma = gamma
         self.degree = degree
@@ -250,6 +260,10 @@ cdef class KernelStore:
         self.capacity = 0
         self.n_cached = 0
         self.max_diag = 0.0
+        if not cache_size >= 0.0:
+            raise ValueError(f"cache_size must be >= 0 (MB), got {cache_size}")
+        self.cache_size = cache_size
+        self.tick = 0
         self._reserve(16)
 
     def __dealloc__(self):
@@ -281,9 +295,11 @@ cdef class KernelStore:
         new_cap = max(needed, 2 * self.capacity, 16)
         XT = np.zeros((self.n_features, new_cap), dtype=np.float64)
         sq = np.zeros(new_cap, dtype=np.float64)
+        last = np.zeros(new_cap, dtype=np.int64)
         if self.capacity > 0:
             XT[:, :self.n_slots] = self._XT_array[:, :self.n_slots]
             sq[:self.n_slots] = np.asarray(self.sqnorm)[:self.n_slots]
+            last[:self.n_slots] = self._last_arr[:self.n_slots]
         new_rows = <double**>realloc(self.rows, new_cap * sizeof(double*))
         if new_rows == NULL:
             raise MemoryError("could not grow the kernel store")
@@ -299,6 +315,8 @@ cdef class KernelStore:
         self._XT_array = XT
         self.XT = XT
         self.sqnorm = sq
+        self._last_arr = last
+        self.last_use = last
         self.capacity = new_cap
 
     def append(self, const double[:, ::1] X):
@@ -393,6 +411,9 @@ cdef class KernelStore:
         Returns NULL when memory runs out.
         """
         cdef double* r = self.rows[slot]
+        # a racy tick is harmless: it only orders evictions
+        self.tick += 1
+        self.last_use[slot] = self.tick
         if r != NULL:
             return r
         r = <double*>malloc(self.capacity * sizeof(double))
@@ -482,6 +503,8 @@ cdef class KernelStore:
                 self._fill_rows(todo, nb, outs, xs, 0, self.n_slots)
                 PyThread_acquire_lock(self.lock, WAIT_LOCK)
                 for b in range(nb):
+                    self.tick += 1
+                    self.last_use[todo[b]] = self.tick
                     if self.rows[todo[b]] == NULL:
                         self.rows[todo[b]] = outs[b]
                         self.n_cached += 1
@@ -523,6 +546,60 @@ cdef class KernelStore:
                 self.sqnorm[i] = 0.0
         self.n_slots = n
         self._update_max_diag(0)
+
+    @property
+    def cache_rows(self):
+        """Rows that :meth:`trim` keeps: ``cache_size`` MB of rows of the current capacity."""
+        return int(self.cache_size * 1048576.0 / (8.0 * max(self.capacity, 1)))
+
+    def trim(self):
+        """Free the least recently used cached rows beyond ``cache_size``.
+
+        Call only between operations (no engine of this store running):
+        engines hold plain pointers to rows while a path runs. Their own
+        packed margin rows are separate and stay. A precomputed kernel keeps
+        every row.
+
+        Returns
+        -------
+        int
+            The number of rows freed.
+        """
+        cdef Py_ssize_t keep = self.cache_rows, i, s, freed = 0
+        if self.precompute or self.n_cached <= keep:
+            return 0
+        cached = np.array([i for i in range(self.n_slots) if self.rows[i] != NULL],
+                          dtype=np.intp)
+        order = cached[np.argsort(self._last_arr[cached], kind="stable")]
+        for i in range(len(order) - keep):
+            s = order[i]
+            free(self.rows[s])
+            self.rows[s] = NULL
+            self.n_cached -= 1
+            freed += 1
+        return freed
+
+    cdef bint fits(self, Py_ssize_t count) noexcept nogil:
+        # True when `count` rows fit in the cache: a sweep over them caches
+        # them; else it streams them through a scratch row (bounded memory)
+        return self.precompute or count <= <Py_ssize_t>(
+            self.cache_size * 1048576.0 / (8.0 * (self.capacity if self.capacity > 0 else 1)))
+
+    cdef double* sweep_row(self, Py_ssize_t slot, bint cache, double* scratch,
+                           double* xs) noexcept nogil:
+        # the row of `slot` for a sweep over many rows: cached (computed and
+        # kept when `cache`), else computed into `scratch`; the same bits
+        if cache:
+            return self.row(slot)
+        return self.peek_row(slot, scratch, xs)
+
+    cdef double* peek_row(self, Py_ssize_t slot, double* scratch, double* xs) noexcept nogil:
+        # the cached row of `slot`, else the row computed into `scratch`
+        # (capacity doubles) without caching it; `xs` holds n_features + 1
+        if self.rows[slot] != NULL:
+            return self.rows[slot]
+        self._fill_rows(&slot, 1, &scratch, xs, 0, self.n_slots)
+        return scratch
 
     def release_rows(self, const Py_ssize_t[::1] slots):
         """Drop the cached rows of `slots` (a precomputed kernel keeps them)."""
@@ -1832,20 +1909,38 @@ cdef class CPEngine:
         # support vectors (the incremental g accumulates rounding in sums of
         # large terms); margin members keep their recomputed residual, which
         # _refine then removes
-        cdef Py_ssize_t n = self.store.n_slots, i, j
+        cdef Py_ssize_t n = self.store.n_slots, i, j, count = 0
         cdef double coef
         cdef double* row
+        cdef double* scratch = NULL
+        cdef double* xs = NULL
+        cdef bint cache
         cdef blas_int bn = <blas_int>n, one_i = 1
         for j in range(n):
             self.h[j] = 0.0
+            if not (self.setof[j] == S_INACTIVE or self.setof[j] == S_DRIVEN
+                    or self.alpha[j] == 0.0):
+                count += 1
+        cache = self.store.fits(count)
+        if not cache:
+            scratch = <double*>malloc((self.store.capacity + 1) * sizeof(double))
+            xs = <double*>malloc((self.store.n_features + 1) * sizeof(double))
+            if scratch == NULL or xs == NULL:
+                free(scratch)
+                free(xs)
+                return ST_NO_MEMORY
         for i in range(n):
             if self.setof[i] == S_INACTIVE or self.setof[i] == S_DRIVEN or self.alpha[i] == 0.0:
                 continue
-            row = self.store.row(i)
+            row = self.store.sweep_row(i, cache, scratch, xs)
             if row == NULL:
+                free(scratch)
+                free(xs)
                 return ST_NO_MEMORY
             coef = self.alpha[i] * self.y[i]
             daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
+        free(scratch)
+        free(xs)
         for j in range(n):
             if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
                 self.g[j] = self.y[j] * (self.h[j] + self.b) - 1.0
@@ -1988,8 +2083,7 @@ cdef class CPEngine:
         status : int
         """
         cdef Py_ssize_t n = self.store.n_slots, i, p, j, m
-        self.store.ensure_rows(np.flatnonzero(
-            (np.asarray(sets) == S_MARGIN) | (np.asarray(sets) == S_ERROR)).astype(np.intp))
+        self.store.ensure_rows(np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.intp))
         alpha0 = np.where(np.asarray(sets) == S_ERROR, np.asarray(C), 0.0)
         margin_order = np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.int32)
         st = self._set_state(y, C, alpha0, 0.0, sets, margin_order, np.zeros(n), None)
@@ -2267,8 +2361,16 @@ cdef class CPEngine:
         fa = np.zeros(n)
         sa = np.zeros(n)
         cdef double[::1] f = fa, fs = sa
-        self.store.ensure_rows(np.flatnonzero(
-            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.int64))
+        sv = np.flatnonzero((self._set_arr[:n] != S_INACTIVE)
+                            & (self._alpha_arr[:n] != 0.0)).astype(np.intp)
+        # rows of the support vectors: cached when they fit in the store's
+        # cache, else computed one at a time into scratch (bounded memory;
+        # the same bits either way)
+        if self.store.fits(len(sv)):
+            self.store.ensure_rows(sv)
+        scratch_a = np.empty(self.store.capacity + 1)
+        xs_a = np.empty(self.store.n_features + 1)
+        cdef double[::1] scratch = scratch_a, xs = xs_a
         with nogil:
             for j in range(n):
                 if self.setof[j] == S_INACTIVE:
@@ -2280,7 +2382,7 @@ cdef class CPEngine:
                 asum += fabs(a)
                 if a == 0.0:
                     continue
-                row = self.store.row(j)
+                row = self.store.peek_row(j, &scratch[0], &xs[0])
                 if row == NULL:
                     failed = True
                     break
@@ -2342,13 +2444,19 @@ cdef class CPEngine:
         if n == 0:
             return out
         self.sync_capacity()
-        self.store.ensure_rows(np.flatnonzero(
-            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.intp))
+        sv = np.flatnonzero((self._set_arr[:n] != S_INACTIVE)
+                            & (self._alpha_arr[:n] != 0.0)).astype(np.intp)
+        cdef bint cache = self.store.fits(len(sv))
+        if cache:
+            self.store.ensure_rows(sv)
+        scratch_a = np.empty(self.store.capacity + 1)
+        xs_a = np.empty(self.store.n_features + 1)
+        cdef double[::1] scratch = scratch_a, xs = xs_a
         with nogil:
             for j in range(n):
                 if self.setof[j] == S_INACTIVE or self.alpha[j] == 0.0:
                     continue
-                row = self.store.row(j)
+                row = self.store.sweep_row(j, cache, &scratch[0], &xs[0])
                 if row == NULL:
                     failed = True
                     break

@@ -194,7 +194,7 @@ def solved_anew(est, heads, gamma, C, active):
         heads.stored_data(), kernel=est.kernel, gamma=gamma, degree=est.degree,
         coef0=est.coef0, precompute=est.precompute, n_heads=heads.n_heads,
         labels=heads.slot_labels, C=C, ids=list(heads.slot_ids), max_steps=est.max_steps or 0,
-        n_jobs=est.n_jobs)
+        n_jobs=est.n_jobs, cache_size=est.cache_size)
     # erased slots stay erased, default ids and digests continue as before
     new.adopt_layout(heads.slot_given, heads.n_given)
     new.solve_all(np.asarray(active, dtype=np.intp), "batch")

@@ -44,10 +44,12 @@ class UnlearningReceipt:
         Path steps over all heads.
     kkt_violation : float or None
         The KKT certificate after the update, recomputed from scratch
-        (largest violation over all heads); None when ``audit=False``.
+        (largest violation over all heads); None unless the call was made
+        with ``audit=True`` (the default call does no work beyond the path:
+        ``model.kkt_violation()`` or ``model.verify()`` audit on request).
     digest_before, digest_after : str or None
         BLAKE2b digests of the model state (active ids, coefficients, bias,
-        sets of every head) before and after; None when ``audit=False``.
+        sets of every head) before and after; None unless ``audit=True``.
     wall_time_s : float
         Wall time of the whole call, validation and audit included.
     resolved_heads : tuple of int

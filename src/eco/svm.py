@@ -76,6 +76,10 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     max_steps : int or None, default=None
         Bound on the path steps of one update of one head; None means
         ``50 + 10 * n_active``. Past it the head is re-solved exactly.
+    cache_size : float, default=200
+        Megabytes of kernel rows kept between calls, least recently used
+        evicted beyond it (the rows of the margin vectors are held apart, by
+        the heads); as in SVC. Changes speed and memory, never a result.
     backend : {"threads", "ray"}, default="threads"
         Where the heads live. "threads": in this process, ``n_jobs``
         threads over them. "ray": in Ray actors, several heads per actor
@@ -150,6 +154,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         precompute=False,
         n_jobs=None,
         max_steps=None,
+        cache_size=200,
         backend="threads",
     ):
         self.C = C
@@ -161,6 +166,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         self.precompute = precompute
         self.n_jobs = n_jobs
         self.max_steps = max_steps
+        self.cache_size = cache_size
         self.backend = backend
 
     # -------------------------------------------------------------- pickling
@@ -265,7 +271,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             X, kernel=self.kernel, gamma=gamma, degree=self.degree, coef0=self.coef0,
             precompute=self.precompute, n_heads=1 if len(classes) == 2 else len(classes),
             labels=labels, C=float(self.C) * class_weight[labels] * sw, ids=ids,
-            max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+            max_steps=self.max_steps or 0, n_jobs=self.n_jobs, cache_size=self.cache_size)
         heads.solve_all(np.arange(n, dtype=np.intp), "batch" if method == "auto" else method)
         self.classes_ = classes
         self.gamma_ = gamma
@@ -310,7 +316,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ decrement
 
-    def decrement(self, ids, batch=True, *, audit=True):
+    def decrement(self, ids, batch=True, *, audit=False):
         """Unlearn examples exactly.
 
         Parameters
@@ -321,10 +327,13 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             True: all the examples leave along one multi-point path (their
             coefficients move to zero together). False: one after the other.
             Both end in the same model.
-        audit : bool, default=True
-            Recompute the KKT certificate from scratch and digest the state
-            before and after for the receipt. False skips that work (the
-            receipt then has None in those fields).
+        audit : bool, default=False
+            True: recompute the KKT certificate from scratch and digest the
+            state before and after for the receipt (O(n |SV|) work, often
+            many times the path itself). False (the default): the call does
+            no work beyond the path and the receipt has None in those
+            fields; :meth:`verify` and :meth:`kkt_violation` audit the model
+            on request.
 
         Returns
         -------

@@ -12,7 +12,56 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
 from ._kernels import check_kernel_params, resolve_gamma
-from .exceptions import DuplicateIdError, InvalidInputError, UnknownIdError, UnseenLabelError
+from .exceptions import (DuplicateIdError, InvalidInputError, InvalidTypeError, UnknownIdError,
+                         UnseenLabelError)
+
+# The engine holds the degree in a C int; a polynomial of higher degree
+# overflows float64 for any |gamma <x, x'> + coef0| != 1 anyway.
+_MAX_DEGREE = 2 ** 31 - 1
+# Largest |K_ij - K_ji| accepted in a precomputed kernel, relative to max |K|
+# (X @ X.T computed by BLAS is symmetric only to rounding).
+_SYMMETRY_RTOL = 1e-12
+
+
+def _foreign(what, exc):
+    """A scikit-learn/NumPy input error (sparse input, dtype promotion) as eco's.
+
+    A ``TypeError`` stays one (:class:`InvalidTypeError`), as callers of
+    scikit-learn estimators expect.
+    """
+    cls = InvalidTypeError if isinstance(exc, TypeError) else InvalidInputError
+    return cls(f"{what}: {exc}" if what else str(exc))
+
+
+def id_kind(i):
+    """The kind of an id: ids match only when equal and of the same kind.
+
+    bool, integer (Python or NumPy), float, or the exact type of anything
+    else: 3.0 names no id 3, True names no id 1.
+    """
+    if isinstance(i, (bool, np.bool_)):
+        return "bool"
+    if isinstance(i, (int, np.integer)):
+        return "int"
+    if isinstance(i, (float, np.floating)):
+        return "float"
+    return type(i)
+
+
+def check_symmetric(K, what):
+    """Refuse a precomputed kernel block that is not symmetric (up to rounding)."""
+    scale = float(np.max(np.abs(K))) if K.size else 0.0
+    if K.size and float(np.max(np.abs(K - K.T))) > _SYMMETRY_RTOL * max(scale, 1e-300):
+        raise InvalidInputError(
+            f"{what}: a precomputed kernel must be symmetric "
+            f"(largest |K_ij - K_ji| is {float(np.max(np.abs(K - K.T))):.3g})")
+
+
+def check_flag(value, name):
+    """A boolean flag: True or False only (``"no"`` or ``1`` is a mistake, not a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_params(est):
@@ -20,6 +69,9 @@ def check_params(est):
             or est.C <= 0:
         raise InvalidInputError(f"C must be a positive finite number, got {est.C!r}")
     check_kernel_params(est.kernel, est.degree, est.coef0)
+    if isinstance(est.degree, Integral) and est.degree > _MAX_DEGREE:
+        raise InvalidInputError(f"degree must be at most {_MAX_DEGREE}, got {est.degree!r}")
+    check_flag(est.precompute, "precompute")
     if isinstance(est.gamma, str):
         if est.gamma not in ("scale", "auto"):
             raise InvalidInputError(
@@ -47,13 +99,15 @@ def check_features(est, X, what):
     reject_non_numeric(X, what)
     try:
         X = validate_data(est, X, dtype=np.float64, order="C", reset=False)
-    except ValueError as exc:
-        raise InvalidInputError(f"{what}: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _foreign(what, exc) from exc
     return X
 
 
 def check_X(X, *, n_columns, what):
     """Validate a 2-D finite float array with `n_columns` columns."""
+    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+        raise InvalidTypeError(f"{what}: sparse input is not supported; pass a dense array")
     try:
         X = np.asarray(X)
     except Exception as exc:  # ragged input and the like
@@ -76,7 +130,10 @@ def check_X(X, *, n_columns, what):
     if X.shape[1] != n_columns:
         raise InvalidInputError(
             f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape})")
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    try:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInputError(f"{what}: expected numeric values ({exc})") from exc
     if not np.all(np.isfinite(X)):
         kind = "NaN" if np.isnan(X).any() else "infinite"
         raise InvalidInputError(f"{what}: input contains {kind} values")
@@ -86,9 +143,11 @@ def check_X(X, *, n_columns, what):
 def check_sample_weight(sample_weight, n):
     if sample_weight is None:
         return np.ones(n)
+    if hasattr(sample_weight, "toarray"):
+        raise InvalidTypeError("sample_weight: sparse input is not supported")
     try:
         sw = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"sample_weight must be numeric ({exc})") from exc
     if sw.ndim == 0:
         sw = np.full(n, float(sw))
@@ -187,11 +246,14 @@ def check_fit(est, X, y, sample_weight, ids, method):
     try:
         X, y = validate_data(est, X, y, dtype=np.float64, order="C", reset=True)
         check_classification_targets(y)
-    except ValueError as exc:
-        raise InvalidInputError(str(exc)) from exc
-    if est.kernel == "precomputed" and X.shape[0] != X.shape[1]:
-        raise InvalidInputError(
-            f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
+    except (ValueError, TypeError, OverflowError) as exc:
+        # TypeError: sparse input; DTypePromotionError (a TypeError): mixed dtypes
+        raise _foreign("", exc) from exc
+    if est.kernel == "precomputed":
+        if X.shape[0] != X.shape[1]:
+            raise InvalidInputError(
+                f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
+        check_symmetric(X, "X")
     classes, labels = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise InvalidInputError(
@@ -215,6 +277,7 @@ def check_increment(est, X, y, ids, sample_weight):
         if y_arr.ndim != 1:
             raise InvalidInputError(f"increment: y must be 1-D, got shape {y_arr.shape}")
         X = check_X(X, n_columns=n_given + y_arr.shape[0], what="increment X")
+        check_symmetric(X[:, n_given:], "increment X (its block of the new rows)")
     else:
         X = check_features(est, X, "increment X")
     m = X.shape[0]
@@ -234,7 +297,14 @@ def check_increment(est, X, y, ids, sample_weight):
     ids = check_new_ids(ids, m, n_given)
     for i in ids:
         s = heads.slot_of(i)
-        if s is not None and heads.is_active(s):
+        if s is None:
+            continue
+        known = heads.slot_ids[s]
+        if id_kind(known) != id_kind(i):
+            raise DuplicateIdError(
+                f"increment: id {i!r} is equal to the id {known!r} of another kind; "
+                "ids must differ by value")
+        if heads.is_active(s):
             raise DuplicateIdError(f"increment: id {i!r} is already active")
     return X, labels, sw, ids
 
@@ -248,7 +318,8 @@ def slots_of_request(heads, id_list):
             raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
         seen.add(i)
         s = heads.slot_of(i)
-        if s is None:
+        if s is None or id_kind(heads.slot_ids[s]) != id_kind(i):
+            # 3.0 does not name the id 3, True not the id 1 (see id_kind)
             raise UnknownIdError(f"decrement: unknown id {i!r}")
         if not heads.is_active(s):
             raise UnknownIdError(f"decrement: id {i!r} has already been removed")

@@ -5,7 +5,10 @@ Moved from ``svm.py`` as whole units (``_solve_head``, ``_seed_and_polish``,
 by the head set (:class:`eco._headset.HeadSet`) and its kernel store.
 """
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import SVC
 
 from . import _cp_core
@@ -26,6 +29,25 @@ _SEED_TOL = 1e-4
 # A solve from scratch is accepted when its certificate, recomputed from
 # scratch, is below this.
 _FIT_TOL = 1e-8
+
+
+def seed_max_iter(n):
+    """Bound on libsvm's iterations for the seed of `n` rows.
+
+    libsvm has no bound of its own (``max_iter=-1``) and can run for hours
+    on badly scaled data (features of 1e6 with a linear kernel, weights of
+    1e300). A seed stopped at this bound is still a seed: the polish and
+    the CP repair make it exact, or the solve falls back to learning the
+    rows one by one, itself bounded by the engine's step limit.
+    """
+    return max(100_000, 50 * int(n))
+
+
+def _fit_seed(svc, X, y, sample_weight):
+    # the bound is expected to bite on hard data: that is not the caller's concern
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svc.fit(X, y, sample_weight=sample_weight)
 
 
 def solve_head(heads, head, active, method):
@@ -78,13 +100,15 @@ def seed_and_polish(store, engine, active, y, C):
     keep = active[C[active] > 0]  # libsvm rejects zero weights; their alpha is 0
     if store.kernel == "precomputed":
         K = store.kernel_block(keep)[:, keep]
-        svc = SVC(C=1.0, kernel="precomputed", tol=_SEED_TOL, shrinking=True)
-        svc.fit(K, y[keep], sample_weight=C[keep])
+        svc = SVC(C=1.0, kernel="precomputed", tol=_SEED_TOL, shrinking=True,
+                  max_iter=seed_max_iter(len(keep)))
+        _fit_seed(svc, K, y[keep], C[keep])
     else:
         Xs = store.features()[keep]
         svc = SVC(C=1.0, kernel=store.kernel, gamma=store.gamma, degree=store.degree,
-                  coef0=store.coef0, tol=_SEED_TOL, shrinking=True, cache_size=500)
-        svc.fit(Xs, y[keep], sample_weight=C[keep])
+                  coef0=store.coef0, tol=_SEED_TOL, shrinking=True, cache_size=500,
+                  max_iter=seed_max_iter(len(keep)))
+        _fit_seed(svc, Xs, y[keep], C[keep])
     alpha = np.zeros(n)
     alpha[keep[svc.support_]] = np.abs(svc.dual_coef_[0])
     upper = alpha >= C * (1 - 1e-12)

@@ -230,8 +230,9 @@ def reject_non_numeric(X, what):
             dtype = np.asarray(X).dtype
         except Exception:  # ragged input: let the array check explain
             return
-    if dtype.kind in "USV":
-        names = {"U": "strings", "S": "byte strings", "V": "structured values"}
+    if dtype.kind in "USVmM":
+        names = {"U": "strings", "S": "byte strings", "V": "structured values",
+                 "m": "time deltas", "M": "dates"}
         raise InvalidInputError(
             f"{what}: expected numeric values, got {names[dtype.kind]} (dtype {dtype})")
 
@@ -286,9 +287,14 @@ def check_increment(est, X, y, ids, sample_weight):
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != m:
         raise InvalidInputError(f"increment: y must have shape ({m},), got {y.shape}")
-    labels = np.searchsorted(est.classes_, y)
-    labels = np.clip(labels, 0, len(est.classes_) - 1)
-    unseen = est.classes_[labels] != y
+    try:
+        labels = np.searchsorted(est.classes_, y)
+        labels = np.clip(labels, 0, len(est.classes_) - 1)
+        unseen = np.asarray(est.classes_[labels] != y, dtype=bool).reshape(m)
+    except (TypeError, ValueError) as exc:  # DTypePromotionError: labels of another type
+        raise UnseenLabelError(
+            f"increment: labels of dtype {y.dtype} cannot be compared with the classes "
+            f"seen in fit {est.classes_.tolist()} ({exc})") from exc
     if np.any(unseen):
         raise UnseenLabelError(
             f"increment: label {y[unseen][0]!r} is not one of the classes seen in fit "

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from . import _validation as V
@@ -485,7 +486,13 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         if y_arr.ndim != 1 or (n is not None and y_arr.shape[0] != n):
             raise InvalidInputError(
                 f"score: inconsistent numbers of samples: X has {n} rows, y has shape {y_arr.shape}")
-        return super().score(X, y, sample_weight=sample_weight)
+        try:
+            return super().score(X, y, sample_weight=sample_weight)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, (InvalidInputError, NotFittedError)):
+                raise
+            # scikit-learn's metric refuses the labels (a mix of strings and numbers)
+            raise InvalidInputError(f"score: {exc}") from exc
 
     @reads
     def predict(self, X):

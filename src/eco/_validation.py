@@ -124,19 +124,25 @@ def check_X(X, *, n_columns, what):
         raise InvalidInputError(f"{what}: complex values are not supported")
     if X.ndim != 2:
         raise InvalidInputError(
-            f"{what}: expected a 2-D array of shape (n_samples, {n_columns}), got shape {X.shape}")
+            f"{what}: expected a 2-D array of shape (n_samples, {n_columns}), got shape "
+            f"{X.shape}. Reshape your data either using array.reshape(-1, 1) if your data has "
+            "a single feature or array.reshape(1, -1) if it contains a single sample.")
     if X.shape[0] == 0:
         raise InvalidInputError(f"{what}: no rows given (shape {X.shape})")
-    if X.shape[1] != n_columns:
-        raise InvalidInputError(
-            f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape})")
     try:
         X = np.ascontiguousarray(X, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"{what}: expected numeric values ({exc})") from exc
+    # non-finite values first, as scikit-learn reports them (the columns of a
+    # precomputed kernel are a count of examples, not features)
     if not np.all(np.isfinite(X)):
         kind = "NaN" if np.isnan(X).any() else "infinite"
         raise InvalidInputError(f"{what}: input contains {kind} values")
+    if X.shape[1] != n_columns:
+        raise InvalidInputError(
+            f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape}): "
+            f"X has {X.shape[1]} features, but CPSVM is expecting {n_columns} features as input "
+            "(kernel values against every example given so far)")
     return X
 
 
@@ -250,11 +256,9 @@ def check_fit(est, X, y, sample_weight, ids, method):
     except (ValueError, TypeError, OverflowError) as exc:
         # TypeError: sparse input; DTypePromotionError (a TypeError): mixed dtypes
         raise _foreign("", exc) from exc
-    if est.kernel == "precomputed":
-        if X.shape[0] != X.shape[1]:
-            raise InvalidInputError(
-                f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
-        check_symmetric(X, "X")
+    if est.kernel == "precomputed" and X.shape[0] != X.shape[1]:
+        raise InvalidInputError(
+            f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
     classes, labels = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise InvalidInputError(
@@ -263,6 +267,8 @@ def check_fit(est, X, y, sample_weight, ids, method):
     sw = check_sample_weight(sample_weight, n)
     if not np.any(sw > 0):
         raise InvalidInputError("sample_weight: all weights are zero; nothing to learn from")
+    if est.kernel == "precomputed":
+        check_symmetric(X, "X")
     ids = check_new_ids(ids, n, 0)
     gamma = resolve_gamma(est.gamma, X, est.kernel)
     class_weight = resolve_class_weight(est, classes, labels)

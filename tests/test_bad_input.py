@@ -497,3 +497,17 @@ def test_hard_fits_end():
     _bounded_fit(lambda: CPSVM(kernel="poly", degree=6, gamma=101.0).fit(Xh, yh))
     G = rng.normal(size=(13, 13))
     _bounded_fit(lambda: CPSVM(kernel="precomputed", C=839.0).fit(G + G.T, np.arange(13) % 2))
+
+
+@pytest.mark.parametrize("tol", [float("nan"), -1.0, float("inf"), "1e-8", True])
+def test_tolerances_must_be_finite_non_negative(tol):
+    from eco.audit import verify_model
+    from eco.testing import assert_exact
+
+    m = _int_ids_model()
+    with pytest.raises(InvalidInputError, match="finite number >= 0"):
+        verify_model(m, tol=tol)
+    with pytest.raises(InvalidInputError, match="finite number >= 0"):
+        verify_model(m, tol_ref=tol)
+    with pytest.raises(InvalidInputError, match="finite number >= 0"):
+        assert_exact(m, kkt_tol=tol)

@@ -64,6 +64,14 @@ def check_flag(value, name):
     return bool(value)
 
 
+def check_tolerance(value, name):
+    """A tolerance: a finite number >= 0 (NaN would make every comparison pass or fail)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) \
+            or not np.isfinite(value) or value < 0:
+        raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_params(est):
     if isinstance(est.C, bool) or not isinstance(est.C, Real) or not np.isfinite(est.C) \
             or est.C <= 0:

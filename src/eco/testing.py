@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import check_tolerance
 from .audit import verify_model
 
 __all__ = [
@@ -128,6 +129,9 @@ def assert_exact(model, X_eval=None, *, kkt_tol=KKT_TOL, decision_tol=DECISION_T
     (relative to ``max(1, |f|)``) on `X_eval` (default: the active rows; not
     used for ``kernel="precomputed"``, where the active block is compared).
     """
+    for value, name in ((kkt_tol, "kkt_tol"), (decision_tol, "decision_tol"),
+                        (reference_tol, "reference_tol")):
+        check_tolerance(value, name)
     viol = model.kkt_violation()
     assert viol < kkt_tol, f"KKT violation {viol:.3e} >= {kkt_tol:.0e}"
     report = verify_model(model, reference=True, tol=kkt_tol, tol_ref=reference_tol)

@@ -209,3 +209,36 @@ def test_lock_is_reentrant_and_refuses_upgrade():
     t.start()
     t.join(5)
     assert got == [1]
+
+
+def test_interrupted_waiters_leak_no_share_of_the_lock():
+    """A KeyboardInterrupt while waiting for the lock leaves it usable by everyone."""
+    import signal
+    import time
+
+    X, y = noisy_classes(n=60, seed=6)
+    m = CPSVM(C=1.0).fit(X, y)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hold_a_read():
+        with eco.testing.model_lock(m).reading():
+            entered.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_a_read)
+    holder.start()
+    entered.wait(10)
+    timer = threading.Timer(0.05, lambda: signal.pthread_kill(threading.main_thread().ident,
+                                                              signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        m.decrement([0])  # waits for the reader, interrupted while waiting
+    timer.join()
+    release.set()
+    holder.join()
+    # nothing changed, and both kinds of access still work
+    assert m.n_active_ == 60
+    m.decrement([0])
+    assert m.predict(X).shape == (60,)
+    time.sleep(0)

@@ -48,6 +48,11 @@ class RWLock:
     def _read_depth(self):
         return getattr(self._local, "depth", 0)
 
+    # The counters change inside ``with self._cond`` and the flag that says
+    # "this thread holds a share" is set by the very next statement (no call
+    # or backward jump between them, so no signal handler can run between
+    # them): a KeyboardInterrupt cannot leak a share of the lock.
+
     @contextmanager
     def reading(self):
         """Hold a shared (read) share of the lock in the block."""
@@ -60,19 +65,22 @@ class RWLock:
             finally:
                 self._local.depth -= 1
             return
-        with self._cond:
-            while self._writer is not None or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        self._local.depth = 1
+        held = False
         try:
+            with self._cond:
+                while self._writer is not None or self._writers_waiting:
+                    self._cond.wait()
+                self._readers += 1
+                held = True
+            self._local.depth = 1
             yield
         finally:
-            self._local.depth = 0
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+            if held:
+                self._local.depth = 0
+                with self._cond:
+                    self._readers -= 1
+                    if self._readers == 0:
+                        self._cond.notify_all()
 
     @contextmanager
     def writing(self):
@@ -87,22 +95,28 @@ class RWLock:
             return
         if self._read_depth() > 0:
             raise RuntimeError("a model cannot be updated from inside one of its own reads")
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writer is not None or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writer = me
-            self._write_depth = 1
+        held = False
         try:
+            with self._cond:
+                self._writers_waiting += 1
+                try:
+                    while self._writer is not None or self._readers:
+                        self._cond.wait()
+                finally:
+                    self._writers_waiting -= 1
+                    # readers held back by this waiting writer may go on
+                    # (if it gives up, interrupted while waiting)
+                    self._cond.notify_all()
+                self._writer = me
+                held = True
+                self._write_depth = 1
             yield
         finally:
-            with self._cond:
-                self._writer = None
-                self._write_depth = 0
-                self._cond.notify_all()
+            if held:
+                with self._cond:
+                    self._writer = None
+                    self._write_depth = 0
+                    self._cond.notify_all()
 
 
 def model_lock(model):

@@ -12,7 +12,9 @@ gives that reference once, for tests, benchmarks and experiments alike:
   scratch, with the tolerances defined here;
 - fault injection (:func:`fail_on_call`, :func:`path_fault`): make a head-set
   operation raise, or a CP path fail, at a chosen call, without hooks in the
-  estimator's code.
+  estimator's code;
+- :func:`model_lock`: a model's readers-writer lock, to hold it in a test
+  (``with model_lock(m).reading(): ...``) and check what waits for it.
 """
 
 import threading
@@ -21,13 +23,14 @@ from contextlib import contextmanager
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._concurrency import model_lock
 from ._validation import check_tolerance
 from .audit import verify_model
 
 __all__ = [
     "KKT_TOL", "DECISION_TOL", "REFERENCE_TOL",
     "frozen_params", "active_data", "refit_frozen", "assert_exact",
-    "fail_on_call", "path_fault", "InjectedFault",
+    "fail_on_call", "path_fault", "InjectedFault", "model_lock",
 ]
 
 #: Bound on the KKT certificate recomputed from scratch (the fit acceptance bound).

@@ -38,8 +38,12 @@ test: venv
 demo: venv
 	$(BIN)/eco experiment $(ARGS)
 
+# The suites, then the scaling sweep (n <= ECO_BENCH_MAX_N, default 20000) with its
+# plot and table in benchmarks/results/ (the sweep's pytest twin is not run twice).
 bench: venv
-	$(BIN)/python -m pytest benchmarks --benchmark-only $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest benchmarks --benchmark-only $(PYTEST_FLAGS) \
+		--ignore=benchmarks/test_bench_scaling.py
+	$(BIN)/python benchmarks/scaling.py
 
 # Build products and caches; the next target that needs .venv reinstalls eco into it.
 clean:

@@ -2,11 +2,15 @@
 
 The workload (one per size, built once per session and cached): MNIST test
 images, pixels scaled to [0, 1], PCA to 50 dimensions, digit 0 against the
-rest (:func:`eco.datasets.mnist_features`), an rbf ``CPSVM`` with C = 1 fitted
-on it, and gamma frozen from that fit for every other estimator. The MNIST
-files come from ``ECO_MNIST_DIR``, else from ``../shared/data/mnist`` next to
-the repository; without them the deterministic synthetic stand-in of
-:mod:`eco.datasets` is used (the header and the summary say which).
+rest (:func:`workloads.mnist_features`), an rbf ``CPSVM`` with C = 1 and the
+numeric gamma that "scale" gives on these rows (frozen: the same value for
+every estimator and every deletion). The MNIST files come from
+``ECO_MNIST_DIR``, else from ``../shared/data/mnist`` next to the repository;
+without them the deterministic synthetic stand-in of :mod:`workloads` is used
+(the header and the summary say which).
+
+The benchmarks use eco's public API only: a model is restored between rounds
+with ``copy.deepcopy`` of the fitted one.
 
 Every benchmark checks its result before timing it; the checks here are
 cached so that a result checked once is not solved again for each benchmark
@@ -16,8 +20,10 @@ by the benchmarks, computed from the medians (and the minima) of this run.
 Targets are reported, never asserted: timings depend on the machine.
 """
 
+import copy
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,11 +34,11 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from eco import CPSVM
-from eco.datasets import default_mnist_dir, load_mnist, mnist_features
 from eco.reference import reference_kernel, reference_solve
 
-#: The MNIST test set beside the repository (``<repo>/../shared/data/mnist``).
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workloads import mnist_dir, mnist_digits, mnist_features  # noqa: E402
+
 #: The box bound of every benchmark.
 C = 1.0
 #: Certificate every exact state must meet (largest KKT violation).
@@ -51,24 +57,6 @@ BLAS_THREADS_ENV = "ECO_BENCH_BLAS_THREADS"
 
 _RESULTS_KEY = pytest.StashKey["Results"]()
 _WORKLOADS_KEY = pytest.StashKey["Workloads"]()
-
-
-def mnist_dir():
-    """The MNIST directory used by the benchmarks, and where it came from.
-
-    Returns
-    -------
-    path : pathlib.Path or None
-        ``ECO_MNIST_DIR`` when it names a directory, else the shared
-        ``../shared/data/mnist`` when it exists, else None (synthetic data).
-    origin : str
-    """
-    env = default_mnist_dir()
-    if env is not None:
-        return env, "ECO_MNIST_DIR"
-    if SHARED_MNIST.is_dir():
-        return SHARED_MNIST, "../shared/data/mnist"
-    return None, "no MNIST directory"
 
 
 def blas_threads():
@@ -98,6 +86,21 @@ def refit_svc(X, y, gamma, **kwargs):
     return SVC(C=C, kernel="rbf", gamma=gamma, **kwargs).fit(X, y)
 
 
+def scale_gamma(X):
+    """The gamma that ``gamma="scale"`` gives on X, as a number to freeze."""
+    return 1.0 / (X.shape[1] * X.var())
+
+
+def refit_frozen(model, X, y):
+    """The same estimator, hyper-parameters frozen from `model`, fitted from scratch.
+
+    (Local helper; ``eco.testing.refit_frozen`` will replace it.)
+    """
+    params = model.get_params()
+    params["gamma"] = model.gamma_
+    return CPSVM(**params).fit(X, y)
+
+
 # ---------------------------------------------------------------- workloads
 
 
@@ -105,11 +108,10 @@ def refit_svc(X, y, gamma, **kwargs):
 class BinaryWorkload:
     """One size of the binary workload and the model fitted on it.
 
-    ``fresh()`` gives a model equal bit for bit to the fitted one, with the
-    kernel rows of its support vectors cached as right after ``fit``: each
-    timed unlearning then starts from the state a first request after ``fit``
-    would meet (rows of examples that join the margin set during the path are
-    computed inside the timed region, as they would be in use).
+    ``fresh()`` gives a model equal bit for bit to the fitted one
+    (``copy.deepcopy``, which rebuilds it from its exported state, as loading
+    a saved model does): each timed unlearning starts from the state a first
+    request after loading a model meets.
     """
 
     n: int
@@ -117,8 +119,6 @@ class BinaryWorkload:
     y: np.ndarray
     source: str
     model: CPSVM
-    meta: dict
-    arrays: dict
     digest: str
     _checked: dict = field(default_factory=dict, repr=False)
 
@@ -127,11 +127,8 @@ class BinaryWorkload:
         return self.model.gamma_
 
     def fresh(self):
-        """A copy of the fitted model (support-vector kernel rows cached)."""
-        model = CPSVM._from_state(self.meta, self.arrays)
-        sv = np.array([model._slot_of[i] for i in model.support_ids_.tolist()], dtype=np.int64)
-        model._store.ensure_rows(sv)
-        return model
+        """A copy of the fitted model, equal to it bit for bit."""
+        return copy.deepcopy(self.model)
 
     def ids_of(self, kind):
         """Ids of the fitted model's ``reserve_``, ``margin_`` or ``error_`` set."""
@@ -213,11 +210,9 @@ class Workloads:
         if n not in self._binary:
             X, y, source = mnist_features(self.data_dir, n=n)
             self.sources.add(source)
-            model = CPSVM(C=C, kernel="rbf", gamma="scale").fit(X, y)
+            model = CPSVM(C=C, kernel="rbf", gamma=scale_gamma(X)).fit(X, y)
             assert model.kkt_violation() < KKT_TOL
-            meta, arrays = model._export_state()
-            self._binary[n] = BinaryWorkload(n, X, y, source, model, meta, arrays,
-                                             model.state_digest())
+            self._binary[n] = BinaryWorkload(n, X, y, source, model, model.state_digest())
         return self._binary[n]
 
     def multiclass(self, n):
@@ -232,18 +227,7 @@ class Workloads:
         if n not in self._multi:
             X, y, source = mnist_features(self.data_dir, n=n)
             self.sources.add(source)
-            if source == "mnist":
-                _, labels = load_mnist(self.data_dir, kind="t10k")
-            else:
-                # mnist_features has no multi-class output; its synthetic pool
-                # is the documented stand-in of the MNIST test set
-                from eco.datasets import _synthetic_pool
-
-                _, labels = _synthetic_pool()
-            # mnist_features takes the first n of this permutation (documented)
-            digits = labels[np.random.default_rng(0).permutation(len(labels))[:n]]
-            # the labels must be those of the rows mnist_features drew
-            assert np.array_equal(digits == 0, y == 1)
+            digits = mnist_digits(self.data_dir, n)
             assert len(np.unique(digits)) == 10
             self._multi[n] = (X, digits, source)
         return self._multi[n]
@@ -292,6 +276,21 @@ class Results:
         self.rounds = {}
         self.notes = {}
         self.comparisons = {}
+        self.slopes = {}  # curve -> {n: key of its median}
+
+    def track_slope(self, curve, n, key):
+        """Add the median stored under `key` to `curve` at size `n` (log-log slope)."""
+        self.slopes.setdefault(curve, {})[n] = key
+
+    def slope_values(self):
+        """Least-squares slope of log median against log n, per curve with two sizes or more."""
+        out = {}
+        for curve, points in self.slopes.items():
+            pts = [(n, self.medians[k]) for n, k in sorted(points.items()) if k in self.medians]
+            if len(pts) >= 2:
+                ns, ts = zip(*pts)
+                out[curve] = (float(np.polyfit(np.log(ns), np.log(ts), 1)[0]), ns)
+        return out
 
     def record(self, benchmark, key, *, compare=(), note="", **extra):
         """Store the median of `benchmark` under `key`; register comparisons.
@@ -349,7 +348,8 @@ def bench():
     return SimpleNamespace(
         C=C, KKT_TOL=KKT_TOL, SVC_TOL=SVC_TOL, REFERENCE_TOL=REFERENCE_TOL,
         DEFAULT_SVC_TOL=DEFAULT_SVC_TOL, Comparison=Comparison, refit_svc=refit_svc,
-        check_against_refits=check_against_refits)
+        check_against_refits=check_against_refits, refit_frozen=refit_frozen,
+        scale_gamma=scale_gamma)
 
 
 @pytest.fixture(scope="session")
@@ -403,3 +403,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             target = "" if comp.target is None else f"target {comp.target}"
             tr.write_line(f"  {comp.label:<{width}}  {v:10.2f} [{v_min:10.2f}]  "
                           f"{target:<16} {verdict}".rstrip())
+    slopes = res.slope_values()
+    if slopes:
+        tr.write_line("")
+        tr.write_line("slopes of the medians on log-log axes (time ~ n^slope):")
+        width = max(len(c) for c in slopes)
+        for curve, (s, ns) in slopes.items():
+            tr.write_line(f"  {curve:<{width}}  {s:6.2f}  (n = {', '.join(map(str, ns))})")

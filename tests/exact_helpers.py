@@ -19,13 +19,18 @@ sample weights of the active ids without reading the model's own copies.
 """
 
 import functools
+import sys
 from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.svm import SVC
 
-from eco.datasets import load_digits, mnist_features
+from eco.datasets import load_digits
+
+# the MNIST workload lives with the benchmarks (it is not part of eco's API)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from workloads import mnist_features  # noqa: E402
 from eco.reference import reference_kernel, reference_solve
 from eco.testing import KKT_TOL, REFERENCE_TOL
 

@@ -143,7 +143,7 @@ def engine_scenario(rng):
         e = engines[int(rng.integers(0, len(engines)))]
         slot = int(rng.integers(-2, n + 3))
         slots = rng.integers(-1, n + 2, size=int(rng.integers(0, 4))).astype(np.intp)
-        op = int(rng.integers(0, 18))
+        op = int(rng.integers(0, 21))
         try:
             if op == 0:
                 m = int(rng.integers(0, 4))
@@ -175,7 +175,7 @@ def engine_scenario(rng):
                 key = str(rng.choice(["alpha", "sets", "margin_order", "y", "C", "g"]))
                 arr = np.array(st[key])
                 if arr.size:
-                    arr[int(rng.integers(0, arr.size))] = rng.choice([-5, 3, 7, np.nan])
+                    arr[int(rng.integers(0, arr.size))] = rng.choice([-5, 3, 7, 4, np.nan])
                 st[key] = arr
                 e.restore(st)
             elif op == 11:
@@ -203,6 +203,16 @@ def engine_scenario(rng):
                 e.sync_capacity()
                 e.get_state()
                 e.rinv()
+            elif op == 18:
+                e.certificate()
+            elif op == 19:
+                sets = rng.integers(-1, 3, size=n).astype(np.int8)
+                y = rng.choice([1.0, -1.0], size=n)
+                e.settle(y, np.ones(n), rng.uniform(0, 1, n), float(rng.normal()), sets)
+            elif op == 20:
+                e.path_step_for_tests(slots, rng.normal(size=len(slots)), bool(rng.random() < 0.5),
+                                      str(rng.choice(["direction", "rates", "event", "apply",
+                                                      "migrate"])))
         except Exception:  # noqa: BLE001 - any Python exception is an acceptable refusal
             pass
 

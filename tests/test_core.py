@@ -205,3 +205,102 @@ def test_learning_a_dependent_duplicate_keeps_kkt():
     free = (a > 0) & (a < 10.0)
     assert np.all(np.abs(g[free]) < 1e-9)
     assert np.all(g[a == 0] > -1e-9) and np.all(g[a == 10.0] < 1e-9)
+
+
+# ------------------------------------------------------ path step helpers
+
+def _driven_state(kernel="rbf", n_fit=100):
+    """An engine fitted on the first n_fit rows, with row n_fit set up to be learned."""
+    X, y = _data()
+    store, engine = _fitted_engine(X[:n_fit].copy(), y[:n_fit], kernel)
+    st = engine.get_state()
+    store.append(np.ascontiguousarray(X[n_fit:]))
+    engine.sync_capacity()
+    n = store.n_slots
+    pad = n - len(st["y"])
+    yy = np.concatenate([st["y"], y[n_fit:]])
+    C = np.concatenate([st["C"], np.ones(pad)])
+    alpha = np.concatenate([st["alpha"], np.zeros(pad)])
+    sets = np.concatenate([st["sets"], np.full(pad, _cp_core.SET_INACTIVE, np.int8)])
+    K = store.kernel_block(np.arange(n, dtype=np.int64))
+    f = yy * (K @ (alpha * yy) + st["b"]) - 1.0
+    # the first new row that violates the margin: learning it moves something
+    c = n_fit + int(np.flatnonzero(f[n_fit:] < -0.1)[0])
+    sets[c] = _cp_core.SET_DRIVEN
+    g = np.where(sets != _cp_core.SET_INACTIVE, f, 0.0)
+    g[sets == _cp_core.SET_MARGIN] = 0.0
+    engine.set_state(yy, C, alpha, st["b"], sets, st["margin_order"], g, st["Rinv"])
+    return engine, K, c
+
+
+def _numpy_direction(engine, K, c):
+    S = engine.margin_order.astype(np.int64)
+    y = engine.y_all
+    A = _bordered(engine)
+    v = np.concatenate([[y[c]], y[S] * y[c] * K[S, c]])
+    sol = -np.linalg.solve(A, v)
+    return sol[0], sol[1:], S
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "linear"])
+def test_direction_matches_numpy(kernel):
+    engine, K, c = _driven_state(kernel)
+    out = engine.path_step_for_tests(np.array([c], np.int64), np.ones(1), True, "direction")
+    beta_b, beta, _ = _numpy_direction(engine, K, c)
+    assert out["moves"]
+    scale = 1.0 + np.max(np.abs(beta))
+    assert abs(out["beta_b"] - beta_b) < 1e-8 * (1.0 + abs(beta_b))
+    np.testing.assert_allclose(out["beta"], beta, atol=1e-8 * scale)
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "linear"])
+def test_rates_match_numpy(kernel):
+    engine, K, c = _driven_state(kernel)
+    out = engine.path_step_for_tests(np.array([c], np.int64), np.ones(1), True, "rates")
+    beta_b, beta, S = _numpy_direction(engine, K, c)
+    y, sets = engine.y_all, engine.sets_all
+    gamma = y * (K[:, S] @ (y[S] * beta) + K[:, c] * y[c] + beta_b)
+    rows = (sets == _cp_core.SET_RESERVE) | (sets == _cp_core.SET_ERROR)
+    rows[c] = True
+    np.testing.assert_allclose(out["gamma"][rows], gamma[rows],
+                               atol=1e-7 * (1.0 + np.max(np.abs(gamma[rows]))))
+
+
+def test_next_event_is_the_smallest_ratio():
+    engine, K, c = _driven_state()
+    out = engine.path_step_for_tests(np.array([c], np.int64), np.ones(1), True, "event")
+    beta_b, beta, S = _numpy_direction(engine, K, c)
+    y, sets, g, a, C = engine.y_all, engine.sets_all, engine.g_all, engine.alpha_all, engine.C_all
+    gam, tol = out["gamma"], out["tol"]
+    cands = [(C[c], "end", -1)]  # the drive ends with alpha_c = C_c
+    if gam[c] > tol:
+        cands.append((max(-g[c] / gam[c], 0.0), "learned", c))
+    for p, k in enumerate(S):
+        if beta[p] > 1e-11:
+            cands.append((max((C[k] - a[k]) / beta[p], 0.0), "to_error", k))
+        elif beta[p] < -1e-11:
+            cands.append((max(a[k] / -beta[p], 0.0), "to_reserve", k))
+    for j in np.flatnonzero((sets == _cp_core.SET_RESERVE) | (sets == _cp_core.SET_ERROR)):
+        if sets[j] == _cp_core.SET_ERROR and gam[j] > tol:
+            cands.append((max(-g[j] / gam[j], 0.0), "to_margin", j))
+        elif sets[j] == _cp_core.SET_RESERVE and gam[j] < -tol:
+            cands.append((max(g[j] / -gam[j], 0.0), "to_margin", j))
+    tau, _, slot = min(cands, key=lambda t: t[0])
+    assert out["tau"] == pytest.approx(tau, rel=1e-9)
+    assert out["slot"] == slot
+
+
+def test_one_step_keeps_the_gradients_exact():
+    engine, K, c = _driven_state()
+    for _ in range(5):
+        out = engine.path_step_for_tests(np.array([c], np.int64), np.ones(1), True, "migrate")
+        assert out["status"] in (_cp_core.STATUS_OK, -1)
+        if engine.set_of(c) != _cp_core.SET_DRIVEN:
+            break
+    y, sets, a = engine.y_all, engine.sets_all, engine.alpha_all
+    act = sets != _cp_core.SET_INACTIVE
+    g_true = y * (K @ (np.where(act, a, 0.0) * y) + engine.b) - 1.0
+    others = act & (sets != _cp_core.SET_MARGIN)
+    np.testing.assert_allclose(engine.g_all[others], g_true[others], atol=1e-9)
+    assert np.all(np.abs(g_true[sets == _cp_core.SET_MARGIN]) < 1e-9)
+    assert abs(np.dot(y[act], a[act])) < 1e-9

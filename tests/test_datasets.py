@@ -1,4 +1,4 @@
-"""Tests of eco.datasets: digits, the IDX reader and writer, MNIST, the benchmark workload.
+"""Tests of eco.datasets: digits, the IDX reader and writer, MNIST.
 
 Everything runs without network and without ../shared: the IDX tests write
 their own files, and load_mnist is tested on an MNIST-shaped directory made
@@ -20,7 +20,6 @@ from eco.datasets import (
     default_mnist_dir,
     load_digits,
     load_mnist,
-    mnist_features,
     read_idx,
     write_idx,
 )
@@ -405,117 +404,6 @@ def test_real_mnist_test_set():
     np.testing.assert_array_equal(y_head, y[:50])
 
 
-# --------------------------------------------------------------------------- mnist_features
-
-
-def test_mnist_features_synthetic_fallback():
-    X, y, source = mnist_features(None, n=1000, n_components=20, positive_digit=3, seed=1)
-    assert source == "synthetic"
-    assert X.shape == (1000, 20) and X.dtype == np.float64 and X.flags.c_contiguous
-    assert y.shape == (1000,) and y.dtype == np.int64
-    assert set(np.unique(y).tolist()) == {-1, 1}
-    assert 0.05 < np.mean(y == 1) < 0.15  # one class of ten, balanced
-    np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=1e-10)  # PCA centres
-    variances = X.var(axis=0)
-    assert np.all(np.diff(variances) <= 1e-12)  # components by decreasing variance
-
-
-def test_mnist_features_defaults_shape():
-    X, y, source = mnist_features()
-    assert source == "synthetic"
-    assert X.shape == (5000, 50) and y.shape == (5000,)
-
-
-def test_mnist_features_deterministic():
-    a = mnist_features(None, n=800, n_components=10, seed=5)
-    b = mnist_features(None, n=800, n_components=10, seed=5)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
-    c = mnist_features(None, n=800, n_components=10, seed=6)
-    assert not np.array_equal(a[0], c[0])  # another seed draws other rows
-
-
-@pytest.mark.parametrize("how", ["empty", "nonexistent", "other-files"])
-def test_mnist_features_falls_back_when_files_absent(tmp_path, how):
-    if how == "nonexistent":
-        data_dir = tmp_path / "nowhere"
-    else:
-        data_dir = tmp_path
-        if how == "other-files":
-            write_digits_mnist(tmp_path, kind="train")
-    X, y, source = mnist_features(data_dir, n=300, n_components=5)
-    reference = mnist_features(None, n=300, n_components=5)
-    assert source == "synthetic"
-    np.testing.assert_array_equal(X, reference[0])
-    np.testing.assert_array_equal(y, reference[1])
-
-
-def test_mnist_features_reads_mnist_directory(digits_mnist_dir):
-    from sklearn.decomposition import PCA
-
-    X, y, source = mnist_features(digits_mnist_dir, n=500, n_components=20, positive_digit=7, seed=3)
-    assert source == "mnist"
-    assert X.shape == (500, 20) and y.dtype == np.int64
-    # The documented contract: rows are the first n of a seeded permutation,
-    # pixels / 255, PCA fitted on those rows, +1 for the positive digit.
-    pixels, digits = load_mnist(digits_mnist_dir)
-    rows = np.random.default_rng(3).permutation(len(digits))[:500]
-    np.testing.assert_array_equal(y, np.where(digits[rows] == 7, 1, -1))
-    expected = PCA(n_components=20, svd_solver="full").fit_transform(pixels[rows])
-    np.testing.assert_allclose(X, expected, rtol=1e-10, atol=1e-10)
-
-
-def test_mnist_features_corrupt_files_are_not_replaced(tmp_path):
-    write_digits_mnist(tmp_path)
-    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot gzip")
-    with pytest.raises(DataFormatError, match="gzip"):
-        mnist_features(tmp_path, n=100, n_components=5)
-
-
-def test_mnist_features_one_file_missing_is_an_error(tmp_path):
-    write_digits_mnist(tmp_path)
-    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
-        mnist_features(tmp_path, n=100, n_components=5)
-
-
-@pytest.mark.parametrize(
-    "kwargs, problem",
-    [
-        ({"n": 0}, "n must be"),
-        ({"n": 10_001}, "n must be"),
-        ({"n": 100.0}, "n must be"),
-        ({"n_components": 0}, "n_components must be"),
-        ({"n": 30, "n_components": 31}, "n_components must be"),
-        ({"n_components": 785}, "n_components must be"),
-        ({"positive_digit": 10}, "positive_digit must be"),
-        ({"positive_digit": -1}, "positive_digit must be"),
-        ({"seed": -1}, "seed must be"),
-        ({"seed": None}, "seed must be"),
-    ],
-)
-def test_mnist_features_rejects_bad_parameters(kwargs, problem):
-    with pytest.raises(InvalidInputError, match=problem):
-        mnist_features(None, **kwargs)
-
-
-def test_mnist_features_n_limited_by_mnist_directory(digits_mnist_dir):
-    with pytest.raises(InvalidInputError, match="between 1 and 1797"):
-        mnist_features(digits_mnist_dir, n=1798)
-
-
-@needs_real_mnist
-def test_mnist_features_real_mnist():
-    X, y, source = mnist_features(SHARED_MNIST, n=2000, n_components=50, positive_digit=1, seed=0)
-    assert source == "mnist"
-    assert X.shape == (2000, 50)
-    _, digits = load_mnist(SHARED_MNIST)
-    rows = np.random.default_rng(0).permutation(10000)[:2000]
-    np.testing.assert_array_equal(y, np.where(digits[rows] == 1, 1, -1))
-    again = mnist_features(SHARED_MNIST, n=2000, n_components=50, positive_digit=1, seed=0)
-    np.testing.assert_array_equal(X, again[0])
-
-
 # --------------------------------------------------------------------------- default_mnist_dir
 
 
@@ -531,3 +419,158 @@ def test_default_mnist_dir(monkeypatch, tmp_path):
     assert default_mnist_dir() is None
     monkeypatch.setenv("ECO_MNIST_DIR", str(tmp_path))
     assert default_mnist_dir() == tmp_path
+
+
+# --------------------------------------------------------------------------- hostile files
+#
+# Each hostile read runs in a subprocess, so that a regression shows as a
+# failed assertion (peak memory, exception type) or a killed child after
+# SUBPROCESS_TIMEOUT, never as a hung or exhausted test run. Peak memory is the
+# growth of the child's resident high-water mark (ru_maxrss) over the call.
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+SUBPROCESS_TIMEOUT = 120
+BOMB_ZEROS = 256 << 20  # decompressed size of the gzip bombs: 256 MiB of zeros
+PEAK_BOUND = 96 << 20  # the bombed calls below must stay well under BOMB_ZEROS
+
+_HOSTILE_CALL = r"""
+import json, resource, sys
+from eco import datasets
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    getattr(datasets, sys.argv[1])(sys.argv[2])
+    outcome = {"raised": None}
+except Exception as exc:
+    outcome = {"raised": type(exc).__name__, "message": str(exc)}
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcome["peak_growth"] = (after - before) * 1024  # ru_maxrss is in KiB on Linux
+print(json.dumps(outcome))
+"""
+
+
+def hostile_call(function, path):
+    """Run ``eco.datasets.<function>(path)`` in a child; its outcome and peak memory growth."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(
+        [sys.executable, "-c", _HOSTILE_CALL, function, str(path)],
+        capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gzip_bomb(path, header, zeros=BOMB_ZEROS):
+    """A gzip file holding `header` and then `zeros` zero bytes (about 1/1000 the size)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 22)
+    with open(path, "wb") as handle:
+        handle.write(compressor.compress(header))
+        for _ in range(zeros // len(block)):
+            handle.write(compressor.compress(block))
+        handle.write(compressor.flush())
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb_dir(tmp_path_factory):
+    """An MNIST directory of 10 labels whose images file is a gzip bomb.
+
+    The images header declares 10 images of 28x28 (7,840 bytes) and the stream
+    then decompresses to 256 MiB more.
+    """
+    directory = tmp_path_factory.mktemp("bomb")
+    write_idx(directory / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    gzip_bomb(directory / "t10k-images-idx3-ubyte.gz", idx_bytes(0x08, (10, 28, 28), b""))
+    return directory
+
+
+def test_gzip_bomb_after_a_valid_header_is_bounded(bomb_dir):
+    path = bomb_dir / "t10k-images-idx3-ubyte.gz"
+    assert path.stat().st_size < BOMB_ZEROS // 100  # it is a bomb
+    for function, target in (("read_idx", path), ("load_mnist", bomb_dir)):
+        outcome = hostile_call(function, target)
+        assert outcome["raised"] == "DataFormatError", outcome
+        assert "trailing bytes" in outcome["message"] and str(path) in outcome["message"]
+        assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+@pytest.mark.parametrize(
+    "function, shape, problem",
+    [
+        ("read_idx", (2**31, 28, 28), "more than a gzip file"),
+        ("load_mnist", (2**31, 28, 28), "count mismatch"),
+        ("load_mnist", (10**6, 28, 28), "count mismatch"),
+    ],
+    ids=["more-than-deflate-can-hold", "mnist-huge", "mnist-more-than-the-labels"],
+)
+def test_gzip_bomb_declaring_a_huge_shape_is_refused_at_the_header(tmp_path, function, shape, problem):
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    path = gzip_bomb(tmp_path / "t10k-images-idx3-ubyte.gz", idx_bytes(0x08, shape, b""))
+    outcome = hostile_call(function, path if function == "read_idx" else tmp_path)
+    assert outcome["raised"] == "DataFormatError", outcome
+    assert problem in outcome["message"] and str(path) in outcome["message"]
+    assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+def test_gzip_bomb_as_labels_is_refused_by_the_deflate_bound(tmp_path):
+    path = gzip_bomb(tmp_path / "labels-idx1-ubyte.gz", idx_bytes(0x08, (2**32 - 1,), b""), zeros=1 << 22)
+    outcome = hostile_call("read_idx", path)
+    assert outcome["raised"] == "DataFormatError" and "truncated IDX payload" in outcome["message"], outcome
+    assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+def test_gzip_stream_is_checked_to_its_end(tmp_path):
+    # a valid payload, then a corrupted CRC: the whole stream is verified
+    data = bytearray(gzip.compress(GOOD))
+    data[-8] ^= 0xFF
+    path = tmp_path / "crc-idx2-ubyte.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match="gzip"):
+        read_idx(path)
+
+
+def test_concatenated_gzip_members_and_zero_padding_are_read(tmp_path):
+    array = np.arange(12, dtype=np.int16).reshape(3, 4)
+    raw = idx_bytes(0x0B, (3, 4), array.astype(">i2").tobytes())
+    path = tmp_path / "multi-idx2.gz"
+    path.write_bytes(gzip.compress(raw[:9]) + gzip.compress(raw[9:]) + b"\x00" * 16)
+    np.testing.assert_array_equal(read_idx(path), array)
+    path.write_bytes(gzip.compress(raw) + b"junk")
+    with pytest.raises(DataFormatError, match="gzip"):
+        read_idx(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10, dtype=np.uint8))
+    fifo = tmp_path / "t10k-images-idx3-ubyte"
+    os.mkfifo(fifo)  # nobody writes: a blocking open would hang forever
+    for function, target in (("read_idx", fifo), ("load_mnist", tmp_path)):
+        outcome = hostile_call(function, target)
+        assert outcome["raised"] == "DataFormatError" and "not a regular file" in outcome["message"], outcome
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_symlink_to_a_device_is_refused(tmp_path):
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    link = tmp_path / "t10k-images-idx3-ubyte.gz"
+    link.symlink_to("/dev/zero")
+    for function, target in (("read_idx", link), ("load_mnist", tmp_path)):
+        outcome = hostile_call(function, target)
+        assert outcome["raised"] == "DataFormatError" and "not a regular file" in outcome["message"], outcome
+        assert outcome["peak_growth"] < PEAK_BOUND, outcome
+
+
+def test_symlink_to_a_regular_idx_file_is_read(tmp_path, digits_mnist_dir):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).symlink_to(digits_mnist_dir / name)
+    X, y = load_mnist(tmp_path)
+    X_ref, y_ref = load_mnist(digits_mnist_dir)
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(y, y_ref)

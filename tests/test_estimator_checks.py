@@ -18,11 +18,6 @@ EXPECTED_FAILED_CHECKS = {
         ),
     },
     "precomputed": {
-        "check_n_features_in": (
-            "the check fits the linear Gram matrix of 150 rows of 2 features: rank 2, "
-            "rank-deficient far beyond the margin set; exact paths on such data are the "
-            "engine's rank-deficiency work (issue 9), after which this check passes"
-        ),
         "check_classifiers_one_label_sample_weights": (
             "the check passes a random, non-symmetric 10 x 10 matrix as the precomputed "
             "kernel; CPSVM refuses a kernel that is not symmetric (issue 10: its exact "

@@ -30,7 +30,7 @@ from cpython.pythread cimport (
     PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK,
 )
-from libc.math cimport exp, fabs, pow, INFINITY, isfinite
+from libc.math cimport exp, fabs, pow, sqrt, frexp, ldexp, INFINITY, isfinite
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport daxpy, dgemm, dgemv, dger
@@ -114,6 +114,12 @@ def _check_kernel(kernel):
         raise ValueError(f"unknown kernel {kernel!r}; expected one of {tuple(KERNEL_CODES)}")
     return KERNEL_CODES[kernel]
 
+# Certificates divide a gradient violation by 1 + |b| + CANCEL sum_j |alpha_j K_ij|:
+# absolute (1e-8 at _FIT_TOL) while the terms g_i is summed from are of order
+# one, and allowing 1e-14 of their size (about a hundred roundings) when they
+# are large and cancel (features scaled by 1e6: terms of 1e11 for decision
+# values of 10). Invariant under rescaling (features times s, C over s^2).
+cdef double CANCEL = 1e-6
 
 # Kinds of event that end a step.
 cdef enum:
@@ -123,6 +129,10 @@ cdef enum:
     EV_MARGIN_TO_RESERVE = 3
     EV_MARGIN_TO_ERROR = 4
     EV_TO_MARGIN = 5      # an error or reserve example's gradient reached 0
+
+# _migrate: the path goes on (any other value is the status that ends it)
+cdef enum:
+    PATH_GO_ON = -1
 
 
 # ---------------------------------------------------------------------------
@@ -651,6 +661,12 @@ cdef class CPEngine:
     cdef long epoch              # bumped whenever the margin set changes
     cdef readonly long n_steps, n_migrations, n_refactorisations
     cdef long updates_since_check
+    # Rinv is the inverse of the border-scaled matrix [[0, sigma y'], [sigma y, Q]]:
+    # sigma, a power of two near the largest kernel diagonal, puts the border
+    # on the scale of Q, so that LU and rank-one updates keep their accuracy
+    # when the features are scaled by 1e6 or 1e-6. Powers of two make the
+    # conversion to and from the plain inverse exact (rinv, set_state).
+    cdef double sigma
     # tuning
     cdef public long max_steps
     cdef public double tol_event      # |gamma| or |beta| below this (times scale) is no event
@@ -658,8 +674,14 @@ cdef class CPEngine:
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
-    cdef public double check_tol      # largest KKT violation (incremental g) accepted after an operation
     cdef long seen_truncations        # store.n_truncations when the slots were last checked
+    cdef public double check_tol      # largest relative KKT violation (incremental g) accepted after an operation
+    # state of the path being followed (see _path)
+    cdef bint pth_learning, pth_moves
+    cdef Py_ssize_t pth_c, pth_slot
+    cdef int pth_kind
+    cdef double pth_t_left, pth_t_total, pth_s_drv, pth_usum, pth_tol_base, pth_tol
+    cdef double pth_beta_b, pth_tau
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -691,11 +713,12 @@ cdef class CPEngine:
         self.drift_tol = 1e-9
         self.drift_check_every = 32
         self.fail_at_step = -1
-        self.check_tol = 1e-7
+        self.check_tol = 1e-8
         self.n_steps = 0
         self.n_migrations = 0
         self.n_refactorisations = 0
         self.updates_since_check = 0
+        self.sigma = 1.0
         self.sync_capacity()
         if self._grow_r(16) != 0:
             raise MemoryError("could not allocate the margin matrix")
@@ -846,6 +869,32 @@ cdef class CPEngine:
         self.ks_n = 0
         return self._ks_sync()
 
+    # -- the scale of the border -------------------------------------------------
+
+    cdef double _store_sigma(self) noexcept nogil:
+        # the power of two nearest above the largest kernel diagonal (1 if none)
+        cdef double md = self.store.max_diag
+        cdef int e
+        if not (md > 0.0) or not isfinite(md):
+            return 1.0
+        frexp(md, &e)
+        return ldexp(1.0, e)
+
+    cdef void _sync_sigma(self) noexcept nogil:
+        # follow the store's scale (points added or forgotten): rescaling the
+        # border row and column of Rinv by a power of two is exact
+        cdef double new = self._store_sigma(), r
+        cdef Py_ssize_t j
+        if new == self.sigma:
+            return
+        if self.n_margin > 0:
+            r = self.sigma / new
+            self.Rinv[0] *= r * r
+            for j in range(1, self.n_margin + 1):
+                self.Rinv[j] *= r
+                self.Rinv[j * self.r_cap] *= r
+        self.sigma = new
+
     # -- small helpers --------------------------------------------------------
 
     cdef inline double _r(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
@@ -884,10 +933,10 @@ cdef class CPEngine:
             st = self._grow_r(2)
             if st != 0:
                 return -st
-            # Rinv = [[-Q_kk, y_k], [y_k, 0]]
-            self.Rinv[0] = -row_k[k]
-            self.Rinv[1] = yk
-            self.Rinv[self.r_cap] = yk
+            # Rinv = inverse of [[0, s y_k], [s y_k, Q_kk]] (s = sigma)
+            self.Rinv[0] = -row_k[k] / (self.sigma * self.sigma)
+            self.Rinv[1] = yk / self.sigma
+            self.Rinv[self.r_cap] = yk / self.sigma
             self.Rinv[1 + self.r_cap] = 0.0
         else:
             st = self._grow_r(m + 2)
@@ -897,7 +946,7 @@ cdef class CPEngine:
             bk = self.wbuf2
             ld = <blas_int>self.r_cap
             # w = [y_k; Q_Sk]
-            w[0] = yk
+            w[0] = self.sigma * yk
             for p in range(m):
                 w[p + 1] = self._q(k, self.margin[p], row_k)
             # beta_k = -Rinv w
@@ -983,6 +1032,7 @@ cdef class CPEngine:
         cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, info = 0, lwork
         cdef double* work
         cdef Py_ssize_t ldr = self.r_cap
+        self.sigma = self._store_sigma()
         if m == 0:
             return 0
         self.Rinv[0] = 0.0
@@ -991,8 +1041,8 @@ cdef class CPEngine:
             row_i = self.store.row(si)
             if row_i == NULL:
                 return ST_NO_MEMORY
-            self.Rinv[(i + 1)] = self.y[si]
-            self.Rinv[(i + 1) * ldr] = self.y[si]
+            self.Rinv[(i + 1)] = self.sigma * self.y[si]
+            self.Rinv[(i + 1) * ldr] = self.sigma * self.y[si]
             for j in range(m):
                 self.Rinv[(i + 1) + (j + 1) * ldr] = self._q(si, self.margin[j], row_i)
         dgetrf(&n_, &n_, self.Rinv, &ld, self.ipiv, &info)
@@ -1025,13 +1075,13 @@ cdef class CPEngine:
         s = 0.0
         for j in range(m):
             s += self.y[self.margin[j]] / (j + 2.0)
-        ax[0] = s
+        ax[0] = self.sigma * s
         for i in range(m):
             si = self.margin[i]
             row_i = self.store.row(si)
             if row_i == NULL:
                 return INFINITY
-            s = self.y[si] * 1.0
+            s = self.sigma * self.y[si]
             for j in range(m):
                 s += self._q(si, self.margin[j], row_i) / (j + 2.0)
             ax[i + 1] = s
@@ -1064,6 +1114,251 @@ cdef class CPEngine:
         return s
 
     # -- the path ---------------------------------------------------------------
+    #
+    # One operation drives the coefficients of a set D along d_D. Its state
+    # lives in the pth_* attributes; each step is: _direction (beta), _rates
+    # (gamma, the gradient rates), _next_event (the smallest step to a change
+    # of set), _apply_step (move alpha, b, g by tau) and _migrate (move the
+    # example of the event between sets, pivoting a dependent one).
+
+    cdef int _path_init(self, Py_ssize_t* drv, double* dvec, Py_ssize_t n_drv,
+                        bint learning, double t_total) noexcept nogil:
+        # u = sum_D y_j d_j K_.j : the kernel-space direction of the driven set,
+        # fixed for the whole operation (one vector for a batch, computed once)
+        cdef Py_ssize_t n = self.store.n_slots, i, j
+        cdef double coef, dscale = 0.0
+        cdef double* row
+        cdef blas_int bn = <blas_int>n, one_i = 1
+        self.pth_learning = learning
+        self.pth_c = drv[0]
+        self.pth_t_left = t_total
+        self.pth_t_total = t_total
+        self.pth_s_drv = 0.0
+        self.pth_usum = 0.0
+        for j in range(n):
+            self.u[j] = 0.0
+        for i in range(n_drv):
+            row = self.store.row(drv[i])
+            if row == NULL:
+                return ST_NO_MEMORY
+            coef = self.y[drv[i]] * dvec[i]
+            self.pth_s_drv += coef
+            self.pth_usum += fabs(coef)
+            if fabs(dvec[i]) > dscale:
+                dscale = fabs(dvec[i])
+            daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
+        self.pth_tol_base = self.tol_event * (dscale if dscale > 0 else 1.0)
+        return ST_OK
+
+    cdef inline void _direction(self) noexcept nogil:
+        """[beta_b; beta_S] = -A^-1 [y_D'd_D; Q_SD d_D] (border-scaled), or the
+        empty-S moves of b; sets pth_moves, pth_beta_b and beta."""
+        cdef Py_ssize_t m = self.n_margin, p, k
+        cdef blas_int bn, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0
+        if m > 0:
+            self.pth_moves = True
+            self.vbuf[0] = self.sigma * self.pth_s_drv
+            for p in range(m):
+                k = self.margin[p]
+                self.vbuf[p + 1] = self.y[k] * self.u[k]
+            bn = <blas_int>(m + 1)
+            ld = <blas_int>self.r_cap
+            dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
+                  &zero, self.beta, &one_i)
+            self.pth_beta_b = self.sigma * self.beta[0]
+        elif self.pth_learning:
+            # S empty: alpha cannot move alone (sum y alpha = 0); move b so
+            # that g_c rises, until an example reaches g = 0 and joins S
+            self.pth_moves = False
+            self.pth_beta_b = self.y[self.pth_c]
+        elif fabs(self.pth_s_drv) <= self.pth_tol_base:
+            # S empty and the batch keeps sum y alpha = 0 by itself
+            self.pth_moves = True
+            self.pth_beta_b = 0.0
+        else:
+            self.pth_moves = False
+            self.pth_beta_b = self.pth_s_drv
+
+    cdef inline void _rates(self) noexcept nogil:
+        """h[j] = gamma_j, the gradient rate of every reserve and error example
+        and of the learned one; sets pth_tol, the tolerance of those rates.
+
+        Two tolerances, each relative to the size of what it judges:
+        pth_tol_base for the coefficient rates beta (units of the driven
+        coefficients), pth_tol for the gradient rates gamma, sums of kernel
+        values weighted by beta and d plus beta_b. A gradient rate below the
+        rounding noise of its sum is no event: on rank-deficient data,
+        examples that depend on S have a rate that is 0 but for that noise.
+        Both scale with the problem, so a problem and its rescaled twin take
+        the same path.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j
+        cdef double wsum, bb = self.pth_beta_b, tol
+        cdef bint moves = self.pth_moves
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        wsum = self.pth_usum if moves else 0.0
+        for p in range(m):
+            self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
+            wsum += fabs(self.wbuf[p])
+        tol = self.tol_event * fabs(bb) + 1e-10 * wsum * self.store.max_diag
+        self.pth_tol = tol if tol > 1e-300 else 1e-300
+        if m > 0:
+            # h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
+            bn = <blas_int>n
+            bm = <blas_int>m
+            ld = <blas_int>self.ks_ld
+            dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                  &self.h[0], &one_i)
+        else:
+            for j in range(n):
+                self.h[j] = 0.0
+        for j in range(n):
+            if (self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR
+                    or (self.pth_learning and j == self.pth_c)):
+                self.h[j] = self.y[j] * (self.h[j] + (self.u[j] if moves else 0.0) + bb)
+
+    cdef inline void _consider(self, double cand, int kind, Py_ssize_t slot) noexcept nogil:
+        # the smallest step wins; ties go to the smallest slot (Bland), the end
+        # of the drive first
+        if cand < 0.0:
+            cand = 0.0
+        if cand < self.pth_tau or (cand == self.pth_tau and self.pth_kind != EV_END
+                                   and slot < self.pth_slot):
+            self.pth_tau = cand
+            self.pth_kind = kind
+            self.pth_slot = slot
+
+    cdef inline void _next_event(self) noexcept nogil:
+        """The smallest step tau to a change of set: pth_tau, pth_kind, pth_slot."""
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, k, j
+        cdef Py_ssize_t c = self.pth_c
+        cdef double bb, gam, tol = self.pth_tol, tol_base = self.pth_tol_base
+        self.pth_tau = INFINITY
+        self.pth_kind = EV_NONE
+        self.pth_slot = -1
+        if self.pth_moves:
+            self.pth_tau = self.pth_t_left
+            self.pth_kind = EV_END
+        if self.pth_learning:
+            # a learned example refused as dependent on S keeps being
+            # driven: along that direction no gradient moves (a null move)
+            # until an S member reaches a bound and S changes
+            gam = self.h[c]
+            if gam > tol and self.blocked[c] != self.epoch:
+                self._consider(-self.g[c] / gam, EV_LEARNED_MARGIN, c)
+        for p in range(m):
+            k = self.margin[p]
+            bb = self.beta[p + 1]
+            if bb > tol_base:
+                self._consider((self.C[k] - self.alpha[k]) / bb, EV_MARGIN_TO_ERROR, k)
+            elif bb < -tol_base:
+                self._consider(self.alpha[k] / (-bb), EV_MARGIN_TO_RESERVE, k)
+        for j in range(n):
+            if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+                continue
+            if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
+                continue
+            gam = self.h[j]
+            if self.setof[j] == S_ERROR:
+                if gam > tol:
+                    self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
+            elif gam < -tol:
+                self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
+
+    cdef inline int _apply_step(self, Py_ssize_t* drv, double* dvec,
+                                Py_ssize_t n_drv) noexcept nogil:
+        """Move alpha_S, b, alpha_D and the gradients by pth_tau."""
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, k, i, j
+        cdef double tau = self.pth_tau
+        if tau <= 0.0:
+            return ST_OK
+        for p in range(m):
+            k = self.margin[p]
+            self.alpha[k] += self.beta[p + 1] * tau
+            # a tied member can pass its bound by a rounding error: it sits
+            # at the bound (a zero-length event next step), never outside
+            if self.alpha[k] < 0.0:
+                self.alpha[k] = 0.0
+            elif self.alpha[k] > self.C[k]:
+                self.alpha[k] = self.C[k]
+        self.b += self.pth_beta_b * tau
+        if self.pth_moves:
+            for i in range(n_drv):
+                self.alpha[drv[i]] += dvec[i] * tau
+            self.pth_t_left -= tau
+        for j in range(n):
+            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                self.g[j] += self.h[j] * tau
+        if self.pth_learning:
+            self.g[self.pth_c] += self.h[self.pth_c] * tau
+        if not isfinite(self.b):
+            return ST_NON_FINITE
+        return ST_OK
+
+    cdef int _migrate(self) noexcept nogil:
+        """Move the example of the event between sets.
+
+        Returns PATH_GO_ON to take another step, else the status that ends the
+        path (ST_OK when the operation is complete).
+        """
+        cdef Py_ssize_t c = self.pth_c, k = self.pth_slot
+        cdef int kind = self.pth_kind, st
+        cdef double* row
+        if kind == EV_END:
+            return ST_OK
+        self.n_migrations += 1
+        if kind == EV_LEARNED_MARGIN:
+            self.g[c] = 0.0
+            row = self.store.row(c)
+            if row == NULL:
+                return ST_NO_MEMORY
+            st = self._expand(c, row)
+            if st < 0:
+                return -st
+            if st == 1:
+                # c is linearly dependent on S: driving it on is itself a
+                # move along the null direction (no gradient moves) until a
+                # member of S reaches a bound; at alpha_c = 0 it is done
+                if self.alpha[c] <= 0.0:
+                    self.setof[c] = S_RESERVE
+                    return ST_OK
+                self.blocked[c] = self.epoch
+                return PATH_GO_ON
+            return self._maybe_refactorise()
+        elif kind == EV_MARGIN_TO_RESERVE:
+            self.alpha[k] = 0.0
+            self.g[k] = 0.0
+            self._remove_from_margin(k, S_RESERVE)
+        elif kind == EV_MARGIN_TO_ERROR:
+            self.alpha[k] = self.C[k]
+            self.g[k] = 0.0
+            self._remove_from_margin(k, S_ERROR)
+        elif kind == EV_TO_MARGIN:
+            self.g[k] = 0.0
+            row = self.store.row(k)
+            if row == NULL:
+                return ST_NO_MEMORY
+            st = self._expand(k, row)
+            if st < 0:
+                return -st
+            while st == 1:
+                # dependent on S: pivot. Along the null direction no gradient
+                # moves; alpha_k leaves its bound the way its gradient asks
+                # (up from R, down from E) until a member of S reaches a bound
+                # and leaves (then k enters) or k reaches its other bound
+                # (g_k = 0 there: valid KKT)
+                st = self._null_pivot(k, 1.0 if self.setof[k] == S_RESERVE else -1.0)
+                if st == 0:
+                    break
+                st = self._expand(k, row)
+                if st < 0:
+                    return -st
+        st = self._maybe_refactorise()
+        if st != 0:
+            return st
+        return PATH_GO_ON
 
     cdef int _path(self, Py_ssize_t* drv, double* dvec, Py_ssize_t n_drv,
                    bint learning, double t_total) noexcept nogil:
@@ -1074,38 +1369,12 @@ cdef class CPEngine:
         Unlearning: all driven coefficients reach 0 together at t = t_total = 1.
         Keeps every other active example in KKT along the way.
         """
-        cdef Py_ssize_t n = self.store.n_slots
-        cdef Py_ssize_t i, j, p, k, m, best_slot
-        cdef double t_left = t_total, s_drv = 0.0, dscale = 0.0
-        cdef double tau, cand, gam, bb, tol, tol_base, wsum, beta_b
-        cdef double* row
-        cdef double* Rv
-        cdef int best_kind, st
-        cdef bint moves
         cdef long steps = 0, bound = self._step_bound()
-        cdef Py_ssize_t c = drv[0]
-        cdef blas_int bn, bm, ld, one_i = 1
-        cdef double minus_one = -1.0, zero = 0.0, one = 1.0, coef
-
-        # u = sum_D y_j d_j K_.j : the kernel-space direction of the driven set,
-        # fixed for the whole operation (one vector for a batch, computed once)
-        for j in range(n):
-            self.u[j] = 0.0
-        for i in range(n_drv):
-            row = self.store.row(drv[i])
-            if row == NULL:
-                return ST_NO_MEMORY
-            coef = self.y[drv[i]] * dvec[i]
-            s_drv += coef
-            if fabs(dvec[i]) > dscale:
-                dscale = fabs(dvec[i])
-            bn = <blas_int>n
-            daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
-        tol_base = self.tol_event * (dscale if dscale > 0 else 1.0)
-        tol = tol_base
-
+        cdef int st = self._path_init(drv, dvec, n_drv, learning, t_total)
+        if st != ST_OK:
+            return st
         while True:
-            if t_left <= 0.0:
+            if self.pth_t_left <= 0.0:
                 return ST_OK
             if steps == self.fail_at_step:
                 return ST_INJECTED_FAULT
@@ -1113,185 +1382,73 @@ cdef class CPEngine:
                 return ST_STEP_LIMIT
             steps += 1
             self.n_steps += 1
-            m = self.n_margin
-
-            # ---- direction -------------------------------------------------
-            if m > 0:
-                moves = True
-                # v = [y_D'd_D ; Q_SD d_D];  [beta_b; beta_S] = -Rinv v
-                self.vbuf[0] = s_drv
-                for p in range(m):
-                    k = self.margin[p]
-                    self.vbuf[p + 1] = self.y[k] * self.u[k]
-                bn = <blas_int>(m + 1)
-                ld = <blas_int>self.r_cap
-                dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
-                      &zero, self.beta, &one_i)
-                beta_b = self.beta[0]
-            elif learning:
-                # S empty: alpha cannot move alone (sum y alpha = 0); move b so
-                # that g_c rises, until an example reaches g = 0 and joins S
-                moves = False
-                beta_b = self.y[c]
-            elif fabs(s_drv) <= tol:
-                # S empty and the batch keeps sum y alpha = 0 by itself
-                moves = True
-                beta_b = 0.0
-            else:
-                moves = False
-                beta_b = s_drv
-
-            # ---- h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
-            tol = tol_base
-            if m > 0:
-                # h = KS (y_S * beta_S)
-                wsum = 0.0
-                for p in range(m):
-                    self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
-                    wsum += fabs(self.wbuf[p])
-                # a gradient rate below the rounding noise of this sum is no
-                # event: on rank-deficient data, examples that depend on S
-                # have a rate that is 0 but for that noise
-                if 1e-10 * wsum * self.store.max_diag > tol:
-                    tol = 1e-10 * wsum * self.store.max_diag
-                bn = <blas_int>n
-                bm = <blas_int>m
-                ld = <blas_int>self.ks_ld
-                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
-                      &self.h[0], &one_i)
-            else:
-                for j in range(n):
-                    self.h[j] = 0.0
-
-            # ---- smallest step to an event; h[j] becomes gamma_j -----------
-            tau = INFINITY
-            best_kind = EV_NONE
-            best_slot = -1
-            if moves:
-                tau = t_left
-                best_kind = EV_END
-            if learning:
-                gam = self.y[c] * (self.h[c] + (self.u[c] if moves else 0.0) + beta_b)
-                self.h[c] = gam
-                # a learned example refused as dependent on S keeps being
-                # driven: along that direction no gradient moves (a null move)
-                # until an S member reaches a bound and S changes
-                if gam > tol and self.blocked[c] != self.epoch:
-                    cand = -self.g[c] / gam
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau:
-                        tau = cand
-                        best_kind = EV_LEARNED_MARGIN
-                        best_slot = c
-            for p in range(m):
-                k = self.margin[p]
-                bb = self.beta[p + 1]
-                if bb > tol:
-                    cand = (self.C[k] - self.alpha[k]) / bb
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau:
-                        tau = cand
-                        best_kind = EV_MARGIN_TO_ERROR
-                        best_slot = k
-                elif bb < -tol:
-                    cand = self.alpha[k] / (-bb)
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau:
-                        tau = cand
-                        best_kind = EV_MARGIN_TO_RESERVE
-                        best_slot = k
-            for j in range(n):
-                if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
-                    continue
-                gam = self.y[j] * (self.h[j] + (self.u[j] if moves else 0.0) + beta_b)
-                self.h[j] = gam
-                if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
-                    continue
-                if self.setof[j] == S_ERROR:
-                    if gam > tol:
-                        cand = -self.g[j] / gam
-                        if cand < 0.0:
-                            cand = 0.0
-                        if cand < tau:
-                            tau = cand
-                            best_kind = EV_TO_MARGIN
-                            best_slot = j
-                elif gam < -tol:
-                    cand = self.g[j] / (-gam)
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau:
-                        tau = cand
-                        best_kind = EV_TO_MARGIN
-                        best_slot = j
-            if best_kind == EV_NONE or not isfinite(tau):
-                return ST_NO_EVENT
-
-            # ---- apply the step ----------------------------------------------
-            if tau > 0.0:
-                for p in range(m):
-                    k = self.margin[p]
-                    self.alpha[k] += self.beta[p + 1] * tau
-                self.b += beta_b * tau
-                if moves:
-                    for i in range(n_drv):
-                        self.alpha[drv[i]] += dvec[i] * tau
-                    t_left -= tau
-                for j in range(n):
-                    if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
-                        self.g[j] += self.h[j] * tau
-                if learning:
-                    self.g[c] += self.h[c] * tau
-                if not isfinite(self.b):
-                    return ST_NON_FINITE
-
-            # ---- migrate the example of the event ------------------------------
-            if best_kind == EV_END:
+            self._direction()
+            self._rates()
+            self._next_event()
+            if self.pth_kind == EV_NONE and self.pth_t_left <= 1e-9 * t_total:
+                # S emptied a rounding error before the end (the last member
+                # reached its bound at t = 1 - 1e-16): nothing is left to move
                 return ST_OK
-            self.n_migrations += 1
-            if best_kind == EV_LEARNED_MARGIN:
-                self.g[c] = 0.0
-                row = self.store.row(c)
-                if row == NULL:
-                    return ST_NO_MEMORY
-                st = self._expand(c, row)
-                if st < 0:
-                    return -st
-                if st == 1:
-                    # c is linearly dependent on S: g_c = 0 at its current bound
-                    # is a valid KKT state only at a bound; keep driving otherwise
-                    if self.alpha[c] <= 0.0:
-                        self.setof[c] = S_RESERVE
-                        return ST_OK
-                    self.blocked[c] = self.epoch
-                    continue
-                return self._maybe_refactorise()
-            elif best_kind == EV_MARGIN_TO_RESERVE:
-                self.alpha[best_slot] = 0.0
-                self.g[best_slot] = 0.0
-                self._remove_from_margin(best_slot, S_RESERVE)
-            elif best_kind == EV_MARGIN_TO_ERROR:
-                self.alpha[best_slot] = self.C[best_slot]
-                self.g[best_slot] = 0.0
-                self._remove_from_margin(best_slot, S_ERROR)
-            elif best_kind == EV_TO_MARGIN:
-                self.g[best_slot] = 0.0
-                row = self.store.row(best_slot)
-                if row == NULL:
-                    return ST_NO_MEMORY
-                st = self._expand(best_slot, row)
-                if st < 0:
-                    return -st
-                if st == 1:
-                    # dependent on S: stays at its bound with g = 0 (valid KKT);
-                    # not an event again until S changes
-                    self.blocked[best_slot] = self.epoch
-            st = self._maybe_refactorise()
-            if st != 0:
+            if self.pth_kind == EV_NONE or not isfinite(self.pth_tau):
+                return ST_NO_EVENT
+            st = self._apply_step(drv, dvec, n_drv)
+            if st != ST_OK:
                 return st
+            st = self._migrate()
+            if st != PATH_GO_ON:
+                return st
+
+    # For test purposes only: the step helpers one at a time, on the current
+    # state, driving `slots` along `d` (learning: one inactive slot set up as
+    # a driven example by the caller through set_state).
+
+    def path_step_for_tests(self, const Py_ssize_t[::1] slots, const double[::1] d, bint learning,
+                        str upto="migrate"):
+        """For test purposes only: run one path step up to `upto`.
+
+        `upto` is one of "direction", "rates", "event", "apply", "migrate".
+        Returns a dict with beta_b, beta (of S, in margin order), moves,
+        gamma (h over all slots after "rates"), tol, tau, kind, slot, status.
+        """
+        cdef Py_ssize_t n_drv = slots.shape[0], i, m
+        cdef int st = ST_OK
+        self.check_store()
+        self.sync_capacity()
+        _check_slots(slots, self.store.n_slots, "path_step_for_tests")
+        if n_drv == 0 or d.shape[0] != n_drv:
+            raise ValueError("path_step_for_tests: one direction entry per slot, at least one")
+        order = ["direction", "rates", "event", "apply", "migrate"]
+        stop = order.index(upto)
+        drv_arr = np.asarray(slots, dtype=np.intp).copy()
+        d_arr = np.asarray(d, dtype=np.float64).copy()
+        cdef Py_ssize_t[::1] drv = drv_arr
+        cdef double[::1] dv = d_arr
+        self._ks_sync()
+        self._sync_sigma()
+        # what is left of the drive: to alpha_c = C_c when learning
+        st = self._path_init(&drv[0], &dv[0], n_drv, learning, 1.0 if not learning else
+                             self.C[drv[0]] - self.alpha[drv[0]])
+        if st != ST_OK:
+            return {"status": st}
+        m = self.n_margin
+        self._direction()
+        out = {"beta_b": self.pth_beta_b, "moves": bool(self.pth_moves),
+               "beta": np.array([self.beta[i + 1] for i in range(m)]) if m else np.zeros(0),
+               "status": ST_OK}
+        if stop >= 1:
+            self._rates()
+            out["gamma"] = np.array(self._h_arr[:self.store.n_slots])
+            out["tol"] = self.pth_tol
+        if stop >= 2:
+            self._next_event()
+            out["tau"] = self.pth_tau
+            out["kind"] = self.pth_kind
+            out["slot"] = self.pth_slot
+        if stop >= 3:
+            out["status"] = self._apply_step(&drv[0], &dv[0], n_drv)
+        if stop >= 4 and out["status"] == ST_OK and self.pth_kind != EV_NONE:
+            out["status"] = self._migrate()
+        return out
 
     # -- public operations ------------------------------------------------------
 
@@ -1333,6 +1490,7 @@ cdef class CPEngine:
         cdef int st
         if self._ks_sync() != 0:
             return ST_NO_MEMORY
+        self._sync_sigma()
         self.epoch += 1  # refusals of dependent examples last one operation
         self.y[c] = label
         self.C[c] = Cc
@@ -1392,6 +1550,7 @@ cdef class CPEngine:
             return ST_OK
         if self._ks_sync() != 0:
             return ST_NO_MEMORY
+        self._sync_sigma()
         self.epoch += 1  # refusals of dependent examples last one operation
         drv = <Py_ssize_t*>malloc(n_d * sizeof(Py_ssize_t))
         dvec = <double*>malloc(n_d * sizeof(double))
@@ -1445,7 +1604,7 @@ cdef class CPEngine:
           result does not depend on the path that led to it.
         """
         cdef Py_ssize_t n = self.store.n_slots, j, p, k
-        cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc
+        cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc, dist, kk
         cdef bint all_at_bounds
         if self.n_weighted == 0:
             # no example (or only zero-weight ones, which count as absent)
@@ -1469,10 +1628,19 @@ cdef class CPEngine:
             return ST_OK
         # "At a bound" allows a relative rounding of 1e-12: a coefficient that
         # the path left at C - 1e-17 is at C, and then b is an interval.
+        # It must also be negligible for the gradients: moving alpha_k by d
+        # moves g_j by at most d sqrt(K_kk max_j K_jj), so on a kernel of
+        # scale 1e12 a coefficient of 1e-13 is not at 0 (its rescaled twin is
+        # 0.1).
         all_at_bounds = True
         for p in range(self.n_margin):
             k = self.margin[p]
-            if self.alpha[k] > 1e-12 * self.C[k] and self.alpha[k] < self.C[k] * (1.0 - 1e-12):
+            dist = self.alpha[k]
+            if self.C[k] - self.alpha[k] < dist:
+                dist = self.C[k] - self.alpha[k]
+            kk = self.store._diag(k) * self.store.max_diag
+            if (dist > 1e-12 * self.C[k]
+                    or dist * (sqrt(kk) if kk > 0.0 else 0.0) > 1e-12 * (1.0 + fabs(self.b))):
                 all_at_bounds = False
                 break
         if not all_at_bounds:
@@ -1520,8 +1688,17 @@ cdef class CPEngine:
         # enough to run after every path. It catches a path that went astray
         # on degenerate data (an example refused as dependent whose gradient
         # kept moving); the certificate from scratch is kkt_violation().
+        # Gradient violations are judged relative to a bound on the size of
+        # the terms g_j is summed from, 1 + |b| + sum_i alpha_i |K_ij|
+        # <= 1 + |b| + sqrt(K_jj) sum_i alpha_i sqrt(K_ii) (Cauchy-Schwarz on
+        # a positive semi-definite kernel): the same for a problem and its
+        # rescaled twin.
         cdef Py_ssize_t j, n = self.store.n_slots
-        cdef double worst = 0.0, v, a, Cj, gj
+        cdef double worst = 0.0, v, a, Cj, gj, T = 0.0, dj
+        for j in range(n):
+            if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
+                dj = self.store._diag(j)
+                T += self.alpha[j] * (sqrt(dj) if dj > 0.0 else 0.0)
         for j in range(n):
             if self.setof[j] == S_INACTIVE or self.C[j] <= 0.0:
                 continue
@@ -1534,6 +1711,8 @@ cdef class CPEngine:
                 v = gj
             else:
                 v = fabs(gj)
+            dj = self.store._diag(j)
+            v = v / (1.0 + fabs(self.b) + CANCEL * (sqrt(dj) if dj > 0.0 else 0.0) * T)
             if a < 0.0 and -a / Cj > v:
                 v = -a / Cj
             if a > Cj and (a - Cj) / Cj > v:
@@ -1542,12 +1721,107 @@ cdef class CPEngine:
                 worst = v
         return worst
 
+    cdef int _refine(self) noexcept nogil:
+        """One step of iterative refinement of the bordered solve.
+
+        The residual of the margin equations, ``g_S`` and ``sum_i y_i
+        alpha_i``, is recomputed from the kernel rows (not from the
+        incremental g) and the correction ``[db; dalpha_S] = -A^-1 r`` is
+        applied, to the gradients of the others too. Costs two products with
+        the margin rows, the cost of one path step. A correction that would
+        take a coefficient out of its box is left for the path (the sets are
+        what decides the state; refinement only removes rounding).
+        """
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j, k
+        cdef double s, ysum = 0.0, db
+        cdef double* r = self.vbuf
+        cdef double* sol = self.wbuf2
+        cdef double* col
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0, one = 1.0
+        if m == 0 or self.ks_n != n:
+            return ST_OK
+        for j in range(n):
+            if self.setof[j] != S_INACTIVE and self.setof[j] != S_DRIVEN:
+                self.u[j] = self.alpha[j] * self.y[j]
+                ysum += self.u[j]
+            else:
+                self.u[j] = 0.0
+        r[0] = self.sigma * ysum
+        for p in range(m):
+            k = self.margin[p]
+            col = self.KS + p * self.ks_ld
+            s = 0.0
+            for j in range(n):
+                s += col[j] * self.u[j]
+            r[p + 1] = self.y[k] * (s + self.b) - 1.0
+        bn = <blas_int>(m + 1)
+        ld = <blas_int>self.r_cap
+        dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, r, &one_i, &zero, sol, &one_i)
+        for p in range(m):
+            k = self.margin[p]
+            if self.alpha[k] + sol[p + 1] < 0.0 or self.alpha[k] + sol[p + 1] > self.C[k]:
+                return ST_OK
+        db = self.sigma * sol[0]
+        for p in range(m):
+            k = self.margin[p]
+            self.alpha[k] += sol[p + 1]
+            self.wbuf[p] = self.y[k] * sol[p + 1]
+        self.b += db
+        bn = <blas_int>n
+        bm = <blas_int>m
+        ld = <blas_int>self.ks_ld
+        dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero, &self.h[0], &one_i)
+        for j in range(n):
+            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                self.g[j] += self.y[j] * (self.h[j] + db)
+        for p in range(m):
+            self.g[self.margin[p]] = 0.0
+        return ST_OK
+
+    cdef int _regradient(self) noexcept nogil:
+        # every active gradient recomputed from the kernel rows of the
+        # support vectors (the incremental g accumulates rounding in sums of
+        # large terms); margin members keep their recomputed residual, which
+        # _refine then removes
+        cdef Py_ssize_t n = self.store.n_slots, i, j
+        cdef double coef
+        cdef double* row
+        cdef blas_int bn = <blas_int>n, one_i = 1
+        for j in range(n):
+            self.h[j] = 0.0
+        for i in range(n):
+            if self.setof[i] == S_INACTIVE or self.setof[i] == S_DRIVEN or self.alpha[i] == 0.0:
+                continue
+            row = self.store.row(i)
+            if row == NULL:
+                return ST_NO_MEMORY
+            coef = self.alpha[i] * self.y[i]
+            daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
+        for j in range(n):
+            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                self.g[j] = self.y[j] * (self.h[j] + self.b) - 1.0
+        return ST_OK
+
     cdef int _checked_finish(self) noexcept nogil:
-        cdef int st = self._finish()
+        cdef int st = self._refine()
+        if st != ST_OK:
+            return st
+        st = self._finish()
         if st != ST_OK:
             return st
         if self._incremental_violation() > self.check_tol:
-            return ST_INCONSISTENT
+            # before calling the path astray, make sure it is not the
+            # incremental gradients that drifted: recompute them, refine
+            st = self._regradient()
+            if st != ST_OK:
+                return st
+            self._refine()
+            st = self._finish()
+            if st != ST_OK:
+                return st
+            if self._incremental_violation() > self.check_tol:
+                return ST_INCONSISTENT
         return ST_OK
 
     cdef void _clear_margin(self) noexcept nogil:
@@ -1568,6 +1842,8 @@ cdef class CPEngine:
         See :meth:`_set_state`; raises EngineError when ``Rinv`` is None and
         the refactorisation fails.
         """
+        if len(sets) == self.store.n_slots:
+            self._check_state_arrays(y, C, alpha, b, sets, margin_order, g, Rinv, True)
         check(self._set_state(y, C, alpha, b, sets, margin_order, g, Rinv))
 
     def _set_state(self, const double[::1] y, const double[::1] C,
@@ -1586,7 +1862,7 @@ cdef class CPEngine:
         if y.shape[0] != n or C.shape[0] != n or alpha.shape[0] != n or sets.shape[0] != n \
                 or g.shape[0] != n:
             raise ValueError("state arrays must have one entry per stored slot")
-        self._check_state_arrays(y, C, alpha, b, sets, margin_order, g, Rinv)
+        self._check_state_arrays(y, C, alpha, b, sets, margin_order, g, Rinv, False)
         self.sync_capacity()
         self.n_active = 0
         self.n_positive = 0
@@ -1632,16 +1908,22 @@ cdef class CPEngine:
             R = np.asarray(Rinv, dtype=np.float64)
             if R.shape != (m + 1, m + 1):
                 raise ValueError("Rinv has the wrong shape")
-            Rf = np.asfortranarray(R)
+            # given as the plain inverse: to the border scale of this store
+            self.sigma = self._store_sigma()
+            Rf = np.array(R, order="F")
+            Rf[0, :] /= self.sigma
+            Rf[:, 0] /= self.sigma
             self._copy_in_r(Rf.ravel(order="F"), m + 1)
         self.updates_since_check = 0
         return ST_OK
 
-    def _check_state_arrays(self, y, C, alpha, b, sets, margin_order, g, Rinv):
-        # checked before anything is installed: a refused state leaves the engine as it was
+    def _check_state_arrays(self, y, C, alpha, b, sets, margin_order, g, Rinv, complete):
+        # checked before anything is installed: a refused state leaves the engine as it was.
+        # `complete`: margin_order lists every margin vector (the public entry
+        # points; purify installs a free set first and orders it itself)
         sets_a = np.asarray(sets)
         active = sets_a != S_INACTIVE
-        if not np.all(np.isin(sets_a, (S_INACTIVE, S_RESERVE, S_MARGIN, S_ERROR))):
+        if not np.all(np.isin(sets_a, (S_INACTIVE, S_RESERVE, S_MARGIN, S_ERROR, S_DRIVEN))):
             raise ValueError("sets holds a code that is not a set")
         y_a, C_a = np.asarray(y), np.asarray(C)
         if not np.all((y_a[active] == 1.0) | (y_a[active] == -1.0)):
@@ -1656,7 +1938,7 @@ cdef class CPEngine:
             raise ValueError("margin_order lists a slot twice")
         if mo.shape[0] and not np.all(sets_a[mo] == S_MARGIN):
             raise ValueError("margin_order lists a slot that is not a margin vector")
-        if mo.shape[0] != np.count_nonzero(sets_a == S_MARGIN):
+        if complete and mo.shape[0] != np.count_nonzero(sets_a == S_MARGIN):
             raise ValueError("margin_order must list every margin vector")
         if Rinv is not None:
             R = np.asarray(Rinv)
@@ -1712,7 +1994,7 @@ cdef class CPEngine:
             for j in range(n):
                 if self.setof[j] == S_ERROR:
                     yCsum += self.y[j] * self.C[j]
-            rhs[0] = -yCsum
+            rhs[0] = -self.sigma * yCsum
             for p in range(m):
                 i = self.margin[p]
                 row = self.store.row(i)
@@ -1728,23 +2010,298 @@ cdef class CPEngine:
             if not failed:
                 # [b; alpha_S] = Rinv rhs
                 dgemv(b"N", &bn, &bn, &one, self.Rinv, &ld, rhs, &one_i, &zero, sol, &one_i)
-                self.b = sol[0]
+                self.b = self.sigma * sol[0]
                 for p in range(m):
                     self.alpha[self.margin[p]] = sol[p + 1]
         if failed:
             return ST_NO_MEMORY
         if not np.all(np.isfinite(self._alpha_arr[:n])) or not isfinite(self.b):
             return ST_NON_FINITE
+        with nogil:
+            # two steps of iterative refinement of the solve
+            self._refine()
+            self._refine()
         self._g_arr[:n] = self.recompute_gradients()
         for p in range(m):
             self.g[self.margin[p]] = 0.0
         return ST_OK
+
+    # -- dependent margin sets: null-direction pivots ----------------------------
+
+    cdef int _null_pivot(self, Py_ssize_t k, double forced) noexcept nogil:
+        """Take slot k, refused by _expand as dependent on S, off the free set.
+
+        On return of ``_expand(k) == 1`` the buffer ``wbuf2`` holds
+        ``[beta_b; beta_S] = -Rinv [y_k; Q_Sk]``. Because the Schur complement
+        is 0, moving ``alpha_k`` by ``s t``, ``alpha_S`` by ``s beta_S t`` and
+        ``b`` by ``s beta_b t`` changes no gradient (the direction has no
+        component in feature space). Move along it, in the direction that
+        reaches a bound first, until k or a member of S reaches a bound. The
+        member that reaches it leaves S for R or E; when it is k, the pivot is
+        done (returns 0); when it is a member of S, k can be expanded again
+        (returns 2). Every call puts one coefficient at a bound for good, so a
+        sequence of pivots ends. ``forced`` = +1 (-1) moves alpha_k up (down)
+        only: a reserve (error) example that must enter S; 0 lets the shorter
+        direction win. Ties go to k, then to the smallest slot (Bland).
+        """
+        cdef Py_ssize_t m = self.n_margin, p, i, best = -1
+        cdef double* bk = self.wbuf2
+        cdef double s, r, cand, t_best = INFINITY, rmax = 0.0, rtol
+        cdef double s_best = -1.0, ak = self.alpha[k], Ck = self.C[k]
+        cdef int sgn, leave_set
+        for p in range(m):
+            if fabs(bk[p + 1]) > rmax:
+                rmax = fabs(bk[p + 1])
+        # rates below the rounding noise of the combination are zero
+        rtol = 1e-12 * (1.0 if rmax < 1.0 else rmax)
+        for sgn in range(2):
+            s = -1.0 if sgn == 0 else 1.0
+            if forced != 0.0 and s != forced:
+                continue
+            # k itself: to 0 when decreasing, to C_k when increasing
+            cand = ak if s < 0 else Ck - ak
+            if cand < 0.0:
+                cand = 0.0
+            if cand < t_best:
+                t_best = cand
+                s_best = s
+                best = -1
+            for p in range(m):
+                i = self.margin[p]
+                r = s * bk[p + 1]
+                if r > rtol:
+                    cand = (self.C[i] - self.alpha[i]) / r
+                elif r < -rtol:
+                    cand = self.alpha[i] / (-r)
+                else:
+                    continue
+                if cand < 0.0:
+                    cand = 0.0
+                # ties: k first, then the smallest slot (a fixed order)
+                if cand < t_best or (cand == t_best and best >= 0 and s == s_best
+                                     and i < self.margin[best]):
+                    t_best = cand
+                    s_best = s
+                    best = p
+        s = s_best
+        if t_best > 0.0:
+            self.alpha[k] += s * t_best
+            for p in range(m):
+                self.alpha[self.margin[p]] += s * bk[p + 1] * t_best
+            self.b += s * self.sigma * bk[0] * t_best
+        if best < 0:
+            # k reached its bound
+            if s < 0:
+                self.alpha[k] = 0.0
+                self.setof[k] = S_RESERVE
+            else:
+                self.alpha[k] = Ck
+                self.setof[k] = S_ERROR
+            self.g[k] = 0.0
+            return 0
+        i = self.margin[best]
+        r = s * bk[best + 1]
+        if r > 0:
+            self.alpha[i] = self.C[i]
+            leave_set = S_ERROR
+        else:
+            self.alpha[i] = 0.0
+            leave_set = S_RESERVE
+        self.g[i] = 0.0
+        self._remove_from_margin(i, leave_set)
+        self.n_migrations += 1
+        return 2
+
+    cdef int _purify(self) noexcept nogil:
+        """Rebuild S as a linearly independent set without moving w.
+
+        The examples marked S_MARGIN (Rinv is not read) are expanded one by
+        one in slot order; one that depends on those already in S is pivoted
+        out along the null direction (_null_pivot) until every coefficient
+        left free belongs to an independent margin set. Members outside their
+        box are put at the bound they passed. Gradients are not touched: the
+        caller polishes (solves the bordered system) afterwards.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, k, guard
+        cdef double* row
+        cdef int st
+        self._clear_margin()
+        for k in range(n):
+            if self.setof[k] != S_MARGIN:
+                continue
+            if self.alpha[k] <= 0.0 or self.alpha[k] >= self.C[k]:
+                self.alpha[k] = 0.0 if self.alpha[k] <= 0.0 else self.C[k]
+                self.setof[k] = S_RESERVE if self.alpha[k] == 0.0 else S_ERROR
+                continue
+            row = self.store.row(k)
+            if row == NULL:
+                return ST_NO_MEMORY
+            guard = 0
+            while True:
+                st = self._expand(k, row)
+                if st < 0:
+                    return -st
+                if st == 0:
+                    break
+                st = self._null_pivot(k, 0.0)
+                if st == 0:
+                    break
+                guard += 1
+                if guard > n:
+                    return ST_STEP_LIMIT
+        return ST_OK
+
+    def purify(self, const double[::1] y, const double[::1] C, const double[::1] alpha,
+               double b, const signed char[::1] sets):
+        """Install coefficients whose free set may be dependent; make it independent.
+
+        ``alpha`` is an (approximate) solution and ``sets`` its sets, where
+        S_MARGIN marks the free coefficients, however many and however
+        dependent. Null-direction pivots (which change no gradient) move free
+        coefficients to their bounds until the free set is linearly
+        independent; the sets are then those of an exact solution with the
+        same w, to be made exact by :meth:`polish` on :attr:`sets_all`.
+
+        Raises
+        ------
+        eco.exceptions.EngineError
+            The state could not be installed or the pivots did not finish.
+        """
+        cdef Py_ssize_t n = self.store.n_slots
+        cdef int st
+        check(self._set_state(y, C, alpha, b, sets, np.zeros(0, np.int32), np.zeros(n),
+                              np.zeros((1, 1))))
+        self.store.ensure_rows(np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.intp))
+        with nogil:
+            st = self._purify()
+        check(st)
+
+    def settle(self, const double[::1] y, const double[::1] C, alpha, double b, sets,
+               double polish_tol=1e-10, int max_rounds=20):
+        """Exact state from an approximate solution (a seed or a path gone astray).
+
+        1. :meth:`purify`: null-direction pivots make the free set linearly
+           independent without moving w (the dependent margin sets of
+           rank-deficient kernels);
+        2. :meth:`polish`: solve the bordered system on that set; a margin
+           coefficient outside its box moves to the bound it passed, and the
+           system is solved again;
+        3. examples whose recomputed gradient has the wrong sign for their
+           set (beyond ``polish_tol``) are unlearned together, then learned
+           one by one: exact CP moves.
+
+        The caller checks the certificate afterwards.
+
+        Raises
+        ------
+        eco.exceptions.EngineError
+            A step could not finish (its ``status`` says why).
+        """
+        cdef int rnd
+        sets = np.array(sets, dtype=np.int8)
+        self.purify(y, C, np.asarray(alpha, dtype=np.float64), b, sets)
+        sets = self.sets_all
+        Ca = np.asarray(C)
+        for rnd in range(max_rounds):
+            self.polish(y, C, sets)
+            if self.drift() > 1e-8:
+                check(ST_SINGULAR)
+            a = self.alpha_all
+            low = (sets == S_MARGIN) & (a < 0)
+            high = (sets == S_MARGIN) & (a > Ca)
+            if not (low.any() or high.any()):
+                break
+            sets[low] = S_RESERVE
+            sets[high] = S_ERROR
+        else:
+            check(ST_STEP_LIMIT)
+        self.finish()
+        g = self.g_all
+        sets = self.sets_all
+        bad = np.flatnonzero(
+            (Ca > 0) & (((sets == S_ERROR) & (g > polish_tol))
+                        | ((sets == S_RESERVE) & (g < -polish_tol))))
+        if len(bad):
+            self.unlearn(bad.astype(np.intp))
+            for s in bad:
+                self.learn(int(s), y[s], C[s])
+
+    def certificate(self):
+        """KKT violation recomputed from scratch, relative to the size of its terms.
+
+        For every active example with C_i > 0 the gradient
+        ``g_i = y_i (sum_j alpha_j y_j K_ij + b) - 1`` is recomputed from the
+        kernel rows and its violation (``|g_i|`` when free, the wrong-signed
+        part at a bound) is divided by ``1 + |b| + 1e-6 sum_j |alpha_j K_ij|``:
+        absolute while the terms g_i is summed from are of order one, and
+        allowing for the rounding of their cancellation when they are large;
+        a problem and its rescaled twin (features times s, C over s^2) get
+        the same certificate. The
+        equality ``sum_i y_i alpha_i = 0`` is judged relative to
+        ``sum_i alpha_i``. A coefficient outside its box by any amount is a
+        violation of at least 1 (bounds are exact constraints, never judged
+        relative to C).
+        """
+        cdef Py_ssize_t n = self.store.n_slots, i, j
+        cdef double worst = 0.0, v, a, Ci, gi, ysum = 0.0, asum = 0.0, coef
+        cdef double* row
+        cdef bint failed = False
+        if n == 0:
+            return 0.0
+        fa = np.zeros(n)
+        sa = np.zeros(n)
+        cdef double[::1] f = fa, fs = sa
+        self.check_store()
+        self.sync_capacity()
+        self.store.ensure_rows(np.flatnonzero(
+            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.int64))
+        with nogil:
+            for j in range(n):
+                if self.setof[j] == S_INACTIVE:
+                    continue
+                a = self.alpha[j]
+                if a < 0.0 or a > self.C[j] or a != a:
+                    worst = 1.0 + fabs(a)
+                ysum += self.y[j] * a
+                asum += fabs(a)
+                if a == 0.0:
+                    continue
+                row = self.store.row(j)
+                if row == NULL:
+                    failed = True
+                    break
+                coef = a * self.y[j]
+                for i in range(n):
+                    f[i] += coef * row[i]
+                    fs[i] += fabs(coef * row[i])
+            if not failed:
+                if asum > 0.0 and fabs(ysum) / asum > worst:
+                    worst = fabs(ysum) / asum
+                for i in range(n):
+                    if self.setof[i] == S_INACTIVE or self.C[i] <= 0.0:
+                        continue
+                    gi = self.y[i] * (f[i] + self.b) - 1.0
+                    a = self.alpha[i]
+                    Ci = self.C[i]
+                    if a <= 0.0:
+                        v = -gi
+                    elif a >= Ci:
+                        v = gi
+                    else:
+                        v = fabs(gi)
+                    v = v / (1.0 + fabs(self.b) + CANCEL * fs[i])
+                    if v > worst or v != v:
+                        worst = v
+        if failed:
+            raise MemoryError("could not allocate kernel rows")
+        return worst
 
     def refactorise(self):
         """Rebuild the inverse bordered matrix from scratch (EngineError on failure)."""
         cdef int st
         self.check_store()
         with nogil:
+            self._sync_sigma()
             st = self._refactorise()
         check(st)
 
@@ -1818,6 +2375,9 @@ cdef class CPEngine:
         cdef double[::1, :] R = out
         for j in range(m1):
             memcpy(&R[0, j], self.Rinv + j * self.r_cap, m1 * sizeof(double))
+        # the inverse of the border-scaled matrix to the plain inverse (exact)
+        out[0, :] *= self.sigma
+        out[:, 0] *= self.sigma
         return out
 
     def get_state(self):
@@ -1837,6 +2397,10 @@ cdef class CPEngine:
 
     def restore(self, dict state):
         """Install a state produced by :meth:`get_state` (bit for bit)."""
+        if len(state["sets"]) == self.store.n_slots:
+            self._check_state_arrays(state["y"], state["C"], state["alpha"], state["b"],
+                                     state["sets"], state["margin_order"], state["g"],
+                                     state["Rinv"], True)
         check(self._set_state(state["y"], state["C"], state["alpha"], state["b"],
                               state["sets"], state["margin_order"], state["g"],
                               state["Rinv"]))
@@ -1877,6 +2441,7 @@ cdef class CPEngine:
         """max |Rinv (A x) - x| for a fixed probe x (0 when S is empty)."""
         cdef double d
         with nogil:
+            self._sync_sigma()
             d = self._drift()
         return d
 

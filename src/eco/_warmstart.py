@@ -29,57 +29,86 @@ _SEED_TOL = 1e-4
 # A solve from scratch is accepted when its certificate, recomputed from
 # scratch, is below this.
 _FIT_TOL = 1e-8
-
-
-def seed_max_iter(n):
-    """Bound on libsvm's iterations for the seed of `n` rows.
-
-    libsvm has no bound of its own (``max_iter=-1``) and can run for hours
-    on badly scaled data (features of 1e6 with a linear kernel, weights of
-    1e300). A seed stopped at this bound is still a seed: the polish and
-    the CP repair make it exact, or the solve falls back to learning the
-    rows one by one, itself bounded by the engine's step limit.
-    """
-    return max(100_000, 50 * int(n))
-
-
-def _fit_seed(svc, X, y, sample_weight):
-    # the bound is expected to bite on hard data: that is not the caller's concern
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        svc.fit(X, y, sample_weight=sample_weight)
+# Repair rounds (purify, polish, CP steps) after a path that could not finish.
+_REPAIR_ROUNDS = 4
+# Iteration cap of the libsvm seed: on rank-deficient or badly scaled
+# problems libsvm can run for minutes; a rough seed is enough.
+_SEED_MAX_ITER = 200000
 
 
 def solve_head(heads, head, active, method):
-    """Solve one head exactly from scratch on the `active` slots."""
+    """Solve one head exactly from scratch on the `active` slots.
+
+    The batch method seeds with libsvm and settles (purify, polish, CP
+    repair); when that is not certified, the rows are learned one by one and
+    any state a path left astray is repaired by up to ``_REPAIR_ROUNDS``
+    settles. Only complete states count; the best certified one is kept.
+    """
     engine = heads.engine(head)
     n = heads.store.n_slots
     y = heads.head_labels(head)
     C = heads.slot_C
     empty = np.full(n, _SET_INACTIVE, dtype=np.int8)
     engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
-    if (method == "batch" and seed_and_polish(heads.store, engine, active, y, C)
-            and head_violation(engine) <= _FIT_TOL):
-        return
-    # incremental: learn the rows one after the other
+    best = None
+    if method == "batch" and seed_and_polish(heads.store, engine, active, y, C):
+        violation = head_violation(engine)
+        if violation <= _FIT_TOL:
+            return
+        best = (violation, engine.get_state())
+    # incremental: learn the rows one after the other; a path that cannot
+    # finish leaves an approximate state that the repair below makes exact
     engine.set_state(y, C, np.zeros(n), 0.0, empty, np.zeros(0, np.int32), np.zeros(n), None)
+    complete = _learn_all(engine, active, y, C)
+    for _ in range(_REPAIR_ROUNDS):
+        # rows the path never reached are not in the certificate yet
+        violation = head_violation(engine) if complete else np.inf
+        if best is None or violation < best[0]:
+            best = (violation, engine.get_state())
+        if violation <= _FIT_TOL:
+            return
+        complete = _repair(engine, active, y, C)
+    violation = head_violation(engine) if complete else np.inf
+    if violation > best[0]:
+        engine.restore(best[1])
+        violation = best[0]
+    if violation > _FIT_TOL:
+        raise UnlearningError(
+            f"exact solve failed: KKT violation {violation:.3g} after repair")
+
+
+def _learn_all(engine, active, y, C):
+    """Learn `active` one by one; False when a path could not finish."""
     for s in active:
         try:
             engine.learn(int(s), y[s], C[s])
-        except EngineError as exc:
-            raise UnlearningError(
-                f"exact solve failed on example {heads.slot_ids[s]!r}: {exc.message}") from exc
-    violation = head_violation(engine)
-    if violation > _FIT_TOL:
-        raise UnlearningError(
-            f"exact solve failed: KKT violation {violation:.3g} after fitting "
-            "(degenerate, rank-deficient data)")
+        except EngineError:
+            return False
+    return True
+
+
+def _repair(engine, active, y, C):
+    """One settle of the engine's current state; False when a step failed.
+
+    Rows the path never reached enter at alpha = 0; a coefficient the path
+    left mid-drive counts as free (purify, polish and CP steps sort it out).
+    """
+    sets = engine.sets_all
+    alpha = engine.alpha_all
+    todo = active[sets[active] == _SET_INACTIVE]
+    alpha[todo] = 0.0
+    sets[todo] = _SET_RESERVE
+    sets[sets == _cp_core.SET_DRIVEN] = _SET_MARGIN
+    try:
+        engine.settle(y, C, alpha, engine.b, sets, _POLISH_TOL)
+    except EngineError:
+        return False
+    return True
 
 
 def head_violation(engine):
-    """Largest KKT violation of one engine, gradients recomputed from scratch."""
-    return kkt_violation(engine.alpha_all, engine.y_all, engine.C_all, engine.sets_all,
-                         engine.recompute_gradients())
+    """KKT certificate of one engine recomputed from scratch, relative to the size of its terms."""
+    return engine.certificate()
 
 
 def seed_and_polish(store, engine, active, y, C):
@@ -101,79 +130,28 @@ def seed_and_polish(store, engine, active, y, C):
     if store.kernel == "precomputed":
         K = store.kernel_block(keep)[:, keep]
         svc = SVC(C=1.0, kernel="precomputed", tol=_SEED_TOL, shrinking=True,
-                  max_iter=seed_max_iter(len(keep)))
-        _fit_seed(svc, K, y[keep], C[keep])
+                  max_iter=_SEED_MAX_ITER)
+        Xs = K
     else:
         Xs = store.features()[keep]
         svc = SVC(C=1.0, kernel=store.kernel, gamma=store.gamma, degree=store.degree,
                   coef0=store.coef0, tol=_SEED_TOL, shrinking=True, cache_size=500,
-                  max_iter=seed_max_iter(len(keep)))
-        _fit_seed(svc, Xs, y[keep], C[keep])
+                  max_iter=_SEED_MAX_ITER)
+    with warnings.catch_warnings():
+        # a seed cut short by max_iter is still a seed: settle makes it exact
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svc.fit(Xs, y[keep], sample_weight=C[keep])
     alpha = np.zeros(n)
     alpha[keep[svc.support_]] = np.abs(svc.dual_coef_[0])
     upper = alpha >= C * (1 - 1e-12)
     free = (alpha > 0) & ~upper
+    alpha[keep[upper[keep]]] = C[keep[upper[keep]]]
     sets[keep[upper[keep]]] = _SET_ERROR
     sets[keep[free[keep]]] = _SET_MARGIN
-    # polish; margin vectors pushed outside their box move to that bound
-    for _ in range(20):
-        try:
-            engine.polish(y, C, sets)
-        except EngineError:
-            return False
-        if engine.drift() > 1e-8:
-            return False
-        a = engine.alpha_all
-        low = (sets == _SET_MARGIN) & (a < 0)
-        high = (sets == _SET_MARGIN) & (a > C)
-        if not (low.any() or high.any()):
-            break
-        sets[low] = _SET_RESERVE
-        sets[high] = _SET_ERROR
-    else:
-        return False
+    # the free set of a rank-deficient kernel is dependent: settle pivots it
+    # to an independent one, polishes and repairs with CP steps
     try:
-        engine.finish()
+        engine.settle(y, C, alpha, float(svc.intercept_[0]), sets, _POLISH_TOL)
     except EngineError:
         return False
-    # examples whose gradient has the wrong sign for their set: unlearn
-    # them together, then learn them one by one (both exact CP moves)
-    g = engine.g_all
-    sets = engine.sets_all
-    bad = np.flatnonzero(
-        (C > 0) & (((sets == _SET_ERROR) & (g > _POLISH_TOL))
-                   | ((sets == _SET_RESERVE) & (g < -_POLISH_TOL))))
-    if len(bad):
-        try:
-            engine.unlearn(bad.astype(np.intp))
-            for s in bad:
-                engine.learn(int(s), y[s], C[s])
-        except EngineError:
-            return False
     return True
-
-
-def kkt_violation(alpha, y, C, sets, g):
-    """KKT certificate of one head from its arrays (`g` recomputed by the caller)."""
-    active = (sets != _SET_INACTIVE)
-    if not active.any():
-        return 0.0
-    a, y, C, g = alpha[active], y[active], C[active], g[active]
-    c_scale = max(float(C.max()), np.finfo(float).tiny)
-    worst = abs(float(np.dot(y, a))) / c_scale
-    worst = max(worst, float(np.max(np.maximum(-a, 0.0))) / c_scale,
-                float(np.max(np.maximum(a - C, 0.0))) / c_scale)
-    bounded = C > 0
-    a, C, g = a[bounded], C[bounded], g[bounded]
-    if len(a) == 0:
-        return worst
-    free = (a > 0) & (a < C)
-    at_zero = a <= 0
-    at_c = a >= C
-    if free.any():
-        worst = max(worst, float(np.max(np.abs(g[free]))))
-    if at_zero.any():
-        worst = max(worst, float(np.max(np.maximum(-g[at_zero], 0.0))))
-    if at_c.any():
-        worst = max(worst, float(np.max(np.maximum(g[at_c], 0.0))))
-    return worst

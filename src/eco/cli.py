@@ -3,12 +3,16 @@
 ``eco experiment`` rebuilds the paper's Tables 2 and 3 (see
 :mod:`eco.nn.experiment`). torch is imported only when a subcommand needs it,
 so ``eco --help`` works without it; a subcommand that needs it and cannot
-find it prints how to install it and exits with status 2.
+find it prints how to install it and exits with status 2. Errors are one
+line on stderr (exit status 1), never a traceback.
 """
 
 import argparse
 import importlib.util
+import os
+import re
 import sys
+from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -35,12 +39,22 @@ def _positive_int(text):
     return value
 
 
-def build_parser():
+def _device(text):
+    # The form is checked here; whether CUDA is there is checked once torch is imported.
+    if text in ("cpu", "auto") or re.fullmatch(r"cuda(:\d+)?", text):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``eco``."""
+    from eco import __version__
+
     parser = argparse.ArgumentParser(
         prog="eco",
         description="Exact machine unlearning with Cauwenberghs-Poggio SVM heads.",
     )
+    parser.add_argument("--version", action="version", version=f"eco {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     experiment = commands.add_parser(
         "experiment",
@@ -54,9 +68,11 @@ def build_parser():
         ),
     )
     experiment.add_argument("--dataset", choices=("digits", "mnist"), default="digits",
-                            help="digits (default): embedded 8x8 digits; mnist: the 10,000-image MNIST test set (needs --data-dir)")
+                            help="digits (default): embedded 8x8 digits; mnist: the 10,000-image MNIST test set "
+                                 "(from --data-dir or ECO_MNIST_DIR)")
     experiment.add_argument("--data-dir", default=None,
-                            help="folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (mnist)")
+                            help="folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) (mnist; "
+                                 "default: the ECO_MNIST_DIR environment variable)")
     experiment.add_argument("--trials", type=_positive_int, default=None,
                             help="independent trials (default 10; 2 with --quick)")
     experiment.add_argument("--sizes", type=_sizes, default=None,
@@ -71,7 +87,8 @@ def build_parser():
                             help="epochs of the network recipe (Phi and NR); default per dataset")
     experiment.add_argument("--threads", type=_positive_int, default=None,
                             help="torch threads (default 1: small networks, robust on busy machines)")
-    experiment.add_argument("--device", default="cpu", help="where the networks run: cpu (default), cuda or auto")
+    experiment.add_argument("--device", type=_device, default="cpu",
+                            help="where the networks run: cpu (default), cuda, cuda:N or auto")
     experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -86,7 +103,10 @@ def _missing_modules(names=_EXPERIMENT_NEEDS):
 
 def _run_experiment(args, parser):
     if args.dataset == "mnist" and args.data_dir is None:
-        parser.error("--dataset mnist needs --data-dir DIR (the folder of the IDX files)")
+        args.data_dir = os.environ.get("ECO_MNIST_DIR") or None
+        if args.data_dir is None:
+            parser.error("--dataset mnist needs --data-dir DIR or the ECO_MNIST_DIR environment variable "
+                         "(the folder of the IDX files)")
     missing = _missing_modules()
     if missing:
         what = "PyTorch" if missing == ["torch"] else ", ".join(missing)
@@ -98,8 +118,10 @@ def _run_experiment(args, parser):
         return 2
     from eco.exceptions import EcoError
     from eco.nn.experiment import run_experiment, targets_markdown
+    from eco.nn.features import resolve_device
 
     try:
+        resolve_device(args.device)  # a clean message, before any work, when CUDA is absent
         results = run_experiment(
             args.dataset,
             data_dir=args.data_dir,
@@ -115,7 +137,13 @@ def _run_experiment(args, parser):
             device=args.device,
         )
     except (EcoError, OSError) as error:
-        print(f"eco experiment: error: {error}", file=sys.stderr)
+        print(f"eco experiment: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("eco experiment: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line, never a traceback; the type says where to look
+        print(f"eco experiment: unexpected error: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
         return 1
     print(targets_markdown(results["targets"]))
     print(f"wrote {args.out}/ (results.json, summary.md, one table per metric, plots) "
@@ -123,7 +151,11 @@ def _run_experiment(args, parser):
     return 0
 
 
-def main(argv=None):
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``eco`` console script.
 
     Parameters
@@ -137,7 +169,7 @@ def main(argv=None):
         Exit status.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(None if argv is None else list(argv))
     if args.command == "experiment":
         return _run_experiment(args, parser)
     parser.print_help()

@@ -1,4 +1,4 @@
-"""Data sets for eco: embedded digits, MNIST from IDX files, the benchmark workload.
+"""Data sets for eco: embedded digits and MNIST from IDX files.
 
 Nothing here downloads anything.
 
@@ -7,9 +7,6 @@ Nothing here downloads anything.
   MNIST is distributed, plain or gzip-compressed, validating every byte.
 - :func:`load_mnist` reads an MNIST image/label pair from a directory the user
   names.
-- :func:`mnist_features` builds the benchmark workload: pixels scaled to
-  [0, 1], PCA to 50 dimensions, one digit versus the rest; without MNIST files
-  it falls back to a deterministic synthetic set of the same shape.
 - :func:`default_mnist_dir` reads the ``ECO_MNIST_DIR`` environment variable.
 
 The IDX format: a 4-byte magic number (two zero bytes, a type code, the number
@@ -18,8 +15,10 @@ the values in C order, big-endian.
 """
 
 import gzip
+import math
 import numbers
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -33,7 +32,6 @@ __all__ = [
     "read_idx",
     "write_idx",
     "load_mnist",
-    "mnist_features",
     "default_mnist_dir",
 ]
 
@@ -50,9 +48,6 @@ _IDX_DTYPES = {
 _IDX_CODES = {(dt.kind, dt.itemsize): code for code, dt in _IDX_DTYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 _MNIST_KINDS = ("t10k", "train")
-# The synthetic stand-in for the MNIST test set: same number of rows and pixels.
-_SYNTHETIC_ROWS = 10_000
-_SYNTHETIC_PIXELS = 784
 
 
 def load_digits(*, scale=True):
@@ -92,7 +87,13 @@ def read_idx(path):
 
     Compression is detected from the gzip magic bytes, not from the file name.
     The header and the payload size are checked against each other before any
-    array is built.
+    array is built. Memory is bounded by the size the header declares: a gzip
+    stream is decompressed in 1 MiB pieces into a buffer of that size, a
+    declared size beyond what the compressed file can hold (deflate expands
+    at most about 1032:1) is refused before decompressing, and bytes after the
+    payload are counted, not kept. Only regular files are read: a FIFO, a
+    device (``/dev/zero``) or a symbolic link to one is refused without
+    blocking.
 
     Parameters
     ----------
@@ -114,8 +115,8 @@ def read_idx(path):
         If the file is not valid IDX: a corrupt gzip stream, a header that is
         too short, a magic number that does not start with two zero bytes, an
         unknown type code, a payload shorter than the header declares
-        (truncated) or longer (trailing bytes). The message names the file and
-        the problem.
+        (truncated) or longer (trailing bytes), or a path that is not a
+        regular file. The message names the file and the problem.
 
     Examples
     --------
@@ -127,18 +128,151 @@ def read_idx(path):
     array([[0, 1, 2],
            [3, 4, 5]], dtype=uint8)
     """
-    path = Path(path)
-    raw = path.read_bytes()  # FileNotFoundError names the path
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataFormatError(f"{path}: corrupt gzip stream ({exc})") from exc
-    return _parse_idx(raw, path)
+    return _read_idx(Path(path))
 
 
-def _parse_idx(data, path):
-    """Parse the bytes of an uncompressed IDX file; `path` is for messages."""
+# Deflate expands at most about 1032:1, so a gzip file of n bytes cannot hold
+# more than this many times n bytes of payload: a larger declared shape is a
+# truncated (or hostile) file, refused before anything is decompressed.
+_MAX_DEFLATE_RATIO = 1032
+_CHUNK = 1 << 20
+# Trailing bytes after the payload are counted for the message, not kept;
+# past this many the count stops (a gzip bomb behind a valid payload).
+_MAX_TRAILING_COUNT = 64 << 20
+
+
+def _open_data_file(path):
+    """Open a regular file for reading; refuse devices, FIFOs and sockets without blocking."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # FileNotFoundError names the path
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataFormatError(f"{path}: not a regular file (a device, FIFO or socket); refusing to read it")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return handle, info.st_size
+
+
+class _GzipChunks:
+    """Decompress a gzip file (one or more members) in bounded pieces."""
+
+    def __init__(self, handle, path):
+        self._handle, self._path = handle, path
+        self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""  # compressed bytes not yet given to zlib
+
+    def read_some(self, limit):
+        """At most `limit` decompressed bytes; b"" at the end of the data."""
+        while True:
+            if len(self._pending) < 2:
+                self._pending += self._handle.read(_CHUNK)
+            if self._decompressor.eof:
+                if not self._pending:
+                    return b""
+                if self._pending[:2] == _GZIP_MAGIC:
+                    self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                elif not self._pending.strip(b"\0"):
+                    self._pending = b""  # zero padding after the last member, as gzip allows
+                    continue
+                else:
+                    raise DataFormatError(f"{self._path}: corrupt gzip stream (garbage after its end)")
+            if not self._pending:
+                raise DataFormatError(f"{self._path}: corrupt gzip stream (truncated: it ends before its end marker)")
+            try:
+                out = self._decompressor.decompress(self._pending, limit)
+            except zlib.error as exc:
+                raise DataFormatError(f"{self._path}: corrupt gzip stream ({exc})") from exc
+            done = self._decompressor.eof
+            self._pending = self._decompressor.unused_data if done else self._decompressor.unconsumed_tail
+            if out:
+                return out
+
+
+class _PlainChunks:
+    def __init__(self, handle):
+        self._handle = handle
+
+    def read_some(self, limit):
+        return self._handle.read(min(limit, _CHUNK))
+
+
+def _read_up_to(chunks, n):
+    """Up to `n` bytes from `chunks` (fewer only at the end of the data)."""
+    out = bytearray()
+    while len(out) < n:
+        piece = chunks.read_some(n - len(out))
+        if not piece:
+            break
+        out += piece
+    return bytes(out)
+
+
+def _read_idx(path, check=None):
+    """Read an IDX file, every resource bounded by its header before it is used.
+
+    `check(shape, dtype)` may refuse the header (by raising) before the
+    payload is read.
+    """
+    handle, size = _open_data_file(path)
+    with handle:
+        compressed = handle.read(2) == _GZIP_MAGIC
+        handle.seek(0)
+        chunks = _GzipChunks(handle, path) if compressed else _PlainChunks(handle)
+        shape, dtype, header_len = _read_idx_header(chunks, path)
+        expected = math.prod(shape) * dtype.itemsize
+        if check is not None:
+            check(shape, dtype)
+        if compressed and expected > _MAX_DEFLATE_RATIO * size + _CHUNK:
+            raise DataFormatError(
+                f"{path}: truncated IDX payload: the header declares shape {shape} of "
+                f"{dtype.name} ({expected} bytes), more than a gzip file of {size} bytes can hold"
+            )
+        if not compressed and size - header_len < expected:
+            actual = size - header_len
+            raise DataFormatError(
+                f"{path}: truncated IDX payload: the header declares shape {shape} of "
+                f"{dtype.name} ({expected} bytes), the file holds {actual} bytes after the header"
+            )
+        payload = np.empty(expected, dtype=np.uint8)
+        filled = 0
+        while filled < expected:
+            piece = chunks.read_some(min(expected - filled, _CHUNK))
+            if not piece:
+                break
+            payload[filled:filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+            filled += len(piece)
+        if filled < expected:
+            raise DataFormatError(
+                f"{path}: truncated IDX payload: the header declares shape {shape} of "
+                f"{dtype.name} ({expected} bytes), the file holds {filled} bytes after the header"
+            )
+        trailing = _count_trailing(chunks)
+    if trailing:
+        more = "more than " if trailing > _MAX_TRAILING_COUNT else ""
+        raise DataFormatError(
+            f"{path}: {more}{trailing} trailing bytes after the IDX payload of shape "
+            f"{shape} of {dtype.name} ({expected} bytes)"
+        )
+    native = dtype.newbyteorder("=")
+    return payload.view(dtype).astype(native, copy=False).reshape(shape) if expected else np.empty(shape, dtype=native)
+
+
+def _count_trailing(chunks):
+    """Bytes left after the payload, counted (not kept) up to a bound."""
+    count = 0
+    while count <= _MAX_TRAILING_COUNT:
+        piece = chunks.read_some(_CHUNK)
+        if not piece:
+            break
+        count += len(piece)
+    return count
+
+
+def _read_idx_header(chunks, path):
+    """(shape, big-endian dtype, header length) from the start of an IDX stream."""
+    data = _read_up_to(chunks, 4)
     if len(data) < 4:
         raise DataFormatError(
             f"{path}: truncated IDX header: {len(data)} bytes, the magic number needs 4"
@@ -153,33 +287,13 @@ def _parse_idx(data, path):
         known = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
         raise DataFormatError(f"{path}: unknown IDX dtype code 0x{code:02X} (known: {known})")
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    sizes = _read_up_to(chunks, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataFormatError(
             f"{path}: truncated IDX header: {ndim} dimensions need {header_len} "
-            f"header bytes, the file holds {len(data)}"
+            f"header bytes, the file holds {4 + len(sizes)}"
         )
-    shape = struct.unpack(f">{ndim}I", data[4:header_len])
-    dtype = _IDX_DTYPES[code]
-    count = 1
-    for size in shape:
-        count *= size
-    expected = count * dtype.itemsize
-    actual = len(data) - header_len
-    if actual < expected:
-        raise DataFormatError(
-            f"{path}: truncated IDX payload: the header declares shape {shape} of "
-            f"{dtype.name} ({expected} bytes), the file holds {actual} bytes after the header"
-        )
-    if actual > expected:
-        raise DataFormatError(
-            f"{path}: {actual - expected} trailing bytes after the IDX payload of shape "
-            f"{shape} of {dtype.name} ({expected} bytes)"
-        )
-    native = dtype.newbyteorder("=")
-    if count == 0:
-        return np.empty(shape, dtype=native)
-    values = np.frombuffer(data, dtype=dtype, count=count, offset=header_len)
-    return values.astype(native, copy=True).reshape(shape)
+    return struct.unpack(f">{ndim}I", sizes), _IDX_DTYPES[code], header_len
 
 
 def write_idx(path, array):
@@ -237,7 +351,9 @@ def _mnist_file(data_dir, stem):
     """The existing file ``stem.gz`` or ``stem`` in `data_dir`, or None."""
     for name in (stem + ".gz", stem):
         candidate = data_dir / name
-        if candidate.is_file():
+        # exists(), not is_file(): a FIFO or device under the name is found
+        # and then refused by the reader, rather than reported missing
+        if candidate.exists() and not candidate.is_dir():
             return candidate
     return None
 
@@ -252,6 +368,31 @@ def _mnist_files(data_dir, kind):
     )
 
 
+def _label_header_check(path):
+    def check(shape, dtype):
+        if len(shape) != 1:
+            raise DataFormatError(f"{path}: expected a 1-D label array, got shape {shape}")
+        if dtype.kind not in "iu":
+            raise DataFormatError(f"{path}: expected integer labels, got {dtype.newbyteorder('=')}")
+    return check
+
+
+def _image_header_check(path, labels_path, n_labels):
+    def check(shape, dtype):
+        if len(shape) != 3:
+            raise DataFormatError(
+                f"{path}: expected a 3-D image array (count, rows, cols), got shape {shape}"
+            )
+        if dtype != np.dtype(">u1"):
+            raise DataFormatError(f"{path}: expected uint8 pixels, got {dtype.newbyteorder('=')}")
+        if shape[0] != n_labels:
+            raise DataFormatError(
+                f"image/label count mismatch: {path} holds {shape[0]} images "
+                f"but {labels_path} holds {n_labels} labels"
+            )
+    return check
+
+
 def _check_count(name, value, low, high=None):
     """Validate an integer parameter in [low, high]; return it as a Python int."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -263,7 +404,7 @@ def _check_count(name, value, low, high=None):
     return value
 
 
-def load_mnist(data_dir, *, n=None, kind="t10k"):
+def load_mnist(data_dir=None, *, n=None, kind="t10k"):
     """Read MNIST images and labels from IDX files in a directory (no download).
 
     The directory must hold ``{kind}-images-idx3-ubyte`` and
@@ -272,8 +413,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
 
     Parameters
     ----------
-    data_dir : str or os.PathLike
-        The directory holding the IDX files.
+    data_dir : str or os.PathLike, optional
+        The directory holding the IDX files; default the directory named by
+        the ``ECO_MNIST_DIR`` environment variable (see
+        :func:`default_mnist_dir`).
     n : int or None, default=None
         Return only the first `n` examples (1 <= n <= the number in the
         files); None returns all of them.
@@ -308,6 +451,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
     >>> X.shape  # doctest: +SKIP
     (1000, 784)
     """
+    if data_dir is None:
+        data_dir = os.environ.get("ECO_MNIST_DIR", "")
+        if not data_dir:
+            raise FileNotFoundError("no MNIST directory given and ECO_MNIST_DIR is not set")
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise FileNotFoundError(f"MNIST directory not found: {data_dir}")
@@ -318,8 +465,10 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
             raise FileNotFoundError(
                 f"MNIST file not found: neither {name}.gz nor {name} in {data_dir}"
             )
-    images = read_idx(images_path)
-    labels = read_idx(labels_path)
+    # Labels first (one byte per example), then the images' header is checked
+    # against them before any pixel is decompressed.
+    labels = _read_idx(labels_path, check=_label_header_check(labels_path))
+    images = _read_idx(images_path, check=_image_header_check(images_path, labels_path, labels.shape[0]))
     if images.ndim != 3:
         raise DataFormatError(
             f"{images_path}: expected a 3-D image array (count, rows, cols), "
@@ -348,116 +497,6 @@ def load_mnist(data_dir, *, n=None, kind="t10k"):
     return X, labels[:n].astype(np.int64)
 
 
-def _synthetic_pool():
-    """A fixed synthetic stand-in for the MNIST test set.
-
-    10,000 rows of 784 "pixels" in [0, 1] with ten balanced classes, generated
-    by scikit-learn's ``make_classification`` with a fixed random state, so it
-    is the same on every call.
-    """
-    from sklearn.datasets import make_classification
-
-    X, labels = make_classification(
-        n_samples=_SYNTHETIC_ROWS,
-        n_features=_SYNTHETIC_PIXELS,
-        n_informative=40,
-        n_redundant=20,
-        n_repeated=0,
-        n_classes=10,
-        n_clusters_per_class=1,
-        class_sep=3.0,
-        flip_y=0.0,
-        random_state=0,
-    )
-    low, high = X.min(axis=0), X.max(axis=0)
-    X = (X - low) / (high - low)  # each feature to [0, 1], like pixels
-    return X, labels.astype(np.int64)
-
-
-def mnist_features(data_dir=None, *, n=5000, n_components=50, positive_digit=0, seed=0):
-    """The benchmark workload: MNIST pixels in [0, 1], PCA, one digit versus the rest.
-
-    Reads the MNIST test set (``t10k`` files, see :func:`load_mnist`) from
-    `data_dir`, draws `n` of its rows at random, projects them on their first
-    `n_components` principal components and labels them +1 (the digit is
-    `positive_digit`) or -1 (any other digit).
-
-    If `data_dir` is None, or does not exist, or holds neither of the two
-    files, a synthetic set of the same shape (10,000 rows of 784 values in
-    [0, 1], ten balanced classes, generated with a fixed random state) is used
-    instead, and the returned `source` says so. Nothing is downloaded.
-
-    Parameters
-    ----------
-    data_dir : str, os.PathLike or None, default=None
-        The directory holding the MNIST IDX files, or None for the synthetic
-        set. Pass :func:`default_mnist_dir` to honour ``ECO_MNIST_DIR``.
-    n : int, default=5000
-        Number of rows, 1 <= n <= 10,000 (the number of rows available).
-    n_components : int, default=50
-        Number of principal components, 1 <= n_components <= min(n, 784).
-    positive_digit : int, default=0
-        The digit (0 to 9) labelled +1.
-    seed : int, default=0
-        Seed of the row selection: the first `n` entries of
-        ``numpy.random.default_rng(seed).permutation(10000)``. The same
-        arguments always give identical arrays.
-
-    Returns
-    -------
-    X : ndarray of shape (n, n_components), dtype float64
-        The PCA projection (scikit-learn ``PCA`` with ``svd_solver="full"``)
-        of the selected rows' pixels, fitted on those rows.
-    y : ndarray of shape (n,), dtype int64
-        +1 where the digit is `positive_digit`, -1 elsewhere.
-    source : {"mnist", "synthetic"}
-        Which data the rows come from.
-
-    Raises
-    ------
-    FileNotFoundError
-        If `data_dir` holds one of the two MNIST files but not the other.
-    eco.exceptions.DataFormatError
-        If the MNIST files are present but corrupt (they are never silently
-        replaced by the synthetic set).
-    eco.exceptions.InvalidInputError
-        If a parameter is out of range.
-
-    Examples
-    --------
-    >>> from eco.datasets import mnist_features
-    >>> X, y, source = mnist_features(None, n=500, n_components=20)
-    >>> X.shape, sorted(set(y.tolist())), source
-    ((500, 20), [-1, 1], 'synthetic')
-    """
-    from sklearn.decomposition import PCA
-
-    n = _check_count("n", n, 1)
-    n_components = _check_count("n_components", n_components, 1)
-    positive_digit = _check_count("positive_digit", positive_digit, 0, 9)
-    seed = _check_count("seed", seed, 0)
-
-    source = "synthetic"
-    if data_dir is not None:
-        data_dir = Path(data_dir).expanduser()
-        if data_dir.is_dir() and any(p is not None for p in _mnist_files(data_dir, "t10k")):
-            source = "mnist"
-    if source == "mnist":
-        pixels, digits = load_mnist(data_dir, kind="t10k")
-    else:
-        pixels, digits = _synthetic_pool()
-
-    total, n_pixels = pixels.shape
-    n = _check_count("n", n, 1, total)
-    n_components = _check_count("n_components", n_components, 1, min(n, n_pixels))
-    rows = np.random.default_rng(seed).permutation(total)[:n]
-    X = PCA(n_components=n_components, svd_solver="full", random_state=0).fit_transform(
-        pixels[rows]
-    )
-    y = np.where(digits[rows] == positive_digit, 1, -1).astype(np.int64)
-    return np.ascontiguousarray(X, dtype=np.float64), y, source
-
-
 def default_mnist_dir():
     """The MNIST directory named by the ``ECO_MNIST_DIR`` environment variable.
 
@@ -470,8 +509,8 @@ def default_mnist_dir():
 
     Examples
     --------
-    >>> from eco.datasets import default_mnist_dir, mnist_features
-    >>> X, y, source = mnist_features(default_mnist_dir(), n=500)  # doctest: +SKIP
+    >>> from eco.datasets import default_mnist_dir, load_mnist
+    >>> X, y = load_mnist(default_mnist_dir(), n=500)  # doctest: +SKIP
     """
     value = os.environ.get("ECO_MNIST_DIR", "")
     if not value:

@@ -18,6 +18,7 @@ __all__ = [
     "ModelFileError",
     "DataFormatError",
     "UnlearningError",
+    "FeatureExtractorChangedError",
 ]
 
 
@@ -85,3 +86,7 @@ class EngineError(UnlearningError):
 
     def __reduce__(self):
         return type(self), (self.status, self.message)
+
+
+class FeatureExtractorChangedError(EcoError, RuntimeError):
+    """The feature extractor of an ECO model changed since ``fit`` (weights or buffers)."""

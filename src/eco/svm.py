@@ -432,14 +432,17 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     @reads
     def kkt_violation(self):
-        """Largest KKT violation, recomputed from scratch.
+        """Largest KKT violation over every head, recomputed from scratch.
 
         Gradients ``g_i = y_i f(x_i) - 1`` are recomputed from the current
-        alpha and b and the kernel (not taken from the incremental state).
-        The result is the largest of: ``|g_i|`` for 0 < alpha_i < C_i,
-        ``max(0, -g_i)`` for alpha_i = 0, ``max(0, g_i)`` for alpha_i = C_i,
-        bound violations and ``|sum_i y_i alpha_i|`` (both divided by max C_i),
-        over every head.
+        alpha and b and the kernel rows (not taken from the incremental
+        state). Each example's violation (``|g_i|`` when 0 < alpha_i < C_i,
+        the wrong-signed part at a bound) is divided by
+        ``1 + |b| + 1e-6 sum_j |alpha_j K_ij|``, which is absolute while the
+        terms are of order one and invariant under rescaling of the
+        features; ``|sum_i y_i alpha_i| / sum_i alpha_i`` and any
+        coefficient outside its box (scored at least 1) count too. See
+        ``docs/cp-engine.md`` section 5.
 
         Returns
         -------

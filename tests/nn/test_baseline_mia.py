@@ -5,7 +5,7 @@ torch = pytest.importorskip("torch")
 
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
-from eco.exceptions import InvalidInputError  # noqa: E402
+from eco.exceptions import InvalidInputError, UnknownIdError  # noqa: E402
 from eco.nn import (  # noqa: E402
     MembershipInferenceAttack,
     NaiveRetraining,
@@ -60,14 +60,21 @@ def test_naive_retraining_equals_training_without_the_ids(digits):
     with pytest.raises(NotFittedError):
         nr.predict(X)
     nr.fit(X, y, ids=np.arange(1000, 1200))
-    forget = [1000, 1005, 1199, 5]  # 5 is unknown: ignored
-    seconds = nr.unlearn(forget)
+    forget = [1000, 1005, 1199, 5]  # 5 is unknown
+    with pytest.raises(UnknownIdError, match="1 ids"):
+        nr.unlearn(forget)
+    assert len(nr.ids_) == 200
+    other = nr.without([1000, 1005, 1199])  # a new model; nr itself unchanged
+    assert len(other.ids_) == 197 and len(nr.ids_) == 200
+    seconds = nr.unlearn(forget, errors="ignore")
     assert seconds > 0 and len(nr.ids_) == 197
     keep = np.ones(200, dtype=bool)
     keep[[0, 5, 199]] = False
     direct = make_network("digits", seed=0)
     train_network(direct, X[keep], y[keep], config)
     for a, b in zip(nr.network_.parameters(), direct.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(other.network_.parameters(), direct.parameters()):
         assert torch.equal(a, b)
     probabilities = nr.predict_proba(X[:7])
     assert probabilities.shape == (7, 10)

@@ -1,4 +1,6 @@
 import json
+
+import numpy as np
 import subprocess
 import sys
 
@@ -30,7 +32,9 @@ def test_experiment_quick_writes_every_promised_file(tmp_path, capsys):
     for stem in TABLES:
         text = (out / f"{stem}.md").read_text()
         assert "| random |" in text and "| worst-case |" in text and "**" in text and " ± " in text
-    assert "Targets" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "Targets" in summary and "mean ± standard deviation over trials of the per-trial values" in summary
+    assert "# ECO experiment: digits, 1 trials" in summary
     for name in ("time.png", "accuracy.png", "mia.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -67,3 +71,58 @@ def test_bad_arguments(arguments, capsys):
     with pytest.raises(SystemExit) as raised:
         cli.main(arguments)
     assert raised.value.code == 2
+
+
+def test_version(capsys):
+    import eco
+
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["--version"])
+    assert raised.value.code == 0
+    assert capsys.readouterr().out.strip() == f"eco {eco.__version__}"
+
+
+def test_device_is_validated(capsys, tmp_path):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["experiment", "--device", "gpu"])
+    assert raised.value.code == 2
+    assert "expected cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        out = tmp_path / "out"
+        assert cli.main(["experiment", "--quick", "--device", "cuda", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no CUDA device" in err and "Traceback" not in err
+        assert not out.exists()  # refused before any work
+
+
+def test_mnist_dir_from_the_environment(monkeypatch, capsys, tmp_path):
+    from eco import datasets
+
+    missing = tmp_path / "no-such-dir"
+    monkeypatch.setenv("ECO_MNIST_DIR", str(missing))
+    assert cli.main(["experiment", "--dataset", "mnist", "--quick", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(FileNotFoundError, match="no-such-dir"):
+        datasets.load_mnist()
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    datasets.write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    datasets.write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.array([3, 7], dtype=np.uint8))
+    monkeypatch.setenv("ECO_MNIST_DIR", str(tmp_path))
+    X, y = datasets.load_mnist()
+    assert X.shape == (2, 784) and y.tolist() == [3, 7]
+    monkeypatch.delenv("ECO_MNIST_DIR")
+    with pytest.raises(FileNotFoundError, match="ECO_MNIST_DIR"):
+        datasets.load_mnist()
+
+
+def test_unexpected_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    import eco.nn.experiment as experiment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.setattr(experiment, "run_experiment", broken)
+    assert cli.main(["experiment", "--quick", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == "eco experiment: unexpected error: RuntimeError: something broke\n"

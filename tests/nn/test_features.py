@@ -100,3 +100,34 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(InvalidInputError, match="device"):
         resolve_device("no-such-device")
+
+
+def test_cuda_asked_for_without_cuda_is_a_clean_error():
+    from eco.exceptions import InvalidInputError
+    from eco.nn import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+        return
+    with pytest.raises(InvalidInputError, match="no CUDA device"):
+        resolve_device("cuda:0")
+    with pytest.raises(InvalidInputError, match="unknown device"):
+        resolve_device("gpu")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_fingerprint_sees_weights_and_buffers_not_modes():
+    from eco.nn import module_fingerprint
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).eval()
+    first = module_fingerprint(net)
+    net.train()
+    assert module_fingerprint(net) == first  # the mode is not state eco uses (it runs in eval)
+    with torch.no_grad():
+        net(torch.randn(5, 4))  # training mode: running statistics move
+    second = module_fingerprint(net)
+    assert second != first
+    with torch.no_grad():
+        net[0].bias[0] += 1e-7
+    assert module_fingerprint(net) != second

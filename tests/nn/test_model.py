@@ -12,6 +12,7 @@ from eco.exceptions import (  # noqa: E402
     DuplicateIdError,
     InvalidInputError,
     ModelFileError,
+    UnknownIdError,
     UnlearningError,
 )
 from eco.nn import ECO, UnlearningResult, feature_extractor  # noqa: E402
@@ -55,7 +56,7 @@ def test_eco_and_eco_i_end_in_the_same_head_as_head_nr(digits, split, trained_ph
     ccp = split["ccp"]
 
     def fresh_model():
-        return ECO(feature_extractor(trained_phi[0]), eco.CPSVM(C=10.0)).fit(X[ccp], y[ccp], ids=ccp)
+        return ECO(feature_extractor(trained_phi[0]), eco.CPSVM(C=10.0)).fit(X[ccp], y[ccp], ids=ccp, feature_ids=())
 
     # Half support vectors (the path must move), half drawn from all of C_CP.
     rng = np.random.default_rng(1)
@@ -94,15 +95,27 @@ def test_reserve_only_request(model, digits):
     np.testing.assert_allclose(model.decision_function(X[:50]), before, atol=1e-12)
 
 
-def test_unknown_ids_are_ignored_and_change_nothing(model, digits):
+def test_unknown_ids_raise_by_default_and_change_nothing(model, digits):
     X, _ = digits
     before = _state(model, X[:40])
-    result = model.unlearn([10**9, "nobody"])
+    known = int(model.ids_[0])
+    with pytest.raises(UnknownIdError, match="nobody"):
+        model.unlearn([known, "nobody"])
+    _assert_unchanged(model, X[:40], before)
+    with pytest.raises(InvalidInputError, match="errors"):
+        model.unlearn([known], errors="skip")
+    _assert_unchanged(model, X[:40], before)
+
+
+def test_unknown_ids_ignored_on_request_are_reported(model, digits):
+    X, _ = digits
+    before = _state(model, X[:40])
+    result = model.unlearn([10**9, "nobody"], errors="ignore")
     assert result.path == "none" and result.exact and result.receipt is None
     assert result.ignored_ids == (10**9, "nobody") and result.removed_ids == ()
     _assert_unchanged(model, X[:40], before)
     known = int(model.ids_[0])
-    result = model.unlearn(np.array([known, 10**9, known]))  # repeats count once
+    result = model.unlearn(np.array([known, 10**9, known]), errors="ignore")  # repeats count once
     assert result.requested_ids == (known, 10**9)
     assert result.removed_ids == (known,) and result.ignored_ids == (10**9,)
     json.dumps(result.to_dict())
@@ -146,7 +159,8 @@ def test_lineage_path_retrains_phi(model, digits, split):
     remaining = np.array([i for i in split["ccp"] if i != ccp_id])
     np.testing.assert_array_equal(model.ids_, remaining)
     # The refitted head is the head trained from scratch on the new features.
-    expected = ECO(model.feature_extractor, eco.CPSVM(C=10.0)).fit(X[remaining], y[remaining], ids=remaining)
+    expected = ECO(model.feature_extractor, eco.CPSVM(C=10.0)).fit(X[remaining], y[remaining], ids=remaining,
+                                                                   feature_ids=())
     test = X[split["test"]]
     np.testing.assert_allclose(model.decision_function(test), expected.decision_function(test), atol=1e-8)
     # An id of the lineage only (not in C_CP) is also served, not ignored.
@@ -174,7 +188,7 @@ def test_extractor_with_non_matrix_output(digits, split, model):
     ccp = split["ccp"]
     bad = ECO(_SpatialPhi())
     with pytest.raises(InvalidInputError, match=r"\(\d+, 1, 8, 8\)"):
-        bad.fit(X[ccp], y[ccp])
+        bad.fit(X[ccp], y[ccp], feature_ids=())
     with pytest.raises(NotFittedError):
         bad.unlearn([0])
     # A fitted model whose Phi is replaced by a bad one keeps its head.
@@ -182,7 +196,7 @@ def test_extractor_with_non_matrix_output(digits, split, model):
     good_phi = model.feature_extractor
     model.feature_extractor = _SpatialPhi()
     with pytest.raises(InvalidInputError, match="shape"):
-        model.fit(X[ccp], y[ccp], ids=ccp)
+        model.fit(X[ccp], y[ccp], ids=ccp, feature_ids=())
     model.feature_extractor = good_phi
     _assert_unchanged(model, X[:40], before)
 
@@ -191,11 +205,11 @@ def test_fit_validation(digits, trained_phi):
     X, y = digits
     model = ECO(feature_extractor(trained_phi[0]))
     with pytest.raises(DuplicateIdError):
-        model.fit(X[:20], y[:20], ids=[1] * 20)
+        model.fit(X[:20], y[:20], ids=[1] * 20, feature_ids=())
     with pytest.raises(InvalidInputError, match="ids"):
-        model.fit(X[:20], y[:20], ids=range(19))
+        model.fit(X[:20], y[:20], ids=range(19), feature_ids=())
     with pytest.raises(InvalidInputError, match="label"):
-        model.fit(X[:20], y[:19])
+        model.fit(X[:20], y[:19], feature_ids=())
     with pytest.raises(InvalidInputError):
         ECO("not a module")
 
@@ -204,10 +218,10 @@ def test_predict_score_and_string_ids(digits, split, trained_phi):
     X, y = digits
     ccp, test = split["ccp"], split["test"]
     ids = [f"user-{i}" for i in ccp]
-    model = ECO(feature_extractor(trained_phi[0])).fit(X[ccp], y[ccp], ids=ids)
+    model = ECO(feature_extractor(trained_phi[0])).fit(X[ccp], y[ccp], ids=ids, feature_ids=())
     assert model.score(X[test], y[test]) > 0.8
     np.testing.assert_array_equal(model.predict(X[test]), model.head_.predict(model.transform(X[test])))
-    result = model.unlearn(["user-%d" % ccp[0], "nobody"])
+    result = model.unlearn(["user-%d" % ccp[0], "nobody"], errors="ignore")
     assert result.removed_ids == ("user-%d" % ccp[0],) and result.ignored_ids == ("nobody",)
     assert isinstance(result, UnlearningResult)
 

@@ -10,8 +10,12 @@ networks
     final linear layer; :func:`feature_extractor` returns Phi.
 training
     The deterministic training recipe shared by Phi and the NR baseline.
+data
+    What every entry point accepts: arrays, tensors, Datasets, DataLoaders
+    (read in order; a shuffling loader is refused where order matters).
 features
-    Batched feature extraction to float64 NumPy matrices.
+    The one batched inference loop (features and NR's softmax), which gives
+    the user's module back untouched, and Phi's fingerprint.
 model
     :class:`ECO` and the :class:`UnlearningResult` of a request.
 baseline
@@ -19,7 +23,8 @@ baseline
 mia
     Membership inference attack.
 experiment
-    The paper's Tables 2 and 3 rebuilt (also ``eco experiment``).
+    The paper's Tables 2 and 3 rebuilt (also ``eco experiment``): a
+    subpackage of protocol, run, summary, report and plots.
 """
 
 try:
@@ -30,15 +35,17 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from eco.nn.baseline import NaiveRetraining, predict_proba
-from eco.nn.features import extract_features, resolve_device
+from eco.nn.features import extract_features, module_fingerprint, resolve_device
 from eco.nn.mia import MembershipInferenceAttack, label_free_outputs, membership_rate
-from eco.nn.model import ECO, UnlearningResult
+from eco.nn.model import ECO, HEAD_METHODS, UnlearningResult
 from eco.nn.networks import DigitsCNN, MnistCNN, feature_extractor, make_network
 from eco.nn.training import TrainingConfig, TrainingHistory, train_network
 
 __all__ = [
     "ECO",
     "UnlearningResult",
+    "HEAD_METHODS",
+    "module_fingerprint",
     "NaiveRetraining",
     "predict_proba",
     "extract_features",

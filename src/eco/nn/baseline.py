@@ -7,20 +7,22 @@ definition and costs a full training per request.
 """
 
 import time
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
-from eco.exceptions import DuplicateIdError, InvalidInputError
-from eco.nn.features import iterate_input_batches, resolve_device
+from eco.exceptions import DuplicateIdError, InvalidInputError, UnknownIdError
+from eco.nn.data import collect
+from eco.nn.features import forward_batches
 from eco.nn.training import TrainingConfig, train_network
 
 __all__ = ["NaiveRetraining", "predict_proba"]
 
 
-def predict_proba(network, X, *, batch_size=256, device="auto"):
-    """Softmax outputs of ``network`` on ``X``, in eval mode.
+def predict_proba(network: torch.nn.Module, X: Any, *, batch_size: int = 256, device: Any = "auto") -> np.ndarray:
+    """Softmax outputs of ``network`` on ``X`` (eval mode, the network given back untouched).
 
     Parameters
     ----------
@@ -37,23 +39,7 @@ def predict_proba(network, X, *, batch_size=256, device="auto"):
     -------
     numpy.ndarray of shape (n_inputs, n_classes), float64
     """
-    device = resolve_device(device)
-    network.to(device)
-    parameter = next(network.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
-    was_training = network.training
-    network.eval()
-    blocks = []
-    try:
-        with torch.inference_mode():
-            for inputs in iterate_input_batches(X, batch_size):
-                logits = network(inputs.to(device=device, dtype=dtype))
-                blocks.append(torch.softmax(logits, dim=1).to("cpu", torch.float64))
-    finally:
-        network.train(was_training)
-    if not blocks:
-        raise InvalidInputError("no inputs (zero rows)")
-    return torch.cat(blocks).numpy()
+    return forward_batches(network, X, lambda logits, n: torch.softmax(logits, dim=1), batch_size=batch_size, device=device)
 
 
 class NaiveRetraining:
@@ -82,21 +68,23 @@ class NaiveRetraining:
         The last training run (its ``wall_time_s`` is the cost of a request).
     """
 
-    def __init__(self, network_factory, config=None, *, batch_size=256):
+    def __init__(self, network_factory: Callable[[], torch.nn.Module], config: Optional[TrainingConfig] = None, *,
+                 batch_size: int = 256) -> None:
         if not callable(network_factory):
             raise InvalidInputError("network_factory must be callable () -> torch.nn.Module")
         self.network_factory = network_factory
         self.config = config if config is not None else TrainingConfig()
         self.batch_size = batch_size
 
-    def fit(self, X, y, ids=None):
+    def fit(self, X: Any, y: Any = None, ids: Optional[Any] = None) -> "NaiveRetraining":
         """Train a fresh network on (X, y).
 
         Parameters
         ----------
-        X : array-like or torch.Tensor of shape (n_samples, ...)
-            Inputs.
-        y : array-like of shape (n_samples,)
+        X : array-like, torch.Tensor, Dataset or DataLoader
+            Inputs (see :mod:`eco.nn.data`); a dataset or loader may carry
+            the labels as ``(x, y)`` items.
+        y : array-like of shape (n_samples,), optional
             Labels (any values; they are encoded to class indices).
         ids : sequence of hashable, optional
             One id per row, default ``0 .. n_samples-1``.
@@ -105,10 +93,7 @@ class NaiveRetraining:
         -------
         self
         """
-        inputs = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-        labels = np.asarray(y)
-        if labels.ndim != 1 or labels.shape[0] != inputs.shape[0]:
-            raise InvalidInputError(f"y must be 1-D with one label per row of X, got shape {labels.shape}")
+        inputs, labels = collect(X, y, need_labels=True)
         ids = list(range(inputs.shape[0])) if ids is None else [
             i.item() if isinstance(i, np.generic) else i for i in ids
         ]
@@ -127,20 +112,34 @@ class NaiveRetraining:
         self.classes_, self.ids_ = classes, list(ids)
         self._inputs, self._encoded = inputs, encoded
 
-    def unlearn(self, ids):
+    def _keep_mask(self, ids, errors):
+        if not hasattr(self, "network_"):
+            raise NotFittedError("This NaiveRetraining is not fitted yet. Call 'fit' first.")
+        if errors not in ("raise", "ignore"):
+            raise InvalidInputError(f"errors must be 'raise' or 'ignore', got {errors!r}")
+        forget = {i.item() if isinstance(i, np.generic) else i for i in np.atleast_1d(np.asarray(ids, dtype=object)).tolist()}
+        unknown = forget - set(self.ids_)
+        if unknown and errors == "raise":
+            raise UnknownIdError(f"{len(unknown)} ids are not in the training data: {sorted(map(repr, unknown))[:10]}")
+        return np.array([identifier not in forget for identifier in self.ids_])
+
+    def unlearn(self, ids: Any, *, errors: str = "raise") -> float:
         """Retrain from scratch without ``ids``.
 
-        Unknown ids are ignored, as in :meth:`eco.nn.ECO.unlearn`.
+        Parameters
+        ----------
+        ids : sequence of hashable
+            The ids to forget.
+        errors : {"raise", "ignore"}, default="raise"
+            What to do with ids not in the training data, as in
+            :meth:`eco.nn.ECO.unlearn`.
 
         Returns
         -------
         float
             Wall-clock seconds of the retraining.
         """
-        if not hasattr(self, "network_"):
-            raise NotFittedError("This NaiveRetraining is not fitted yet. Call 'fit' first.")
-        forget = {i.item() if isinstance(i, np.generic) else i for i in np.atleast_1d(np.asarray(ids, dtype=object)).tolist()}
-        keep = np.array([identifier not in forget for identifier in self.ids_])
+        keep = self._keep_mask(ids, errors)
         start = time.perf_counter()
         self._train(
             self._inputs[keep],
@@ -150,17 +149,32 @@ class NaiveRetraining:
         )
         return time.perf_counter() - start
 
-    def predict_proba(self, X):
+    def without(self, ids: Any, *, errors: str = "raise") -> "NaiveRetraining":
+        """A new NR model trained from scratch without ``ids``; this one is unchanged.
+
+        The new model's ``history_.wall_time_s`` is the cost of the request.
+        """
+        keep = self._keep_mask(ids, errors)
+        other = NaiveRetraining(self.network_factory, self.config, batch_size=self.batch_size)
+        other._train(
+            self._inputs[keep],
+            self._encoded[keep],
+            self.classes_,
+            [identifier for identifier, kept in zip(self.ids_, keep) if kept],
+        )
+        return other
+
+    def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax outputs, one column per class of :attr:`classes_`."""
         if not hasattr(self, "network_"):
             raise NotFittedError("This NaiveRetraining is not fitted yet. Call 'fit' first.")
         return predict_proba(self.network_, X, batch_size=self.batch_size, device=self.config.device)
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels."""
         probabilities = self.predict_proba(X)  # raises NotFittedError first
         return self.classes_[probabilities.argmax(axis=1)]
 
-    def score(self, X, y):
+    def score(self, X: Any, y: Any) -> float:
         """Accuracy on (X, y)."""
         return float(np.mean(self.predict(X) == np.asarray(y)))

@@ -13,6 +13,8 @@ After exact unlearning the forgotten examples look like unseen ones, so
 train on).
 """
 
+from typing import Any, Dict
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -23,7 +25,7 @@ from eco.exceptions import InvalidInputError
 __all__ = ["label_free_outputs", "MembershipInferenceAttack", "membership_rate"]
 
 
-def label_free_outputs(outputs):
+def label_free_outputs(outputs: Any) -> np.ndarray:
     """Sort each row of per-class outputs in descending order.
 
     Parameters
@@ -65,11 +67,11 @@ class MembershipInferenceAttack:
         Members (and non-members) the attack was trained on.
     """
 
-    def __init__(self, *, random_state=0, C=1.0):
+    def __init__(self, *, random_state: int = 0, C: float = 1.0) -> None:
         self.random_state = random_state
         self.C = C
 
-    def fit(self, member_outputs, nonmember_outputs):
+    def fit(self, member_outputs: Any, nonmember_outputs: Any) -> "MembershipInferenceAttack":
         """Train the attack.
 
         Parameters
@@ -104,16 +106,17 @@ class MembershipInferenceAttack:
         self.n_per_class_ = n_per_class
         return self
 
-    def predict(self, outputs):
+    def predict(self, outputs: Any) -> np.ndarray:
         """True for each example the attack calls a member."""
         return self.classifier_.predict(label_free_outputs(outputs)) == 1
 
-    def membership_rate(self, outputs):
+    def membership_rate(self, outputs: Any) -> float:
         """MIA(S): the fraction of the examples of S called members."""
         return float(np.mean(self.predict(outputs)))
 
 
-def membership_rate(member_outputs, nonmember_outputs, target_outputs, *, random_state=0):
+def membership_rate(member_outputs: Any, nonmember_outputs: Any, target_outputs: Dict[str, Any], *,
+                    random_state: int = 0) -> Dict[str, float]:
     """Train an attack and return MIA of each target set.
 
     Parameters

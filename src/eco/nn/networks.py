@@ -11,6 +11,8 @@ The networks accept images either as flat rows (``(N, H*W)``, the layout of
 ``(N, H, W)`` / ``(N, 1, H, W)`` tensors; the first layer reshapes them.
 """
 
+from typing import Any, Optional
+
 import torch
 from torch import nn
 
@@ -39,12 +41,12 @@ class ImageReshape(nn.Module):
     the shape, since a silent reshape of the wrong data would train on noise.
     """
 
-    def __init__(self, height, width):
+    def __init__(self, height: int, width: int) -> None:
         super().__init__()
         self.height = int(height)
         self.width = int(width)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_pixels = self.height * self.width
         image_shape = (self.height, self.width)
         if x.dim() == 2 and x.shape[1] == n_pixels:
@@ -58,28 +60,28 @@ class ImageReshape(nn.Module):
             f"or (N, 1, {self.height}, {self.width}); got {tuple(x.shape)}"
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"height={self.height}, width={self.width}"
 
 
 class _SplitNetwork(nn.Module):
     """A network made of a feature extractor and a final linear classifier."""
 
-    def __init__(self, features, classifier):
+    def __init__(self, features: nn.Module, classifier: nn.Module) -> None:
         super().__init__()
         self.features = features
         self.classifier = classifier
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
     @property
-    def n_features(self):
+    def n_features(self) -> int:
         """Dimension of the feature vectors that ``features`` produces."""
         return self.classifier.in_features
 
     @property
-    def n_classes(self):
+    def n_classes(self) -> int:
         """Number of outputs (classes) of ``classifier``."""
         return self.classifier.out_features
 
@@ -109,7 +111,7 @@ class DigitsCNN(_SplitNetwork):
     torch.Size([5, 64])
     """
 
-    def __init__(self, n_classes=10, n_features=64):
+    def __init__(self, n_classes: int = 10, n_features: int = 64) -> None:
         features = nn.Sequential(
             ImageReshape(8, 8),
             nn.Conv2d(1, 8, kernel_size=3, padding=1),
@@ -146,7 +148,7 @@ class MnistCNN(_SplitNetwork):
     torch.Size([2, 10])
     """
 
-    def __init__(self, n_classes=10, n_features=128):
+    def __init__(self, n_classes: int = 10, n_features: int = 128) -> None:
         features = nn.Sequential(
             ImageReshape(28, 28),
             nn.Conv2d(1, 16, kernel_size=3, padding=1),
@@ -166,7 +168,7 @@ class MnistCNN(_SplitNetwork):
 NETWORKS = {"digits": DigitsCNN, "mnist": MnistCNN}
 
 
-def make_network(name, *, n_classes=10, seed=None, **kwargs):
+def make_network(name: str, *, n_classes: int = 10, seed: Optional[int] = None, **kwargs: Any) -> nn.Module:
     """Build a freshly initialised network for a dataset.
 
     Parameters
@@ -199,7 +201,7 @@ def make_network(name, *, n_classes=10, seed=None, **kwargs):
         return network_class(n_classes=n_classes, **kwargs)
 
 
-def feature_extractor(network):
+def feature_extractor(network: nn.Module) -> nn.Module:
     """Return Phi, the part of ``network`` before its last linear layer.
 
     Parameters

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import random
 import time
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ class TrainingConfig:
         if self.optimizer not in ("adam", "sgd"):
             raise InvalidInputError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "TrainingConfig":
         """Return a copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -92,7 +93,7 @@ class TrainingHistory:
     n_examples: int
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global random generators.
 
     Parameters
@@ -106,7 +107,7 @@ def seed_everything(seed):
 
 
 @contextlib.contextmanager
-def deterministic():
+def deterministic() -> Iterator[None]:
     """Turn on torch's deterministic algorithms for the duration of a block.
 
     The previous setting is restored afterwards, so training does not leave a
@@ -164,7 +165,25 @@ def _dataset_batches(dataset, config, generator):
         yield batch[0], batch[1]
 
 
-def train_network(network, X, y=None, config=None, **overrides):
+def _epoch(network, batches, optimizer, loss_function, device):
+    """One pass over the batches; the mean loss."""
+    # Summed on the device and read once per epoch: a .item() per step
+    # would synchronise a GPU at every step.
+    total, count = torch.zeros((), device=device), 0
+    for inputs, labels in batches:
+        inputs = inputs.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_function(network(inputs), labels)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * labels.shape[0]
+        count += labels.shape[0]
+    return total.item() / max(count, 1)
+
+
+def train_network(network: nn.Module, X: Any, y: Any = None, config: Optional["TrainingConfig"] = None,
+                  **overrides: Any) -> "TrainingHistory":
     """Train ``network`` in place with softmax cross-entropy.
 
     Parameters
@@ -244,19 +263,7 @@ def train_network(network, X, y=None, config=None, **overrides):
                 batches = (
                     (X[index], y[index]) for index in order.split(config.batch_size)
                 )
-            # Summed on the device and read once per epoch: a .item() per step
-            # would synchronise a GPU at every step.
-            total, count = torch.zeros((), device=device), 0
-            for inputs, labels in batches:
-                inputs = inputs.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_function(network(inputs), labels)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach() * labels.shape[0]
-                count += labels.shape[0]
-            losses.append(total.item() / max(count, 1))
+            losses.append(_epoch(network, batches, optimizer, loss_function, device))
             epochs.set_postfix(loss=f"{losses[-1]:.4f}")
         network.eval()
     return TrainingHistory(losses=losses, wall_time_s=time.perf_counter() - start, n_examples=n_examples)

@@ -50,3 +50,47 @@ def test_public_api_fuzz(seed):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_engine_api_fuzz(seed):
     _run("engine", seed, 300)
+
+
+def test_engine_refuses_what_would_read_out_of_bounds():
+    """The def boundary's checks the fuzzer relies on, one by one."""
+    import numpy as np
+
+    from eco import _cp_core
+
+    rng = np.random.default_rng(0)
+    store = _cp_core.KernelStore(2, "rbf", 0.5)
+    store.append(rng.normal(size=(6, 2)))
+    e = _cp_core.CPEngine(store)
+    for s, yv in enumerate([1.0, -1.0, 1.0, -1.0, 1.0, -1.0]):
+        e.learn(s, yv, 1.0)
+    with pytest.raises(ValueError, match="twice"):
+        e.unlearn(np.array([1, 1], dtype=np.intp))
+    with pytest.raises(IndexError):
+        e.unlearn(np.array([7], dtype=np.intp))
+    with pytest.raises(ValueError, match="label"):
+        e.learn(0, 0.5, 1.0)
+    with pytest.raises(IndexError):
+        store.ensure_rows(np.array([-1], dtype=np.intp))
+    with pytest.raises(IndexError):
+        e.alpha_of(np.array([6], dtype=np.intp))
+    with pytest.raises(ValueError, match="unknown kernel"):
+        _cp_core.KernelStore(2, "sigmoid")
+    with pytest.raises(TypeError):
+        _cp_core.CPEngine(None)
+    state = e.get_state()
+    bad = dict(state, sets=np.where(state["sets"] == 0, 9, state["sets"]).astype(np.int8))
+    if np.any(state["sets"] == 0):
+        with pytest.raises(ValueError, match="not a set"):
+            e.restore(bad)
+    # a store truncated under active slots: refused until a state is installed
+    store.truncate(3)
+    with pytest.raises(ValueError, match="truncated"):
+        e.unlearn(np.array([0], dtype=np.intp))
+    with pytest.raises(ValueError, match="truncated"):
+        e.recompute_gradients()
+    n = store.n_slots
+    e.set_state(np.ones(n), np.ones(n), np.zeros(n), 0.0, np.full(n, -1, np.int8),
+                np.zeros(0, np.int32), np.zeros(n))
+    e.learn(0, 1.0, 1.0)
+    assert e.n_active == 1

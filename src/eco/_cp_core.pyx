@@ -546,6 +546,8 @@ cdef class KernelStore:
         cdef Py_ssize_t i
         if not 0 <= n <= self.n_slots:
             raise ValueError(f"cannot truncate {self.n_slots} slots to {n}")
+        if n == self.n_slots:
+            return  # nothing to forget (a rollback of an update that stored no row)
         for i in range(n, self.n_slots):
             if self.rows[i] != NULL:
                 free(self.rows[i])

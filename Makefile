@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt $(EXT_SOURCES) | $(BIN)/python
 	$(PIP) install --upgrade pip
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt $(BUILD_REQS)
-	$(PIP) install -c constraints.txt --no-build-isolation -e ".[torch,test]"
+	$(PIP) install -c constraints.txt --no-build-isolation -e ".[torch,test,ray]"
 	touch $@
 
 test: venv

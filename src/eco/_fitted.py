@@ -30,7 +30,8 @@ class FittedAttributes:
         check_is_fitted(self)
         heads = self.head_set_
         return ModelState(
-            params=self.get_params(), gamma_=float(self.gamma_),
+            # the backend is where the heads run, not part of the model
+            params={k: v for k, v in self.get_params().items() if k != "backend"}, gamma_=float(self.gamma_),
             n_features_in_=int(self.n_features_in_), classes_=np.asarray(self.classes_),
             class_weight_=np.asarray(self.class_weight_, dtype=np.float64),
             slot_labels=np.array(heads.slot_labels, dtype=np.int64),

@@ -33,7 +33,7 @@ def load(path):
     """
     state = read_state(path)
     where = repr(os.fspath(path))
-    known = set(CPSVM().get_params())
+    known = set(CPSVM().get_params()) - {"backend"}  # an execution setting, not saved
     if set(state.params) != known:
         raise ModelFileError(f"{where}: inconsistent model file: the parameters are "
                              f"{sorted(state.params)}, expected {sorted(known)}")

@@ -85,6 +85,16 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     max_steps : int or None, default=None
         Bound on the path steps of one update of one head; None means
         ``50 + 10 * n_active``. Past it the head is re-solved exactly.
+    backend : {"threads", "ray"}, default="threads"
+        Where the heads live. "threads": in this process, ``n_jobs``
+        threads over them. "ray": in Ray actors, several heads per actor
+        spread over the cluster (``n_jobs`` actors; None or -1: one per CPU
+        of the cluster), connected to the running cluster when
+        ``ray.init(address=...)`` was called, else to a local one; every
+        request is all-or-nothing across the actors and survives their
+        deaths. Both give the same model, digest for digest. An execution
+        setting: saved files do not record it (``eco.load`` gives
+        "threads"; see :meth:`with_backend`). Needs ``pip install eco[ray]``.
 
     Attributes
     ----------
@@ -105,7 +115,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         reserve (alpha = 0) examples.
     support_ids_ : ndarray
         Ids that are margin or error vectors of any head.
-    head_set_ : eco._headset.HeadSet
+    head_set_ : eco._headset.HeadSet or eco._ray_backend.RayHeadSet
         The kernel store, the heads and the slot tables; what the estimator,
         :mod:`eco.loo`, :mod:`eco.audit` and :mod:`eco.testing` delegate to.
 
@@ -165,6 +175,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         precompute=False,
         n_jobs=None,
         max_steps=None,
+        backend="threads",
     ):
         self.C = C
         self.kernel = kernel
@@ -175,6 +186,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         self.precompute = precompute
         self.n_jobs = n_jobs
         self.max_steps = max_steps
+        self.backend = backend
 
     # -------------------------------------------------------------- pickling
 
@@ -197,8 +209,40 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         exported = state.pop("_eco_state", None)
         super().__setstate__(state)
         if exported is not None:
-            self.head_set_ = HeadSet.from_state(exported, max_steps=self.max_steps or 0,
-                                                n_jobs=self.n_jobs)
+            self.head_set_ = self._head_set_type().from_state(
+                exported, max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+
+    def _head_set_type(self):
+        """The head-set class of ``backend`` (Ray is imported only for "ray")."""
+        backend = getattr(self, "backend", "threads")
+        if backend == "threads":
+            return HeadSet
+        if backend == "ray":
+            from ._ray_backend import RayHeadSet
+
+            return RayHeadSet
+        raise InvalidInputError(f'backend must be "threads" or "ray", got {backend!r}')
+
+    def with_backend(self, backend):
+        """This fitted model on another backend: a new CPSVM with the same state, bit for bit.
+
+        Parameters
+        ----------
+        backend : {"threads", "ray"}
+
+        Returns
+        -------
+        CPSVM
+        """
+        state = self.to_state()
+        model = type(self)(**{**self.get_params(), "backend": backend})
+        heads_type = model._head_set_type()
+        for name, value in self.__dict__.items():
+            if name.endswith("_") and not name.startswith("_") and name != "head_set_":
+                setattr(model, name, value)
+        model.head_set_ = heads_type.from_state(state, max_steps=model.max_steps or 0,
+                                                n_jobs=model.n_jobs)
+        return model
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -248,7 +292,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         X, classes, labels, sw, ids, gamma, class_weight = V.check_fit(
             self, X, y, sample_weight, ids, method)
         n = X.shape[0]
-        heads = HeadSet.from_data(
+        heads = self._head_set_type().from_data(
             X, kernel=self.kernel, gamma=gamma, degree=self.degree, coef0=self.coef0,
             precompute=self.precompute, n_heads=1 if len(classes) == 2 else len(classes),
             labels=labels, C=float(self.C) * class_weight[labels] * sw, ids=ids,

@@ -1,0 +1,248 @@
+"""The Ray backend (``CPSVM(backend="ray")``): same model as the threads backend, digest for
+digest; all-or-nothing across actors; actors killed in the middle of requests.
+
+One local cluster (two CPUs, no dashboard) serves the whole module. Skipped
+only where Ray is not installed at all (``pip install .[ray]``; ``make``
+installs it).
+"""
+
+import copy
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+import eco  # noqa: E402
+from eco import CPSVM  # noqa: E402
+from eco.testing import InjectedFault, assert_exact  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """A local cluster whose workers import the same eco as this process."""
+    started = not ray.is_initialized()
+    if started:
+        src = str(Path(eco.__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield
+    if started:
+        ray.shutdown()
+
+
+def _data(n_classes, n=90, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, n_classes, size=n)
+    X += 0.8 * np.eye(d)[y % d]  # some structure, still many margin vectors
+    return X, y
+
+
+def _pair(n_classes, **params):
+    X, y = _data(n_classes)
+    params = {"C": 2.0, **params}
+    local = CPSVM(**params).fit(X, y)
+    remote = CPSVM(backend="ray", n_jobs=2, **params).fit(X, y)
+    return local, remote, X, y
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_digests_equal_across_backends(n_classes):
+    local, remote, X, y = _pair(n_classes)
+    assert remote.state_digest() == local.state_digest()
+    rng = np.random.default_rng(1)
+    X_new, y_new = _data(n_classes, n=12, seed=2)
+    steps = [
+        lambda m: m.decrement([1, 4, 9, 16, 25]),                 # one batch path
+        lambda m: m.increment(X_new[:6], y_new[:6]),
+        lambda m: m.decrement([30, 31, 32], batch=False),         # one after the other
+        lambda m: m.decrement(40),
+        lambda m: m.increment(X_new[6:], y_new[6:], ids=[f"new{i}" for i in range(6)]),
+        lambda m: m.decrement(["new2", 50]),
+    ]
+    for step in steps:
+        r_local, r_remote = step(local), step(remote)
+        assert remote.state_digest() == local.state_digest()
+        if isinstance(r_local, eco.UnlearningReceipt):
+            assert r_remote.paths == r_local.paths
+            assert r_remote.resolved_heads == r_local.resolved_heads
+    probe = rng.normal(size=(20, X.shape[1]))
+    np.testing.assert_array_equal(remote.decision_function(probe), local.decision_function(probe))
+    np.testing.assert_array_equal(remote.ids_, local.ids_)
+    np.testing.assert_array_equal(remote.alpha_, local.alpha_)
+    assert remote.verify().digest == local.verify().digest
+    assert remote.kkt_violation() == local.kkt_violation()
+    assert remote.verify(reference=True).ok
+    assert_exact(local)  # and so `remote`, bit for bit its equal
+
+
+def test_loo_equal_across_backends():
+    local, remote, _, _ = _pair(3)
+    digest = remote.state_digest()
+    np.testing.assert_array_equal(remote.loo_decision(), local.loo_decision())
+    assert remote.state_digest() == digest
+
+
+def test_reserve_only_request_and_incremental_fit():
+    X, y = _data(3)
+    local = CPSVM(C=2.0).fit(X, y, method="incremental")
+    remote = CPSVM(C=2.0, backend="ray").fit(X, y, method="incremental")
+    assert remote.state_digest() == local.state_digest()
+    reserve = [i for i in remote.ids_ if i not in set(remote.support_ids_.tolist())][:3]
+    assert len(reserve) == 3
+    receipts = local.decrement(reserve), remote.decrement(reserve)
+    assert set(receipts[1].paths.values()) == {"reserve_drop"}
+    assert receipts[1].paths == receipts[0].paths
+    assert remote.state_digest() == local.state_digest()
+
+
+def test_failure_on_one_actor_rolls_every_head_back():
+    local, remote, X, y = _pair(3)
+    heads = remote.head_set_
+    assert len(heads.actors) == 2
+    X_new, y_new = _data(3, n=8, seed=3)
+    requests = {
+        "decrement": lambda m: m.decrement([2, 3, 5, 7, 11]),
+        "increment": lambda m: m.increment(X_new[:4], y_new[:4]),
+        "decrement one by one": lambda m: m.decrement([13, 17], batch=False),
+        "increment again": lambda m: m.increment(X_new[4:], y_new[4:]),
+    }
+    methods = ["unlearn_head", "learn_head", "unlearn_head", "learn_head"]
+    for (name, request), method, after in zip(requests.items(), methods, [False, True] * 2):
+        before, n_active = remote.state_digest(), remote.n_active_
+        # the second actor fails at its first head (before or after updating
+        # it); the first actor has prepared its part of the request by then
+        heads.arm_fault(1, method, 1, after)
+        with pytest.raises(InjectedFault):
+            request(remote)
+        assert remote.state_digest() == before, name
+        assert remote.n_active_ == n_active
+        # the model goes on as if the failed request had never been made
+        request(local)
+        request(remote)
+        assert remote.state_digest() == local.state_digest(), name
+
+
+def _kill_later(actors, rng):
+    """Kill one of `actors` after a random delay, from another thread."""
+    victim = actors[int(rng.integers(len(actors)))]
+    delay = float(rng.uniform(0.0, 0.15))
+
+    def kill():
+        time.sleep(delay)
+        ray.kill(victim, no_restart=True)
+
+    t = threading.Thread(target=kill)
+    t.start()
+    return t
+
+
+def test_actor_killed_during_requests_loses_nothing():
+    local, remote, X, y = _pair(3)
+    rng = np.random.default_rng(7)
+    X_new, y_new = _data(3, n=16, seed=4)
+    alive = list(range(len(y)))
+    new_ids = iter(range(1000, 1100))
+    for k in range(6):
+        killer = _kill_later(list(remote.head_set_.actors), rng)
+        if k % 3 == 2:
+            rows = slice(2 * (k // 3) * 2, 2 * (k // 3) * 2 + 4)
+            ids = [next(new_ids) for _ in range(4)]
+            remote.increment(X_new[rows], y_new[rows], ids=ids)
+            local.increment(X_new[rows], y_new[rows], ids=ids)
+        else:
+            gone = [alive.pop(int(rng.integers(len(alive)))) for _ in range(1 + k % 4)]
+            remote.decrement(gone, batch=bool(k % 2))
+            local.decrement(gone, batch=bool(k % 2))
+        killer.join()
+        # the request completed on the restarted actors, exactly
+        assert remote.state_digest() == local.state_digest()
+    # a request after the last kill, and the model against a fit from scratch
+    remote.decrement(alive[:2])
+    local.decrement(alive[:2])
+    assert remote.state_digest() == local.state_digest()
+    # every kill hit a live actor, or one already dead and not yet restarted
+    assert 1 <= remote.head_set_.n_revivals <= 6
+    # equal to a fit from scratch on the intended rows (eco.testing's check
+    # on its bit-for-bit equal; a refit on Ray would only start more actors)
+    assert_exact(local)
+    assert remote.verify(reference=True).ok
+
+
+def test_save_load_round_trip_between_backends(tmp_path):
+    local, remote, X, _ = _pair(3)
+    remote.decrement([0, 8, 13])
+    local.decrement([0, 8, 13])
+    remote.save(tmp_path / "ray.eco")
+    loaded = eco.load(tmp_path / "ray.eco")
+    assert loaded.backend == "threads"  # where heads run is not part of the file
+    assert loaded.state_digest() == remote.state_digest() == local.state_digest()
+    back = loaded.with_backend("ray")
+    assert back.backend == "ray" and back.state_digest() == remote.state_digest()
+    for m in (loaded, back):
+        m.decrement([21, 34])
+    assert back.state_digest() == loaded.state_digest()
+    back.save(tmp_path / "back.eco")
+    assert eco.load(tmp_path / "back.eco").state_digest() == loaded.state_digest()
+    np.testing.assert_array_equal(back.predict(X), loaded.predict(X))
+    # in memory (copy, joblib) a model travels as its state and keeps its backend
+    twin = copy.deepcopy(back)
+    assert twin.backend == "ray" and twin.state_digest() == back.state_digest()
+
+
+def test_bad_backend_is_refused_and_nothing_changes():
+    X, y = _data(2)
+    model = CPSVM(C=2.0).fit(X, y)
+    digest = model.state_digest()
+    model.set_params(backend="spark")
+    with pytest.raises(eco.exceptions.InvalidInputError, match="backend"):
+        model.fit(X, y)
+    assert model.state_digest() == digest
+
+
+def test_eco_nn_with_a_ray_head():
+    torch = pytest.importorskip("torch")
+    from eco.nn import ECO
+
+    X, y = _data(3, n=80, d=6)
+    torch.manual_seed(0)
+    phi = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh())
+    # Phi here is fixed (never trained on these rows): an empty lineage
+    models = [ECO(phi, CPSVM(C=2.0, backend=b)).fit(X.astype(np.float32), y, feature_ids=())
+              for b in ("threads", "ray")]
+    assert models[1].head_.backend == "ray"
+    for m in models:
+        result = m.unlearn([1, 2, 3, 10])
+        assert result.exact
+    assert models[1].head_.state_digest() == models[0].head_.state_digest()
+    np.testing.assert_array_equal(models[1].predict(X.astype(np.float32)),
+                                  models[0].predict(X.astype(np.float32)))
+
+
+def test_precomputed_kernel_and_revival_from_a_later_checkpoint():
+    X, y = _data(2, n=60)
+    X_new, y_new = _data(2, n=6, seed=5)
+    gram = np.vstack([X, X_new]) @ np.vstack([X, X_new]).T
+    models = [CPSVM(C=2.0, kernel="precomputed", backend=b).fit(gram[:60, :60], y)
+              for b in ("threads", "ray")]
+    for m in models:
+        m.increment(gram[60:63, :63], y_new[:3])
+        m.decrement([4, 9])
+    heads = models[1].head_set_
+    heads.checkpoint()  # now over two chunks of rows of different widths
+    for m in models:
+        m.increment(gram[63:, :], y_new[3:])
+    ray.kill(heads.actors[0], no_restart=True)
+    for m in models:
+        m.decrement([61, 20], batch=False)
+    assert heads.n_revivals == 1
+    assert models[1].state_digest() == models[0].state_digest()
+    np.testing.assert_array_equal(models[1].decision_function(gram[:5]),
+                                  models[0].decision_function(gram[:5]))

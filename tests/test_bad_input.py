@@ -465,8 +465,12 @@ def test_changing_a_model_parameter_unfits(change):
 def test_unchanged_or_work_parameters_keep_the_model():
     m = CPSVM(C=1.0, gamma=0.5).fit(X, Y2)
     before = m.decision_function(X)
-    m.set_params(C=1.0, gamma=0.5, n_jobs=2, max_steps=500)
+    m.set_params(C=1.0, gamma=0.5, n_jobs=2, max_steps=500, precompute=True)
     assert np.array_equal(m.decision_function(X), before)
+    # the state moved as it was: same model as one built with these settings
+    twin = CPSVM.from_state(m.to_state())
+    assert twin.state_digest() == m.state_digest()
+    assert m.head_set_.n_jobs == 2
     m.decrement([1, 2, 3])
     assert m.kkt_violation() < 1e-8
     with pytest.raises(ValueError):

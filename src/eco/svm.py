@@ -32,6 +32,7 @@ __all__ = ["CPSVM"]
 # un-fits it (see CPSVM.set_params). n_jobs and max_steps only say how the
 # work is done; precompute only whether kernel rows are cached up front.
 _MODEL_PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "class_weight")
+_WORK_PARAMS = ("n_jobs", "max_steps", "precompute")
 _FITTED_ATTRS = ("head_set_", "classes_", "gamma_", "class_weight_", "n_features_in_",
                  "feature_names_in_")
 
@@ -427,8 +428,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         ``NotFittedError`` until ``fit`` is called again, rather than mixing
         the new value with a model trained under the old one. ``n_jobs``,
         ``max_steps`` and ``precompute`` keep the model fitted (they change
-        how the work is done, not its result); ``n_jobs`` and ``max_steps``
-        take effect at the next update.
+        how the work is done, not its result): its state moves, bit for bit,
+        to a head set built with the new settings. ``backend`` takes effect
+        at the next ``fit``; :meth:`with_backend` moves a fitted model.
 
         Returns
         -------
@@ -450,10 +452,17 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             for name in _FITTED_ATTRS:
                 self.__dict__.pop(name, None)
             return self
-        heads = self.head_set_
-        heads.n_jobs = self.n_jobs
-        for h in range(heads.n_heads):
-            heads.engine(h).max_steps = self.max_steps or 0
+        if any(not _same_value(old[k], new[k]) for k in _WORK_PARAMS):
+            # an execution setting changed: the same state, bit for bit, in a
+            # head set (of the same backend) built with the new settings, so
+            # that the model and its parameters agree
+            try:
+                self.head_set_ = type(self.head_set_).from_state(
+                    self.to_state(), max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(saved)
+                raise
         return self
 
     # ------------------------------------------------------------- state

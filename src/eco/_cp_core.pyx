@@ -613,6 +613,110 @@ cdef class KernelStore:
             out[i] = self.get_row(slots[i])
         return out
 
+    # -- erasure: a removed example leaves nothing behind ------------------------
+
+    def erase(self, const Py_ssize_t[::1] slots, live=None):
+        """Overwrite with zeros everything the store holds of `slots`.
+
+        Their feature columns and squared norms become 0; their cached rows
+        are zeroed and freed (a precomputed kernel keeps a row of zeros, so
+        that it is never recomputed); their entries in every other cached row
+        become 0. Slots may lie beyond ``n_slots`` (rows forgotten by
+        :meth:`truncate`) but not beyond the capacity.
+
+        Parameters
+        ----------
+        slots : ndarray of intp
+        live : array of bool, shape (n_slots,), optional
+            The slots that still hold an example; ``max_diag`` (a tolerance
+            scale) is recomputed over them, so that it depends on no removed
+            example.
+        """
+        cdef Py_ssize_t i, n = slots.shape[0]
+        for i in range(n):
+            if not 0 <= slots[i] < self.capacity:
+                raise ValueError(f"slot {slots[i]} is outside the store")
+        cdef const unsigned char[::1] lv
+        if live is not None:
+            live_arr = np.ascontiguousarray(live, dtype=np.uint8)
+            if live_arr.ndim != 1 or live_arr.shape[0] != self.n_slots:
+                raise ValueError(f"live must have one entry per stored slot ({self.n_slots})")
+        with nogil:
+            self._erase(&slots[0] if n > 0 else NULL, n)
+        if live is not None:
+            lv = live_arr
+            self._max_diag_over(lv)
+
+    cdef void _erase(self, const Py_ssize_t* slots, Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i, j, k, s
+        cdef double* r
+        for i in range(n):
+            s = slots[i]
+            for k in range(self.n_features):
+                self.XT[k, s] = 0.0
+            self.sqnorm[s] = 0.0
+            r = self.rows[s]
+            if r != NULL:
+                memset(r, 0, self.capacity * sizeof(double))
+                if self.kernel_code != K_PRECOMPUTED:
+                    free(r)
+                    self.rows[s] = NULL
+                    self.n_cached -= 1
+        # the removed columns of every other cached row
+        for j in range(self.capacity):
+            r = self.rows[j]
+            if r != NULL:
+                for i in range(n):
+                    r[slots[i]] = 0.0
+
+    cdef void _max_diag_over(self, const unsigned char[::1] live) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef double v
+        self.max_diag = 0.0
+        for i in range(live.shape[0]):
+            if live[i]:
+                v = fabs(self._diag(i))
+                if v > self.max_diag:
+                    self.max_diag = v
+
+    cdef void _compact(self, const Py_ssize_t* keep, Py_ssize_t m) noexcept nogil:
+        # move slot keep[i] to slot i (keep strictly increasing), free and zero
+        # the rows of the others, zero everything beyond the new n_slots
+        cdef Py_ssize_t n = self.n_slots, i, j, k, s
+        cdef double* r
+        j = 0
+        for s in range(n):
+            if j < m and keep[j] == s:
+                j += 1
+                continue
+            r = self.rows[s]
+            if r != NULL:
+                memset(r, 0, self.capacity * sizeof(double))
+                free(r)
+                self.rows[s] = NULL
+                self.n_cached -= 1
+        for i in range(m):
+            s = keep[i]
+            if s != i:
+                for k in range(self.n_features):
+                    self.XT[k, i] = self.XT[k, s]
+                self.sqnorm[i] = self.sqnorm[s]
+                self.rows[i] = self.rows[s]
+                self.rows[s] = NULL
+        for i in range(m, n):
+            for k in range(self.n_features):
+                self.XT[k, i] = 0.0
+            self.sqnorm[i] = 0.0
+        for i in range(m):
+            r = self.rows[i]
+            if r != NULL:
+                for j in range(m):
+                    r[j] = r[keep[j]]
+                if n > m:
+                    memset(r + m, 0, (n - m) * sizeof(double))
+        self.n_slots = m
+        self._update_max_diag(0)
+
 
 # ---------------------------------------------------------------------------
 # The engine
@@ -1012,14 +1116,36 @@ cdef class CPEngine:
             self.pos[moved] = <int>p
         self.margin[m - 1] = -1
         self.n_margin = m - 1
+        self._scrub_beyond(m)
         self.epoch += 1
         self.updates_since_check += 1
+
+    cdef void _scrub_beyond(self, Py_ssize_t old_m) noexcept nogil:
+        # Zero what the margin set left behind when it shrank from old_m to
+        # n_margin: the rows and columns of Rinv beyond the current order and
+        # the packed kernel rows beyond the current set (erasure: they may
+        # hold kernel values of an example later removed). Nothing reads them.
+        cdef Py_ssize_t j, m1 = self.n_margin + 1, o1 = old_m + 1, rc = self.r_cap
+        if old_m <= self.n_margin:
+            return
+        if o1 > rc:
+            o1 = rc
+        if self.Rinv != NULL:
+            for j in range(o1):
+                if j < m1:
+                    memset(self.Rinv + j * rc + m1, 0, (o1 - m1) * sizeof(double))
+                else:
+                    memset(self.Rinv + j * rc, 0, o1 * sizeof(double))
+        if self.KS != NULL:
+            for j in range(self.n_margin, min(old_m, self.ks_cols)):
+                memset(self.KS + j * self.ks_ld, 0, self.ks_ld * sizeof(double))
 
     cdef int _remove_from_margin(self, Py_ssize_t k, int new_set) noexcept nogil:
         cdef Py_ssize_t p = self.pos[k]
         if self.n_margin == 1:
             self.margin[0] = -1
             self.n_margin = 0
+            self._scrub_beyond(1)
             self.epoch += 1
         else:
             self._contract(p)
@@ -1827,13 +1953,14 @@ cdef class CPEngine:
         return ST_OK
 
     cdef void _clear_margin(self) noexcept nogil:
-        cdef Py_ssize_t p
+        cdef Py_ssize_t p, old_m = self.n_margin
         if self.Rinv != NULL:
             self.Rinv[0] = 0.0
         for p in range(self.n_margin):
             self.pos[self.margin[p]] = -1
             self.margin[p] = -1
         self.n_margin = 0
+        self._scrub_beyond(old_m)
         self.epoch += 1
 
     # -- warm start (exact fit from a batch solution) -------------------------------
@@ -1858,6 +1985,7 @@ cdef class CPEngine:
         ``Rinv`` is None it is computed by refactorisation.
         """
         cdef Py_ssize_t n = self.store.n_slots, i, m = margin_order.shape[0]
+        cdef Py_ssize_t old_m = self.n_margin
         cdef int st
         if m > 0 and not 0 <= np.min(margin_order) <= np.max(margin_order) < n:
             raise ValueError("margin_order lists a slot outside the store")
@@ -1894,6 +2022,7 @@ cdef class CPEngine:
             self.margin[i] = margin_order[i]
             self.pos[margin_order[i]] = <int>i
         self.n_margin = m
+        self._scrub_beyond(old_m)
         self.b = b
         self.epoch += 1
         self.seen_truncations = self.store.n_truncations  # the state covers the store as it is
@@ -2487,6 +2616,88 @@ cdef class CPEngine:
         self.sync_capacity()
         return self.setof[slot]
 
+    # -- erasure and compaction ---------------------------------------------------
+
+    def erase(self, const Py_ssize_t[::1] slots):
+        """Overwrite with zeros everything this engine holds of inactive `slots`.
+
+        Their labels, bounds, coefficients and gradients become 0; their
+        entries in the packed margin rows become 0; the work buffers are
+        zeroed too. (What the margin set leaves behind in the packed rows and
+        the inverse bordered matrix when it shrinks is zeroed as it shrinks.)
+        Nothing the engine reads changes: decisions and later updates are the
+        same. Raises ValueError for a slot that is active.
+        """
+        cdef Py_ssize_t i, n = slots.shape[0]
+        self.sync_capacity()
+        for i in range(n):
+            if not 0 <= slots[i] < self.capacity or self.setof[slots[i]] != S_INACTIVE:
+                raise ValueError(f"slot {slots[i]} is active or outside the engine")
+        with nogil:
+            self._erase(&slots[0] if n > 0 else NULL, n)
+
+    cdef void _erase(self, const Py_ssize_t* slots, Py_ssize_t n) noexcept nogil:
+        cdef Py_ssize_t i, j, p, s, m1 = self.n_margin + 1, rc = self.r_cap
+        for i in range(n):
+            s = slots[i]
+            self.y[s] = 0.0
+            self.C[s] = 0.0
+            self.alpha[s] = 0.0
+            self.g[s] = 0.0
+            self.pos[s] = -1
+            self.blocked[s] = -1
+            if self.KS != NULL and s < self.ks_ld:
+                for p in range(self.n_margin):
+                    self.KS[p * self.ks_ld + s] = 0.0
+        # the rows and columns of Rinv and KS beyond the margin set were zeroed
+        # when the set shrank (_scrub_beyond)
+        if self.Rinv != NULL and self.n_margin == 0:
+            self.Rinv[0] = 0.0
+        for p in range(rc):
+            self.vbuf[p] = 0.0
+            self.beta[p] = 0.0
+            self.wbuf[p] = 0.0
+            self.wbuf2[p] = 0.0
+        for p in range(self.capacity):
+            self.h[p] = 0.0
+            self.u[p] = 0.0
+
+    cdef void _compact(self, const Py_ssize_t* keep, Py_ssize_t m, Py_ssize_t n_old) noexcept nogil:
+        # renumber slot keep[i] as i (the store moved its rows the same way)
+        cdef Py_ssize_t i, p, s, ks_new = 0
+        for i in range(m):
+            s = keep[i]
+            self.y[i] = self.y[s]
+            self.C[i] = self.C[s]
+            self.alpha[i] = self.alpha[s]
+            self.g[i] = self.g[s]
+            self.setof[i] = self.setof[s]
+            self.pos[i] = self.pos[s]
+            self.blocked[i] = self.blocked[s]
+            if s < self.ks_n:
+                ks_new = i + 1
+        for i in range(m, n_old):
+            self.y[i] = 0.0
+            self.C[i] = 0.0
+            self.alpha[i] = 0.0
+            self.g[i] = 0.0
+            self.setof[i] = S_INACTIVE
+            self.pos[i] = -1
+            self.blocked[i] = -1
+        for i in range(m):
+            if self.setof[i] == S_MARGIN:
+                self.margin[self.pos[i]] = <int>i
+        for p in range(self.n_margin):
+            for i in range(ks_new):
+                self.KS[p * self.ks_ld + i] = self.KS[p * self.ks_ld + keep[i]]
+            if self.ks_n > ks_new:
+                memset(self.KS + p * self.ks_ld + ks_new, 0,
+                       (self.ks_n - ks_new) * sizeof(double))
+        self.ks_n = ks_new
+        for p in range(self.capacity):
+            self.h[p] = 0.0
+            self.u[p] = 0.0
+
 
 def drop_reserve(list engines, const Py_ssize_t[::1] slots):
     """Remove `slots`, whose alpha is 0 in every engine, from all `engines`.
@@ -2532,3 +2743,65 @@ def all_reserve(list engines, const Py_ssize_t[::1] slots):
             if e.alpha[slots[i]] != 0.0:
                 return False
     return True
+
+
+
+def erase_slots(KernelStore store, list engines, const Py_ssize_t[::1] slots, live):
+    """Erase `slots` (inactive in every engine) from `store` and all `engines`.
+
+    One compiled call with no Python code between its parts, so that an
+    interrupt cannot leave some parts erased and others not. `live` marks the
+    slots that still hold an example (see :meth:`KernelStore.erase`).
+    """
+    cdef CPEngine e
+    cdef Py_ssize_t i, n = slots.shape[0]
+    live_arr = np.ascontiguousarray(live, dtype=np.uint8)
+    if live_arr.ndim != 1 or live_arr.shape[0] != store.n_slots:
+        raise ValueError(f"live must have one entry per stored slot ({store.n_slots})")
+    for i in range(n):
+        if not 0 <= slots[i] < store.capacity:
+            raise ValueError(f"slot {slots[i]} is outside the store")
+    for e in engines:
+        if e.store is not store:
+            raise ValueError("an engine does not use this store")
+        e.sync_capacity()
+        for i in range(n):
+            if e.setof[slots[i]] != S_INACTIVE:
+                raise ValueError(f"slot {slots[i]} is still active")
+    cdef const unsigned char[::1] lv = live_arr
+    with nogil:
+        store._erase(&slots[0] if n > 0 else NULL, n)
+        store._max_diag_over(lv)
+    for e in engines:
+        with nogil:
+            e._erase(&slots[0] if n > 0 else NULL, n)
+
+
+def compact_slots(KernelStore store, list engines, const Py_ssize_t[::1] keep):
+    """Renumber the slots `keep` (strictly increasing) as 0, 1, ... in `store` and all `engines`.
+
+    Every other stored slot must be inactive in every engine; its rows are
+    zeroed and freed. The order of the kept slots is unchanged, so every sum
+    over slots adds the same terms in the same order. One compiled call, as
+    :func:`erase_slots`.
+    """
+    cdef CPEngine e
+    cdef Py_ssize_t i, j, m = keep.shape[0], n = store.n_slots
+    for i in range(m):
+        if not 0 <= keep[i] < n or (i > 0 and keep[i] <= keep[i - 1]):
+            raise ValueError("keep must be strictly increasing slots of the store")
+    for e in engines:
+        if e.store is not store:
+            raise ValueError("an engine does not use this store")
+        e.sync_capacity()
+        j = 0
+        for i in range(n):
+            if j < m and keep[j] == i:
+                j += 1
+            elif e.setof[i] != S_INACTIVE:
+                raise ValueError(f"slot {i} is active but not kept")
+    with nogil:
+        store._compact(&keep[0] if m > 0 else NULL, m)
+    for e in engines:
+        with nogil:
+            e._compact(&keep[0] if m > 0 else NULL, m, n)

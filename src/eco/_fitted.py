@@ -26,19 +26,19 @@ class FittedAttributes:
 
     @reads
     def to_state(self):
-        """The fitted model as an :class:`eco.state.ModelState` (plain arrays, copies)."""
+        """The fitted model as an :class:`eco.state.ModelState` (plain arrays, copies).
+
+        Holds the active examples only: nothing of a removed one.
+        """
         check_is_fitted(self)
-        heads = self.head_set_
         return ModelState(
             # the backend is where the heads run, not part of the model
             params={k: v for k, v in self.get_params().items() if k != "backend"}, gamma_=float(self.gamma_),
             n_features_in_=int(self.n_features_in_), classes_=np.asarray(self.classes_),
             class_weight_=np.asarray(self.class_weight_, dtype=np.float64),
-            slot_labels=np.array(heads.slot_labels, dtype=np.int64),
-            slot_C=np.array(heads.slot_C, dtype=np.float64), slot_ids=heads.slot_ids.copy(),
-            data=heads.stored_data(), heads=[heads.head_state(h) for h in range(heads.n_heads)],
             feature_names_in_=(np.asarray(self.feature_names_in_)
-                               if hasattr(self, "feature_names_in_") else None))
+                               if hasattr(self, "feature_names_in_") else None),
+            **self.head_set_.export_state())
 
     @classmethod
     def from_state(cls, state):

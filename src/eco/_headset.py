@@ -16,6 +16,14 @@ stops at the next safe point with ``KeyboardInterrupt``, every worker thread
 is joined, and the rollback runs with further interrupts deferred. The head
 set has no lock of its own: the estimator serialises its mutations (see
 :class:`eco.CPSVM`).
+
+Removed examples are erased (:meth:`HeadSet.erase`): their rows, cached
+kernel values, labels, bounds, coefficients and ids are overwritten with
+zeros and placeholders; once more than half of the slots (and at least
+:data:`COMPACT_MIN`) are erased, the slots are renumbered without them
+(:meth:`HeadSet.compact`), so memory follows the active examples, not the
+churn. A precomputed kernel is never renumbered: its callers index kernel
+columns by the position at which each example was given.
 """
 
 import gc
@@ -35,6 +43,9 @@ from .state import HeadState
 __all__ = ["HeadSet"]
 
 _SET_INACTIVE = _cp_core.SET_INACTIVE
+#: Compact once erased slots exceed this many and this fraction of the slots.
+COMPACT_MIN = 64
+COMPACT_FRACTION = 0.5
 _BLAS_CONTROLLER = None
 
 
@@ -66,6 +77,30 @@ def id_array(ids):
     return arr
 
 
+def laid_out(state):
+    """The slot layout of a ModelState: its active examples at their slots, zeros elsewhere.
+
+    Returns data, labels, C, ids (placeholders 0 or None in erased slots),
+    given (-1 in erased slots) and the heads' states over every slot, so that
+    a head set built from them computes exactly as the one that was saved.
+    """
+    n, at = int(state.n_slots), np.asarray(state.slot_index, dtype=np.intp)
+    if state.params["kernel"] == "precomputed":
+        data = np.zeros((n, n))
+        data[np.ix_(at, at)] = state.data
+    else:
+        data = np.zeros((n, state.data.shape[1]))
+        data[at] = state.data
+    labels, C = np.zeros(n, dtype=np.intp), np.zeros(n)
+    labels[at], C[at] = state.slot_labels, state.slot_C
+    ids = np.zeros(n, dtype=np.int64) if state.slot_ids.dtype.kind == "i" \
+        else np.full(n, None, dtype=object)
+    ids[at] = state.slot_ids
+    given = np.full(n, -1, dtype=np.int64)
+    given[at] = state.slot_given
+    return data, labels, C, ids, given, [head.expanded(at, n) for head in state.heads]
+
+
 class HeadSet:
     """The heads of one model, their kernel store and slot tables.
 
@@ -94,13 +129,15 @@ class HeadSet:
         self._C = np.asarray(C, dtype=np.float64)
         self._ids = id_array(list(ids))
         self._slot_of = {i: s for s, i in enumerate(self._ids.tolist())}
+        # position at which the example of every slot was given (-1: erased),
+        # and how many were ever given: the numbering of precomputed kernel
+        # columns and default ids, and what the digest names margin vectors by
+        self._given = np.arange(store.n_slots, dtype=np.int64)
+        self._n_given = int(store.n_slots)
 
     def _map_ids(self):
-        # an id maps to its latest slot (a removed id may have been given again)
-        self._slot_of = {}
-        for s, i in enumerate(self._ids.tolist()):
-            if i not in self._slot_of or self.is_active(s):
-                self._slot_of[i] = s
+        # ids of the examples held (erased slots hold none)
+        self._slot_of = {i: s for s, i in enumerate(self._ids.tolist()) if self._given[s] >= 0}
 
     @classmethod
     def from_data(cls, data, *, kernel, gamma, degree, coef0, precompute, n_heads, labels, C,
@@ -114,16 +151,48 @@ class HeadSet:
 
     @classmethod
     def from_state(cls, state, *, max_steps=0, n_jobs=None):
-        """A head set holding `state` (an :class:`eco.state.ModelState`), bit for bit."""
+        """A head set holding `state` (an :class:`eco.state.ModelState`), bit for bit.
+
+        The state holds the active examples only; they are put back at their
+        slots (``state.slot_index``) among ``state.n_slots``, the other slots
+        erased, so that every later update computes exactly as the saved model would.
+        """
         p = state.params
-        hs = cls.from_data(state.data, kernel=p["kernel"], gamma=state.gamma_,
+        data, labels, C, ids, given, heads = laid_out(state)
+        hs = cls.from_data(data, kernel=p["kernel"], gamma=state.gamma_,
                            degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
-                           n_heads=state.n_heads, labels=state.slot_labels, C=state.slot_C,
-                           ids=state.slot_ids.tolist(), max_steps=max_steps, n_jobs=n_jobs)
-        for h, head in enumerate(state.heads):
+                           n_heads=state.n_heads, labels=labels, C=C, ids=ids.tolist(),
+                           max_steps=max_steps, n_jobs=n_jobs)
+        hs._given = given
+        hs._n_given = int(state.n_given)
+        for h, head in enumerate(heads):
             hs.restore_head(h, head)
         hs._map_ids()
+        dead = np.flatnonzero(hs._given < 0).astype(np.intp)
+        _cp_core.erase_slots(hs.store, hs._engines, dead, hs._given >= 0)
         return hs
+
+    def export_state(self):
+        """The active examples and every head on them, as keyword arguments of ModelState.
+
+        Copies: ``data`` (features, or the kernel block of the active
+        examples), ``slot_labels``, ``slot_C``, ``slot_ids``, ``slot_index``
+        (the slot of each), ``n_slots``, ``slot_given``, ``n_given`` and
+        ``heads`` (:class:`eco.state.HeadState` over the active examples).
+        """
+        # public reads only: the Ray head set uses this method too
+        active = self.active_slots()
+        if self.kernel == "precomputed":
+            data = self.kernel_block(active)[:, active]
+        else:
+            data = self.features_of(active)
+        return dict(
+            data=data, slot_labels=np.array(self.slot_labels[active], dtype=np.int64),
+            slot_C=np.array(self.slot_C[active], dtype=np.float64),
+            slot_ids=self.slot_ids[active], slot_index=active.astype(np.int64),
+            n_slots=int(self.n_slots), slot_given=np.array(self.slot_given[active]),
+            n_given=int(self.n_given),
+            heads=[self.head_state(h).restricted(active) for h in range(self.n_heads)])
 
     # ------------------------------------------------------------ read
 
@@ -154,8 +223,18 @@ class HeadSet:
         """Box bound C_i of every slot."""
         return self._C
 
+    @property
+    def slot_given(self):
+        """Position at which the example of every slot was given (-1 for an erased slot)."""
+        return self._given
+
+    @property
+    def n_given(self):
+        """Number of examples ever given (the next default id)."""
+        return self._n_given
+
     def slot_of(self, i):
-        """Latest slot of id `i`, or None for an id never given."""
+        """Slot of id `i`, or None for an id not held (never given, or removed and erased)."""
         return self._slot_of.get(i)
 
     def is_active(self, slot):
@@ -294,25 +373,34 @@ class HeadSet:
             st = e.get_state()
             st["Rinv"] = np.asfortranarray(st["Rinv"])
             heads.append(st)
-        return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of), heads)
+        return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
+                self._given, self._n_given, heads)
 
     def restore(self, snapshot):
-        """Put back a :meth:`snapshot` of this head set (rows stored since are forgotten).
+        """Put back a :meth:`snapshot` of this head set.
 
-        Idempotent: when memory runs out half-way it is retried from the
-        start (after a garbage collection), so it never leaves a mix of
-        restored and updated heads behind.
+        Rows stored since are erased (a failed increment leaves no trace of
+        its rows) and forgotten. Idempotent: when memory runs out half-way
+        it is retried from the start (after a garbage collection), so it
+        never leaves a mix of restored and updated heads behind.
         """
-        n, labels, C, ids, slot_of, heads = snapshot
+        n, labels, C, ids, slot_of, given, n_given, heads = snapshot
+        added = np.arange(n, self.store.n_slots, dtype=np.intp)
         last = None
         for _ in range(3):
             try:
                 for e in self._engines:
                     e.sync_capacity()  # the only allocation of the engines' restore
-                self.store.truncate(n)
                 self._labels, self._C, self._ids, self._slot_of = labels, C, ids, dict(slot_of)
+                self._given, self._n_given = given, n_given
+                if self.store.n_slots > n:
+                    self.store.erase(added)
+                self.store.truncate(n)
                 for h, st in enumerate(heads):
                     self.restore_head(h, st)
+                for e in self._engines:
+                    e.erase(added)
+                self.store.erase(added[:0], self._given >= 0)
                 return
             except MemoryError as exc:
                 last = exc
@@ -328,14 +416,73 @@ class HeadSet:
         self.map_heads(lambda h: self.solve(h, active, method))
 
     def append(self, X, labels, C, ids):
-        """Store new rows (inactive in every head); returns their slots."""
+        """Store new rows (inactive in every head); returns their slots.
+
+        For a precomputed kernel, `X` has a column per example ever given
+        plus the new ones; the columns of erased examples are not stored.
+        """
+        if self.kernel == "precomputed":
+            X = np.array(X, dtype=np.float64, order="C")
+            X[:, :self.n_slots][:, self._given < 0] = 0.0
         slots = self.store.append(X)
+        m = len(slots)
         self._labels = np.concatenate([self._labels, np.asarray(labels, dtype=np.int64)])
         self._C = np.concatenate([self._C, np.asarray(C, dtype=np.float64)])
         self._ids = id_array(list(self._ids) + list(ids))
+        self._given = np.concatenate([self._given, self._n_given + np.arange(m, dtype=np.int64)])
+        self._n_given += m
         for s, i in zip(slots, ids):
             self._slot_of[i] = int(s)
         return np.asarray(slots, dtype=np.intp)
+
+    # --------------------------------------------------------- erasure
+
+    def erase(self, slots):
+        """Erase removed examples: nothing of `slots` (inactive in every head) remains.
+
+        Overwrites their stored rows, cached kernel values (their own rows,
+        their entries in every other row and in the heads' packed margin
+        rows), labels, bounds, coefficients and gradients with zeros, their
+        ids with a placeholder (0, or None in an object array), and forgets
+        the ids. Then compacts when erased slots exceed
+        ``max(COMPACT_MIN, COMPACT_FRACTION * n_slots)`` (amortised: each
+        compaction follows at least as many erasures as slots it keeps).
+        Nothing the heads compute with changes: decisions and later updates
+        are bit for bit the same.
+        """
+        # with any held row that is inactive (left by an erase an interrupt
+        # prevented): erasure catches up at the next decrement
+        held = self._given >= 0
+        held[self.active_slots()] = False
+        slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
+        for i in self._ids[slots].tolist():
+            self._slot_of.pop(i, None)
+        self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None
+        self._labels[slots] = 0
+        self._C[slots] = 0.0
+        self._given[slots] = -1
+        _cp_core.erase_slots(self.store, self._engines, slots, self._given >= 0)
+        n_erased = int(np.count_nonzero(self._given < 0))
+        if self.kernel != "precomputed" \
+                and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
+            self.compact()
+
+    def compact(self):
+        """Renumber the slots without the erased ones (their order kept); frees their memory.
+
+        Decision values, the state digest and every sum over slots are
+        unchanged (the kept slots stay in the same order). Not done for a
+        precomputed kernel (its columns are numbered by the position given).
+        """
+        if self.kernel == "precomputed":
+            return
+        keep = np.flatnonzero(self._given >= 0).astype(np.intp)
+        _cp_core.compact_slots(self.store, self._engines, keep)
+        self._labels = self._labels[keep]
+        self._C = self._C[keep]
+        self._ids = self._ids[keep]
+        self._given = self._given[keep]
+        self._map_ids()
 
     def learn_head(self, head, slots):
         """Learn `slots` in `head` one by one; re-solves the head when a path cannot finish.

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cp_core
-from ._headset import HeadSet, id_array
+from ._headset import HeadSet, id_array, laid_out
 from .exceptions import UnlearningError
 from .persistence import read_state, write_state
 from .state import HeadState, ModelState
@@ -200,12 +200,16 @@ class HeadGroup:
             for j, h in enumerate(self.heads):
                 # a binary model of this head alone; the rows are not repeated
                 # (they are in the object store): zero feature columns
+                # (a state holds the active examples only, with their slots)
+                act = s.active_slots()
                 state = ModelState(
                     params={"eco_ray_checkpoint": 1, "head": h}, gamma_=float(self.spec["gamma"]),
                     n_features_in_=0, classes_=np.array([0, 1]), class_weight_=np.ones(2),
-                    slot_labels=(s.head_labels(j) > 0).astype(np.int64),
-                    slot_C=np.array(s.slot_C, dtype=np.float64), slot_ids=s.slot_ids.copy(),
-                    data=np.zeros((n, 0)), heads=[s.head_state(j)])
+                    slot_labels=(s.head_labels(j)[act] > 0).astype(np.int64),
+                    slot_C=np.array(s.slot_C[act], dtype=np.float64), slot_ids=s.slot_ids[act],
+                    data=np.zeros((len(act), 0)), heads=[s.head_state(j).restricted(act)],
+                    slot_index=act.astype(np.int64), n_slots=n,
+                    slot_given=act.astype(np.int64), n_given=n)
                 path = os.path.join(d, f"head{h}.eco")
                 write_state(state, path)
                 with open(path, "rb") as f:
@@ -222,7 +226,7 @@ class HeadGroup:
                 state = read_state(path)
                 if state.params.get("head") != h or state.n_slots != n:
                     raise UnlearningError(f"checkpoint of head {h} does not match the actor")
-                self.set.restore_head(j, state.heads[0])
+                self.set.restore_head(j, state.heads[0].expanded(state.slot_index, n))
 
     # ------------------------------------------------------------ tests
 
@@ -357,14 +361,17 @@ class RayHeadSet:
     def from_state(cls, state, *, max_steps=0, n_jobs=None):
         """A head set holding `state` (an :class:`eco.state.ModelState`), bit for bit."""
         p = state.params
-        hs = cls.from_data(state.data, kernel=p["kernel"], gamma=state.gamma_,
+        # the active examples at their slots (zeros elsewhere), as the saved model had them
+        data, labels, C, ids, given, heads = laid_out(state)
+        hs = cls.from_data(data, kernel=p["kernel"], gamma=state.gamma_,
                            degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
-                           n_heads=state.n_heads, labels=state.slot_labels, C=state.slot_C,
-                           ids=state.slot_ids.tolist(), max_steps=max_steps, n_jobs=n_jobs)
+                           n_heads=state.n_heads, labels=labels, C=C,
+                           ids=ids.tolist(), max_steps=max_steps, n_jobs=n_jobs)
+        hs._given0, hs._n_given0 = given, int(state.n_given)
         with hs.transaction():
-            for h, head in enumerate(state.heads):
+            for h, head in enumerate(heads):
                 hs.restore_head(h, head)
-            hs._active[state.active_slots()] = True
+            hs._active[np.asarray(state.slot_index, dtype=np.intp)] = True
         # an id maps to its latest slot, or its active one
         hs._slot_of = {}
         for s, i in enumerate(hs._ids.tolist()):
@@ -525,6 +532,32 @@ class RayHeadSet:
                 cached.update(part)
             self._cache[what] = cached
         return cached
+
+    # positions given: the slots of the state loaded (or fitted), then one per
+    # row appended since (so a rolled-back append needs no bookkeeping)
+    _given0 = None
+    _n_given0 = None
+
+    @property
+    def slot_given(self):
+        """Position at which the example of every slot was given."""
+        base = self._given0 if self._given0 is not None else np.zeros(0, dtype=np.int64)
+        first = self._n_given0 if self._n_given0 is not None else 0
+        return np.concatenate([base, first + np.arange(self.store.n_slots - len(base),
+                                                       dtype=np.int64)])
+
+    @property
+    def n_given(self):
+        """Number of examples ever given (the next default id)."""
+        first = self._n_given0 if self._n_given0 is not None else 0
+        base = len(self._given0) if self._given0 is not None else 0
+        return first + self.store.n_slots - base
+
+    export_state = HeadSet.export_state
+
+    def erase(self, slots):
+        """Not done on Ray actors yet: their stores keep the removed rows (see the README)."""
+        return None
 
     @property
     def n_heads(self):

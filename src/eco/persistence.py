@@ -7,7 +7,7 @@ members are
     UTF-8 JSON object with
 
     - ``"format"``: the string ``"eco-cpsvm"``;
-    - ``"format_version"``: an integer, :data:`FORMAT_VERSION` (``1``);
+    - ``"format_version"``: an integer, :data:`FORMAT_VERSION` (``2``);
     - ``"eco_version"``: ``eco.__version__`` of the writer;
     - ``"model"``: the hyper-parameters and fitted scalars (see below);
     - ``"arrays"``: for every array member, its ``"member"`` name, ``"dtype"``
@@ -20,12 +20,16 @@ members are
     The hex SHA-256 digest of the bytes of ``eco-metadata.json``.
 ``<name>.npy``
     One array each, in NumPy's ``.npy`` format written with
-    ``allow_pickle=False``: the stored features (or, for
-    ``kernel="precomputed"``, the kernel matrix of every example given),
-    per-example labels, bounds and ids, and for every head ``h`` its labels,
-    bounds, coefficients, gradients, sets, margin order and inverse bordered
+    ``allow_pickle=False``, over the *active* examples only (nothing of a
+    removed example is written): their features (or, for
+    ``kernel="precomputed"``, their square kernel block), labels, bounds,
+    ids, slots (``slot_index``) and positions given (``slot_given``), and for
+    every head ``h`` its labels, bounds, coefficients, gradients, sets,
+    margin order (positions among the active examples) and inverse bordered
     matrix (``head<h>_y``, ``head<h>_C``, ``head<h>_alpha``, ``head<h>_g``,
-    ``head<h>_sets``, ``head<h>_margin_order``, ``head<h>_Rinv``).
+    ``head<h>_sets``, ``head<h>_margin_order``, ``head<h>_Rinv``). The
+    ``"model"`` object gives ``n_slots`` and ``n_given``, so that the loaded
+    model lays its slots out as the saved one did.
 
 The ``"model"`` object holds plain JSON values; values JSON cannot hold
 exactly are tagged objects: ``{"__numpy__": dtype, "value": v}`` for a NumPy
@@ -44,12 +48,23 @@ folder, flushed to disk (``fsync``) and renamed over the target with
 :func:`os.replace`. If anything fails, the temporary file is removed and a
 file already at the target is left untouched.
 
-Loading reads every member with ``allow_pickle=False``, checks the digests,
-the format name and version and the consistency of every array, and raises
+Loading treats the file as untrusted. It reads only a regular file; refuses
+compressed members and members whose size is not what their declared dtype
+and shape need, before reading them; bounds the metadata's size (by the
+number of members) and nesting; checks every digest before parsing any
+array (``allow_pickle=False``); checks the format name and version and the
+consistency of every array (:meth:`eco.state.ModelState.validate`); and
+:func:`eco.load` certifies the model from scratch. It raises
 :class:`~eco.exceptions.ModelFileError` naming the problem for a truncated,
-tampered, foreign or newer file. Nothing in the file is executed. The loaded
-model is bit for bit the saved one: same :meth:`~eco.CPSVM.state_digest`, same
-predictions, same results of later updates.
+tampered, crafted, foreign or newer file, in memory bounded by the file's
+size. Nothing in the file is executed. The loaded model is bit for bit the
+saved one: same :meth:`~eco.CPSVM.state_digest`, same predictions, same
+results of later updates.
+
+The derived state (gradients, inverse bordered matrix) is stored, not
+recomputed at load: recomputing it would change its last bits and with them
+the digest and later updates. It is certified instead, against gradients and
+a bordered matrix recomputed from the kernel.
 """
 
 import errno
@@ -58,6 +73,7 @@ import io
 import json
 import os
 import secrets
+import stat
 import zipfile
 import zlib
 from numbers import Integral
@@ -73,7 +89,9 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "write_state", "read_s
 #: Value of the ``"format"`` field of every eco model file.
 FORMAT_NAME = "eco-cpsvm"
 #: Version of the layout described in this module; :func:`load` reads only it.
-FORMAT_VERSION = 1
+#: 2: active examples only, with their slots and positions given (1 kept every
+#: example ever given).
+FORMAT_VERSION = 2
 
 _META = "eco-metadata.json"
 _META_SHA = "eco-metadata.sha256"
@@ -316,8 +334,13 @@ def _encode_value(v, what):
 def read_state(path):
     """Read the :class:`eco.state.ModelState` of a file written by :func:`save_model`.
 
-    :func:`eco.load` turns it into a model (this module knows the file, not
-    the estimator).
+    :func:`eco.load` turns it into a model and certifies it (this module
+    knows the file, not the estimator). The file is untrusted: only a
+    regular file is read; every member must be stored (not compressed), of
+    the size its table entry's dtype and shape need, and match its digest,
+    before it is parsed; the metadata is bounded in size and nesting. Any
+    malformed file raises :class:`~eco.exceptions.ModelFileError`, in memory
+    bounded by the file's size.
 
     Parameters
     ----------
@@ -331,56 +354,126 @@ def read_state(path):
     Raises
     ------
     eco.exceptions.ModelFileError
-        The file is not an eco model file, is truncated, has a member whose
-        digest does not match, is of another format version, or holds an
-        inconsistent state.
+        The file is not a regular file, not an eco model file, is truncated,
+        has a member whose digest does not match, is of another format
+        version, or holds an inconsistent state.
     eco.exceptions.InvalidInputError
         `path` is not a path.
     OSError
         The file could not be read (for example, it does not exist).
     """
     path = _fspath(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
     where = f"{path!r}"
+    data = _read_regular_file(path, where)
     if not zipfile.is_zipfile(io.BytesIO(data)):
         if data[:4] == b"PK\x03\x04":
             raise ModelFileError(f"{where} is truncated or corrupt: its zip directory is missing")
         raise ModelFileError(f"{where} is not an eco model file (not a zip archive)")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelFileError(f"{where} is truncated or corrupt: {exc}") from exc
+    except Exception as exc:  # BadZipFile, NotImplementedError, ...: any parse failure
+        raise ModelFileError(f"{where} is truncated or corrupt: {type(exc).__name__}: "
+                             f"{exc}") from exc
     with zf:
-        document, arrays = _read_archive(zf, where)
+        document, arrays = _read_archive(zf, where, len(data))
     try:
         meta = _decode_value(document.get("model"))
-        object_arrays = list(document.get("object_arrays", []))
-    except (TypeError, ValueError, KeyError) as exc:
+        object_arrays = document.get("object_arrays", [])
+        if not isinstance(object_arrays, list) or \
+                not all(isinstance(n, str) for n in object_arrays):
+            raise ValueError("object_arrays is not a list of names")
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
         raise ModelFileError(f"{where}: bad model metadata ({exc})") from exc
     return _build(meta, arrays, object_arrays, where)
 
 
-def _read_archive(zf, where):
+#: Largest metadata member read (the JSON document: parameters, biases, array table).
+MAX_METADATA_BYTES = 16 << 20
+#: Deepest nesting of JSON values accepted in the metadata.
+MAX_NESTING = 16
+#: Longest string (in characters) a unicode array may hold per element.
+MAX_STR_CHARS = 4096
+
+
+def _read_regular_file(path, where):
+    """The bytes of `path`; ModelFileError when it is not a regular file (device, FIFO...)."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"{where} is not a regular file (a device, FIFO, socket or "
+                                 "folder, or a link to one)")
+        chunks, left = [], st.st_size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _check_members(zf, where, size):
+    """Every member stored uncompressed, within the archive; returns {name: ZipInfo}."""
+    infos = zf.infolist()
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        raise ModelFileError(f"{where} has duplicate members")
+    total = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise ModelFileError(f"{where}: member {info.filename!r} is compressed (method "
+                                 f"{info.compress_type}); eco files store members uncompressed")
+        total += info.file_size
+        if info.file_size > size or total > size:
+            raise ModelFileError(f"{where}: member {info.filename!r} declares "
+                                 f"{info.file_size} bytes, more than the file holds")
+    return {i.filename: i for i in infos}
+
+
+def _parse_metadata(meta_bytes, where):
+    """The JSON document, bounded in nesting depth."""
+    try:
+        document = json.loads(meta_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{where}: {_META} is not valid JSON ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from exc
+    stack = [(document, 0)]
+    while stack:  # iterative: no recursion on untrusted nesting
+        v, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ModelFileError(f"{where}: {_META} is nested deeper than {MAX_NESTING} levels")
+        items = v.values() if isinstance(v, dict) else v
+        stack.extend((x, depth + 1) for x in items if isinstance(x, (dict, list)))
+    return document
+
+
+def _read_archive(zf, where, size):
     """The metadata document and the arrays of an open archive, every digest checked."""
-    names = zf.namelist()
-    if _META not in names:
+    infos = _check_members(zf, where, size)
+    names = list(infos)
+    if _META not in infos:
         raise ModelFileError(
             f"{where} is not an eco model file: it has no {_META} member "
             f"(members: {', '.join(names[:5])}{'...' if len(names) > 5 else ''})")
-    if len(set(names)) != len(names):
-        raise ModelFileError(f"{where} has duplicate members")
+    # the document grows with the number of arrays (a table entry, a bias, a
+    # counter per head), so the members bound it before it is parsed
+    limit = min(MAX_METADATA_BYTES, 65536 + 1024 * len(infos))
+    if infos[_META].file_size > limit:
+        raise ModelFileError(f"{where}: {_META} is {infos[_META].file_size} bytes, more than "
+                             f"the {limit} its {len(infos)} members allow")
     meta_bytes = _read_member(zf, _META, where)
-    if _META_SHA not in names:
-        raise ModelFileError(f"{where}: the member {_META_SHA} is missing")
+    if _META_SHA not in infos or infos[_META_SHA].file_size > 256:
+        raise ModelFileError(f"{where}: the member {_META_SHA} is missing or too long")
     expected = _read_member(zf, _META_SHA, where).decode("ascii", "replace").strip()
     if hashlib.sha256(meta_bytes).hexdigest() != expected:
         raise ModelFileError(f"{where}: checksum mismatch in member {_META} (file tampered "
                              "with or corrupt)")
-    try:
-        document = json.loads(meta_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{where}: {_META} is not valid JSON ({exc})") from exc
+    document = _parse_metadata(meta_bytes, where)
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         found = document.get("format") if isinstance(document, dict) else None
         raise ModelFileError(f"{where} is not an eco model file (format is {found!r}, "
@@ -394,40 +487,87 @@ def _read_archive(zf, where):
     table = document.get("arrays")
     if not isinstance(table, dict):
         raise ModelFileError(f"{where}: the metadata has no array table")
+    if len(table) > len(infos):
+        raise ModelFileError(f"{where}: the array table lists {len(table)} arrays, more than "
+                             f"the {len(infos)} members")
     expected_members = {_META, _META_SHA}
-    arrays = {}
+    raws = {}
     for name, entry in table.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("member"), str):
             raise ModelFileError(f"{where}: bad table entry for array {name!r}")
         member = entry["member"]
+        if member in expected_members:
+            raise ModelFileError(f"{where}: member {member!r} is listed twice")
         expected_members.add(member)
-        if member not in names:
+        if member not in infos:
             raise ModelFileError(f"{where}: member {member!r} is missing (truncated file?)")
-        raw = _read_member(zf, member, where)
-        if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
-            raise ModelFileError(f"{where}: checksum mismatch in member {member!r} "
-                                 "(file tampered with or corrupt)")
-        try:
-            arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-        except Exception as exc:  # object arrays, bad headers: never unpickle
-            raise ModelFileError(f"{where}: member {member!r} is not a plain .npy "
-                                 f"array ({exc})") from exc
-        if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.str != entry.get("dtype") \
-                or list(arr.shape) != entry.get("shape"):
-            raise ModelFileError(f"{where}: member {member!r} has dtype {arr.dtype} and "
-                                 f"shape {arr.shape}, not what the metadata says")
-        arrays[name] = arr
+        raws[name] = _read_raw(zf, infos[member], entry, where)
     extra = set(names) - expected_members
     if extra:
-        raise ModelFileError(f"{where}: unexpected members {sorted(extra)}")
+        raise ModelFileError(f"{where}: unexpected members {sorted(extra)[:5]}")
+    # parsed only once every member is known intact
+    arrays = {name: _parse_array(raw, table[name], where) for name, raw in raws.items()}
     return document, arrays
+
+
+def _declared(entry, member, where):
+    """The dtype and shape a table entry declares, checked before anything is read."""
+    try:
+        dtype = np.dtype(entry.get("dtype"))
+    except Exception as exc:  # TypeError, ValueError, and others for odd strings
+        raise ModelFileError(f"{where}: member {member!r} declares dtype "
+                             f"{str(entry.get('dtype'))[:40]!r} ({exc})") from exc
+    if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject or dtype.fields is not None \
+            or dtype.str != entry.get("dtype") \
+            or (dtype.kind == "U" and dtype.itemsize > 4 * MAX_STR_CHARS):
+        raise ModelFileError(f"{where}: member {member!r} declares dtype {dtype}, not a plain "
+                             "bool, int, float or bounded unicode array")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or len(shape) > 2 or not all(
+            type(k) is int and k >= 0 for k in shape):
+        raise ModelFileError(f"{where}: member {member!r} declares shape {str(shape)[:40]}")
+    return dtype, tuple(shape)
+
+
+def _read_raw(zf, info, entry, where):
+    """The bytes of one array member: declared size checked against the member, then digest."""
+    member = info.filename
+    dtype, shape = _declared(entry, member, where)
+    need = dtype.itemsize
+    for k in shape:
+        need *= k
+    # a .npy member is a header (at most a few KiB) and then the array's bytes
+    if not need <= info.file_size <= need + 65536:
+        raise ModelFileError(f"{where}: member {member!r} has {info.file_size} bytes; "
+                             f"dtype {dtype} and shape {shape} need {need} plus a header")
+    raw = _read_member(zf, member, where)
+    if hashlib.sha256(raw).hexdigest() != entry.get("sha256"):
+        raise ModelFileError(f"{where}: checksum mismatch in member {member!r} "
+                             "(file tampered with or corrupt)")
+    return raw
+
+
+def _parse_array(raw, entry, where):
+    """The array of an intact member; ModelFileError unless plain and as declared."""
+    member, shape = entry["member"], tuple(entry["shape"])
+    try:
+        arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    except Exception as exc:  # object arrays, bad headers: never unpickle
+        raise ModelFileError(f"{where}: member {member!r} is not a plain .npy "
+                             f"array ({exc})") from exc
+    if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.str != entry.get("dtype") \
+            or arr.shape != shape:
+        raise ModelFileError(f"{where}: member {member!r} has dtype {arr.dtype} and "
+                             f"shape {arr.shape}, not what the metadata says")
+    return arr
 
 
 def _read_member(zf, name, where):
     try:
         return zf.read(name)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as exc:
-        raise ModelFileError(f"{where}: member {name!r} is truncated or corrupt ({exc})") from exc
+    except Exception as exc:  # BadZipFile (CRC), EOFError, NotImplementedError, ...
+        raise ModelFileError(f"{where}: member {name!r} is truncated or corrupt "
+                             f"({type(exc).__name__}: {exc})") from exc
 
 
 def _decode_value(v):
@@ -458,6 +598,8 @@ def _state_to_file(state):
         "n_heads": state.n_heads,
         "b": [float(hd.b) for hd in state.heads],
         "updates_since_check": [int(hd.updates_since_check) for hd in state.heads],
+        "n_slots": int(state.n_slots),
+        "n_given": int(state.n_given),
     }
     arrays = {
         "classes_": np.asarray(state.classes_),
@@ -465,6 +607,8 @@ def _state_to_file(state):
         "slot_labels": np.asarray(state.slot_labels, dtype=np.int64),
         "slot_C": np.asarray(state.slot_C, dtype=np.float64),
         "slot_ids": state.slot_ids,
+        "slot_index": np.asarray(state.slot_index, dtype=np.int64),
+        "slot_given": np.asarray(state.slot_given, dtype=np.int64),
         _data_key(state.params): state.data,
     }
     if state.feature_names_in_ is not None:
@@ -487,23 +631,31 @@ def _build(meta, arrays, object_arrays, where):
 
     if not isinstance(meta, dict):
         raise bad("the model metadata is not an object")
-    for key in ("params", "gamma_", "n_features_in_", "n_heads", "b"):
+    for key in ("params", "gamma_", "n_features_in_", "n_heads", "b", "n_slots", "n_given"):
         if key not in meta:
             raise bad(f"the model metadata lacks {key!r}")
     params = meta["params"]
     if not isinstance(params, dict):
         raise bad(f"the parameters are {params!r}")
     n_heads = meta["n_heads"]
-    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1 \
-            or not isinstance(meta["b"], list) or len(meta["b"]) != n_heads:
+    classes = arrays.get("classes_")
+    if classes is None or classes.ndim != 1 or len(classes) < 2:
+        raise bad("classes_ is missing or holds fewer than two classes")
+    # checked before anything is built per head: the count is bounded by the classes
+    if isinstance(n_heads, bool) or not isinstance(n_heads, int) \
+            or n_heads != (1 if len(classes) == 2 else len(classes)):
+        raise bad(f"{str(n_heads)[:20]} heads declared for {len(classes)} classes")
+    if not isinstance(meta["b"], list) or len(meta["b"]) != n_heads:
         raise bad("the number of heads does not match the biases")
     counters = meta.get("updates_since_check", [0] * n_heads)
     if not isinstance(counters, list) or len(counters) != n_heads:
         raise bad("the number of heads does not match the drift-check counters")
+    _check_layout(meta, arrays, params, bad)
     arrays["slot_ids"] = _decode_ids(arrays, bad)
     _restore_object_arrays(arrays, object_arrays, bad)
     data_key = _data_key(params)
-    required = ["classes_", "class_weight_", "slot_labels", "slot_C", data_key]
+    required = ["classes_", "class_weight_", "slot_labels", "slot_C", "slot_index",
+                "slot_given", data_key]
     required += [f"head{h}_{k}" for h in range(n_heads) for k in _HEAD_KEYS]
     missing = [k for k in required if k not in arrays]
     if missing:
@@ -516,12 +668,40 @@ def _build(meta, arrays, object_arrays, where):
         classes_=arrays["classes_"], class_weight_=arrays["class_weight_"],
         slot_labels=arrays["slot_labels"], slot_C=arrays["slot_C"],
         slot_ids=arrays["slot_ids"], data=arrays[data_key], heads=heads,
+        slot_index=arrays["slot_index"], n_slots=meta.get("n_slots"),
+        slot_given=arrays["slot_given"], n_given=meta.get("n_given"),
         feature_names_in_=arrays.get("feature_names_in_"))
     try:
         state.validate()
     except ValueError as exc:
         raise bad(str(exc)) from exc
     return state
+
+
+#: A precomputed kernel is laid out over every example given (erased ones as zeros):
+#: a file may declare at most this many times its active examples, or 2048 slots.
+_MAX_PRECOMPUTED_SLOTS_RATIO = 8
+
+
+def _check_layout(meta, arrays, params, bad):
+    """Bound the declared slot layout by what the file holds, before memory is laid out."""
+    n_slots, n_given, idx = meta["n_slots"], meta["n_given"], arrays.get("slot_index")
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (n_slots, n_given)):
+        raise bad("n_slots or n_given is not an integer")
+    if idx is None or idx.ndim != 1:
+        raise bad("slot_index is missing")
+    n = len(idx)
+    data = arrays.get(_data_key(params))
+    if params.get("kernel") == "precomputed":
+        top = max(_MAX_PRECOMPUTED_SLOTS_RATIO * n, 2048)
+    elif data is not None and data.ndim == 2 and data.shape[1] == 0:
+        # no rows laid out (a Ray checkpoint of one head): O(n_slots) memory
+        top = max(64 * n, 1 << 16)
+    else:
+        # a live model compacts once erased slots exceed max(COMPACT_MIN, half of them)
+        top = max(2 * n, n + 64) + 1
+    if not n <= n_slots <= top or not n_slots <= n_given:
+        raise bad(f"{n_slots} slots declared for {n} examples")
 
 
 def _decode_ids(arrays, bad):

@@ -1,8 +1,9 @@
 """The state of a fitted model, as plain arrays: per head and whole.
 
 A :class:`ModelState` is everything that defines a fitted :class:`eco.CPSVM`:
-the hyper-parameters as resolved, the stored data, the slot tables and one
-:class:`HeadState` per head. Pickling, the digest and the file format
+the hyper-parameters as resolved, the active examples (nothing of a removed
+one), where each sits among the model's slots, and one :class:`HeadState`
+per head over the active examples. Pickling, the digest and the file format
 (:mod:`eco.persistence`) all iterate over the fields declared here, so a
 field added here reaches all three. This module imports nothing from the
 estimator.
@@ -18,7 +19,7 @@ __all__ = ["HeadState", "ModelState", "state_digest"]
 
 # set codes of the engine (eco._cp_core): inactive, reserve, margin, error
 _SET_CODES = (-1, 0, 1, 2)
-_SET_MARGIN = 1
+_SET_RESERVE, _SET_MARGIN, _SET_ERROR = 0, 1, 2
 
 
 def _meta(*, per_slot=False, digest=True):
@@ -49,6 +50,31 @@ class HeadState:
     #: Names of the scalar fields (what a file stores as metadata).
     SCALARS = ("b", "updates_since_check")
 
+    _PER_SLOT = ("y", "C", "alpha", "g", "sets")
+
+    def restricted(self, rows):
+        """This state on the slots `rows` (increasing) only; margin_order as positions in `rows`."""
+        rows = np.asarray(rows, dtype=np.intp)
+        kw = {k: np.array(np.asarray(getattr(self, k))[rows]) for k in self._PER_SLOT}
+        order = np.searchsorted(rows, np.asarray(self.margin_order)).astype(
+            np.asarray(self.margin_order).dtype)
+        return HeadState(b=self.b, margin_order=order, Rinv=np.array(self.Rinv),
+                         updates_since_check=self.updates_since_check, **kw)
+
+    def expanded(self, at, n):
+        """Inverse of :meth:`restricted`: row k at slot ``at[k]`` of `n`, other slots inactive."""
+        at = np.asarray(at, dtype=np.intp)
+        kw = {}
+        for k in self._PER_SLOT:
+            v = np.asarray(getattr(self, k))
+            full = np.full(n, _SET_CODES[0], dtype=v.dtype) if k == "sets" else \
+                np.zeros(n, dtype=v.dtype)
+            full[at] = v
+            kw[k] = full
+        order = np.asarray(self.margin_order)
+        return HeadState(b=self.b, margin_order=at[order].astype(order.dtype),
+                         Rinv=self.Rinv, updates_since_check=self.updates_since_check, **kw)
+
     @classmethod
     def from_engine_dict(cls, st):
         """From the dict of :meth:`eco._cp_core.CPEngine.get_state`."""
@@ -63,8 +89,14 @@ class HeadState:
         st["updates_since_check"] = int(self.updates_since_check)
         return st
 
-    def digest_into(self, h, active):
-        """Feed the digested fields to hash `h` (per-slot ones on the `active` slots)."""
+    def digest_into(self, h, active, given=None):
+        """Feed the digested fields to hash `h` (per-slot ones on the `active` slots).
+
+        `given` (per slot: the position at which its example was given) names
+        the margin vectors, so that the digest does not depend on how slots
+        are numbered (compaction renumbers them; a loaded state numbers its
+        rows 0, 1, ...). Without it the slot numbers are used.
+        """
         for f in fields(self):
             if not f.metadata["digest"]:
                 continue
@@ -73,6 +105,9 @@ class HeadState:
                 h.update(np.ascontiguousarray(v[active]).tobytes())
             elif f.name == "b":
                 h.update(np.float64(v).tobytes())
+            elif f.name == "margin_order" and given is not None:
+                v = np.asarray(v)
+                h.update(np.ascontiguousarray(np.asarray(given)[v].astype(v.dtype)).tobytes())
             else:
                 h.update(np.ascontiguousarray(v).tobytes())
 
@@ -109,10 +144,16 @@ class HeadState:
 class ModelState:
     """Everything that defines a fitted model, as plain numbers, strings and arrays.
 
-    ``data`` holds the stored rows: the features, or for
-    ``params["kernel"] == "precomputed"`` the kernel matrix of every slot.
-    The slot tables (``slot_ids``, ``slot_labels``, ``slot_C``) have one entry
-    per example ever given (removed ones included).
+    It holds the active examples only, in the order they were given:
+    ``data`` (their features, or for ``params["kernel"] == "precomputed"``
+    their square kernel block), ``slot_labels`` (class indices),
+    ``slot_C`` (box bounds), ``slot_ids``, and every head's per-example
+    arrays over them (``margin_order`` lists positions among them). Nothing
+    of a removed example is here. ``slot_index`` and ``n_slots`` say where
+    each example sits among the model's slots (erased slots not yet
+    compacted away), ``slot_given`` and ``n_given`` the position at which
+    each was given and how many ever were: with them a loaded model lays
+    out its memory as the saved one did and computes bit for bit as it would.
     """
 
     params: dict
@@ -125,51 +166,94 @@ class ModelState:
     slot_ids: np.ndarray
     data: np.ndarray
     heads: list
+    slot_index: np.ndarray = None
+    n_slots: int = None
+    slot_given: np.ndarray = None
+    n_given: int = None
     feature_names_in_: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        # a state built from arrays alone: example k at slot k, given k-th
+        n = len(self.slot_ids)
+        if self.slot_index is None:
+            self.slot_index = np.arange(n, dtype=np.int64)
+        if self.n_slots is None:
+            self.n_slots = n
+        if self.slot_given is None:
+            self.slot_given = np.array(self.slot_index, dtype=np.int64)
+        if self.n_given is None:
+            self.n_given = int(self.n_slots)
 
     @property
     def n_heads(self):
         return len(self.heads)
 
     @property
-    def n_slots(self):
+    def n_active(self):
         return len(self.slot_ids)
 
     def active_slots(self):
-        """Slots active in the heads (head 0 decides; validate() checks they agree)."""
+        """Positions of the active examples in this state's arrays (all of them)."""
         return np.flatnonzero(np.asarray(self.heads[0].sets) != _SET_CODES[0]).astype(np.intp)
 
     def digest(self):
         """BLAKE2b hex digest: hyper-parameters, active ids, and every head's digested fields."""
         return state_digest(self.params, self.gamma_, self.classes_, self.class_weight_,
-                            self.slot_ids, self.heads)
+                            self.slot_ids, self.heads, self.slot_given)
 
     def validate(self):
-        """Raise ValueError naming the first inconsistency, else return None."""
-        n = len(self.slot_ids)
+        """Raise ValueError naming the first inconsistency, else return None.
+
+        Checks shapes, dtypes and ranges, then that the heads form a valid
+        state: labels +1/-1 and consistent with the classes, bounds equal
+        to the examples' bounds, every example active, coefficients within
+        their bounds and consistent with their sets, sum y alpha = 0. The
+        KKT certificate, which needs the kernel, is :func:`eco.load`'s.
+        """
+        self._validate_tables()
+        for h, head in enumerate(self.heads):
+            head.validate(self.n_active, where=f"head {h}")
+            self._validate_head(h, head)
+
+    def _validate_tables(self):
+        n = self.n_active
         kernel = self.params.get("kernel")
-        data, n_classes = self.data, len(self.classes_)
-        n_heads = len(self.heads)
+        data, n_classes, n_heads = self.data, len(self.classes_), len(self.heads)
         data_key = "kernel" if kernel == "precomputed" else "features"
+        idx, given = np.asarray(self.slot_index), np.asarray(self.slot_given)
         checks = [
             (self.slot_ids.ndim == 1 and self.slot_ids.dtype.kind in "iUO",
              f"ids of dtype {self.slot_ids.dtype} and shape {self.slot_ids.shape}"),
+            (len(set(self.slot_ids.tolist())) == n, "repeated ids"),
             (n_heads >= 1, "no heads"),
             (data.ndim == 2 and data.shape[0] == n, f"{data_key} has shape {data.shape}, {n} ids"),
             (kernel != "precomputed" or data.shape == (n, n), "the kernel matrix is not square"),
             (kernel == "precomputed" or data.shape[1] == self.n_features_in_,
              "the features do not match n_features_in_"),
             (self.classes_.ndim == 1 and n_classes >= 2, "fewer than two classes"),
+            (len(np.unique(self.classes_)) == n_classes, "repeated classes"),
             (n_heads == (1 if n_classes == 2 else n_classes),
              "the number of heads does not match the number of classes"),
             (self.class_weight_.shape == (n_classes,), "class_weight_ has the wrong shape"),
             (self.slot_labels.shape == (n,) and self.slot_labels.dtype.kind == "i",
              "slot_labels has the wrong shape or dtype"),
-            (self.slot_C.shape == (n,), "slot_C has the wrong shape"),
+            (self.slot_C.shape == (n,) and self.slot_C.dtype.kind == "f",
+             "slot_C has the wrong shape or dtype"),
+            (_is_int(self.n_slots) and _is_int(self.n_given), "n_slots or n_given is not an integer"),
+            (idx.shape == (n,) and idx.dtype.kind == "i" and given.shape == (n,)
+             and given.dtype.kind == "i", "slot_index or slot_given has the wrong shape or dtype"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        for arr, top, name in ((idx, self.n_slots, "slot_index"), (given, self.n_given, "slot_given")):
+            if n and (arr[0] < 0 or arr[-1] >= top or np.any(np.diff(arr) <= 0)):
+                raise ValueError(f"{name} is not increasing within [0, {top})")
+        if not 0 <= self.n_slots <= self.n_given or n > self.n_slots:
+            raise ValueError("n_slots is out of range")
+        if kernel == "precomputed" and (self.n_slots != self.n_given
+                                        or not np.array_equal(idx, given)):
+            raise ValueError("a precomputed kernel's slots are not the positions given")
         labels = self.slot_labels
         if n and (labels.min() < 0 or labels.max() >= n_classes):
             raise ValueError("slot_labels out of range")
@@ -177,24 +261,45 @@ class ModelState:
             arr = getattr(self, name)
             if arr.dtype.kind not in "iuf" or not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} holds non-finite or non-numeric values")
-        active0 = None
-        for h, head in enumerate(self.heads):
-            head.validate(n, where=f"head {h}")
-            active = np.asarray(head.sets) != _SET_CODES[0]
-            if active0 is None:
-                active0 = active
-            elif not np.array_equal(active0, active):
-                raise ValueError(f"head {h}: active examples differ from head 0")
+        if np.any(self.slot_C < 0) or np.any(self.class_weight_ < 0):
+            raise ValueError("negative bounds or class weights")
         if isinstance(self.gamma_, bool) or not isinstance(self.gamma_, (int, float)) \
-                or not np.isfinite(self.gamma_):
-            raise ValueError("gamma_ is not a finite number")
+                or not np.isfinite(self.gamma_) or self.gamma_ <= 0:
+            raise ValueError(f"gamma_ is {self.gamma_!r}, not a positive finite number")
+
+    def _validate_head(self, h, head):
+        where = f"head {h}"
+        positive = 1 if len(self.heads) == 1 else h
+        want_y = np.where(self.slot_labels == positive, 1.0, -1.0)
+        y, C, alpha = np.asarray(head.y), np.asarray(head.C), np.asarray(head.alpha)
+        sets = np.asarray(head.sets)
+        if not np.array_equal(y, want_y):
+            raise ValueError(f"{where}: labels are not +1/-1 as the classes say")
+        if not np.array_equal(C, self.slot_C):
+            raise ValueError(f"{where}: bounds differ from the examples' bounds")
+        if np.any(sets == _SET_CODES[0]):
+            raise ValueError(f"{where}: an example is not active")
+        if np.any(alpha < 0) or np.any(alpha > C):
+            raise ValueError(f"{where}: a coefficient lies outside [0, C]")
+        if np.any(alpha[sets == _SET_RESERVE] != 0) \
+                or np.any(alpha[sets == _SET_ERROR] != C[sets == _SET_ERROR]):
+            raise ValueError(f"{where}: a coefficient contradicts its set")
+        scale = max(1.0, float(np.max(C, initial=0.0))) * max(1, len(C))
+        if abs(float(np.dot(y, alpha))) > 1e-9 * scale:
+            raise ValueError(f"{where}: sum of y alpha is {float(np.dot(y, alpha)):.3g}, not 0")
 
 
-def state_digest(params, gamma_, classes_, class_weight_, slot_ids, heads):
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def state_digest(params, gamma_, classes_, class_weight_, slot_ids, heads, given=None):
     """BLAKE2b hex digest of the fields of a :class:`ModelState` that define its behaviour.
 
     The stored rows are not read: the active ids name them. Taking the fields
     one by one lets the estimator digest its state without copying its data.
+    `given` (per slot, the position at which its example was given) names
+    the margin vectors independently of the slot numbering.
     """
     h = hashlib.blake2b(digest_size=32)
     h.update(repr((params["C"], params["kernel"], gamma_, params["degree"], params["coef0"],
@@ -202,5 +307,5 @@ def state_digest(params, gamma_, classes_, class_weight_, slot_ids, heads):
     active = np.flatnonzero(np.asarray(heads[0].sets) != _SET_CODES[0])
     h.update(repr(slot_ids[active].tolist()).encode())
     for head in heads:
-        head.digest_into(h, active)
+        head.digest_into(h, active, given)
     return h.hexdigest()

@@ -21,7 +21,7 @@ from ._concurrency import interrupt_guard, model_lock, reads, writes
 from ._fitted import FittedAttributes
 from ._headset import HeadSet, id_array
 from ._kernels import cross_kernel
-from .exceptions import InvalidInputError
+from .exceptions import InvalidInputError, UnlearningError
 from .persistence import write_state
 from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
 from .state import state_digest
@@ -400,6 +400,16 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
                 if audit:
                     kkt = self.kkt_violation()
                     digest_after = self.state_digest()
+        # committed: now nothing of the removed rows may stay in the model
+        # (after the commit, since erased rows cannot be rolled back)
+        with interrupt_guard() as guard, guard.deferred():
+            try:
+                heads.erase(slots)
+            except Exception as exc:
+                raise UnlearningError(
+                    f"decrement: the examples {id_list!r} were removed (the model is updated), "
+                    f"but erasing their stored rows failed ({exc!r}); the erasure is "
+                    "completed by the next decrement") from exc
         paths = {i: PATH_RESERVE_DROP if r else (PATH_RESOLVE if resolved else PATH_STEPS)
                  for i, r in zip(id_list, reserve)}
         return UnlearningReceipt(
@@ -479,7 +489,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         heads = self.head_set_
         return state_digest(self.get_params(), self.gamma_, self.classes_, self.class_weight_,
-                            heads.slot_ids, [heads.head_state(h) for h in range(heads.n_heads)])
+                            heads.slot_ids, [heads.head_state(h) for h in range(heads.n_heads)],
+                            heads.slot_given)
 
     # -------------------------------------------------------- certificates
 

@@ -67,7 +67,7 @@ def test_mixed_threads_end_exact(n_classes, n_jobs, repeat, tmp_path):
     def decrementer(part, batch):
         def run():
             for k in range(0, len(part), 4):
-                r = m.decrement(part[k:k + 4].tolist(), batch=batch)
+                r = m.decrement(part[k:k + 4].tolist(), batch=batch, audit=True)
                 assert r.kkt_violation < KKT_TOL
         return run
 
@@ -103,7 +103,7 @@ def test_mixed_threads_end_exact(n_classes, n_jobs, repeat, tmp_path):
 
 def test_saves_during_decrements_load_as_some_state(tmp_path):
     X, y = noisy_classes(n=120, seed=3)
-    m = CPSVM(C=2.0).fit(X, y)
+    m = CPSVM(C=2.0, gamma=0.5).fit(X, y)
     digests = {m.state_digest()}
     done = threading.Event()
     paths = []
@@ -111,7 +111,7 @@ def test_saves_during_decrements_load_as_some_state(tmp_path):
     def decrementer():
         try:
             for k in range(0, 60, 3):
-                r = m.decrement([k, k + 1, k + 2], batch=False)
+                r = m.decrement([k, k + 1, k + 2], batch=False, audit=True)
                 digests.add(r.digest_after)
         finally:
             done.set()

@@ -34,6 +34,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from eco import CPSVM
+from eco.testing import refit_frozen
 from eco.reference import reference_kernel, reference_solve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,16 +90,6 @@ def refit_svc(X, y, gamma, **kwargs):
 def scale_gamma(X):
     """The gamma that ``gamma="scale"`` gives on X, as a number to freeze."""
     return 1.0 / (X.shape[1] * X.var())
-
-
-def refit_frozen(model, X, y):
-    """The same estimator, hyper-parameters frozen from `model`, fitted from scratch.
-
-    (Local helper; ``eco.testing.refit_frozen`` will replace it.)
-    """
-    params = model.get_params()
-    params["gamma"] = model.gamma_
-    return CPSVM(**params).fit(X, y)
 
 
 # ---------------------------------------------------------------- workloads
@@ -165,7 +156,7 @@ class BinaryWorkload:
         if key in self._checked:
             return self._checked[key]
         model = self.fresh()
-        receipt = model.decrement(list(ids))
+        receipt = model.decrement(list(ids), audit=True)
         assert receipt.kkt_violation < KKT_TOL, receipt
         assert model.kkt_violation() < KKT_TOL
         keep = self.rows_without(ids)

@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.svm import SVC
 
 from eco import CPSVM
+from eco.testing import refit_frozen
 from eco.receipt import PATH_RESERVE_DROP, PATH_STEPS
 
 import numpy_cp
@@ -73,16 +74,6 @@ def load_data(dataset, n):
         X, y, source = mnist_features(mnist_dir()[0], n=n)
         return X, y, f"{source} test set, PCA-50, digit 0 vs rest"
     raise ValueError(f"unknown data set {dataset!r}")
-
-
-def refit_frozen(model, X, y):
-    """The same estimator, hyper-parameters frozen from `model`, fitted from scratch.
-
-    (Local helper; ``eco.testing.refit_frozen`` will replace it.)
-    """
-    params = model.get_params()
-    params["gamma"] = model.gamma_
-    return CPSVM(**params).fit(X, y)
 
 
 def time_calls(fn, setup=None, rounds=5):

@@ -35,10 +35,10 @@ def _assert_equals_scratch_fit(m, X, y, rows):
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_decrement_fault_resolves_exactly(k, batch):
     X, y = _data()
-    m = CPSVM(C=2.0).fit(X, y)
+    m = CPSVM(C=2.0, gamma=0.3).fit(X, y)  # numeric: the heads' paths run
     support = m.support_ids_.tolist()[:6]  # margin and error vectors: a real path
     with path_fault(m, 0, k):
-        r = m.decrement(support, batch=batch)
+        r = m.decrement(support, batch=batch, audit=True)
     assert set(r.paths.values()) == {"resolve"}
     assert r.resolved_heads == (0,)
     assert r.n_steps == k  # the path ran k steps, then the fault fired
@@ -51,7 +51,7 @@ def test_decrement_fault_resolves_exactly(k, batch):
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_decrement_fault_in_one_head_of_many(k, batch):
     X, y = _data(n_classes=3, seed=1)
-    m = CPSVM(C=1.0).fit(X, y)
+    m = CPSVM(C=1.0, gamma=0.3).fit(X, y)  # numeric: the heads' paths run
     heads = m.margin_
     remove = [int(heads[1][0]), int(heads[1][1]), int(heads[0][0])]
     with path_fault(m, 1, k):
@@ -64,7 +64,7 @@ def test_decrement_fault_in_one_head_of_many(k, batch):
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_increment_fault_resolves_exactly(k):
     X, y = _data(n=90, seed=2)
-    m = CPSVM(C=2.0).fit(X[:70], y[:70])
+    m = CPSVM(C=2.0, gamma=0.3).fit(X[:70], y[:70])  # numeric: the heads' paths run
     with path_fault(m, 0, k):
         m.increment(X[70:], y[70:])
     _assert_equals_scratch_fit(m, X, y, np.arange(90))
@@ -79,7 +79,7 @@ def test_increment_fault_resolves_exactly(k):
 @pytest.mark.parametrize("batch", [True, False])
 def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jobs):
     X, y = _data(n_classes=3, seed=3)
-    m = CPSVM(C=1.0, n_jobs=n_jobs).fit(X, y)
+    m = CPSVM(C=1.0, n_jobs=n_jobs, gamma=0.3).fit(X, y)  # numeric: the heads' paths run
     twin = _copy(m)
     before = m.state_digest()
     support = m.support_ids_.tolist()[:4]
@@ -89,13 +89,13 @@ def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jo
     assert m.state_digest() == before
     assert m.n_active_ == len(y)
     # and it goes on exactly as a model that was never interrupted
-    assert m.decrement(support, batch=batch).digest_after == \
-        twin.decrement(support, batch=batch).digest_after
+    assert m.decrement(support, batch=batch, audit=True).digest_after == \
+        twin.decrement(support, batch=batch, audit=True).digest_after
 
 
 def test_interrupt_during_increment_resolve_restores_everything():
     X, y = _data(n=90, n_classes=3, seed=4)
-    m = CPSVM(C=1.0).fit(X[:70], y[:70])
+    m = CPSVM(C=1.0, gamma=0.3).fit(X[:70], y[:70])  # numeric: the heads' paths run
     before = m.state_digest()
     ids_before = m.ids_.copy()
 

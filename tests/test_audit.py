@@ -110,10 +110,11 @@ def test_verify_before_fit():
 
 def test_receipt_of_a_real_decrement():
     X, y = _data(n_classes=3, seed=5)
-    m = CPSVM(C=1.0).fit(X, y, ids=[f"id{i}" for i in range(len(y))])
+    # numeric gamma: "scale" would re-solve (path "resolve_gamma")
+    m = CPSVM(C=1.0, gamma=0.3).fit(X, y, ids=[f"id{i}" for i in range(len(y))])
     support = [i for i in m.support_ids_.tolist()][:3]
     before = m.state_digest()
-    r = m.decrement(support, batch=True)
+    r = m.decrement(support, batch=True, audit=True)
     assert isinstance(r, UnlearningReceipt)
     assert r.digest_before == before
     assert r.digest_before != r.digest_after
@@ -141,6 +142,10 @@ def test_receipt_of_a_reserve_drop_and_without_audit():
     r = m.decrement([m.support_ids_[0]], audit=False)
     assert r.kkt_violation is None and r.digest_before is None and r.digest_after is None
     assert json.loads(r.to_json()) == r.to_dict()
+    # the default call audits nothing: the certificate is on request
+    r = m.decrement([m.support_ids_[0]])
+    assert r.kkt_violation is None and r.digest_before is None and r.digest_after is None
+    assert m.kkt_violation() < 1e-8
 
 
 def test_receipt_with_numpy_ids_serialises():

@@ -115,13 +115,14 @@ def test_no_example_left_then_relearn(kernel, batch):
     X, y = synthetic(60, 3, seed=29)
     model, ledger = tracked_fit(CPSVM(C=1.0, kernel=kernel), X, y)
     gamma = model.gamma_
-    receipt = model.decrement(model.ids_, batch=batch)
+    receipt = model.decrement(model.ids_, batch=batch, audit=True)
     assert len(receipt.removed_ids) == 60
     assert receipt.kkt_violation == 0.0
-    # documented: no example left -> decision 0, predict classes_[0]
+    # documented: no example left -> decision 0, predict classes_[1] (SVC's
+    # rule for a point on the boundary)
     assert model.n_active_ == 0 and len(model.ids_) == 0
     np.testing.assert_array_equal(model.decision_function(X), 0.0)
-    np.testing.assert_array_equal(model.predict(X), 0)
+    np.testing.assert_array_equal(model.predict(X), 1)
     assert len(model.margin_) == len(model.error_) == len(model.reserve_) == 0
     assert model.kkt_violation() == 0.0
     assert model.gamma_ == gamma  # frozen

@@ -115,8 +115,8 @@ def test_later_updates_match_without_round_trip(case, tmp_path):
         else:
             row = m.head_set_.features_of([slot])
         label = m.classes_[m.head_set_.slot_labels[[slot]]]
-        r1 = m.decrement(pick, batch=bool(step % 2))
-        r2 = m2.decrement(pick, batch=bool(step % 2))
+        r1 = m.decrement(pick, batch=bool(step % 2), audit=True)
+        r2 = m2.decrement(pick, batch=bool(step % 2), audit=True)
         assert r1.digest_after == r2.digest_after == m2.state_digest()
         assert r1.paths == r2.paths
         m.increment(row, label, ids=[f"again-{step}"])

@@ -71,7 +71,7 @@ def _run(init, ops, kernel, C):
         elif op[0] == "dec":
             # positions drawn blindly, mapped onto the active ids
             chosen = sorted({active[k % len(active)] for k in op[1]})
-            receipt = model.decrement(chosen, batch=op[2])
+            receipt = model.decrement(chosen, batch=op[2], audit=True)
             assert receipt.kkt_violation < 1e-8
         else:
             cls, batch = op[1], op[2]

@@ -108,7 +108,7 @@ class Soak:
             return self.increment()
         rows = self.rng.choice(act, k, replace=False)
         before = self.model.state_digest()
-        r = self.model.decrement(rows.tolist(), batch=batch)
+        r = self.model.decrement(rows.tolist(), batch=batch, audit=True)
         assert r.digest_before == before != r.digest_after == self.model.state_digest()
         assert r.kkt_violation == self.model.kkt_violation()
         assert set(r.paths) == set(rows.tolist())

@@ -19,6 +19,7 @@ from exact_helpers import noisy_classes
 def _model(**params):
     X, y = noisy_classes(n=70, n_classes=3, d=4, noise=0.7, seed=21)
     sw = np.linspace(0.5, 2.0, len(y))
+    params.setdefault("gamma", 0.3)  # numeric: updates run the heads' paths
     m = CPSVM(**params).fit(X[:60], y[:60], sample_weight=sw[:60])
     m.increment(X[60:], y[60:], sample_weight=sw[60:])
     m.decrement([1, 4, 9, 62])

@@ -217,6 +217,11 @@ cdef class KernelStore:
     precompute : bool
         Compute every row as soon as points are added (the full kernel
         matrix) instead of on demand.
+    cache_size : float
+        Megabytes of kernel rows kept between operations (:meth:`trim`
+        evicts the least recently used beyond it; an operation may hold more
+        while it runs). Rows are bit-deterministic, so the limit changes
+        speed, never a result. Ignored when every row is precomputed.
     """
 
     cdef readonly int kernel_code
@@ -231,6 +236,10 @@ cdef class KernelStore:
     cdef double** rows                    # per slot: pointer to its row, or NULL
     cdef Py_ssize_t n_cached
     cdef PyThread_type_lock lock          # guards installing a computed row
+    cdef public double cache_size         # MB of rows kept by trim()
+    cdef object _last_arr                 # numpy (capacity,) int64
+    cdef long long[::1] last_use          # per slot: tick of its last use (LRU)
+    cdef long long tick
 
     def __cinit__(self):
         self.rows = NULL
@@ -239,7 +248,8 @@ cdef class KernelStore:
             raise MemoryError("could not allocate a lock")
 
     def __init__(self, Py_ssize_t n_features, str kernel="rbf", double gamma=1.0,
-                 int degree=3, double coef0=0.0, bint precompute=False):
+                 int degree=3, double coef0=0.0, bint precompute=False,
+                 double cache_size=200.0):
         self.kernel_code = KERNEL_CODES[kernel]
         self.gamma = gamma
         self.degree = degree
@@ -250,6 +260,10 @@ cdef class KernelStore:
         self.capacity = 0
         self.n_cached = 0
         self.max_diag = 0.0
+        if not cache_size >= 0.0:
+            raise ValueError(f"cache_size must be >= 0 (MB), got {cache_size}")
+        self.cache_size = cache_size
+        self.tick = 0
         self._reserve(16)
 
     def __dealloc__(self):
@@ -281,9 +295,11 @@ cdef class KernelStore:
         new_cap = max(needed, 2 * self.capacity, 16)
         XT = np.zeros((self.n_features, new_cap), dtype=np.float64)
         sq = np.zeros(new_cap, dtype=np.float64)
+        last = np.zeros(new_cap, dtype=np.int64)
         if self.capacity > 0:
             XT[:, :self.n_slots] = self._XT_array[:, :self.n_slots]
             sq[:self.n_slots] = np.asarray(self.sqnorm)[:self.n_slots]
+            last[:self.n_slots] = self._last_arr[:self.n_slots]
         new_rows = <double**>realloc(self.rows, new_cap * sizeof(double*))
         if new_rows == NULL:
             raise MemoryError("could not grow the kernel store")
@@ -299,6 +315,8 @@ cdef class KernelStore:
         self._XT_array = XT
         self.XT = XT
         self.sqnorm = sq
+        self._last_arr = last
+        self.last_use = last
         self.capacity = new_cap
 
     def append(self, const double[:, ::1] X):
@@ -393,6 +411,9 @@ cdef class KernelStore:
         Returns NULL when memory runs out.
         """
         cdef double* r = self.rows[slot]
+        # a racy tick is harmless: it only orders evictions
+        self.tick += 1
+        self.last_use[slot] = self.tick
         if r != NULL:
             return r
         r = <double*>malloc(self.capacity * sizeof(double))
@@ -482,6 +503,8 @@ cdef class KernelStore:
                 self._fill_rows(todo, nb, outs, xs, 0, self.n_slots)
                 PyThread_acquire_lock(self.lock, WAIT_LOCK)
                 for b in range(nb):
+                    self.tick += 1
+                    self.last_use[todo[b]] = self.tick
                     if self.rows[todo[b]] == NULL:
                         self.rows[todo[b]] = outs[b]
                         self.n_cached += 1
@@ -523,6 +546,60 @@ cdef class KernelStore:
                 self.sqnorm[i] = 0.0
         self.n_slots = n
         self._update_max_diag(0)
+
+    @property
+    def cache_rows(self):
+        """Rows that :meth:`trim` keeps: ``cache_size`` MB of rows of the current capacity."""
+        return int(self.cache_size * 1048576.0 / (8.0 * max(self.capacity, 1)))
+
+    def trim(self):
+        """Free the least recently used cached rows beyond ``cache_size``.
+
+        Call only between operations (no engine of this store running):
+        engines hold plain pointers to rows while a path runs. Their own
+        packed margin rows are separate and stay. A precomputed kernel keeps
+        every row.
+
+        Returns
+        -------
+        int
+            The number of rows freed.
+        """
+        cdef Py_ssize_t keep = self.cache_rows, i, s, freed = 0
+        if self.precompute or self.n_cached <= keep:
+            return 0
+        cached = np.array([i for i in range(self.n_slots) if self.rows[i] != NULL],
+                          dtype=np.intp)
+        order = cached[np.argsort(self._last_arr[cached], kind="stable")]
+        for i in range(len(order) - keep):
+            s = order[i]
+            free(self.rows[s])
+            self.rows[s] = NULL
+            self.n_cached -= 1
+            freed += 1
+        return freed
+
+    cdef bint fits(self, Py_ssize_t count) noexcept nogil:
+        # True when `count` rows fit in the cache: a sweep over them caches
+        # them; else it streams them through a scratch row (bounded memory)
+        return self.precompute or count <= <Py_ssize_t>(
+            self.cache_size * 1048576.0 / (8.0 * (self.capacity if self.capacity > 0 else 1)))
+
+    cdef double* sweep_row(self, Py_ssize_t slot, bint cache, double* scratch,
+                           double* xs) noexcept nogil:
+        # the row of `slot` for a sweep over many rows: cached (computed and
+        # kept when `cache`), else computed into `scratch`; the same bits
+        if cache:
+            return self.row(slot)
+        return self.peek_row(slot, scratch, xs)
+
+    cdef double* peek_row(self, Py_ssize_t slot, double* scratch, double* xs) noexcept nogil:
+        # the cached row of `slot`, else the row computed into `scratch`
+        # (capacity doubles) without caching it; `xs` holds n_features + 1
+        if self.rows[slot] != NULL:
+            return self.rows[slot]
+        self._fill_rows(&slot, 1, &scratch, xs, 0, self.n_slots)
+        return scratch
 
     def release_rows(self, const Py_ssize_t[::1] slots):
         """Drop the cached rows of `slots` (a precomputed kernel keeps them)."""
@@ -1832,20 +1909,38 @@ cdef class CPEngine:
         # support vectors (the incremental g accumulates rounding in sums of
         # large terms); margin members keep their recomputed residual, which
         # _refine then removes
-        cdef Py_ssize_t n = self.store.n_slots, i, j
+        cdef Py_ssize_t n = self.store.n_slots, i, j, count = 0
         cdef double coef
         cdef double* row
+        cdef double* scratch = NULL
+        cdef double* xs = NULL
+        cdef bint cache
         cdef blas_int bn = <blas_int>n, one_i = 1
         for j in range(n):
             self.h[j] = 0.0
+            if not (self.setof[j] == S_INACTIVE or self.setof[j] == S_DRIVEN
+                    or self.alpha[j] == 0.0):
+                count += 1
+        cache = self.store.fits(count)
+        if not cache:
+            scratch = <double*>malloc((self.store.capacity + 1) * sizeof(double))
+            xs = <double*>malloc((self.store.n_features + 1) * sizeof(double))
+            if scratch == NULL or xs == NULL:
+                free(scratch)
+                free(xs)
+                return ST_NO_MEMORY
         for i in range(n):
             if self.setof[i] == S_INACTIVE or self.setof[i] == S_DRIVEN or self.alpha[i] == 0.0:
                 continue
-            row = self.store.row(i)
+            row = self.store.sweep_row(i, cache, scratch, xs)
             if row == NULL:
+                free(scratch)
+                free(xs)
                 return ST_NO_MEMORY
             coef = self.alpha[i] * self.y[i]
             daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
+        free(scratch)
+        free(xs)
         for j in range(n):
             if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
                 self.g[j] = self.y[j] * (self.h[j] + self.b) - 1.0
@@ -1988,8 +2083,7 @@ cdef class CPEngine:
         status : int
         """
         cdef Py_ssize_t n = self.store.n_slots, i, p, j, m
-        self.store.ensure_rows(np.flatnonzero(
-            (np.asarray(sets) == S_MARGIN) | (np.asarray(sets) == S_ERROR)).astype(np.intp))
+        self.store.ensure_rows(np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.intp))
         alpha0 = np.where(np.asarray(sets) == S_ERROR, np.asarray(C), 0.0)
         margin_order = np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.int32)
         st = self._set_state(y, C, alpha0, 0.0, sets, margin_order, np.zeros(n), None)
@@ -2267,8 +2361,16 @@ cdef class CPEngine:
         fa = np.zeros(n)
         sa = np.zeros(n)
         cdef double[::1] f = fa, fs = sa
-        self.store.ensure_rows(np.flatnonzero(
-            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.int64))
+        sv = np.flatnonzero((self._set_arr[:n] != S_INACTIVE)
+                            & (self._alpha_arr[:n] != 0.0)).astype(np.intp)
+        # rows of the support vectors: cached when they fit in the store's
+        # cache, else computed one at a time into scratch (bounded memory;
+        # the same bits either way)
+        if self.store.fits(len(sv)):
+            self.store.ensure_rows(sv)
+        scratch_a = np.empty(self.store.capacity + 1)
+        xs_a = np.empty(self.store.n_features + 1)
+        cdef double[::1] scratch = scratch_a, xs = xs_a
         with nogil:
             for j in range(n):
                 if self.setof[j] == S_INACTIVE:
@@ -2280,7 +2382,7 @@ cdef class CPEngine:
                 asum += fabs(a)
                 if a == 0.0:
                     continue
-                row = self.store.row(j)
+                row = self.store.peek_row(j, &scratch[0], &xs[0])
                 if row == NULL:
                     failed = True
                     break
@@ -2342,13 +2444,19 @@ cdef class CPEngine:
         if n == 0:
             return out
         self.sync_capacity()
-        self.store.ensure_rows(np.flatnonzero(
-            (self._set_arr[:n] != S_INACTIVE) & (self._alpha_arr[:n] != 0.0)).astype(np.intp))
+        sv = np.flatnonzero((self._set_arr[:n] != S_INACTIVE)
+                            & (self._alpha_arr[:n] != 0.0)).astype(np.intp)
+        cdef bint cache = self.store.fits(len(sv))
+        if cache:
+            self.store.ensure_rows(sv)
+        scratch_a = np.empty(self.store.capacity + 1)
+        xs_a = np.empty(self.store.n_features + 1)
+        cdef double[::1] scratch = scratch_a, xs = xs_a
         with nogil:
             for j in range(n):
                 if self.setof[j] == S_INACTIVE or self.alpha[j] == 0.0:
                     continue
-                row = self.store.row(j)
+                row = self.store.sweep_row(j, cache, &scratch[0], &xs[0])
                 if row == NULL:
                     failed = True
                     break
@@ -2569,6 +2677,292 @@ cdef class CPEngine:
         for p in range(self.capacity):
             self.h[p] = 0.0
             self.u[p] = 0.0
+
+    # -- moving the bounds (regularisation-parameter path) ---------------------
+
+    def move_bounds(self, const double[::1] new_C):
+        """Move the box bounds of the active slots to `new_C` along an exact path.
+
+        The regularisation-parameter perturbation of Diehl and Cauwenberghs
+        (IJCNN 2003): the bounds move linearly, ``C(t) = C + t (new_C - C)``
+        for t from 0 to 1. Error vectors keep alpha = C(t) (they are the
+        driven set), margin vectors follow through the bordered inverse,
+        reserve vectors stay at 0; an example changes set when a margin
+        coefficient meets 0 or its moving bound, or an error (reserve)
+        gradient rises (falls) to 0. The end state is the exact solution with
+        the new bounds. Inactive slots take ``new_C`` as their bound at once.
+
+        Parameters
+        ----------
+        new_C : ndarray of float64, shape (n_slots,)
+            The new bounds; finite, and positive exactly where the old ones are.
+
+        Raises
+        ------
+        ValueError
+            `new_C` has the wrong shape, a non-finite or negative entry, or
+            changes whether an active bound is zero.
+        eco.exceptions.EngineError
+            The path could not finish (its ``status`` says why).
+        """
+        cdef Py_ssize_t n = self.store.n_slots, j
+        self.sync_capacity()
+        if new_C.shape[0] != n:
+            raise ValueError(f"new_C must have one entry per stored slot ({n}), got {new_C.shape[0]}")
+        for j in range(n):
+            if not isfinite(new_C[j]) or new_C[j] < 0.0:
+                raise ValueError(f"new_C[{j}] = {new_C[j]!r} is not a finite non-negative bound")
+            if self.setof[j] != S_INACTIVE and (new_C[j] > 0.0) != (self.C[j] > 0.0):
+                raise ValueError(f"new_C[{j}] changes whether the bound of an active slot is zero")
+        cdef int st
+        # the error vectors' rows make the driven direction: compute them
+        # several at a time rather than one by one inside the path
+        self.store.ensure_rows(np.flatnonzero(self._set_arr[:n] == S_ERROR).astype(np.intp))
+        with nogil:
+            st = self._move_bounds(&new_C[0] if n > 0 else NULL)
+        check(st)
+
+    cdef void _drive_row(self, Py_ssize_t j, double* dC, double sign, double* s_drv,
+                         double* row) noexcept nogil:
+        # u += sign * y_j dC_j K_.j and s += sign * y_j dC_j: j joins (+1) or
+        # leaves (-1) the driven set (the error vectors) of the bound path
+        cdef double coef = sign * self.y[j] * dC[j]
+        cdef blas_int bn = <blas_int>self.store.n_slots, one_i = 1
+        s_drv[0] += coef
+        if coef != 0.0:
+            daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
+
+    cdef int _move_bounds(self, const double* new_C) noexcept nogil:
+        cdef Py_ssize_t n = self.store.n_slots, j
+        cdef double* dC
+        cdef double dscale = 0.0
+        cdef int st
+        if n == 0:
+            return ST_OK
+        if self._ks_sync() != 0:
+            return ST_NO_MEMORY
+        self._sync_sigma()
+        self.epoch += 1  # refusals of dependent examples last one operation
+        dC = <double*>malloc(n * sizeof(double))
+        if dC == NULL:
+            return ST_NO_MEMORY
+        for j in range(n):
+            if self.setof[j] == S_INACTIVE:
+                dC[j] = 0.0
+                self.C[j] = new_C[j]
+            else:
+                dC[j] = new_C[j] - self.C[j]
+                if fabs(dC[j]) > dscale:
+                    dscale = fabs(dC[j])
+        st = ST_OK
+        if dscale > 0.0:
+            if self.n_margin > 0 and self.updates_since_check > 0:
+                st = self._maybe_refactorise()
+            if st == ST_OK:
+                st = self._bound_path(dC, dscale)
+        free(dC)
+        if st != ST_OK:
+            return st
+        # land exactly on the new bounds (the path reaches them up to rounding)
+        for j in range(n):
+            if self.setof[j] == S_INACTIVE:
+                continue
+            self.C[j] = new_C[j]
+            if self.setof[j] == S_ERROR:
+                self.alpha[j] = new_C[j]
+        return self._checked_finish()
+
+    cdef int _bound_path(self, double* dC, double dscale) noexcept nogil:
+        """The path of :meth:`move_bounds` for t from 0 to 1 (bounds moved along with it).
+
+        Same step structure as ``_path``; the driven set is E, which changes
+        along the way (its kernel direction ``u`` is updated by one axpy per
+        migration into or out of E).
+        """
+        cdef Py_ssize_t n = self.store.n_slots
+        cdef Py_ssize_t j, p, k, m, best_slot
+        cdef double t_left = 1.0, s_drv = 0.0
+        cdef double tau, cand, gam, bb, rate, tol, tol_base, wsum, beta_b
+        cdef double* row
+        cdef int best_kind, st, from_set
+        cdef bint moves
+        cdef long steps = 0, bound = self._step_bound()
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0, one = 1.0
+
+        # u = sum_E y_j dC_j K_.j: the kernel-space direction of the driven set
+        for j in range(n):
+            self.u[j] = 0.0
+        for j in range(n):
+            if self.setof[j] == S_ERROR and dC[j] != 0.0:
+                row = self.store.row(j)
+                if row == NULL:
+                    return ST_NO_MEMORY
+                self._drive_row(j, dC, 1.0, &s_drv, row)
+        tol_base = self.tol_event * dscale
+
+        while True:
+            if t_left <= 0.0:
+                return ST_OK
+            if steps == self.fail_at_step:
+                return ST_INJECTED_FAULT
+            if steps >= bound:
+                return ST_STEP_LIMIT
+            steps += 1
+            self.n_steps += 1
+            m = self.n_margin
+            tol = tol_base
+
+            # ---- direction ---------------------------------------------------
+            if m > 0:
+                moves = True
+                # [beta_b; beta_S] = -A^-1 [y_E'dC_E ; Q_SE dC_E], A border-scaled by sigma
+                self.vbuf[0] = self.sigma * s_drv
+                for p in range(m):
+                    k = self.margin[p]
+                    self.vbuf[p + 1] = self.y[k] * self.u[k]
+                bn = <blas_int>(m + 1)
+                ld = <blas_int>self.r_cap
+                dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
+                      &zero, self.beta, &one_i)
+                beta_b = self.sigma * self.beta[0]
+            elif fabs(s_drv) <= tol:
+                # S empty and the error vectors keep sum y alpha = 0 by themselves
+                moves = True
+                beta_b = 0.0
+            else:
+                # S empty: the bounds cannot move (sum y alpha would change);
+                # move b within its interval until an example joins S
+                moves = False
+                beta_b = s_drv
+
+            # ---- h = K_.S (y_S beta_S) --------------------------------------------
+            if m > 0:
+                wsum = 0.0
+                for p in range(m):
+                    self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
+                    wsum += fabs(self.wbuf[p])
+                # a rate below the rounding noise of this sum is no event
+                if 1e-10 * wsum * self.store.max_diag > tol:
+                    tol = 1e-10 * wsum * self.store.max_diag
+                bn = <blas_int>n
+                bm = <blas_int>m
+                ld = <blas_int>self.ks_ld
+                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                      &self.h[0], &one_i)
+            else:
+                for j in range(n):
+                    self.h[j] = 0.0
+
+            # ---- smallest step to an event; h[j] becomes the rate of g_j ---------
+            tau = INFINITY
+            best_kind = EV_NONE
+            best_slot = -1
+            if moves:
+                tau = t_left
+                best_kind = EV_END
+            for p in range(m):
+                k = self.margin[p]
+                bb = self.beta[p + 1]
+                rate = bb - dC[k]  # alpha_k - C_k(t) changes at this rate
+                if rate > tol:
+                    cand = (self.C[k] - self.alpha[k]) / rate
+                    if cand < 0.0:
+                        cand = 0.0
+                    if cand < tau:
+                        tau = cand
+                        best_kind = EV_MARGIN_TO_ERROR
+                        best_slot = k
+                if bb < -tol:
+                    cand = self.alpha[k] / (-bb)
+                    if cand < 0.0:
+                        cand = 0.0
+                    if cand < tau:
+                        tau = cand
+                        best_kind = EV_MARGIN_TO_RESERVE
+                        best_slot = k
+            for j in range(n):
+                if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+                    continue
+                gam = self.y[j] * (self.h[j] + (self.u[j] if moves else 0.0) + beta_b)
+                self.h[j] = gam
+                if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
+                    continue
+                if self.setof[j] == S_ERROR:
+                    if gam > tol:
+                        cand = -self.g[j] / gam
+                        if cand < 0.0:
+                            cand = 0.0
+                        if cand < tau:
+                            tau = cand
+                            best_kind = EV_TO_MARGIN
+                            best_slot = j
+                elif gam < -tol:
+                    cand = self.g[j] / (-gam)
+                    if cand < 0.0:
+                        cand = 0.0
+                    if cand < tau:
+                        tau = cand
+                        best_kind = EV_TO_MARGIN
+                        best_slot = j
+            if best_kind == EV_NONE or not isfinite(tau):
+                return ST_NO_EVENT
+
+            # ---- apply the step ----------------------------------------------------
+            if tau > 0.0:
+                for p in range(m):
+                    k = self.margin[p]
+                    self.alpha[k] += self.beta[p + 1] * tau
+                self.b += beta_b * tau
+                for j in range(n):
+                    if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                        self.g[j] += self.h[j] * tau
+                if moves:
+                    for j in range(n):
+                        if self.setof[j] != S_INACTIVE and dC[j] != 0.0:
+                            self.C[j] += dC[j] * tau
+                            if self.setof[j] == S_ERROR:
+                                self.alpha[j] = self.C[j]
+                    t_left -= tau
+                if not isfinite(self.b):
+                    return ST_NON_FINITE
+
+            # ---- migrate the example of the event ------------------------------------
+            if best_kind == EV_END:
+                return ST_OK
+            self.n_migrations += 1
+            if best_kind == EV_MARGIN_TO_RESERVE:
+                self.alpha[best_slot] = 0.0
+                self.g[best_slot] = 0.0
+                self._remove_from_margin(best_slot, S_RESERVE)
+            elif best_kind == EV_MARGIN_TO_ERROR:
+                self.alpha[best_slot] = self.C[best_slot]
+                self.g[best_slot] = 0.0
+                self._remove_from_margin(best_slot, S_ERROR)
+                row = self.store.row(best_slot)
+                if row == NULL:
+                    return ST_NO_MEMORY
+                # an error vector follows its bound: it joins the driven set
+                self._drive_row(best_slot, dC, 1.0, &s_drv, row)
+            elif best_kind == EV_TO_MARGIN:
+                from_set = self.setof[best_slot]
+                self.g[best_slot] = 0.0
+                row = self.store.row(best_slot)
+                if row == NULL:
+                    return ST_NO_MEMORY
+                st = self._expand(best_slot, row)
+                if st < 0:
+                    return -st
+                if st == 1:
+                    # dependent on S: stays at its bound with g = 0 (valid KKT);
+                    # not an event again until S changes
+                    self.setof[best_slot] = <signed char>from_set
+                    self.blocked[best_slot] = self.epoch
+                elif from_set == S_ERROR:
+                    self._drive_row(best_slot, dC, -1.0, &s_drv, row)
+            st = self._maybe_refactorise()
+            if st != 0:
+                return st
 
 
 def drop_reserve(list engines, const Py_ssize_t[::1] slots):

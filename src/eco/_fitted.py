@@ -51,6 +51,7 @@ class FittedAttributes:
             model.feature_names_in_ = state.feature_names_in_
         model.head_set_ = HeadSet.from_state(state, max_steps=model.max_steps or 0,
                                              n_jobs=model.n_jobs)
+        model.hyper_paths_ = {}
         return model
 
     def __sklearn_is_fitted__(self):

@@ -30,7 +30,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import _cp_core
 from ._warmstart import head_violation, solve_head
-from .exceptions import EngineError, UnlearningError
+from .exceptions import EngineError, InvalidInputError, UnlearningError
 from .state import HeadState
 
 __all__ = ["HeadSet"]
@@ -42,20 +42,41 @@ COMPACT_FRACTION = 0.5
 _BLAS_CONTROLLER = None
 
 
-def one_blas_thread():
-    """Context in which BLAS runs on one thread.
+#: Work of one row product, n_slots * |S| (multiply-adds), from which BLAS
+#: runs on every core. Measured with scipy's OpenBLAS dgemv on the shared
+#: 2-core machine (load 8): two threads lose below about 2e7 (at 6e6 they
+#: take 28 ms against 15 ms for one: threads that spin and yield on busy
+#: cores), break even at 2e7 and win 15-25% from 6e7; on a quiet machine
+#: the crossover is lower, so this errs on the side of one thread.
+BLAS_THREADS_MIN_WORK = 3e7
+
+
+def one_blas_thread(threads=1):
+    """Context in which BLAS runs on `threads` threads (default one).
 
     The engine's products (one margin-row matrix-vector product per step) are
-    too small to gain from BLAS threads, and on busy cores those threads spin
-    waiting for each other: measured at n = 5000, a decrement took 10-20x
-    longer with two OpenBLAS threads on a loaded 2-core machine. Heads run
-    in parallel through ``n_jobs`` instead.
+    too small to gain from BLAS threads below :data:`BLAS_THREADS_MIN_WORK`,
+    and on busy cores those threads spin waiting for each other: measured at
+    n = 5000, a decrement took 10-20x longer with two OpenBLAS threads on a
+    loaded 2-core machine. Heads run in parallel through ``n_jobs`` instead.
     """
     global _BLAS_CONTROLLER
     if _BLAS_CONTROLLER is None:
         # created after _cp_core has loaded SciPy's BLAS, so that it is seen
         _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+    return _BLAS_CONTROLLER.limit(limits=threads, user_api="blas")
+
+
+def blas_threads_for(n_slots, n_margin, n_jobs):
+    """BLAS threads for work on heads with rows of `n_slots` and `n_margin` margin vectors.
+
+    Every core when one head at a time runs products of at least
+    :data:`BLAS_THREADS_MIN_WORK`, else one (heads in parallel already use
+    the cores).
+    """
+    if n_jobs <= 1 and n_slots * n_margin >= BLAS_THREADS_MIN_WORK:
+        return os.cpu_count() or 1
+    return 1
 
 
 def id_array(ids):
@@ -92,6 +113,13 @@ def laid_out(state):
     given = np.full(n, -1, dtype=np.int64)
     given[at] = state.slot_given
     return data, labels, C, ids, given, [head.expanded(at, n) for head in state.heads]
+
+
+def _concat_ids(old, new):
+    """``id_array(list(old) + list(new))`` without rebuilding the old ids in Python."""
+    if old.dtype == new.dtype:
+        return np.concatenate([old, new])
+    return id_array(list(old) + list(new))
 
 
 class HeadSet:
@@ -134,11 +162,17 @@ class HeadSet:
 
     @classmethod
     def from_data(cls, data, *, kernel, gamma, degree, coef0, precompute, n_heads, labels, C,
-                  ids, max_steps=0, n_jobs=None):
+                  ids, max_steps=0, n_jobs=None, cache_size=200.0):
         """A head set over the rows `data` (heads empty until :meth:`solve`)."""
+        try:
+            cache_size = float(cache_size)
+        except (TypeError, ValueError):
+            cache_size = float("nan")
+        if not 0.0 <= cache_size < float("inf"):
+            raise InvalidInputError(f"cache_size must be a number of MB >= 0, got {cache_size!r}")
         store = _cp_core.KernelStore(
             0 if kernel == "precomputed" else data.shape[1],
-            kernel, gamma, int(degree), float(coef0), bool(precompute))
+            kernel, gamma, int(degree), float(coef0), bool(precompute), cache_size)
         store.append(np.ascontiguousarray(data, dtype=np.float64))
         return cls(store, n_heads, labels, C, ids, max_steps=max_steps, n_jobs=n_jobs)
 
@@ -155,7 +189,8 @@ class HeadSet:
         hs = cls.from_data(data, kernel=p["kernel"], gamma=state.gamma_,
                            degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
                            n_heads=state.n_heads, labels=labels, C=C, ids=ids.tolist(),
-                           max_steps=max_steps, n_jobs=n_jobs)
+                           max_steps=max_steps, n_jobs=n_jobs,
+                           cache_size=p.get("cache_size", 200.0))
         hs._given = given
         hs._n_given = int(state.n_given)
         for h, head in enumerate(heads):
@@ -164,6 +199,24 @@ class HeadSet:
         dead = np.flatnonzero(hs._given < 0).astype(np.intp)
         _cp_core.erase_slots(hs.store, hs._engines, dead, hs._given >= 0)
         return hs
+
+    def adopt_layout(self, given, n_given):
+        """Take the slot layout of another head set over the same stored rows.
+
+        `given` is that set's :attr:`slot_given` (``-1`` for an erased slot)
+        and `n_given` its :attr:`n_given`: erased slots stay erased here (their
+        rows, already zeros, and their placeholder ids are forgotten) and
+        default ids and digests continue from the same positions. Used when a
+        new head set replaces this one's twin (a gamma re-solve).
+        """
+        given = np.array(given, dtype=np.int64)
+        if given.shape != (self.n_slots,):
+            raise ValueError(f"given must have one entry per slot ({self.n_slots})")
+        self._given = given
+        self._n_given = int(n_given)
+        self._map_ids()
+        dead = np.flatnonzero(given < 0).astype(np.intp)
+        _cp_core.erase_slots(self.store, self._engines, dead, given >= 0)
 
     def export_state(self):
         """The active examples and every head on them, as keyword arguments of ModelState.
@@ -290,7 +343,10 @@ class HeadSet:
 
     def violation(self, head):
         """KKT violation of `head`, recomputed from scratch."""
-        return head_violation(self._engines[head])
+        try:
+            return head_violation(self._engines[head])
+        finally:
+            self.store.trim()
 
     @property
     def n_steps(self):
@@ -304,17 +360,22 @@ class HeadSet:
     # ----------------------------------------------------------- work
 
     def map_heads(self, fn, heads=None):
-        """``[fn(h) for h in heads]`` over ``n_jobs`` threads, BLAS on one thread."""
+        """``[fn(h) for h in heads]`` over ``n_jobs`` threads (BLAS: :func:`blas_threads_for`)."""
         heads = list(range(len(self._engines)) if heads is None else heads)
         n_jobs = 1 if self.n_jobs is None else self.n_jobs
         if n_jobs < 0:
             n_jobs = os.cpu_count() or 1
         n_jobs = min(n_jobs, len(heads))
-        with one_blas_thread():
-            if n_jobs <= 1:
-                return [fn(h) for h in heads]
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                return list(pool.map(fn, heads))
+        n_margin = max((self._engines[h].n_margin for h in heads), default=0)
+        try:
+            with one_blas_thread(blas_threads_for(self.n_slots, n_margin, n_jobs)):
+                if n_jobs <= 1:
+                    return [fn(h) for h in heads]
+                with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                    return list(pool.map(fn, heads))
+        finally:
+            # between operations: no path holds a row, the cache can shrink
+            self.store.trim()
 
     @contextmanager
     def transaction(self):
@@ -375,7 +436,7 @@ class HeadSet:
         m = len(slots)
         self._labels = np.concatenate([self._labels, np.asarray(labels, dtype=np.int64)])
         self._C = np.concatenate([self._C, np.asarray(C, dtype=np.float64)])
-        self._ids = id_array(list(self._ids) + list(ids))
+        self._ids = _concat_ids(self._ids, id_array(list(ids)))
         self._given = np.concatenate([self._given, self._n_given + np.arange(m, dtype=np.int64)])
         self._n_given += m
         for s, i in zip(slots, ids):
@@ -491,6 +552,25 @@ class HeadSet:
     def drop_reserve(self, slots):
         """Remove slots with alpha = 0 in every head, in one uninterruptible call."""
         _cp_core.drop_reserve(self._engines, slots)
+
+    def move_bounds(self, C):
+        """Move every head's box bounds to `C` along the exact path in C (over threads).
+
+        Returns the heads whose path could not finish; the caller re-solves
+        them (their state is then partial). The slot table takes `C` either way.
+        """
+        C = np.array(C, dtype=np.float64)
+
+        def move(h):
+            try:
+                self._engines[h].move_bounds(C)
+            except EngineError:
+                return False
+            return True
+
+        done = self.map_heads(move)
+        self._C = C
+        return tuple(h for h, ok in enumerate(done) if not ok)
 
     def restore_head(self, head, state):
         """Install a :class:`eco.state.HeadState` (or engine dict) in `head`, bit for bit.

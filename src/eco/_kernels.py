@@ -23,7 +23,7 @@ KERNELS = tuple(KERNEL_CODES)
 
 
 def resolve_gamma(gamma, X, kernel):
-    """Return gamma as a positive float, resolving "scale" and "auto" on ``X``.
+    """Return gamma as a non-negative float, resolving "scale" and "auto" on ``X``.
 
     Parameters
     ----------
@@ -36,6 +36,9 @@ def resolve_gamma(gamma, X, kernel):
     float
         ``1 / (n_features * X.var())`` for "scale" (1.0 when the variance is
         0, as scikit-learn does), ``1 / n_features`` for "auto", else gamma.
+        ``gamma=0`` is accepted, as scikit-learn accepts it: the rbf kernel
+        is then the constant 1 and the poly kernel the constant
+        ``coef0 ** degree``.
     """
     if kernel in ("linear", "precomputed"):
         # unused by these kernels; keep a number so the state is complete
@@ -46,9 +49,11 @@ def resolve_gamma(gamma, X, kernel):
             return 1.0 / (X.shape[1] * var) if var != 0.0 else 1.0
         if gamma == "auto":
             return 1.0 / X.shape[1]
-        raise InvalidInputError(f"gamma must be 'scale', 'auto' or a positive float, got {gamma!r}")
-    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not np.isfinite(gamma) or gamma <= 0:
-        raise InvalidInputError(f"gamma must be 'scale', 'auto' or a positive float, got {gamma!r}")
+        raise InvalidInputError(
+            f"gamma must be 'scale', 'auto' or a non-negative float, got {gamma!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not np.isfinite(gamma) or gamma < 0:
+        raise InvalidInputError(
+            f"gamma must be 'scale', 'auto' or a non-negative float, got {gamma!r}")
     return float(gamma)
 
 

@@ -110,7 +110,8 @@ class HeadGroup:
         self.set = HeadSet.from_data(
             chunks[0], kernel=spec["kernel"], gamma=spec["gamma"], degree=spec["degree"],
             coef0=spec["coef0"], precompute=spec["precompute"], n_heads=len(self.heads),
-            labels=labels[:n], C=C[:n], ids=ids[:n], max_steps=spec["max_steps"], n_jobs=1)
+            labels=labels[:n], C=C[:n], ids=ids[:n], max_steps=spec["max_steps"], n_jobs=1,
+            cache_size=spec.get("cache_size", 200.0))
         # later chunks one by one: "precomputed" rows grow by one column per row given
         for rows in chunks[1:]:
             m = len(rows)
@@ -400,10 +401,11 @@ class RayHeadSet:
 
     @classmethod
     def from_data(cls, data, *, kernel, gamma, degree, coef0, precompute, n_heads, labels, C,
-                  ids, max_steps=0, n_jobs=None):
+                  ids, max_steps=0, n_jobs=None, cache_size=200.0):
         """A head set over the rows `data` (heads empty until :meth:`solve_all`)."""
         spec = dict(kernel=kernel, gamma=float(gamma), degree=int(degree), coef0=float(coef0),
-                    precompute=bool(precompute), n_heads=int(n_heads), max_steps=max_steps or 0)
+                    precompute=bool(precompute), n_heads=int(n_heads), max_steps=max_steps or 0,
+                    cache_size=cache_size)
         return cls(spec, data, labels, C, ids, n_jobs=n_jobs)
 
     @classmethod
@@ -414,7 +416,8 @@ class RayHeadSet:
         data, labels, C, ids, given, heads = laid_out(state)
         spec = dict(kernel=p["kernel"], gamma=float(state.gamma_), degree=int(p["degree"]),
                     coef0=float(p["coef0"]), precompute=bool(p["precompute"]),
-                    n_heads=int(state.n_heads), max_steps=max_steps or 0)
+                    n_heads=int(state.n_heads), max_steps=max_steps or 0,
+                    cache_size=p.get("cache_size", 200.0))
         hs = cls(spec, data, labels, C, ids.tolist(), n_jobs=n_jobs, given=given,
                  n_given=int(state.n_given))
         with hs.transaction():

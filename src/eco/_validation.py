@@ -23,7 +23,7 @@ def check_params(est):
     if isinstance(est.gamma, str):
         if est.gamma not in ("scale", "auto"):
             raise InvalidInputError(
-                f"gamma must be 'scale', 'auto' or a positive float, got {est.gamma!r}")
+                f"gamma must be 'scale', 'auto' or a non-negative float, got {est.gamma!r}")
     else:
         resolve_gamma(est.gamma, None, "rbf")
     if est.n_jobs is not None and (isinstance(est.n_jobs, bool)
@@ -147,6 +147,14 @@ def check_new_ids(ids, n, default_start):
 
 
 def resolve_class_weight(est, classes, labels):
+    """Weight of every class, as scikit-learn's ``compute_class_weight`` gives it to SVC.
+
+    "balanced": ``n / (n_classes * count)``. A dict: the weight it names for
+    each class of y, 1 for a class it does not name. Labels absent from y
+    are accepted (a fixed dict across cross-validation folds where a fold
+    lacks a class), unless a class of y is also left without a weight:
+    then the dict is probably mistyped, and scikit-learn raises too.
+    """
     weights = np.ones(len(classes))
     if est.class_weight is None:
         return weights
@@ -154,12 +162,21 @@ def resolve_class_weight(est, classes, labels):
         counts = np.bincount(labels, minlength=len(classes))
         return len(labels) / (len(classes) * counts.astype(np.float64))
     for cls, w in est.class_weight.items():
-        match = np.flatnonzero(classes == cls)
-        if len(match) == 0:
-            raise InvalidInputError(f"class_weight names class {cls!r}, which is not in y")
         if isinstance(w, bool) or not isinstance(w, Real) or not np.isfinite(w) or w < 0:
             raise InvalidInputError(f"class_weight[{cls!r}] must be a non-negative number")
-        weights[match[0]] = float(w)
+    named = 0
+    unweighted = []
+    for k, cls in enumerate(classes.tolist()):
+        if cls in est.class_weight:
+            weights[k] = float(est.class_weight[cls])
+            named += 1
+        else:
+            unweighted.append(cls)
+    if unweighted and named != len(est.class_weight):
+        absent = [c for c in est.class_weight if c not in set(classes.tolist())]
+        raise InvalidInputError(
+            f"class_weight names {absent} (not in y) and gives no weight to the classes "
+            f"{unweighted} of y")
     return weights
 
 

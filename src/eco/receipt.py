@@ -44,12 +44,27 @@ class UnlearningReceipt:
         Path steps over all heads.
     kkt_violation : float or None
         The KKT certificate after the update, recomputed from scratch
-        (largest violation over all heads); None when ``audit=False``.
+        (largest violation over all heads); None unless the call was made
+        with ``audit=True`` (the default call does no work beyond the path:
+        ``model.kkt_violation()`` or ``model.verify()`` audit on request).
     digest_before, digest_after : str or None
         BLAKE2b digests of the model state (active ids, coefficients, bias,
-        sets of every head) before and after; None when ``audit=False``.
+        sets of every head) before and after; None unless ``audit=True``.
     wall_time_s : float
         Wall time of the whole call, validation and audit included.
+    resolved_heads : tuple of int
+        Heads whose path could not finish and were re-solved from scratch.
+    hyper_paths : dict
+        Data-dependent hyper-parameters that moved with the rows, and how:
+        ``{"gamma": "resolve_gamma"}`` (``gamma="scale"`` changed: every head
+        re-solved exactly with the new kernel on the remaining rows, as
+        ``fit`` solves; the removed ids then have that path too),
+        ``{"class_weight": "bound_path"}`` (``class_weight="balanced"``
+        changed: bounds moved along the exact path in C_i) or
+        ``"bound_resolve"`` (that path could not finish, or ended above the
+        certificate bound, in some head, which was re-solved exactly from
+        scratch; every head on a backend without the bound path, as Ray's). Empty when nothing moved: always so for a numeric
+        gamma, ``gamma="auto"`` and explicit class weights.
     """
 
     removed_ids: tuple
@@ -62,6 +77,7 @@ class UnlearningReceipt:
     digest_after: str | None
     wall_time_s: float
     resolved_heads: tuple = field(default=())
+    hyper_paths: dict = field(default_factory=dict)
 
     def to_dict(self):
         """The receipt as a dict of JSON types."""
@@ -69,6 +85,7 @@ class UnlearningReceipt:
         d["removed_ids"] = [_jsonable_id(i) for i in self.removed_ids]
         d["paths"] = [[_jsonable_id(k), v] for k, v in self.paths.items()]
         d["resolved_heads"] = list(self.resolved_heads)
+        d["hyper_paths"] = dict(self.hyper_paths)
         return d
 
     def to_json(self, **kwargs):

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from . import _hyper
 from . import _validation as V
 from ._fitted import FittedAttributes
 from ._headset import HeadSet, id_array
@@ -49,15 +50,23 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         examples themselves, and ``decision_function`` kernel rows against
         every example given so far.
     gamma : {"scale", "auto"} or float, default="scale"
-        Kernel coefficient of ``rbf`` and ``poly``. "scale" and "auto" are
-        resolved once, at ``fit``, and frozen in ``gamma_``.
+        Kernel coefficient of ``rbf`` and ``poly`` (>= 0; 0 makes the kernel
+        constant, as in scikit-learn). "scale" (``1 / (n_features *
+        X.var())``) follows the active rows: after every update it is
+        resolved again on the rows still active and the model re-solved with
+        it, so that the model equals a refit on those rows (the receipt's
+        ``hyper_paths`` says so). "auto" (``1 / n_features``) and a number
+        never change. The value in use is ``gamma_``.
     degree : int, default=3
         Degree of the ``poly`` kernel.
     coef0 : float, default=0.0
         Independent term of the ``poly`` kernel.
     class_weight : dict, "balanced" or None, default=None
-        Multiplies C per class; "balanced" is resolved at ``fit`` and frozen
-        in ``class_weight_``.
+        Multiplies C per class. "balanced" (``n / (n_classes * count)``)
+        follows the active rows: after every update the bounds move to the
+        weights of the rows still active along an exact path in C. A dict may
+        name labels absent from y (as in SVC). The weights in use are
+        ``class_weight_``.
     precompute : bool, default=False
         Compute the full kernel matrix at ``fit`` (n^2 floats) instead of
         computing and caching kernel rows on demand.
@@ -67,6 +76,10 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     max_steps : int or None, default=None
         Bound on the path steps of one update of one head; None means
         ``50 + 10 * n_active``. Past it the head is re-solved exactly.
+    cache_size : float, default=200
+        Megabytes of kernel rows kept between calls, least recently used
+        evicted beyond it (the rows of the margin vectors are held apart, by
+        the heads); as in SVC. Changes speed and memory, never a result.
     backend : {"threads", "ray"}, default="threads"
         Where the heads live. "threads": in this process, ``n_jobs``
         threads over them. "ray": in Ray actors, several heads per actor
@@ -82,8 +95,12 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
     gamma_ : float
-        The frozen kernel coefficient.
+        The kernel coefficient in use (resolved on the active rows).
     class_weight_ : ndarray of shape (n_classes,)
+        The class weights in use (resolved on the active rows).
+    hyper_paths_ : dict
+        How the last update moved the data-dependent hyper-parameters
+        (see :class:`eco.receipt.UnlearningReceipt`); empty when none moved.
     n_features_in_ : int
     ids_ : ndarray of shape (n_active,)
         Ids of the active examples, in the order they were given.
@@ -105,7 +122,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     -----
     Degenerate outcomes are defined: with one class left every alpha is 0
     and the decision is that class everywhere (b = +1 or -1); with no
-    example left the decision is 0 (``predict`` returns ``classes_[0]``).
+    example left the decision is 0, and ``predict`` follows its tie rule
+    (``classes_[1]`` for two classes, as SVC on the boundary; ``classes_[0]``
+    for more, the first of the tied heads).
     When no margin vector lies strictly inside its bounds, b is not unique
     and is set to the midpoint of its feasible interval, as libsvm does.
 
@@ -135,6 +154,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         precompute=False,
         n_jobs=None,
         max_steps=None,
+        cache_size=200,
         backend="threads",
     ):
         self.C = C
@@ -146,6 +166,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         self.precompute = precompute
         self.n_jobs = n_jobs
         self.max_steps = max_steps
+        self.cache_size = cache_size
         self.backend = backend
 
     # -------------------------------------------------------------- pickling
@@ -250,12 +271,13 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             X, kernel=self.kernel, gamma=gamma, degree=self.degree, coef0=self.coef0,
             precompute=self.precompute, n_heads=1 if len(classes) == 2 else len(classes),
             labels=labels, C=float(self.C) * class_weight[labels] * sw, ids=ids,
-            max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+            max_steps=self.max_steps or 0, n_jobs=self.n_jobs, cache_size=self.cache_size)
         heads.solve_all(np.arange(n, dtype=np.intp), "batch" if method == "auto" else method)
         self.classes_ = classes
         self.gamma_ = gamma
         self.class_weight_ = class_weight
         self.head_set_ = heads
+        self.hyper_paths_ = {}
         return self
 
     # ------------------------------------------------------------ increment
@@ -287,12 +309,14 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         with heads.transaction():
             # on failure the rows never happened: the store forgets them too
             slots = heads.append(X, labels, float(self.C) * self.class_weight_[labels] * sw, ids)
-            heads.learn(slots)
+            plan = _hyper.plan_update(self, heads, added=slots)
+            plan.run(self, heads, lambda: heads.learn(slots))
+        _hyper.commit(self, plan)
         return id_array(ids)
 
     # ------------------------------------------------------------ decrement
 
-    def decrement(self, ids, batch=True, *, audit=True):
+    def decrement(self, ids, batch=True, *, audit=False):
         """Unlearn examples exactly.
 
         Parameters
@@ -303,10 +327,13 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             True: all the examples leave along one multi-point path (their
             coefficients move to zero together). False: one after the other.
             Both end in the same model.
-        audit : bool, default=True
-            Recompute the KKT certificate from scratch and digest the state
-            before and after for the receipt. False skips that work (the
-            receipt then has None in those fields).
+        audit : bool, default=False
+            True: recompute the KKT certificate from scratch and digest the
+            state before and after for the receipt (O(n |SV|) work, often
+            many times the path itself). False (the default): the call does
+            no work beyond the path and the receipt has None in those
+            fields; :meth:`verify` and :meth:`kkt_violation` audit the model
+            on request.
 
         Returns
         -------
@@ -329,7 +356,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         digest_before = self.state_digest() if audit else None
         resolved = ()
         n_steps = n_migrations = 0
-        if heads.all_reserve(slots):
+        plan = _hyper.plan_update(self, heads, removed=slots)
+        if plan.unchanged and heads.all_reserve(slots):
             # alpha = 0 in every head: drop them in one uninterruptible call
             heads.drop_reserve(slots)
             reserve = [True] * len(slots)
@@ -337,12 +365,18 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             reserve = [bool(r) for r in heads.reserve_mask(slots)]
             steps0, migr0 = heads.n_steps, heads.n_migrations
             with heads.transaction():
-                resolved = heads.unlearn(slots, batch)
+                resolved = plan.run(self, heads, lambda: heads.unlearn(slots, batch))
             n_steps = heads.n_steps - steps0
             n_migrations = heads.n_migrations - migr0
-        heads.erase(slots)  # nothing of the removed rows stays in the model
-        paths = {i: PATH_RESERVE_DROP if r else (PATH_RESOLVE if resolved else PATH_STEPS)
-                 for i, r in zip(id_list, reserve)}
+            if plan.head_set is not None:  # solved anew (gamma="scale"): its steps count too
+                n_steps += plan.head_set.n_steps
+                n_migrations += plan.head_set.n_migrations
+        _hyper.commit(self, plan)
+        # nothing of the removed rows stays in the model (a head set replaced by a
+        # gamma re-solve is dropped whole)
+        self.head_set_.erase(slots)
+        served = plan.paths.get("gamma") or (PATH_RESOLVE if resolved else PATH_STEPS)
+        paths = {i: PATH_RESERVE_DROP if r else served for i, r in zip(id_list, reserve)}
         return UnlearningReceipt(
             removed_ids=tuple(id_list),
             paths=paths,
@@ -354,6 +388,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             digest_after=self.state_digest() if audit else None,
             wall_time_s=time.perf_counter() - t0,
             resolved_heads=tuple(resolved),
+            hyper_paths=dict(plan.paths),
         )
 
     # ------------------------------------------------------------- state
@@ -433,10 +468,19 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         return super().score(X, y, sample_weight=sample_weight)
 
     def predict(self, X):
-        """Class labels: the sign of the decision (two classes) or its argmax."""
+        """Class labels: the sign of the decision (two classes) or its argmax.
+
+        Two classes: ``classes_[1]`` where the decision is >= 0, as
+        :class:`~sklearn.svm.SVC` predicts (a point exactly on the boundary
+        goes to ``classes_[1]``). More classes: the head with the largest
+        decision (one-versus-rest); a tie goes to the first of the tied
+        classes in ``classes_`` (``numpy.argmax``), which is also what SVC
+        does with ``break_ties=True``; SVC's default one-versus-one vote can
+        differ on such points.
+        """
         f = self.decision_function(X)
         if f.ndim == 1:
-            return self.classes_[(f > 0).astype(np.int64)]
+            return self.classes_[(f >= 0).astype(np.int64)]
         return self.classes_[np.argmax(f, axis=1)]
 
     # ------------------------------------------- audit, persistence, LOO

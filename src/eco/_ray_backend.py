@@ -124,18 +124,16 @@ class HeadGroup:
             self._restore_checkpoint(checkpoint)
 
     def _set_given(self, given, n_given):
-        """Mark erased slots as the driver has them (HeadSet.from_state's rule), heads empty.
+        """Mark erased slots as the driver has them (heads empty), via HeadSet.adopt_layout.
 
         The local head set then erases and compacts exactly when the
         driver's tables and every other actor's do.
         """
-        s = self.set
-        s._given, s._n_given = given.copy(), n_given
-        ids = s.slot_ids.tolist()
-        s._slot_of = {i: k for k, i in enumerate(ids) if given[k] >= 0}
-        dead = np.flatnonzero(given < 0).astype(np.intp)
-        engines = [s.engine(j) for j in range(s.n_heads)]
-        _cp_core.erase_slots(s.store, engines, dead, given >= 0)
+        self.set.adopt_layout(given, n_given)
+
+    def adopt_layout(self, given, n_given):
+        """The driver's :meth:`RayHeadSet.adopt_layout` on this actor's head set."""
+        self._set_given(np.asarray(given, dtype=np.int64), int(n_given))
 
     # ------------------------------------------------------- two phases
 
@@ -425,6 +423,21 @@ class RayHeadSet:
                 hs.restore_head(h, head)
             hs._active[np.asarray(state.slot_index, dtype=np.intp)] = True
         return hs
+
+    def adopt_layout(self, given, n_given):
+        """Take the slot layout of another head set over the same stored rows (HeadSet's rule).
+
+        Erased slots (``given < 0``) stay erased here, on the driver and on
+        every actor (a revived actor gets the layout from the driver's tables).
+        """
+        given = np.array(given, dtype=np.int64)
+        if given.shape != (self.n_slots,):
+            raise ValueError(f"given must have one entry per slot ({self.n_slots})")
+        self._given, self._n_given = given, int(n_given)
+        self._map_ids()
+        self.store.erase(np.flatnonzero(given < 0).astype(np.intp), given >= 0)
+        self._ckpt = (self._ckpt[0], self._ckpt[1], self._n_given)
+        self._call(range(len(self.actors)), "adopt_layout", given, self._n_given)
 
     def _map_ids(self):
         # ids of the examples held (erased slots hold none)

@@ -209,7 +209,7 @@ def test_bad_backend_is_refused_and_nothing_changes():
     assert model.state_digest() == digest
 
 
-def test_eco_nn_with_a_ray_head():
+def test_eco_nn_with_a_ray_head(tmp_path):
     torch = pytest.importorskip("torch")
     from eco.nn import ECO
 
@@ -220,9 +220,16 @@ def test_eco_nn_with_a_ray_head():
     models = [ECO(phi, CPSVM(C=2.0, backend=b)).fit(X.astype(np.float32), y, feature_ids=())
               for b in ("threads", "ray")]
     assert models[1].head_.backend == "ray"
+    state = models[1].head_.to_state()
+    at = {i: k for k, i in enumerate(state.slot_ids.tolist())}
+    removed_features = state.data[[at[i] for i in (1, 2, 3, 10)]]
     for m in models:
         result = m.unlearn([1, 2, 3, 10])
         assert result.exact
+    # the Ray head keeps nothing of the removed feature rows (ids are small ints: rows only)
+    for where, blob in _ray_artefacts(models[1].head_, tmp_path).items():
+        for needle in _float_needles(removed_features):
+            assert needle not in blob, f"a removed feature value found in {where}"
     assert models[1].head_.state_digest() == models[0].head_.state_digest()
     np.testing.assert_array_equal(models[1].predict(X.astype(np.float32)),
                                   models[0].predict(X.astype(np.float32)))

@@ -209,7 +209,7 @@ def test_bad_backend_is_refused_and_nothing_changes():
     assert model.state_digest() == digest
 
 
-def test_eco_nn_with_a_ray_head():
+def test_eco_nn_with_a_ray_head(tmp_path):
     torch = pytest.importorskip("torch")
     from eco.nn import ECO
 
@@ -220,9 +220,16 @@ def test_eco_nn_with_a_ray_head():
     models = [ECO(phi, CPSVM(C=2.0, backend=b)).fit(X.astype(np.float32), y, feature_ids=())
               for b in ("threads", "ray")]
     assert models[1].head_.backend == "ray"
+    state = models[1].head_.to_state()
+    at = {i: k for k, i in enumerate(state.slot_ids.tolist())}
+    removed_features = state.data[[at[i] for i in (1, 2, 3, 10)]]
     for m in models:
         result = m.unlearn([1, 2, 3, 10])
         assert result.exact
+    # the Ray head keeps nothing of the removed feature rows (ids are small ints: rows only)
+    for where, blob in _ray_artefacts(models[1].head_, tmp_path).items():
+        for needle in _float_needles(removed_features):
+            assert needle not in blob, f"a removed feature value found in {where}"
     assert models[1].head_.state_digest() == models[0].head_.state_digest()
     np.testing.assert_array_equal(models[1].predict(X.astype(np.float32)),
                                   models[0].predict(X.astype(np.float32)))
@@ -248,3 +255,158 @@ def test_precomputed_kernel_and_revival_from_a_later_checkpoint():
     assert models[1].state_digest() == models[0].state_digest()
     np.testing.assert_array_equal(models[1].decision_function(gram[:5]),
                                   models[0].decision_function(gram[:5]))
+
+
+# ----------------------------------------------------------------- erasure
+
+BIG = 7_000_000_000_123  # large int ids: their bytes are distinctive
+
+
+def _id_needles(i):
+    if isinstance(i, str):
+        return [i.encode("utf-8"), i.encode("utf-32-le")]
+    return [np.int64(i).tobytes(), str(i).encode(), int(i).to_bytes(6, "little", signed=True)]
+
+
+def _float_needles(values):
+    # every value but the trivial ones (0, 1: the rbf diagonal, zeroed entries)
+    return {np.float64(v).tobytes() for v in np.ravel(values) if v not in (0.0, 1.0)}
+
+
+def _array_bytes(a):
+    if isinstance(a, (bytes, bytearray)):
+        return bytes(a)
+    if isinstance(a, (list, tuple)):
+        return b"".join(_array_bytes(v) for v in a)
+    a = np.asarray(a)
+    if a.dtype == object:
+        return repr(a.tolist()).encode() + b"".join(
+            str(v).encode("utf-32-le") + str(v).encode() for v in a.ravel().tolist())
+    return np.ascontiguousarray(a).tobytes()
+
+
+def _ray_artefacts(model, tmp_path):
+    """Every byte string of the Ray model: pickle, file, to_state, driver, actors, object store."""
+    import pickle
+
+    out = {"pickle": pickle.dumps(model)}
+    model.save(tmp_path / "m.eco")
+    out["file"] = (tmp_path / "m.eco").read_bytes()
+    st = model.to_state()
+    parts = [st.data, st.slot_ids, st.slot_labels, st.slot_C]
+    parts += [getattr(hd, k) for hd in st.heads for k in hd.ARRAYS]
+    out["to_state"] = _array_bytes(parts)
+    heads = model.head_set_
+    every = np.arange(heads.n_slots)
+    out["driver"] = _array_bytes([heads.stored_data(), heads.kernel_block(every), heads.slot_ids,
+                                  heads.slot_labels, heads.slot_C, heads.alphas(),
+                                  heads.coefficients()])
+    for a, arrays in enumerate(heads.actor_arrays()):
+        out[f"actor {a}"] = _array_bytes(arrays)
+    for k, ref in enumerate(heads.held_objects()):
+        out[f"object {k}"] = _array_bytes(ray.get(ref))
+    return out
+
+
+def _assert_erased(model, removed, tmp_path):
+    arts = _ray_artefacts(model, tmp_path)
+    for i, (feats, kvals) in removed.items():
+        needles = [("id", n) for n in _id_needles(i)]
+        needles += [("feature", n) for n in _float_needles(feats)]
+        needles += [("kernel value", n) for n in _float_needles(kvals)]
+        for where, blob in arts.items():
+            for what, needle in needles:
+                assert needle not in blob, f"{what} of removed row {i!r} found in {where}"
+
+
+def _row_of(model, row_id):
+    """The model's own stored values of one row (features, kernel values against the others)."""
+    heads = model.head_set_
+    slot = heads.slot_of(row_id)
+    krow = heads.kernel_block([slot])[0]
+    others = [heads.slot_of(i) for i in model.ids_ if i != row_id]
+    feats = krow if model.kernel == "precomputed" else heads.features_of([slot])[0]
+    return feats, krow[others]
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary-str-ids", "precomputed"])
+def test_ray_model_keeps_nothing_of_removed_rows(kind, tmp_path):
+    rng = np.random.default_rng(20261130)
+    X_all = rng.normal(size=(74, 5))
+    scores = X_all[:, :3] + 0.4 * rng.normal(size=(74, 3))
+    y_all = np.argmax(scores, axis=1) if kind == "multiclass" else (scores[:, 0] > 0).astype(int)
+    X, y, X_new, y_new = X_all[:70], y_all[:70], X_all[70:], y_all[70:]
+    ids = [BIG + k for k in range(70)] if kind == "multiclass" \
+        else [f"gdpr-erase-me-{k:05d}" for k in range(70)]
+    params = dict(C=2.0, kernel="precomputed") if kind == "precomputed" \
+        else dict(C=2.0, kernel="rbf", gamma=0.4)
+    data = X @ X.T if kind == "precomputed" else X
+    models = [CPSVM(backend=b, n_jobs=2, **params).fit(data, y, ids=ids)
+              for b in ("threads", "ray")]
+    remote = models[1]
+    held_before = {ref.hex() for ref in remote.head_set_.held_objects()}
+    alphas = np.max(np.atleast_2d(remote.alpha_), axis=0)
+    support = [ids[k] for k in np.flatnonzero(alphas > 0)[:4]]
+    reserve = [ids[k] for k in np.flatnonzero(alphas == 0)[:3]]
+    removed = {}
+    for request in (support + reserve[:1], reserve[1:]):  # a path, then a reserve-only drop
+        removed.update({i: _row_of(remote, i) for i in request})
+        for m in models:
+            m.decrement(request)
+        assert remote.state_digest() == models[0].state_digest()
+    _assert_erased(remote, removed, tmp_path)
+    # the object store entries that held the removed rows are no longer referenced here
+    assert held_before.isdisjoint(ref.hex() for ref in remote.head_set_.held_objects())
+    # nor after an increment (a precomputed row has a column per example ever given)
+    new_ids = [BIG + 100 + k if kind == "multiclass" else f"new-{k}"
+               for k in range(4)]
+    if kind == "precomputed":
+        given = np.vstack([X, X_new])
+        data_new = X_new @ given.T
+    else:
+        data_new = X_new
+    for m in models:
+        m.increment(data_new, y_new, ids=new_ids)
+    assert remote.state_digest() == models[0].state_digest()
+    _assert_erased(remote, removed, tmp_path)
+
+
+def test_revival_after_an_erase_is_exact():
+    local, remote, X, y = _pair(3)
+    gone = [1, 4, 9, 16, 25, 36, 49]
+    for m in (local, remote):
+        m.decrement(gone)
+    heads = remote.head_set_
+    n_revivals = heads.n_revivals
+    ray.kill(heads.actors[0], no_restart=True)
+    for m in (local, remote):
+        m.decrement([2, 3], batch=False)   # the next request revives the actor
+    assert heads.n_revivals == n_revivals + 1
+    assert remote.state_digest() == local.state_digest()
+    # killed again right after an erase: revived from the erased checkpoint
+    ray.kill(heads.actors[1], no_restart=True)
+    X_new, y_new = _data(3, n=5, seed=13)
+    for m in (local, remote):
+        m.increment(X_new, y_new)
+    assert remote.state_digest() == local.state_digest()
+    assert_exact(local)
+    assert remote.verify(reference=True).ok
+
+
+def test_compaction_on_actors_matches_threads():
+    # enough churn that the slots are renumbered (HeadSet.compact) on every actor
+    X, y = _data(3, n=160, seed=14)
+    local = CPSVM(C=2.0).fit(X, y)
+    remote = CPSVM(C=2.0, backend="ray", n_jobs=2).fit(X, y)
+    X_new, y_new = _data(3, n=20, seed=15)
+    for m in (local, remote):
+        m.decrement(list(range(0, 100)))
+    assert remote.head_set_.n_slots == local.head_set_.n_slots < 160  # compacted alike
+    assert remote.state_digest() == local.state_digest()
+    ray.kill(remote.head_set_.actors[0], no_restart=True)
+    for m in (local, remote):
+        m.increment(X_new, y_new)
+        m.decrement([120, 150])
+    assert remote.state_digest() == local.state_digest()
+    np.testing.assert_array_equal(remote.decision_function(X), local.decision_function(X))
+    assert_exact(local)

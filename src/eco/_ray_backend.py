@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cp_core
-from ._headset import HeadSet, id_array, laid_out
+from ._headset import COMPACT_FRACTION, COMPACT_MIN, HeadSet, id_array, laid_out
 from .exceptions import UnlearningError
 from .persistence import read_state, write_state
 from .state import HeadState, ModelState
@@ -89,15 +89,22 @@ class HeadGroup:
         The stored rows so far, as given (the fit's rows, then each increment's).
     labels, C, ids : ndarray
         Slot tables of those rows (class indices of the model).
+    given : ndarray of int64 or None
+        Position at which each row was given (-1: erased); None: 0, 1, ...
+    n_given : int or None
+        Number of examples ever given (with `given`).
     checkpoint : list of bytes or None
         One eco state file per head (:meth:`checkpoint`), or empty heads.
     """
 
-    def __init__(self, spec, heads, chunks, labels, C, ids, checkpoint=None):
+    def __init__(self, spec, heads, chunks, labels, C, ids, given=None, n_given=None,
+                 checkpoint=None):
         self.spec = dict(spec)
         self.heads = [int(h) for h in heads]
         self._local = {h: j for j, h in enumerate(self.heads)}
         labels = _local_labels(labels, self.heads, spec["n_heads"])
+        # writable copies (arguments from Ray are read-only): erase overwrites them
+        C = np.array(C, dtype=np.float64)
         ids = list(ids)
         n = len(chunks[0])
         self.set = HeadSet.from_data(
@@ -110,9 +117,23 @@ class HeadGroup:
             m = len(rows)
             self.set.append(rows, labels[n:n + m], C[n:n + m], ids[n:n + m])
             n += m
+        if given is not None:
+            self._set_given(np.asarray(given, dtype=np.int64), int(n_given))
         self._snapshot = None
         if checkpoint is not None:
             self._restore_checkpoint(checkpoint)
+
+    def _set_given(self, given, n_given):
+        """Mark erased slots as the driver has them (heads empty), via HeadSet.adopt_layout.
+
+        The local head set then erases and compacts exactly when the
+        driver's tables and every other actor's do.
+        """
+        self.set.adopt_layout(given, n_given)
+
+    def adopt_layout(self, given, n_given):
+        """The driver's :meth:`RayHeadSet.adopt_layout` on this actor's head set."""
+        self._set_given(np.asarray(given, dtype=np.int64), int(n_given))
 
     # ------------------------------------------------------- two phases
 
@@ -156,6 +177,9 @@ class HeadGroup:
             return tuple(self.heads[j] for j in getattr(s, name)(*args))
         if name == "drop_reserve":
             return s.drop_reserve(*args)
+        if name == "erase":
+            s.erase(*args)
+            return s.n_slots
         # one head: args[0] is the model's head index
         return getattr(s, name)(self._local[args[0]], *args[1:])
 
@@ -181,6 +205,22 @@ class HeadGroup:
         fn = {"sets": lambda j: s.sets(j).copy(), "state": s.head_state,
               "violation": s.violation}[what]
         return {h: fn(j) for j, h in enumerate(self.heads)}
+
+    def local_arrays(self):
+        """Every array this actor holds of the model (test hook: erasure is searched in them).
+
+        The stored rows (features and kernel rows, cache included), the slot
+        tables, and every engine's state arrays.
+        """
+        s = self.set
+        every = np.arange(s.n_slots, dtype=np.intp)
+        out = [s.stored_data(), s.kernel_block(every), s.slot_ids, s.slot_labels, s.slot_C,
+               s.slot_given, s.alphas(), s.coefficients()]
+        if s.kernel != "precomputed":
+            out.append(s.features_of(every))
+        for j in range(s.n_heads):
+            out += [v for v in s.engine(j).get_state().values() if isinstance(v, np.ndarray)]
+        return out
 
     def memory(self):
         """Resident memory of this process in bytes (Linux), else None."""
@@ -257,10 +297,12 @@ class HeadGroup:
 class _HeadActor(HeadGroup):
     """The actor: a HeadGroup whose rows are fetched from the object store."""
 
-    def __init__(self, spec, heads, chunks, labels, C, ids, checkpoint=None):
+    def __init__(self, spec, heads, chunks, labels, C, ids, given=None, n_given=None,
+                 checkpoint=None):
         ray = _ray()
         files = None if checkpoint is None else ray.get(checkpoint[0])
-        super().__init__(spec, heads, ray.get(list(chunks)), labels, C, ids, files)
+        super().__init__(spec, heads, ray.get(list(chunks)), labels, C, ids, given, n_given,
+                         files)
 
     def _rows(self, rows):
         return _ray().get(rows[0])
@@ -316,7 +358,7 @@ class RayHeadSet:
         Actors restarted after they died.
     """
 
-    def __init__(self, spec, data, labels, C, ids, *, n_jobs=None):
+    def __init__(self, spec, data, labels, C, ids, *, n_jobs=None, given=None, n_given=None):
         ray = _connect()
         self.spec = dict(spec)
         self.n_jobs = n_jobs
@@ -326,10 +368,14 @@ class RayHeadSet:
                                           int(spec["degree"]), float(spec["coef0"]), False)
         data = np.ascontiguousarray(data, dtype=np.float64)
         self.store.append(data)
-        self._labels = np.asarray(labels, dtype=np.intp)
-        self._C = np.asarray(C, dtype=np.float64)
+        self._labels = np.array(labels, dtype=np.intp)
+        self._C = np.array(C, dtype=np.float64)
         self._ids = id_array(list(ids))
-        self._slot_of = {i: s for s, i in enumerate(self._ids.tolist())}
+        # position at which each slot's example was given (-1: erased), as HeadSet's
+        self._given = np.arange(len(data), dtype=np.int64) if given is None \
+            else np.asarray(given, dtype=np.int64).copy()
+        self._n_given = len(data) if n_given is None else int(n_given)
+        self._map_ids()
         self._active = np.zeros(len(self._ids), dtype=bool)
         # rows in the object store, one chunk per fit/increment: (ref, n_rows)
         self._chunks = [(ray.put(data), len(data))]
@@ -337,7 +383,8 @@ class RayHeadSet:
         self._txn = None
         self._txn_heavy = False
         self._log = []                        # committed requests since the checkpoint
-        self._ckpt = (None, len(data))        # (bytes refs per actor, rows) of the checkpoint
+        # (bytes refs per actor, rows, n_given) of the checkpoint
+        self._ckpt = (None, len(data), self._n_given)
         self._cache = {}
         self._counts = [0, 0]                 # path steps, migrations
         self.n_revivals = 0
@@ -365,28 +412,43 @@ class RayHeadSet:
         p = state.params
         # the active examples at their slots (zeros elsewhere), as the saved model had them
         data, labels, C, ids, given, heads = laid_out(state)
-        hs = cls.from_data(data, kernel=p["kernel"], gamma=state.gamma_,
-                           degree=p["degree"], coef0=p["coef0"], precompute=p["precompute"],
-                           n_heads=state.n_heads, labels=labels, C=C,
-                           ids=ids.tolist(), max_steps=max_steps, n_jobs=n_jobs,
-                           cache_size=p.get("cache_size", 200.0))
-        hs._given0, hs._n_given0 = given, int(state.n_given)
+        spec = dict(kernel=p["kernel"], gamma=float(state.gamma_), degree=int(p["degree"]),
+                    coef0=float(p["coef0"]), precompute=bool(p["precompute"]),
+                    n_heads=int(state.n_heads), max_steps=max_steps or 0,
+                    cache_size=p.get("cache_size", 200.0))
+        hs = cls(spec, data, labels, C, ids.tolist(), n_jobs=n_jobs, given=given,
+                 n_given=int(state.n_given))
         with hs.transaction():
             for h, head in enumerate(heads):
                 hs.restore_head(h, head)
             hs._active[np.asarray(state.slot_index, dtype=np.intp)] = True
-        # an id maps to its latest slot, or its active one
-        hs._slot_of = {}
-        for s, i in enumerate(hs._ids.tolist()):
-            if i not in hs._slot_of or hs._active[s]:
-                hs._slot_of[i] = s
         return hs
+
+    def adopt_layout(self, given, n_given):
+        """Take the slot layout of another head set over the same stored rows (HeadSet's rule).
+
+        Erased slots (``given < 0``) stay erased here, on the driver and on
+        every actor (a revived actor gets the layout from the driver's tables).
+        """
+        given = np.array(given, dtype=np.int64)
+        if given.shape != (self.n_slots,):
+            raise ValueError(f"given must have one entry per slot ({self.n_slots})")
+        self._given, self._n_given = given, int(n_given)
+        self._map_ids()
+        self.store.erase(np.flatnonzero(given < 0).astype(np.intp), given >= 0)
+        self._ckpt = (self._ckpt[0], self._ckpt[1], self._n_given)
+        self._call(range(len(self.actors)), "adopt_layout", given, self._n_given)
+
+    def _map_ids(self):
+        # ids of the examples held (erased slots hold none)
+        self._slot_of = {i: s for s, i in enumerate(self._ids.tolist()) if self._given[s] >= 0}
 
     # ------------------------------------------------------------ actors
 
-    def _new_actor(self, a, checkpoint=None, n_rows=None):
+    def _new_actor(self, a, checkpoint=None, n_rows=None, n_given=None):
         """A new actor for group `a` over the first `n_rows` stored rows (default: all)."""
         n = self.store.n_slots if n_rows is None else n_rows
+        n_given = self._n_given if n_given is None else n_given
         chunks, total = [], 0
         for ref, m in self._chunks:
             if total >= n:
@@ -395,7 +457,7 @@ class RayHeadSet:
             total += m
         return _actor_class().options(scheduling_strategy="SPREAD").remote(
             self.spec, self.groups[a], chunks, self._labels[:n], self._C[:n], self._ids[:n],
-            None if checkpoint is None else [checkpoint])
+            self._given[:n], n_given, None if checkpoint is None else [checkpoint])
 
     def _revive(self, a, dead_handle, pending=None):
         """Replace dead actor `a`: last checkpoint, redo log, then `pending` (an open request)."""
@@ -403,11 +465,11 @@ class RayHeadSet:
         with self._lock:
             if self.actors[a] is not dead_handle:
                 return  # another thread revived it already
-            refs, n_rows = self._ckpt
+            refs, n_rows, n_given = self._ckpt
             ops = self._log + list(pending or [])
             ops = [op for target, op in ops if target is None or target == a]
             for _ in range(_MAX_REVIVALS):
-                actor = self._new_actor(a, None if refs is None else refs[a], n_rows)
+                actor = self._new_actor(a, None if refs is None else refs[a], n_rows, n_given)
                 try:
                     ray.get(actor.replay.remote(ops))
                 except ray.exceptions.RayActorError:
@@ -488,7 +550,7 @@ class RayHeadSet:
             yield self
             return
         saved = (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
-                 self._active.copy(), list(self._chunks))
+                 self._active.copy(), list(self._chunks), self._given, self._n_given)
         self._txn, self._txn_heavy = [(None, ("begin",))], False
         for actor in self.actors:
             actor.begin.remote()  # ordered before this driver's next call to it
@@ -509,7 +571,10 @@ class RayHeadSet:
                 pass
 
     def _abort(self, saved):
-        n, self._labels, self._C, self._ids, self._slot_of, self._active, self._chunks = saved
+        n, self._labels, self._C, self._ids, self._slot_of, self._active, self._chunks, \
+            self._given, self._n_given = saved
+        # rows of a failed increment leave no trace in the driver's store either
+        self.store.erase(np.arange(n, self.store.n_slots, dtype=np.intp))
         self.store.truncate(n)
         self._cache.clear()
         self._call(range(len(self.actors)), "rollback")
@@ -521,7 +586,8 @@ class RayHeadSet:
                                   "states are checkpointed)")
         ray = _ray()
         got = self._call(range(len(self.actors)), "checkpoint")
-        self._ckpt = ([ray.put(got[a]) for a in range(len(self.actors))], self.store.n_slots)
+        self._ckpt = ([ray.put(got[a]) for a in range(len(self.actors))], self.store.n_slots,
+                      self._n_given)
         self._log = []
 
     # ------------------------------------------------------------ read
@@ -536,31 +602,17 @@ class RayHeadSet:
             self._cache[what] = cached
         return cached
 
-    # positions given: the slots of the state loaded (or fitted), then one per
-    # row appended since (so a rolled-back append needs no bookkeeping)
-    _given0 = None
-    _n_given0 = None
-
     @property
     def slot_given(self):
-        """Position at which the example of every slot was given."""
-        base = self._given0 if self._given0 is not None else np.zeros(0, dtype=np.int64)
-        first = self._n_given0 if self._n_given0 is not None else 0
-        return np.concatenate([base, first + np.arange(self.store.n_slots - len(base),
-                                                       dtype=np.int64)])
+        """Position at which the example of every slot was given (-1 for an erased slot)."""
+        return self._given
 
     @property
     def n_given(self):
         """Number of examples ever given (the next default id)."""
-        first = self._n_given0 if self._n_given0 is not None else 0
-        base = len(self._given0) if self._given0 is not None else 0
-        return first + self.store.n_slots - base
+        return self._n_given
 
     export_state = HeadSet.export_state
-
-    def erase(self, slots):
-        """Not done on Ray actors yet: their stores keep the removed rows (see the README)."""
-        return None
 
     @property
     def n_heads(self):
@@ -708,7 +760,10 @@ class RayHeadSet:
     def append(self, X, labels, C, ids):
         """Store new rows (inactive in every head); returns their slots."""
         ray = _ray()
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        X = np.array(X, dtype=np.float64, order="C")
+        if self.kernel == "precomputed":
+            # the columns of erased examples are not stored, nor put in the object store
+            X[:, :self.n_slots][:, self._given < 0] = 0.0
         labels = np.asarray(labels, dtype=np.int64)
         C = np.asarray(C, dtype=np.float64)
         ids = list(ids)
@@ -719,6 +774,9 @@ class RayHeadSet:
             self._labels = np.concatenate([self._labels, labels.astype(np.intp)])
             self._C = np.concatenate([self._C, C])
             self._ids = id_array(list(self._ids) + ids)
+            self._given = np.concatenate([self._given,
+                                          self._n_given + np.arange(len(X), dtype=np.int64)])
+            self._n_given += len(X)
             self._active = np.concatenate([self._active, np.zeros(len(X), dtype=bool)])
             for s, i in zip(slots, ids):
                 self._slot_of[i] = int(s)
@@ -769,6 +827,72 @@ class RayHeadSet:
         with self.transaction():
             self._request(("drop_reserve", slots))
             self._active[slots] = False
+
+    # --------------------------------------------------------- erasure
+
+    def erase(self, slots):
+        """Erase removed examples everywhere: actors, driver, object store (HeadSet.erase's rule).
+
+        Every actor erases `slots` (and any held inactive slot) in its local
+        head set, compacting when HeadSet does; the erase is logged, every
+        actor is checkpointed, then the driver's tables and store are erased
+        (compacted alike) and its rows are put in the object store again as
+        one chunk, without the removed ones. The old chunks, checkpoints and
+        redo log (which hold the removed rows, their ids and coefficients)
+        are dropped, so Ray frees them. A revival before the new checkpoint
+        replays the erase; one after starts from the erased rows.
+        """
+        ray = _ray()
+        held = self._given >= 0
+        held[self._active] = False
+        slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
+        if self._txn is not None:
+            raise UnlearningError("erase: a request is in progress")
+        everyone = range(len(self.actors))
+        # a dead actor is revived at the committed state before the erase and erased again
+        got = self._call(everyone, "apply", ("erase", slots))
+        with self._lock:
+            self._log.append((None, ("erase", slots)))
+            self._cache.clear()
+        files = self._call(everyone, "checkpoint")
+        with self._lock:
+            self._erase_tables(slots)
+            n = self.store.n_slots
+            if any(r[0] != n for r in got.values()):
+                raise UnlearningError(f"erase: actors hold {sorted({r[0] for r in got.values()})} "
+                                      f"slots, the driver {n}")
+            self._chunks = [(ray.put(self.stored_data()), n)]
+            self._ckpt = ([ray.put(files[a]) for a in everyone], n, self._n_given)
+            self._log = []
+
+    def _erase_tables(self, slots):
+        """The driver's part of :meth:`erase` (HeadSet.erase and HeadSet.compact on the tables)."""
+        for i in self._ids[slots].tolist():
+            self._slot_of.pop(i, None)
+        self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None
+        self._labels[slots] = 0
+        self._C[slots] = 0.0
+        self._given[slots] = -1
+        self.store.erase(slots, self._given >= 0)
+        n_erased = int(np.count_nonzero(self._given < 0))
+        if self.kernel != "precomputed" \
+                and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
+            keep = np.flatnonzero(self._given >= 0).astype(np.intp)
+            _cp_core.compact_slots(self.store, [], keep)
+            self._labels, self._C = self._labels[keep], self._C[keep]
+            self._ids, self._given = self._ids[keep], self._given[keep]
+            self._active = self._active[keep]
+            self._map_ids()
+
+    def held_objects(self):
+        """Every object this head set keeps in Ray's object store: row chunks, then checkpoints."""
+        refs = [ref for ref, _ in self._chunks]
+        return refs + list(self._ckpt[0] or [])
+
+    def actor_arrays(self):
+        """Every array each actor holds of the model, one list per actor (test hook)."""
+        got = self._call(range(len(self.actors)), "local_arrays")
+        return [got[a] for a in range(len(self.actors))]
 
     def restore_head(self, head, state):
         """Install a :class:`eco.state.HeadState` (or engine dict) in `head`, bit for bit."""

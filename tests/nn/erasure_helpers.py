@@ -14,6 +14,9 @@ Two views of a model:
   member). ECO is responsible for these.
 - :func:`whole_artefact_bytes`: everything, the head included (``pickle.dumps``
   of the model and every file of its saved folder).
+- :func:`head_memory_bytes`: what the head holds in memory (its stored rows,
+  kernel rows, slot tables and head states), which neither view above shows
+  (the head pickles and saves its active examples only).
 """
 
 import pickle
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["id_encodings", "find_traces", "assert_erased", "assert_present", "eco_own_bytes", "whole_artefact_bytes"]
+__all__ = ["id_encodings", "find_traces", "assert_erased", "assert_present", "eco_own_bytes", "whole_artefact_bytes",
+           "head_memory_bytes"]
 
 # What ECO.save writes, and which of it is the head's.
 HEAD_MEMBER = "head.eco"
@@ -92,3 +96,24 @@ def whole_artefact_bytes(model, folder=None):
     if folder is not None:
         data += _folder_bytes(folder)
     return data
+
+
+def _as_bytes(array):
+    array = np.asarray(array)
+    if array.dtype == object:
+        return b"".join(str(v).encode("utf-8") + str(v).encode("utf-32-le") for v in array.ravel().tolist())
+    if array.dtype.kind == "U":
+        return array.tobytes() + "".join(array.ravel().tolist()).encode("utf-8")
+    return np.ascontiguousarray(array).tobytes()
+
+
+def head_memory_bytes(head):
+    """The head's memory: stored rows, kernel rows, slot tables, coefficients, head states."""
+    heads = head.head_set_
+    every = np.arange(heads.n_slots)
+    parts = [heads.stored_data(), heads.kernel_block(every), heads.slot_ids, heads.slot_labels,
+             heads.slot_C, heads.alphas(), heads.coefficients()]
+    for h in range(heads.n_heads):
+        state = heads.head_state(h)
+        parts += [getattr(state, name) for name in state.ARRAYS]
+    return b"".join(_as_bytes(part) for part in parts)

@@ -5,11 +5,9 @@ labels, ids, Phi's lineage) and what ECO.save writes besides the head's member
 are searched byte for byte for each removed row's input, its features Phi(x)
 and its id, with a control that the same search finds the retained rows.
 
-The head (CPSVM) is made to erase its own rows by separate work; until then
-the whole artefact (head included) is searched only where the head was refitted
-from scratch (the retrain-Phi path). Once the head erases its rows, the
-decrement tests below should search ``whole_artefact_bytes`` instead of
-``eco_own_bytes`` (marked ``HEAD-ERASURE``).
+The head (CPSVM) erases its removed rows too, so the decrement and the
+retrain-Phi paths are searched over the whole artefact (``whole_artefact_bytes``:
+the pickle and every saved file, the head included).
 """
 
 import numpy as np
@@ -23,6 +21,7 @@ from erasure_helpers import (  # noqa: E402
     assert_erased,
     assert_present,
     eco_own_bytes,
+    head_memory_bytes,
     whole_artefact_bytes,
 )
 
@@ -55,6 +54,13 @@ def build(digits, id_of):
     return model.fit(X[CCP_ROWS], y[CCP_ROWS], ids=[id_of(row) for row in CCP_ROWS], feature_ids=lineage)
 
 
+def head_features(model, ids):
+    """The head's stored feature rows of `ids` (its public state)."""
+    state = model.head_.to_state()
+    at = {identifier: k for k, identifier in enumerate(state.slot_ids.tolist())}
+    return state.data[[at[identifier] for identifier in ids]]
+
+
 def rows_of(ids, id_of):
     back = {id_of(row): row for row in np.concatenate([CCP_ROWS, PHI_ONLY_ROWS])}
     return np.asarray([back[identifier] for identifier in ids])
@@ -62,7 +68,7 @@ def rows_of(ids, id_of):
 
 @pytest.mark.parametrize("batch", [True, False], ids=["ECO", "ECO_i"])
 @pytest.mark.parametrize("kind", sorted(ID_KINDS))
-def test_decrement_leaves_nothing_in_eco_storage(digits, tmp_path, kind, batch):
+def test_decrement_leaves_nothing_anywhere(digits, tmp_path, kind, batch):
     X, _ = digits
     id_of = ID_KINDS[kind]
     model = build(digits, id_of)
@@ -73,6 +79,8 @@ def test_decrement_leaves_nothing_in_eco_storage(digits, tmp_path, kind, batch):
     kept = [i for i in candidates if i not in removed][:5]
     removed_rows = X[rows_of(removed, id_of)]
     removed_features = model.transform(removed_rows)
+    # the features as the head stores them (extracted in the fit's batches: other bits, maybe)
+    stored, kept_stored = head_features(model, removed), head_features(model, kept)
     held = [model._inputs[identifier] for identifier in removed]  # ECO's own buffers of the rows
 
     result = model.unlearn(removed, batch=batch)
@@ -81,10 +89,14 @@ def test_decrement_leaves_nothing_in_eco_storage(digits, tmp_path, kind, batch):
     # the buffers ECO held were overwritten, not merely released
     assert all(not buffer.any() for buffer in held)
     model.save(tmp_path / "model")
-    # HEAD-ERASURE: once the head erases its rows, search whole_artefact_bytes(model, tmp_path / "model").
-    own = eco_own_bytes(model, tmp_path / "model")
-    assert_erased(own, rows=list(removed_rows) + list(removed_features), ids=removed)
-    assert_present(own, rows=list(X[rows_of(kept, id_of)]), ids=kept)
+    # the whole artefact, the head included (it erases its removed rows too)
+    everything = whole_artefact_bytes(model, tmp_path / "model")
+    assert_erased(everything, rows=list(removed_rows) + list(removed_features) + list(stored), ids=removed)
+    assert_present(everything, rows=list(X[rows_of(kept, id_of)]) + list(kept_stored), ids=kept)
+    # and the head's memory (its rows, kernel rows, tables and states)
+    memory = head_memory_bytes(model.head_)
+    assert_erased(memory, rows=list(removed_features) + list(stored), ids=removed)
+    assert_present(memory, rows=list(kept_stored), ids=kept)
 
 
 @pytest.mark.parametrize("kind", sorted(ID_KINDS))

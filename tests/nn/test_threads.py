@@ -4,7 +4,8 @@ Mutations (fit, increment, unlearn) serialize on the model; reads (transform,
 decision_function, predict, score, save) run concurrently and never see a
 half-applied update. Evidence of the latter: every folder saved while the
 model changed is one consistent state (the inputs ECO kept are exactly the
-head's rows, and it loads and predicts like a fresh fit on those rows).
+head's rows, it loads and predicts like a fresh fit on those rows, and nothing
+of a row removed by then is in it, head included).
 faulthandler turns a crash into tracebacks and a deadlock into a failed run.
 """
 
@@ -21,6 +22,7 @@ import eco  # noqa: E402
 from eco.nn import ECO, feature_extractor, make_network  # noqa: E402
 from eco.nn.experiment import frozen_head_parameters  # noqa: E402
 from eco.nn.locking import ReadWriteLock  # noqa: E402
+from erasure_helpers import assert_erased, assert_present, head_memory_bytes, whole_artefact_bytes  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -75,6 +77,14 @@ def check_saved_state(folder, X, y, features):
     np.testing.assert_allclose(
         loaded.decision_function(X[PROBE]), reference.decision_function(loaded.transform(X[PROBE])), atol=1e-8
     )
+    # nothing of a row removed (or not yet added) by then: not its input, not its features
+    # (ids are small ints here, whose bytes occur by chance: rows only)
+    held = set(np.asarray(loaded.ids_).tolist())
+    absent = np.array(sorted((set(INITIAL.tolist()) | set(ADDED.tolist())) - held))
+    everything = whole_artefact_bytes(loaded, folder)
+    assert_erased(everything, rows=list(X[absent]) + list(features[absent]))
+    present = np.array(sorted(held))[:5]
+    assert_present(everything, rows=list(X[present]) + list(features[present]))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -129,6 +139,9 @@ def test_mixed_threads_end_in_the_model_fitted_from_scratch(digits, tmp_path, se
         model.decision_function(X[PROBE]), reference.decision_function(model.transform(X[PROBE])), atol=1e-8
     )
     assert sorted(model._inputs) == final  # ECO's kept inputs follow the head
+    removed = np.concatenate(REMOVED)
+    assert_erased(whole_artefact_bytes(model) + head_memory_bytes(model.head_),
+                  rows=list(X[removed]) + list(features[removed]))
     for folder in saved + [tmp_path / "same-path"]:
         check_saved_state(folder, X, y, features)
 

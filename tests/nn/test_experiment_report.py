@@ -41,8 +41,15 @@ def test_summary_is_keyed_and_targets_follow_the_one_rule():
     assert lenient["speedup_at_size"]["speedup"] == pytest.approx(np.mean(eco_speedups))  # mean of ratios
     assert lenient["speedup_at_size"]["met"] and not strict["speedup_at_size"]["met"]
     assert lenient["mia_gap"]["ECO"]["met"] and not strict["mia_gap"]["ECO"]["met"]
-    gaps = {s: np.mean([r["mia_gap"] for r in rows if r["method"] == "ECO" and r["size"] == s]) for s in (5, 50)}
-    assert lenient["mia_gap"]["ECO"]["pooled"] == pytest.approx((5 * gaps[5] + 50 * gaps[50]) / 55)
+    # the MIA rule: the signed gap pooled over every forgotten example, then its absolute value
+    signed = {s: np.mean([r["mia_forget"] - r["mia_test"] for r in rows if r["method"] == "ECO" and r["size"] == s])
+              for s in (5, 50)}
+    pooled = (5 * signed[5] + 50 * signed[50]) / 55
+    assert lenient["mia_gap"]["ECO"]["pooled_signed"] == pytest.approx(pooled)
+    assert lenient["mia_gap"]["ECO"]["pooled"] == pytest.approx(abs(pooled))
+    assert lenient["mia_gap"]["NR"]["pooled"] == pytest.approx(abs(np.average(
+        [np.mean([r["mia_forget"] - r["mia_test"] for r in rows if r["method"] == "NR" and r["size"] == s])
+         for s in (5, 50)], weights=[5, 50])))
     table = markdown_table(summary, "speedup", ["random"], [5, 50])
     assert "per-trial values" in table and table.count("**") >= 2
 

@@ -77,6 +77,24 @@ def _mean(summary, size, method, metric):
     return None if value is None else value["mean"]
 
 
+def _mia_target(summary, sizes, method, required):
+    """The MIA target's rule: the signed gap MIA(D_f) - MIA(D_test), pooled, in absolute value.
+
+    Exact unlearning leaves no membership signal, so the signed gap has mean
+    0 and what remains is sampling noise: MIA(D_f) of 5 examples moves in
+    steps of 0.2, and the absolute per-trial gap averages that noise instead
+    of cancelling it (about 0.15 at |D_f| = 5 for a model that never saw
+    D_f). The signed gap pooled over every forgotten example (trials and
+    sizes, weighted by |D_f|) estimates the leakage itself, with a noise of
+    a few hundredths over 10 trials.
+    """
+    signed = {s: _mean(summary, s, method, "mia_forget") - _mean(summary, s, method, "mia_test") for s in sizes}
+    pooled = float(np.average([signed[s] for s in sizes], weights=np.array(sizes, dtype=float)))
+    per_trial_abs = {s: _mean(summary, s, method, "mia_gap") for s in sizes}
+    return {"per_size_signed": signed, "per_size_mean_abs": per_trial_abs, "pooled_signed": pooled,
+            "pooled": abs(pooled), "required": required, "met": abs(pooled) <= required}
+
+
 def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any]:
     """The acceptance targets, checked on the random requests."""
     sizes = summary.sizes("random")
@@ -86,13 +104,7 @@ def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any
     speedup = _mean(summary, size, "ECO", "speedup")
     gaps = {s: 100 * (_mean(summary, s, "ECO", "test_accuracy") - _mean(summary, s, "NR", "test_accuracy"))
             for s in sizes}
-    mia = {}
-    for method in ("ECO", "NR"):
-        per_size = {s: _mean(summary, s, method, "mia_gap") for s in sizes}
-        # Pooled over sizes, weighted by |D_f|: MIA(D_f) of 5 examples moves in steps of 0.2.
-        pooled = float(np.average([per_size[s] for s in sizes], weights=np.array(sizes, dtype=float)))
-        mia[method] = {"per_size": per_size, "pooled": pooled, "required": targets.max_mia_gap,
-                       "met": pooled <= targets.max_mia_gap}
+    mia = {method: _mia_target(summary, sizes, method, targets.max_mia_gap) for method in ("ECO", "NR")}
     return {
         "speedup_at_size": {
             "size": size,

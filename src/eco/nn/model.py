@@ -18,6 +18,13 @@ Line 7 is applied whenever D_f meets Phi's lineage, also for an example that
 Phi was trained on but the head was not: otherwise such a request would be
 ignored and the model would still carry the example in Phi's weights.
 
+Line 6 holds for a head whose hyper-parameters are numbers. A head that
+resolves one from its rows (``CPSVM(gamma="scale")``, the default head) must
+move it with C_CP to stay exact, so every request re-solves every head (the
+cost of a head refit) and is reported as ``"decrement"``; a numeric gamma,
+for example :func:`scale_gamma` of Phi's features on Phi's own training
+data, keeps lines 3 and 6 on the fast CP path.
+
 What the model promises and what it asks of the caller
 -------------------------------------------------------
 - Lineage is stated, never assumed: :meth:`ECO.fit` and :meth:`ECO.increment`

@@ -176,12 +176,20 @@ class AcceptanceTargets:
         pooled because an exactly unlearned model's gap is noise of mean 0:
         MIA(D_f) of 5 examples moves in steps of 0.2, and averaging
         absolute per-trial gaps would measure that noise, not leakage.
+        The same figure of the original model (which still holds D_f) is
+        reported beside it as the attack's power: when it is within the
+        bound too, the attack cannot tell members here and the target shows
+        nothing either way.
+    max_decision_diff : float
+        Exactness: the largest |decision value - head-NR's| on the test set
+        of ECO and ECO_i, over every trial and size, at most this.
     """
 
     min_speedup: float
     at_size: int = 50
     max_accuracy_drop_points: float = 1.0
     max_mia_gap: float = 0.05
+    max_decision_diff: float = 1e-6
 
 
 DEFAULT_TARGETS = {"digits": AcceptanceTargets(min_speedup=100.0), "mnist": AcceptanceTargets(min_speedup=300.0)}

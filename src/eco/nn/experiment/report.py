@@ -100,6 +100,18 @@ def targets_markdown(targets: Dict[str, Any]) -> str:
         "dominated by sampling noise, steps of 0.2 at |D_f| = 5, which absolute per-trial gaps would add up "
         "rather than cancel; the tables show the per-trial |gap|.)"
     )
+    control = targets.get("mia_control_original")
+    if control is not None:
+        verdict = ("within the bound too: this attack cannot tell members from non-members of the head here, so "
+                   "the MIA target cannot separate an unlearned model from one that still holds D_f; exactness "
+                   "rests on the decision values below" if control["met"] else
+                   "outside the bound: the attack detects membership, so the targets above are informative")
+        lines.append(f"- Attack power: the original model (still trained on D_f), same rule: {control['pooled']:.3f} "
+                     f"(signed {control['pooled_signed']:+.3f}), {verdict}.")
+    exact = targets.get("exactness")
+    if exact is not None and exact["max_decision_diff"] is not None:
+        lines.append(f"- Exactness: largest |decision value - head-NR's| of ECO and ECO_i over every trial and size: "
+                     f"{exact['max_decision_diff']:.1e}; required <= {exact['required']:.0e}: {_met(exact['met'])}.")
     return "\n".join(lines) + "\n"
 
 

@@ -105,6 +105,11 @@ def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any
     gaps = {s: 100 * (_mean(summary, s, "ECO", "test_accuracy") - _mean(summary, s, "NR", "test_accuracy"))
             for s in sizes}
     mia = {method: _mia_target(summary, sizes, method, targets.max_mia_gap) for method in ("ECO", "NR")}
+    # The attack's power, by the same rule: the original model still holds D_f.
+    has_original = all(summary.get("random", s, "original", "mia_forget") is not None for s in sizes)
+    control = _mia_target(summary, sizes, "original", targets.max_mia_gap) if has_original else None
+    diffs = [summary.get("random", s, m, "max_decision_diff") for s in sizes for m in ("ECO", "ECO_i")]
+    worst_diff = max((d["max"] for d in diffs if d is not None), default=None)
     return {
         "speedup_at_size": {
             "size": size,
@@ -122,4 +127,10 @@ def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any
             "met": min(gaps.values()) >= -targets.max_accuracy_drop_points,
         },
         "mia_gap": mia,
+        "mia_control_original": control,
+        "exactness": {
+            "max_decision_diff": worst_diff,
+            "required": targets.max_decision_diff,
+            "met": worst_diff is not None and worst_diff <= targets.max_decision_diff,
+        },
     }

@@ -187,3 +187,92 @@ def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         m.save(tmp_path / "m.eco")
     assert os.listdir(tmp_path) == []
+
+
+# --------------------------- a MemoryError at every call site: error = unchanged
+
+# Every head-set operation an update goes through; each is made to raise
+# MemoryError at each of its calls in turn (before the call, or after it did
+# its work), until the update completes without meeting the fault.
+CALL_SITES = ["snapshot", "reserve_mask", "all_reserve", "drop_reserve", "unlearn",
+              "unlearn_head", "solve", "violation", "head_state", "append", "learn",
+              "learn_head", "map_heads", "slot_of", "is_active"]
+
+
+def _decrement_support(m, X, y):
+    return m.decrement(m.support_ids_.tolist()[:5], batch=True)
+
+
+def _decrement_one_by_one(m, X, y):
+    return m.decrement(m.support_ids_.tolist()[:4], batch=False)
+
+
+def _decrement_reserve(m, X, y):
+    reserve = m.reserve_ if m.head_set_.n_heads == 1 else m.reserve_[0]
+    keep = [i for i in reserve.tolist() if i not in set(m.support_ids_.tolist())]
+    return m.decrement(keep[:3])
+
+
+def _increment(m, X, y):
+    return m.increment(X[70:], y[70:], ids=list(range(70, 80)))
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("update", [_decrement_support, _decrement_one_by_one,
+                                    _decrement_reserve, _increment],
+                         ids=["batch", "one-by-one", "reserve", "increment"])
+def test_memory_error_at_every_call_site(update, n_classes, n_jobs):
+    X, y = _data(n=80, n_classes=n_classes, seed=11)
+    base = CPSVM(C=1.0, gamma=0.3, n_jobs=n_jobs).fit(X[:70], y[:70])
+    old = base.state_digest()
+    done = _copy(base)
+    update(done, X, y)
+    new = done.state_digest()
+    fired = 0
+    for site in CALL_SITES:
+        for after in (False, True):
+            k = 1
+            while True:
+                m = _copy(base)
+                with fail_on_call(m, site, k, MemoryError(f"injected at {site} #{k}"),
+                                  after=after) as calls:
+                    try:
+                        update(m, X, y)
+                        raised = False
+                    except MemoryError:
+                        raised = True
+                if not raised:
+                    if len(calls) >= k:
+                        # fired once the reserve drop was done: the update was
+                        # completed instead ("success means done"), exactly
+                        assert after and site == "drop_reserve"
+                        assert list(m.ids_) == list(done.ids_)
+                        assert_exact(m, X)
+                        k += 1
+                        continue
+                    # the fault never fired: the update completed, whole
+                    assert m.state_digest() == new
+                    break
+                fired += 1
+                assert m.state_digest() == old, f"{site} call {k} (after={after}): changed"
+                k += 1
+    assert fired > 10
+    assert_exact(done, X)
+
+
+@pytest.mark.parametrize("update", [_decrement_support, _increment], ids=["decrement", "increment"])
+def test_rollback_survives_a_memory_error(update):
+    """The rollback itself meets a MemoryError: it is retried, never left half-done."""
+    X, y = _data(n=80, n_classes=3, seed=12)
+    m = CPSVM(C=1.0, gamma=0.3).fit(X[:70], y[:70])
+    old = m.state_digest()
+    site = "unlearn_head" if update is _decrement_support else "learn_head"
+    with fail_on_call(m, site, 2, after=True):
+        with fail_on_call(m, "restore_head", 2, MemoryError("in the rollback")):
+            with pytest.raises(eco.testing.InjectedFault):
+                update(m, X, y)
+    assert m.state_digest() == old
+    twin = _copy(m)
+    assert update(m, X, y) is not None and update(twin, X, y) is not None
+    assert m.state_digest() == twin.state_digest()

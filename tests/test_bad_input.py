@@ -338,3 +338,180 @@ def test_bad_parameters_at_fit(params, pattern):
         m.fit(X, Y2)
     with pytest.raises(NotFittedError):
         m.predict(X)
+
+
+# ------------------------------------------------ strictness (issue 10, section 6)
+
+
+def _int_ids_model():
+    return CPSVM(C=1.0).fit(X, Y2)  # ids 0 .. N-1
+
+
+@pytest.mark.parametrize("bad", [3.0, True, np.float64(3.0), np.True_, False])
+def test_id_of_another_kind_names_no_id(bad):
+    m = _int_ids_model()
+    before = m.state_digest()
+    with pytest.raises(UnknownIdError, match="unknown id"):
+        m.decrement([bad])
+    assert m.state_digest() == before
+    assert m.n_active_ == N
+
+
+def test_float_ids_match_floats_only():
+    m = CPSVM(C=1.0).fit(X, Y2, ids=[float(i) + 0.5 for i in range(N - 1)] + [3.0])
+    with pytest.raises(UnknownIdError):
+        m.decrement([3])
+    m.decrement([3.0])
+    assert 3.0 not in m.ids_.tolist()
+
+
+def test_new_id_equal_to_a_known_id_of_another_kind_is_refused():
+    m = _int_ids_model()
+    before = m.state_digest()
+    with pytest.raises(DuplicateIdError, match="another kind"):
+        m.increment(X[:1], Y2[:1], ids=[5.0])
+    with pytest.raises(DuplicateIdError, match="another kind"):
+        m.increment(X[:1], Y2[:1], ids=[True])
+    assert m.state_digest() == before
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: m.decrement([1], batch="no"),
+    lambda m: m.decrement([1], batch=1),
+    lambda m: m.decrement([1], audit="no"),
+    lambda m: m.decrement([1], audit=None),
+    lambda m: m.verify(reference="x"),
+    lambda m: m.verify(reference=0),
+])
+def test_flags_take_bools_only(call):
+    m = _int_ids_model()
+    before = m.state_digest()
+    with pytest.raises(InvalidInputError, match="must be True or False"):
+        call(m)
+    assert m.state_digest() == before
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_precompute_takes_bools_only(value):
+    with pytest.raises(InvalidInputError, match="precompute must be True or False"):
+        CPSVM(precompute=value).fit(X, Y2)
+
+
+def test_sparse_input_is_an_eco_error():
+    sparse = pytest.importorskip("scipy.sparse")
+    m = _int_ids_model()
+    with pytest.raises(eco.exceptions.InvalidTypeError, match="[Ss]parse"):
+        CPSVM().fit(sparse.csr_matrix(X), Y2)
+    with pytest.raises(eco.exceptions.InvalidTypeError, match="[Ss]parse"):
+        m.predict(sparse.csr_matrix(X))
+    with pytest.raises(eco.exceptions.InvalidTypeError, match="[Ss]parse"):
+        m.increment(sparse.csr_matrix(X[:2]), Y2[:2], ids=["a", "b"])
+
+
+def test_dtype_promotion_is_an_eco_error():
+    m = _int_ids_model()
+    dates = np.array([["2020-01-01"] * D] * 3, dtype="datetime64[D]")
+    with pytest.raises(InvalidInputError):
+        m.predict(dates)
+    with pytest.raises(InvalidInputError):
+        CPSVM().fit(np.array([[1, "a"], [2, "b"]], dtype=object), [0, 1])
+    before = m.state_digest()
+    with pytest.raises(UnseenLabelError):
+        m.increment(X[:2], np.array(["2020-01-01"] * 2, dtype="datetime64[D]"), ids=["a", "b"])
+    with pytest.raises(InvalidInputError):
+        m.score(X, ["a"] * N)
+    assert m.state_digest() == before
+
+
+def test_huge_degree_is_an_eco_error():
+    with pytest.raises(InvalidInputError, match="degree"):
+        CPSVM(kernel="poly", degree=2 ** 40).fit(X, Y2)
+
+
+def test_non_symmetric_precomputed_kernel_is_refused():
+    bad = K.copy()
+    bad[0, 1] += 0.5
+    with pytest.raises(InvalidInputError, match="symmetric"):
+        CPSVM(kernel="precomputed").fit(bad, Y2)
+    m = CPSVM(kernel="precomputed").fit(K[:30, :30], Y2[:30])
+    block = K[30:32, :32].copy()
+    block[0, 31] += 1.0
+    before = m.state_digest()
+    with pytest.raises(InvalidInputError, match="symmetric"):
+        m.increment(block, Y2[30:32])
+    assert m.state_digest() == before
+
+
+# --------------------------------------------------- set_params on a fitted model
+
+
+@pytest.mark.parametrize("change", [{"kernel": "linear"}, {"C": 100.0}, {"gamma": 2.0},
+                                    {"degree": 4}, {"coef0": 1.0}, {"class_weight": {0: 2.0}},
+                                    {"C": 1}])
+def test_changing_a_model_parameter_unfits(change):
+    m = CPSVM(C=1.0, gamma=0.5).fit(X, Y2)
+    m.set_params(**change)
+    for call in (lambda: m.predict(X), lambda: m.verify(), lambda: m.decrement([1]),
+                 lambda: m.increment(X[:1], Y2[:1], ids=["new"]), lambda: m.state_digest()):
+        with pytest.raises(NotFittedError):
+            call()
+    # fitting again uses the new parameters
+    m.fit(X, Y2)
+    assert_exact_params = {k: v for k, v in m.get_params().items() if k in change}
+    assert assert_exact_params == change
+    assert m.kkt_violation() < 1e-8
+
+
+def test_unchanged_or_work_parameters_keep_the_model():
+    m = CPSVM(C=1.0, gamma=0.5).fit(X, Y2)
+    before = m.decision_function(X)
+    m.set_params(C=1.0, gamma=0.5, n_jobs=2, max_steps=500, precompute=True)
+    assert np.array_equal(m.decision_function(X), before)
+    # the state moved as it was: same model as one built with these settings
+    twin = CPSVM.from_state(m.to_state())
+    assert twin.state_digest() == m.state_digest()
+    assert m.head_set_.n_jobs == 2
+    m.decrement([1, 2, 3])
+    assert m.kkt_violation() < 1e-8
+    with pytest.raises(ValueError):
+        m.set_params(no_such_parameter=1)
+    assert m.get_params()["n_jobs"] == 2
+
+
+# -------------------------------------------- hard fits end, exact or with an error
+
+
+def _bounded_fit(make):
+    """The fit ends (the suite's timeout would catch a hang): exact, or an eco error."""
+    try:
+        m = make()
+    except eco.exceptions.EcoError as exc:
+        assert str(exc)
+        return None
+    assert m.kkt_violation() < 1e-8
+    return m
+
+
+def test_hard_fits_end():
+    rng = np.random.default_rng(3)
+    Xh = rng.normal(size=(40, 3))
+    yh = (Xh[:, 0] + 0.5 * rng.normal(size=40) > 0).astype(int)
+    _bounded_fit(lambda: CPSVM(kernel="linear", C=10.0).fit(Xh * 1e6, yh))
+    _bounded_fit(lambda: CPSVM(C=1.0).fit(Xh, yh, sample_weight=10.0 ** rng.uniform(0, 300, 40)))
+    _bounded_fit(lambda: CPSVM(kernel="poly", degree=6, gamma=101.0).fit(Xh, yh))
+    G = rng.normal(size=(13, 13))
+    _bounded_fit(lambda: CPSVM(kernel="precomputed", C=839.0).fit(G + G.T, np.arange(13) % 2))
+
+
+@pytest.mark.parametrize("tol", [float("nan"), -1.0, float("inf"), "1e-8", True])
+def test_tolerances_must_be_finite_non_negative(tol):
+    from eco.audit import verify_model
+    from eco.testing import assert_exact
+
+    m = _int_ids_model()
+    with pytest.raises(InvalidInputError, match="finite number >= 0"):
+        verify_model(m, tol=tol)
+    with pytest.raises(InvalidInputError, match="finite number >= 0"):
+        verify_model(m, tol_ref=tol)
+    with pytest.raises(InvalidInputError, match="finite number >= 0"):
+        assert_exact(m, kkt_tol=tol)

@@ -94,6 +94,26 @@ cdef int check(int st) except -1:
     return 0
 
 
+# Validation at the def boundary: the compiled loops run without bounds
+# checks, so every index and size that crosses into them is checked here
+# and refused with ValueError/IndexError rather than read out of bounds.
+
+cdef int _check_slots(const Py_ssize_t[::1] slots, Py_ssize_t n, str what) except -1:
+    """Every slot in [0, n), none twice."""
+    cdef Py_ssize_t i
+    for i in range(slots.shape[0]):
+        if not 0 <= slots[i] < n:
+            raise IndexError(f"{what}: slot {slots[i]} is outside the store's {n} slots")
+    if slots.shape[0] > 1 and np.unique(np.asarray(slots)).shape[0] != slots.shape[0]:
+        raise ValueError(f"{what}: a slot is given twice")
+    return 0
+
+
+def _check_kernel(kernel):
+    if kernel not in KERNEL_CODES:
+        raise ValueError(f"unknown kernel {kernel!r}; expected one of {tuple(KERNEL_CODES)}")
+    return KERNEL_CODES[kernel]
+
 # Certificates divide a gradient violation by 1 + |b| + CANCEL sum_j |alpha_j K_ij|:
 # absolute (1e-8 at _FIT_TOL) while the terms g_i is summed from are of order
 # one, and allowing 1e-14 of their size (about a hundred roundings) when they
@@ -159,7 +179,7 @@ def kernel_matrix(const double[:, ::1] A, const double[:, ::1] B, str kernel,
     -------
     K : ndarray of shape (m, n)
     """
-    cdef int code = KERNEL_CODES[kernel]
+    cdef int code = _check_kernel(kernel)
     if code == K_PRECOMPUTED:
         raise ValueError("kernel_matrix cannot compute a precomputed kernel")
     if A.shape[1] != B.shape[1]:
@@ -240,6 +260,8 @@ cdef class KernelStore:
     cdef object _last_arr                 # numpy (capacity,) int64
     cdef long long[::1] last_use          # per slot: tick of its last use (LRU)
     cdef long long tick
+    cdef readonly long n_truncations      # engines check their slots after a truncate
+    cdef object _truncated_to             # n_slots after each truncate, in order
 
     def __cinit__(self):
         self.rows = NULL
@@ -250,7 +272,15 @@ cdef class KernelStore:
     def __init__(self, Py_ssize_t n_features, str kernel="rbf", double gamma=1.0,
                  int degree=3, double coef0=0.0, bint precompute=False,
                  double cache_size=200.0):
-        self.kernel_code = KERNEL_CODES[kernel]
+        if n_features < 0:
+            raise ValueError(f"n_features must be >= 0, got {n_features}")
+        if degree < 0:
+            raise ValueError(f"degree must be >= 0, got {degree}")
+        if not isfinite(gamma) or not isfinite(coef0):
+            raise ValueError("gamma and coef0 must be finite")
+        self.kernel_code = _check_kernel(kernel)
+        self.n_truncations = 0
+        self._truncated_to = []
         self.gamma = gamma
         self.degree = degree
         self.coef0 = coef0
@@ -519,8 +549,12 @@ cdef class KernelStore:
     def ensure_rows(self, const Py_ssize_t[::1] slots):
         """Compute (and cache) the rows of `slots`, several at a time, without the GIL."""
         cdef int st = 0
+        cdef Py_ssize_t i
         if slots.shape[0] == 0:
             return
+        for i in range(slots.shape[0]):
+            if not 0 <= slots[i] < self.n_slots:
+                raise IndexError(f"ensure_rows: slot {slots[i]} is outside the store")
         with nogil:
             st = self._ensure_rows(&slots[0], slots.shape[0])
         if st != 0:
@@ -535,6 +569,8 @@ cdef class KernelStore:
         cdef Py_ssize_t i
         if not 0 <= n <= self.n_slots:
             raise ValueError(f"cannot truncate {self.n_slots} slots to {n}")
+        if n == self.n_slots:
+            return  # nothing to forget (a rollback of an update that stored no row)
         for i in range(n, self.n_slots):
             if self.rows[i] != NULL:
                 free(self.rows[i])
@@ -546,6 +582,12 @@ cdef class KernelStore:
                 self.sqnorm[i] = 0.0
         self.n_slots = n
         self._update_max_diag(0)
+        self._truncated_to.append(n)
+        self.n_truncations += 1
+
+    def truncated_floor(self, long since):
+        """Fewest slots the store held after the truncations numbered `since` on."""
+        return min(self._truncated_to[since:], default=self.n_slots)
 
     @property
     def cache_rows(self):
@@ -604,6 +646,7 @@ cdef class KernelStore:
     def release_rows(self, const Py_ssize_t[::1] slots):
         """Drop the cached rows of `slots` (a precomputed kernel keeps them)."""
         cdef Py_ssize_t i, s
+        _check_slots(slots, self.n_slots, "release_rows")
         if self.precompute:
             return
         for i in range(slots.shape[0]):
@@ -634,6 +677,10 @@ cdef class KernelStore:
 
     def features_of(self, const Py_ssize_t[::1] slots):
         """Copy of the features of `slots`, shape (len(slots), n_features)."""
+        cdef Py_ssize_t i
+        for i in range(slots.shape[0]):
+            if not 0 <= slots[i] < self.n_slots:
+                raise IndexError(f"features_of: slot {slots[i]} is outside the store")
         return np.ascontiguousarray(self._XT_array[:, np.asarray(slots)].T)
 
     def kernel_block(self, const Py_ssize_t[::1] slots):
@@ -810,6 +857,7 @@ cdef class CPEngine:
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
+    cdef long seen_truncations        # store.n_truncations when the slots were last checked
     cdef public double check_tol      # largest relative KKT violation (incremental g) accepted after an operation
     # state of the path being followed (see _path)
     cdef bint pth_learning, pth_moves
@@ -831,8 +879,9 @@ cdef class CPEngine:
         self.ipiv = NULL
         self.r_cap = 0
 
-    def __init__(self, KernelStore store, long max_steps=0):
+    def __init__(self, KernelStore store not None, long max_steps=0):
         self.store = store
+        self.seen_truncations = store.n_truncations
         self.capacity = 0
         self.n_margin = 0
         self.n_active = 0
@@ -867,6 +916,23 @@ cdef class CPEngine:
         free(self.ipiv)
 
     # -- capacity -----------------------------------------------------------
+
+    def check_store(self):
+        """Refuse to run over slots the store no longer holds (it was truncated under them).
+
+        After a truncate, an engine must be given a state over the remaining
+        slots (``restore``, ``set_state``) before it can be used again.
+        """
+        cdef Py_ssize_t i, floor
+        if self.store.n_truncations == self.seen_truncations:
+            return
+        self.sync_capacity()
+        floor = self.store.truncated_floor(self.seen_truncations)
+        for i in range(floor, self.capacity):
+            if self.setof[i] != S_INACTIVE:
+                raise ValueError(f"slot {i} is active in the engine but the store was "
+                                 f"truncated to {floor} slots; restore the engine's state first")
+        self.seen_truncations = self.store.n_truncations
 
     def sync_capacity(self):
         """Grow the per-slot arrays to the store's capacity.
@@ -969,6 +1035,8 @@ cdef class CPEngine:
         cdef double* row
         if self._ks_reserve(self.n_margin) != 0:
             return ST_NO_MEMORY
+        if self.ks_n > n:
+            self.ks_n = n  # the store was truncated: the packed prefix is still valid
         if self.ks_n == n:
             return 0
         for p in range(self.n_margin):
@@ -1549,6 +1617,11 @@ cdef class CPEngine:
         """
         cdef Py_ssize_t n_drv = slots.shape[0], i, m
         cdef int st = ST_OK
+        self.check_store()
+        self.sync_capacity()
+        _check_slots(slots, self.store.n_slots, "path_step_for_tests")
+        if n_drv == 0 or d.shape[0] != n_drv:
+            raise ValueError("path_step_for_tests: one direction entry per slot, at least one")
         order = ["direction", "rates", "event", "apply", "migrate"]
         stop = order.index(upto)
         drv_arr = np.asarray(slots, dtype=np.intp).copy()
@@ -1602,6 +1675,11 @@ cdef class CPEngine:
         """
         if not 0 <= slot < self.store.n_slots:
             raise IndexError(f"slot {slot} is not in the store")
+        if label != 1.0 and label != -1.0:
+            raise ValueError(f"label must be +1 or -1, got {label}")
+        if not (isfinite(C) and C >= 0.0):
+            raise ValueError(f"C must be finite and >= 0, got {C}")
+        self.check_store()
         self.sync_capacity()
         if self.setof[slot] != S_INACTIVE:
             raise ValueError(f"slot {slot} is already active")
@@ -1657,9 +1735,11 @@ cdef class CPEngine:
             The path could not finish (its ``status`` says why).
         """
         cdef Py_ssize_t i, n_d = slots.shape[0]
+        self.check_store()
         self.sync_capacity()
+        _check_slots(slots, self.store.n_slots, "unlearn")
         for i in range(n_d):
-            if not 0 <= slots[i] < self.store.n_slots or self.setof[slots[i]] == S_INACTIVE:
+            if self.setof[slots[i]] == S_INACTIVE:
                 raise ValueError(f"slot {slots[i]} is not active")
         cdef int st
         with nogil:
@@ -1986,6 +2066,8 @@ cdef class CPEngine:
         See :meth:`_set_state`; raises EngineError when ``Rinv`` is None and
         the refactorisation fails.
         """
+        if len(sets) == self.store.n_slots:
+            self._check_state_arrays(y, C, alpha, b, sets, margin_order, g, Rinv, True)
         check(self._set_state(y, C, alpha, b, sets, margin_order, g, Rinv))
 
     def _set_state(self, const double[::1] y, const double[::1] C,
@@ -2005,6 +2087,7 @@ cdef class CPEngine:
         if y.shape[0] != n or C.shape[0] != n or alpha.shape[0] != n or sets.shape[0] != n \
                 or g.shape[0] != n:
             raise ValueError("state arrays must have one entry per stored slot")
+        self._check_state_arrays(y, C, alpha, b, sets, margin_order, g, Rinv, False)
         self.sync_capacity()
         self.n_active = 0
         self.n_positive = 0
@@ -2031,14 +2114,13 @@ cdef class CPEngine:
         if self._grow_r(m + 1) != 0:
             raise MemoryError("could not allocate the margin matrix")
         for i in range(m):
-            if sets[margin_order[i]] != S_MARGIN:
-                raise ValueError("margin_order lists a slot that is not a margin vector")
             self.margin[i] = margin_order[i]
             self.pos[margin_order[i]] = <int>i
         self.n_margin = m
         self._scrub_beyond(old_m)
         self.b = b
         self.epoch += 1
+        self.seen_truncations = self.store.n_truncations  # the state covers the store as it is
         with nogil:
             st = self._ks_rebuild()
         if st != ST_OK:
@@ -2060,6 +2142,36 @@ cdef class CPEngine:
             self._copy_in_r(Rf.ravel(order="F"), m + 1)
         self.updates_since_check = 0
         return ST_OK
+
+    def _check_state_arrays(self, y, C, alpha, b, sets, margin_order, g, Rinv, complete):
+        # checked before anything is installed: a refused state leaves the engine as it was.
+        # `complete`: margin_order lists every margin vector (the public entry
+        # points; purify installs a free set first and orders it itself)
+        sets_a = np.asarray(sets)
+        active = sets_a != S_INACTIVE
+        if not np.all(np.isin(sets_a, (S_INACTIVE, S_RESERVE, S_MARGIN, S_ERROR, S_DRIVEN))):
+            raise ValueError("sets holds a code that is not a set")
+        y_a, C_a = np.asarray(y), np.asarray(C)
+        if not np.all((y_a[active] == 1.0) | (y_a[active] == -1.0)):
+            raise ValueError("labels of active slots must be +1 or -1")
+        if not (np.all(np.isfinite(C_a)) and np.all(C_a >= 0.0)):
+            raise ValueError("C must be finite and >= 0")
+        if not (np.all(np.isfinite(np.asarray(alpha))) and np.all(np.isfinite(np.asarray(g)))
+                and np.isfinite(b)):
+            raise ValueError("alpha, g and b must be finite")
+        mo = np.asarray(margin_order)
+        if np.unique(mo).shape[0] != mo.shape[0]:
+            raise ValueError("margin_order lists a slot twice")
+        if mo.shape[0] and not np.all(sets_a[mo] == S_MARGIN):
+            raise ValueError("margin_order lists a slot that is not a margin vector")
+        if complete and mo.shape[0] != np.count_nonzero(sets_a == S_MARGIN):
+            raise ValueError("margin_order must list every margin vector")
+        if Rinv is not None:
+            R = np.asarray(Rinv)
+            if R.shape != (mo.shape[0] + 1, mo.shape[0] + 1):
+                raise ValueError("Rinv has the wrong shape")
+            if not np.all(np.isfinite(R)):
+                raise ValueError("Rinv must be finite")
 
     def polish(self, y, C, sets):
         """Exact coefficients for a guess of the sets; see :meth:`_polish`.
@@ -2083,7 +2195,11 @@ cdef class CPEngine:
         status : int
         """
         cdef Py_ssize_t n = self.store.n_slots, i, p, j, m
-        self.store.ensure_rows(np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.intp))
+        if np.asarray(sets).shape[0] != n or np.asarray(y).shape[0] != n \
+                or np.asarray(C).shape[0] != n:
+            raise ValueError("state arrays must have one entry per stored slot")
+        self.store.ensure_rows(np.flatnonzero(
+            (np.asarray(sets) == S_MARGIN) | (np.asarray(sets) == S_ERROR)).astype(np.intp))
         alpha0 = np.where(np.asarray(sets) == S_ERROR, np.asarray(C), 0.0)
         margin_order = np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.int32)
         st = self._set_state(y, C, alpha0, 0.0, sets, margin_order, np.zeros(n), None)
@@ -2361,6 +2477,8 @@ cdef class CPEngine:
         fa = np.zeros(n)
         sa = np.zeros(n)
         cdef double[::1] f = fa, fs = sa
+        self.check_store()
+        self.sync_capacity()
         sv = np.flatnonzero((self._set_arr[:n] != S_INACTIVE)
                             & (self._alpha_arr[:n] != 0.0)).astype(np.intp)
         # rows of the support vectors: cached when they fit in the store's
@@ -2415,6 +2533,7 @@ cdef class CPEngine:
     def refactorise(self):
         """Rebuild the inverse bordered matrix from scratch (EngineError on failure)."""
         cdef int st
+        self.check_store()
         with nogil:
             self._sync_sigma()
             st = self._refactorise()
@@ -2423,6 +2542,7 @@ cdef class CPEngine:
     def finish(self):
         """Canonicalise the state (see ``_finish``); EngineError on failure."""
         cdef int st
+        self.check_store()
         with nogil:
             st = self._finish()
         check(st)
@@ -2443,6 +2563,7 @@ cdef class CPEngine:
         cdef bint failed = False
         if n == 0:
             return out
+        self.check_store()
         self.sync_capacity()
         sv = np.flatnonzero((self._set_arr[:n] != S_INACTIVE)
                             & (self._alpha_arr[:n] != 0.0)).astype(np.intp)
@@ -2516,6 +2637,10 @@ cdef class CPEngine:
 
     def restore(self, dict state):
         """Install a state produced by :meth:`get_state` (bit for bit)."""
+        if len(state["sets"]) == self.store.n_slots:
+            self._check_state_arrays(state["y"], state["C"], state["alpha"], state["b"],
+                                     state["sets"], state["margin_order"], state["g"],
+                                     state["Rinv"], True)
         check(self._set_state(state["y"], state["C"], state["alpha"], state["b"],
                               state["sets"], state["margin_order"], state["g"],
                               state["Rinv"]))
@@ -2567,10 +2692,13 @@ cdef class CPEngine:
 
     def alpha_of(self, const Py_ssize_t[::1] slots):
         """Coefficients of `slots`."""
+        cdef Py_ssize_t i
+        for i in range(slots.shape[0]):
+            if not 0 <= slots[i] < self.store.n_slots:
+                raise IndexError(f"alpha_of: slot {slots[i]} is outside the store")
         self.sync_capacity()
         out = np.empty(slots.shape[0])
         cdef double[::1] o = out
-        cdef Py_ssize_t i
         for i in range(slots.shape[0]):
             o[i] = self.alpha[slots[i]]
         return out
@@ -2579,6 +2707,7 @@ cdef class CPEngine:
         """Decision value f(x_slot) = sum_j alpha_j y_j K(x_j, x_slot) + b of a stored slot."""
         if not 0 <= slot < self.store.n_slots:
             raise IndexError(f"slot {slot} out of range")
+        self.check_store()
         self.sync_capacity()
         cdef double* row
         cdef double f
@@ -2979,6 +3108,10 @@ def drop_reserve(list engines, const Py_ssize_t[::1] slots):
     cdef Py_ssize_t i
     cdef int st, worst = ST_OK
     for e in engines:
+        if e is None:
+            raise TypeError("drop_reserve: engines must be CPEngine instances")
+        e.check_store()
+        _check_slots(slots, e.store.n_slots, "drop_reserve")
         e.sync_capacity()
         for i in range(slots.shape[0]):
             if e.setof[slots[i]] == S_INACTIVE or e.alpha[slots[i]] != 0.0:
@@ -2995,6 +3128,11 @@ def all_reserve(list engines, const Py_ssize_t[::1] slots):
     cdef CPEngine e
     cdef Py_ssize_t i
     for e in engines:
+        if e is None:
+            raise TypeError("all_reserve: engines must be CPEngine instances")
+        for i in range(slots.shape[0]):
+            if not 0 <= slots[i] < e.store.n_slots:
+                raise IndexError(f"all_reserve: slot {slots[i]} is outside the store")
         e.sync_capacity()
         for i in range(slots.shape[0]):
             if e.alpha[slots[i]] != 0.0:

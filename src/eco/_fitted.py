@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _cp_core
 from . import _validation as V
+from ._concurrency import reads
 from ._headset import HeadSet
 from .state import ModelState
 
@@ -23,6 +24,7 @@ _SET_ERROR = _cp_core.SET_ERROR
 class FittedAttributes:
     """Fitted attributes and state export of :class:`eco.CPSVM` (see its docstring)."""
 
+    @reads
     def to_state(self):
         """The fitted model as an :class:`eco.state.ModelState` (plain arrays, copies).
 
@@ -63,22 +65,26 @@ class FittedAttributes:
         return values[0] if len(values) == 1 else values
 
     @property
+    @reads
     def ids_(self):
         self._require_fitted()
         return self.head_set_.slot_ids[self.head_set_.active_slots()]
 
     @property
+    @reads
     def n_active_(self):
         self._require_fitted()
         return self.head_set_.n_active
 
     @property
+    @reads
     def alpha_(self):
         self._require_fitted()
         a = self.head_set_.alphas()[:, self.head_set_.active_slots()]
         return a[0] if len(a) == 1 else a
 
     @property
+    @reads
     def intercept_(self):
         self._require_fitted()
         return self.head_set_.biases()
@@ -88,21 +94,25 @@ class FittedAttributes:
         return self._per_head(lambda h: heads.slot_ids[np.flatnonzero(heads.sets(h) == code)])
 
     @property
+    @reads
     def margin_(self):
         self._require_fitted()
         return self._ids_in(_SET_MARGIN)
 
     @property
+    @reads
     def error_(self):
         self._require_fitted()
         return self._ids_in(_SET_ERROR)
 
     @property
+    @reads
     def reserve_(self):
         self._require_fitted()
         return self._ids_in(_SET_RESERVE)
 
     @property
+    @reads
     def support_ids_(self):
         self._require_fitted()
         heads = self.head_set_

@@ -10,7 +10,12 @@ another backend (heads held by remote actors) can stand in for it.
 
 Every mutation is meant to run inside :meth:`HeadSet.transaction`, which
 makes it all-or-nothing: on any exception, ``KeyboardInterrupt`` included,
-the store, the slot tables and every head are put back as they were.
+the store, the slot tables and every head are put back as they were. SIGINT
+is deferred for the whole transaction (:mod:`eco._concurrency`): the update
+stops at the next safe point with ``KeyboardInterrupt``, every worker thread
+is joined, and the rollback runs with further interrupts deferred. The head
+set has no lock of its own: the estimator serialises its mutations (see
+:class:`eco.CPSVM`).
 
 Removed examples are erased (:meth:`HeadSet.erase`): their rows, cached
 kernel values, labels, bounds, coefficients and ids are overwritten with
@@ -21,6 +26,7 @@ churn. A precomputed kernel is never renumbered: its callers index kernel
 columns by the position at which each example was given.
 """
 
+import gc
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,6 +35,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from . import _cp_core
+from ._concurrency import checkpoint, current_guard, interrupt_guard, run_with_guard
 from ._warmstart import head_violation, solve_head
 from .exceptions import EngineError, InvalidInputError, UnlearningError
 from .state import HeadState
@@ -360,19 +367,34 @@ class HeadSet:
     # ----------------------------------------------------------- work
 
     def map_heads(self, fn, heads=None):
-        """``[fn(h) for h in heads]`` over ``n_jobs`` threads (BLAS: :func:`blas_threads_for`)."""
+        """``[fn(h) for h in heads]`` over ``n_jobs`` threads (BLAS: :func:`blas_threads_for`).
+
+        Workers run under the caller's interrupt guard; on any failure the
+        heads not started are cancelled and every worker is joined before
+        the exception propagates (a rollback never races a worker).
+        """
         heads = list(range(len(self._engines)) if heads is None else heads)
         n_jobs = 1 if self.n_jobs is None else self.n_jobs
         if n_jobs < 0:
             n_jobs = os.cpu_count() or 1
         n_jobs = min(n_jobs, len(heads))
         n_margin = max((self._engines[h].n_margin for h in heads), default=0)
+
+        def step(h):
+            checkpoint()
+            return fn(h)
+
         try:
             with one_blas_thread(blas_threads_for(self.n_slots, n_margin, n_jobs)):
                 if n_jobs <= 1:
-                    return [fn(h) for h in heads]
-                with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                    return list(pool.map(fn, heads))
+                    return [step(h) for h in heads]
+                run = run_with_guard(current_guard(), step)
+                pool = ThreadPoolExecutor(max_workers=n_jobs)
+                try:
+                    futures = [pool.submit(run, h) for h in heads]
+                    return [f.result() for f in futures]
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
         finally:
             # between operations: no path holds a row, the cache can shrink
             self.store.trim()
@@ -384,36 +406,67 @@ class HeadSet:
         Snapshots the number of stored rows, the slot tables and every head
         on entry; on an exception (``BaseException`` too, e.g.
         ``KeyboardInterrupt``) truncates the store and puts every table and
-        head back, bit for bit.
+        head back, bit for bit. SIGINT is deferred for the whole block (see
+        :func:`eco._concurrency.interrupt_guard`), so no interrupt can land
+        between the failure and the end of the rollback.
         """
-        snapshot = self.snapshot()
-        try:
-            yield self
-        except BaseException:
-            self.restore(snapshot)
-            raise
+        with interrupt_guard() as guard:
+            snapshot = self.snapshot()
+            try:
+                yield self
+                # last safe point: an interrupt that arrived during the
+                # update undoes it rather than surfacing after the commit
+                checkpoint()
+            except BaseException:
+                with guard.deferred():
+                    self.restore(snapshot)
+                raise
 
     def snapshot(self):
-        """An opaque copy of the whole head set (rows stored, slot tables, every head)."""
+        """An opaque copy of the whole head set (rows stored, slot tables, every head).
+
+        Everything :meth:`restore` installs is prepared here (inverse margin
+        matrices already in the engine's column-major layout), so that the
+        rollback allocates as little as possible.
+        """
+        heads = []
+        for e in self._engines:
+            st = e.get_state()
+            st["Rinv"] = np.asfortranarray(st["Rinv"])
+            heads.append(st)
         return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
-                self._given, self._n_given, [e.get_state() for e in self._engines])
+                self._given, self._n_given, heads)
 
     def restore(self, snapshot):
         """Put back a :meth:`snapshot` of this head set.
 
         Rows stored since are erased (a failed increment leaves no trace of
-        its rows) and forgotten.
+        its rows) and forgotten. Idempotent: when memory runs out half-way
+        it is retried from the start (after a garbage collection), so it
+        never leaves a mix of restored and updated heads behind.
         """
-        n, self._labels, self._C, self._ids, self._slot_of, self._given, self._n_given, \
-            heads = snapshot
+        n, labels, C, ids, slot_of, given, n_given, heads = snapshot
         added = np.arange(n, self.store.n_slots, dtype=np.intp)
-        self.store.erase(added)
-        self.store.truncate(n)
-        for h, st in enumerate(heads):
-            self.restore_head(h, st)
-        for e in self._engines:
-            e.erase(added)
-        self.store.erase(added[:0], self._given >= 0)
+        last = None
+        for _ in range(3):
+            try:
+                for e in self._engines:
+                    e.sync_capacity()  # the only allocation of the engines' restore
+                self._labels, self._C, self._ids, self._slot_of = labels, C, ids, dict(slot_of)
+                self._given, self._n_given = given, n_given
+                if self.store.n_slots > n:
+                    self.store.erase(added)
+                self.store.truncate(n)
+                for h, st in enumerate(heads):
+                    self.restore_head(h, st)
+                for e in self._engines:
+                    e.erase(added)
+                self.store.erase(added[:0], self._given >= 0)
+                return
+            except MemoryError as exc:
+                last = exc
+                gc.collect()
+        raise UnlearningError(f"could not restore the model after a failed update: {last}")
 
     def solve(self, head, active, method="batch"):
         """Solve `head` exactly from scratch on the `active` slots ("batch" or "incremental")."""
@@ -500,6 +553,7 @@ class HeadSet:
         engine = self._engines[head]
         y_h = self.head_labels(head)
         for s in slots:
+            checkpoint()
             try:
                 engine.learn(int(s), y_h[s], self._C[s])
             except EngineError:
@@ -526,6 +580,7 @@ class HeadSet:
                 e.unlearn(slots)
             else:
                 for k in range(len(slots)):
+                    checkpoint()
                     e.unlearn(slots[k:k + 1])
         except EngineError:
             # the path could not finish: re-solve this head exactly on the

@@ -12,7 +12,64 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
 from ._kernels import check_kernel_params, resolve_gamma
-from .exceptions import DuplicateIdError, InvalidInputError, UnknownIdError, UnseenLabelError
+from .exceptions import (DuplicateIdError, InvalidInputError, InvalidTypeError, UnknownIdError,
+                         UnseenLabelError)
+
+# The engine holds the degree in a C int; a polynomial of higher degree
+# overflows float64 for any |gamma <x, x'> + coef0| != 1 anyway.
+_MAX_DEGREE = 2 ** 31 - 1
+# Largest |K_ij - K_ji| accepted in a precomputed kernel, relative to max |K|
+# (X @ X.T computed by BLAS is symmetric only to rounding).
+_SYMMETRY_RTOL = 1e-12
+
+
+def _foreign(what, exc):
+    """A scikit-learn/NumPy input error (sparse input, dtype promotion) as eco's.
+
+    A ``TypeError`` stays one (:class:`InvalidTypeError`), as callers of
+    scikit-learn estimators expect.
+    """
+    cls = InvalidTypeError if isinstance(exc, TypeError) else InvalidInputError
+    return cls(f"{what}: {exc}" if what else str(exc))
+
+
+def id_kind(i):
+    """The kind of an id: ids match only when equal and of the same kind.
+
+    bool, integer (Python or NumPy), float, or the exact type of anything
+    else: 3.0 names no id 3, True names no id 1.
+    """
+    if isinstance(i, (bool, np.bool_)):
+        return "bool"
+    if isinstance(i, (int, np.integer)):
+        return "int"
+    if isinstance(i, (float, np.floating)):
+        return "float"
+    return type(i)
+
+
+def check_symmetric(K, what):
+    """Refuse a precomputed kernel block that is not symmetric (up to rounding)."""
+    scale = float(np.max(np.abs(K))) if K.size else 0.0
+    if K.size and float(np.max(np.abs(K - K.T))) > _SYMMETRY_RTOL * max(scale, 1e-300):
+        raise InvalidInputError(
+            f"{what}: a precomputed kernel must be symmetric "
+            f"(largest |K_ij - K_ji| is {float(np.max(np.abs(K - K.T))):.3g})")
+
+
+def check_flag(value, name):
+    """A boolean flag: True or False only (``"no"`` or ``1`` is a mistake, not a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_tolerance(value, name):
+    """A tolerance: a finite number >= 0 (NaN would make every comparison pass or fail)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) \
+            or not np.isfinite(value) or value < 0:
+        raise InvalidInputError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def check_params(est):
@@ -20,6 +77,9 @@ def check_params(est):
             or est.C <= 0:
         raise InvalidInputError(f"C must be a positive finite number, got {est.C!r}")
     check_kernel_params(est.kernel, est.degree, est.coef0)
+    if isinstance(est.degree, Integral) and est.degree > _MAX_DEGREE:
+        raise InvalidInputError(f"degree must be at most {_MAX_DEGREE}, got {est.degree!r}")
+    check_flag(est.precompute, "precompute")
     if isinstance(est.gamma, str):
         if est.gamma not in ("scale", "auto"):
             raise InvalidInputError(
@@ -47,13 +107,15 @@ def check_features(est, X, what):
     reject_non_numeric(X, what)
     try:
         X = validate_data(est, X, dtype=np.float64, order="C", reset=False)
-    except ValueError as exc:
-        raise InvalidInputError(f"{what}: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _foreign(what, exc) from exc
     return X
 
 
 def check_X(X, *, n_columns, what):
     """Validate a 2-D finite float array with `n_columns` columns."""
+    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+        raise InvalidTypeError(f"{what}: sparse input is not supported; pass a dense array")
     try:
         X = np.asarray(X)
     except Exception as exc:  # ragged input and the like
@@ -70,25 +132,36 @@ def check_X(X, *, n_columns, what):
         raise InvalidInputError(f"{what}: complex values are not supported")
     if X.ndim != 2:
         raise InvalidInputError(
-            f"{what}: expected a 2-D array of shape (n_samples, {n_columns}), got shape {X.shape}")
+            f"{what}: expected a 2-D array of shape (n_samples, {n_columns}), got shape "
+            f"{X.shape}. Reshape your data either using array.reshape(-1, 1) if your data has "
+            "a single feature or array.reshape(1, -1) if it contains a single sample.")
     if X.shape[0] == 0:
         raise InvalidInputError(f"{what}: no rows given (shape {X.shape})")
-    if X.shape[1] != n_columns:
-        raise InvalidInputError(
-            f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape})")
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    try:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInputError(f"{what}: expected numeric values ({exc})") from exc
+    # non-finite values first, as scikit-learn reports them (the columns of a
+    # precomputed kernel are a count of examples, not features)
     if not np.all(np.isfinite(X)):
         kind = "NaN" if np.isnan(X).any() else "infinite"
         raise InvalidInputError(f"{what}: input contains {kind} values")
+    if X.shape[1] != n_columns:
+        raise InvalidInputError(
+            f"{what}: expected {n_columns} columns, got {X.shape[1]} (shape {X.shape}): "
+            f"X has {X.shape[1]} features, but CPSVM is expecting {n_columns} features as input "
+            "(kernel values against every example given so far)")
     return X
 
 
 def check_sample_weight(sample_weight, n):
     if sample_weight is None:
         return np.ones(n)
+    if hasattr(sample_weight, "toarray"):
+        raise InvalidTypeError("sample_weight: sparse input is not supported")
     try:
         sw = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInputError(f"sample_weight must be numeric ({exc})") from exc
     if sw.ndim == 0:
         sw = np.full(n, float(sw))
@@ -188,8 +261,9 @@ def reject_non_numeric(X, what):
             dtype = np.asarray(X).dtype
         except Exception:  # ragged input: let the array check explain
             return
-    if dtype.kind in "USV":
-        names = {"U": "strings", "S": "byte strings", "V": "structured values"}
+    if dtype.kind in "USVmM":
+        names = {"U": "strings", "S": "byte strings", "V": "structured values",
+                 "m": "time deltas", "M": "dates"}
         raise InvalidInputError(
             f"{what}: expected numeric values, got {names[dtype.kind]} (dtype {dtype})")
 
@@ -204,8 +278,9 @@ def check_fit(est, X, y, sample_weight, ids, method):
     try:
         X, y = validate_data(est, X, y, dtype=np.float64, order="C", reset=True)
         check_classification_targets(y)
-    except ValueError as exc:
-        raise InvalidInputError(str(exc)) from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        # TypeError: sparse input; DTypePromotionError (a TypeError): mixed dtypes
+        raise _foreign("", exc) from exc
     if est.kernel == "precomputed" and X.shape[0] != X.shape[1]:
         raise InvalidInputError(
             f"a precomputed kernel must be a square Gram matrix, got shape {X.shape}")
@@ -217,6 +292,8 @@ def check_fit(est, X, y, sample_weight, ids, method):
     sw = check_sample_weight(sample_weight, n)
     if not np.any(sw > 0):
         raise InvalidInputError("sample_weight: all weights are zero; nothing to learn from")
+    if est.kernel == "precomputed":
+        check_symmetric(X, "X")
     ids = check_new_ids(ids, n, 0)
     gamma = resolve_gamma(est.gamma, X, est.kernel)
     class_weight = resolve_class_weight(est, classes, labels)
@@ -232,6 +309,7 @@ def check_increment(est, X, y, ids, sample_weight):
         if y_arr.ndim != 1:
             raise InvalidInputError(f"increment: y must be 1-D, got shape {y_arr.shape}")
         X = check_X(X, n_columns=n_given + y_arr.shape[0], what="increment X")
+        check_symmetric(X[:, n_given:], "increment X (its block of the new rows)")
     else:
         X = check_features(est, X, "increment X")
     m = X.shape[0]
@@ -240,9 +318,14 @@ def check_increment(est, X, y, ids, sample_weight):
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != m:
         raise InvalidInputError(f"increment: y must have shape ({m},), got {y.shape}")
-    labels = np.searchsorted(est.classes_, y)
-    labels = np.clip(labels, 0, len(est.classes_) - 1)
-    unseen = est.classes_[labels] != y
+    try:
+        labels = np.searchsorted(est.classes_, y)
+        labels = np.clip(labels, 0, len(est.classes_) - 1)
+        unseen = np.asarray(est.classes_[labels] != y, dtype=bool).reshape(m)
+    except (TypeError, ValueError) as exc:  # DTypePromotionError: labels of another type
+        raise UnseenLabelError(
+            f"increment: labels of dtype {y.dtype} cannot be compared with the classes "
+            f"seen in fit {est.classes_.tolist()} ({exc})") from exc
     if np.any(unseen):
         raise UnseenLabelError(
             f"increment: label {y[unseen][0]!r} is not one of the classes seen in fit "
@@ -251,7 +334,14 @@ def check_increment(est, X, y, ids, sample_weight):
     ids = check_new_ids(ids, m, n_given)
     for i in ids:
         s = heads.slot_of(i)
-        if s is not None and heads.is_active(s):
+        if s is None:
+            continue
+        known = heads.slot_ids[s]
+        if id_kind(known) != id_kind(i):
+            raise DuplicateIdError(
+                f"increment: id {i!r} is equal to the id {known!r} of another kind; "
+                "ids must differ by value")
+        if heads.is_active(s):
             raise DuplicateIdError(f"increment: id {i!r} is already active")
     return X, labels, sw, ids
 
@@ -265,8 +355,9 @@ def slots_of_request(heads, id_list):
             raise DuplicateIdError(f"decrement: id {i!r} appears more than once")
         seen.add(i)
         s = heads.slot_of(i)
-        if s is None or not heads.is_active(s):
-            # a removed example's id is erased with it: the two cases look alike
+        if s is None or not heads.is_active(s) or id_kind(heads.slot_ids[s]) != id_kind(i):
+            # a removed example's id is erased with it: the two cases look
+            # alike; 3.0 does not name the id 3, True not the id 1 (id_kind)
             raise UnknownIdError(f"decrement: unknown id {i!r} (never given, or already removed)")
         slots[k] = s
     return slots

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._validation import check_tolerance
 from .reference import reference_kernel, reference_solve
 
 __all__ = ["VerificationReport", "verify_model"]
@@ -97,6 +98,7 @@ def verify_model(model, reference=False, *, tol=DEFAULT_TOL, tol_ref=DEFAULT_TOL
     VerificationReport
     """
     check_is_fitted(model)
+    tol, tol_ref = check_tolerance(tol, "tol"), check_tolerance(tol_ref, "tol_ref")
     kkt = float(model.kkt_violation())
     heads = model.head_set_
     active = heads.active_slots()

@@ -11,6 +11,7 @@ __all__ = [
     "EngineError",
     "EcoError",
     "InvalidInputError",
+    "InvalidTypeError",
     "UnknownIdError",
     "DuplicateIdError",
     "UnseenLabelError",
@@ -27,6 +28,13 @@ class EcoError(Exception):
 
 class InvalidInputError(EcoError, ValueError):
     """Input with the wrong shape, dtype, non-finite values or bad parameters."""
+
+
+class InvalidTypeError(InvalidInputError, TypeError):
+    """Input of a type eco cannot use (sparse matrices, objects that are not numbers).
+
+    Also a ``TypeError``, as scikit-learn and NumPy raise for such input.
+    """
 
 
 class UnknownIdError(EcoError, KeyError):

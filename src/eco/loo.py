@@ -14,6 +14,7 @@ interval that may shrink) is the reserve vector actually unlearned.
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._concurrency import model_lock
 from ._cp_core import SET_MARGIN, SET_RESERVE
 
 __all__ = ["loo_decision", "loo_error"]
@@ -36,6 +37,13 @@ def loo_decision(model):
         give that example had it not been trained on it.
     """
     check_is_fitted(model)
+    # the model is scratch space: hold its lock exclusively (concurrent
+    # readers wait rather than see a head with one example unlearned)
+    with model_lock(model).writing():
+        return _loo_decision(model)
+
+
+def _loo_decision(model):
     heads = model.head_set_
     active = heads.active_slots()
     out = np.empty((len(active), heads.n_heads))

@@ -13,19 +13,38 @@ import time
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from . import _hyper
 from . import _validation as V
+from ._concurrency import interrupt_guard, model_lock, reads, writes
 from ._fitted import FittedAttributes
 from ._headset import HeadSet, id_array
 from ._kernels import cross_kernel
-from .exceptions import InvalidInputError
+from .exceptions import InvalidInputError, UnlearningError
 from .persistence import write_state
 from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
 from .state import state_digest
 
 __all__ = ["CPSVM"]
+
+# Parameters that define the fitted model: changing one on a fitted model
+# un-fits it (see CPSVM.set_params). n_jobs and max_steps only say how the
+# work is done; precompute only whether kernel rows are cached up front.
+_MODEL_PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "class_weight")
+_WORK_PARAMS = ("n_jobs", "max_steps", "precompute")
+_FITTED_ATTRS = ("head_set_", "classes_", "gamma_", "class_weight_", "n_features_in_",
+                 "feature_names_in_")
+
+
+def _same_value(a, b):
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # values without a truth value for ==
+        return a is b
 
 
 class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
@@ -128,6 +147,28 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     When no margin vector lies strictly inside its bounds, b is not unique
     and is set to the midpoint of its feasible interval, as libsvm does.
 
+    Threads: a model may be shared by several threads. Updates (``fit``,
+    ``increment``, ``decrement``, ``set_params``, ``loo_decision``,
+    ``loo_error``) take the model's lock exclusively and run one at a time;
+    reads (``predict``, ``decision_function``, ``score``, ``kkt_violation``,
+    ``verify``, ``save``, ``state_digest``, ``to_state``, the fitted
+    attributes, pickling and copying) share it and run concurrently with
+    each other, never during an update, so they see the model before or
+    after it, never half-way. ``n_jobs`` threads work inside one call.
+
+    Interrupts and failures: an update is all or nothing. A failure, a
+    ``MemoryError`` or a ``KeyboardInterrupt`` (however many, wherever they
+    land) leaves the model exactly as it was before the call; while an
+    update runs in the main thread, SIGINT is deferred to the next point
+    where it can stop safely, and the rollback runs with further interrupts
+    deferred. A call that returns has done all its work.
+
+    Ids are matched by value and kind: a request names an id only if it is
+    equal to it and of the same kind (bool, integer, float, or any other
+    type). ``decrement([3.0])`` does not remove the id ``3``, nor
+    ``decrement([True])`` the id ``1``; they raise ``UnknownIdError``. A new
+    id equal to a known id of another kind is refused.
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits
@@ -176,14 +217,17 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     # by save() in eco's own format, never with pickle.
 
     def __getstate__(self):
-        state = super().__getstate__()
-        if "head_set_" in state:
-            state = {k: v for k, v in state.items() if k != "head_set_"}
-            state["_eco_state"] = self.to_state()
+        # the lock is never copied: a copy gets its own (model_lock)
+        with model_lock(self).reading():
+            state = {k: v for k, v in super().__getstate__().items() if k != "_eco_lock"}
+            if "head_set_" in state:
+                state = {k: v for k, v in state.items() if k != "head_set_"}
+                state["_eco_state"] = self.to_state()
         return state
 
     def __setstate__(self, state):
         state = dict(state)
+        state.pop("_eco_lock", None)
         exported = state.pop("_eco_state", None)
         super().__setstate__(state)
         if exported is not None:
@@ -229,6 +273,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------- fit
 
+    @writes
     def fit(self, X, y, sample_weight=None, ids=None, method="auto"):
         """Fit the SVM exactly on ``X``, ``y``.
 
@@ -254,14 +299,16 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         self : CPSVM
         """
         saved = dict(self.__dict__)
-        try:
-            return self._fit(X, y, sample_weight, ids, method)
-        except BaseException:
-            # leave a previously fitted model exactly as it was (the new head
-            # set is only installed once solved)
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
+        with interrupt_guard() as guard:
+            try:
+                return self._fit(X, y, sample_weight, ids, method)
+            except BaseException:
+                # leave a previously fitted model exactly as it was (the new
+                # head set is only installed once solved)
+                with guard.deferred():
+                    self.__dict__.clear()
+                    self.__dict__.update(saved)
+                raise
 
     def _fit(self, X, y, sample_weight, ids, method):
         X, classes, labels, sw, ids, gamma, class_weight = V.check_fit(
@@ -282,6 +329,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ increment
 
+    @writes
     def increment(self, X, y, ids=None, sample_weight=None):
         """Learn new examples exactly.
 
@@ -306,16 +354,18 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         heads = self.head_set_
         X, labels, sw, ids = V.check_increment(self, X, y, ids, sample_weight)
+        new_ids = id_array(ids)
         with heads.transaction():
             # on failure the rows never happened: the store forgets them too
             slots = heads.append(X, labels, float(self.C) * self.class_weight_[labels] * sw, ids)
             plan = _hyper.plan_update(self, heads, added=slots)
             plan.run(self, heads, lambda: heads.learn(slots))
         _hyper.commit(self, plan)
-        return id_array(ids)
+        return new_ids
 
     # ------------------------------------------------------------ decrement
 
+    @writes
     def decrement(self, ids, batch=True, *, audit=False):
         """Unlearn examples exactly.
 
@@ -338,6 +388,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         Returns
         -------
         receipt : UnlearningReceipt
+            Built once the change is complete: a call that raises has
+            changed nothing.
 
         Raises
         ------
@@ -348,51 +400,154 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         """
         t0 = time.perf_counter()
         self._require_fitted()
+        V.check_flag(batch, "batch")
+        V.check_flag(audit, "audit")
         heads = self.head_set_
         id_list = V.as_id_list(ids)
         if len(id_list) == 0:
             raise InvalidInputError("decrement: no ids given")
         slots = V.slots_of_request(heads, id_list)
-        digest_before = self.state_digest() if audit else None
+        reserve = [bool(r) for r in heads.reserve_mask(slots)]
+        steps0, migr0 = heads.n_steps, heads.n_migrations
         resolved = ()
-        n_steps = n_migrations = 0
+        kkt = digest_before = digest_after = None
         plan = _hyper.plan_update(self, heads, removed=slots)
-        if plan.unchanged and heads.all_reserve(slots):
-            # alpha = 0 in every head: drop them in one uninterruptible call
-            heads.drop_reserve(slots)
-            reserve = [True] * len(slots)
+        if not audit and plan.unchanged and all(reserve):
+            # alpha = 0 in every head: dropped in one uninterruptible call,
+            # with nothing to do after it (no audit) that could fail
+            self._drop_reserve(heads, slots)
         else:
-            reserve = [bool(r) for r in heads.reserve_mask(slots)]
-            steps0, migr0 = heads.n_steps, heads.n_migrations
+            digest_before = self.state_digest() if audit else None
+            # the audit runs inside the transaction: if it fails, the model
+            # is rolled back and the caller's error means "unchanged"
             with heads.transaction():
-                resolved = plan.run(self, heads, lambda: heads.unlearn(slots, batch))
-            n_steps = heads.n_steps - steps0
-            n_migrations = heads.n_migrations - migr0
-            if plan.head_set is not None:  # solved anew (gamma="scale"): its steps count too
-                n_steps += plan.head_set.n_steps
-                n_migrations += plan.head_set.n_migrations
+                if plan.unchanged and all(reserve):
+                    heads.drop_reserve(slots)
+                else:
+                    resolved = plan.run(self, heads, lambda: heads.unlearn(slots, batch))
+                if audit:
+                    kkt, digest_after = self._audit_plan(plan)
         _hyper.commit(self, plan)
-        # nothing of the removed rows stays in the model (a head set replaced by a
-        # gamma re-solve is dropped whole)
-        self.head_set_.erase(slots)
+        # committed: now nothing of the removed rows may stay in the model
+        # (after the commit, since erased rows cannot be rolled back; a head
+        # set replaced by a gamma re-solve is dropped whole)
+        with interrupt_guard() as guard, guard.deferred():
+            try:
+                self.head_set_.erase(slots)
+            except Exception as exc:
+                raise UnlearningError(
+                    f"decrement: the examples {id_list!r} were removed (the model is updated), "
+                    f"but erasing their stored rows failed ({exc!r}); the erasure is "
+                    "completed by the next decrement") from exc
         served = plan.paths.get("gamma") or (PATH_RESOLVE if resolved else PATH_STEPS)
         paths = {i: PATH_RESERVE_DROP if r else served for i, r in zip(id_list, reserve)}
+        n_steps, n_migrations = heads.n_steps - steps0, heads.n_migrations - migr0
+        if plan.head_set is not None:  # solved anew (gamma="scale"): its steps count too
+            n_steps += plan.head_set.n_steps
+            n_migrations += plan.head_set.n_migrations
         return UnlearningReceipt(
             removed_ids=tuple(id_list),
             paths=paths,
             batch=bool(batch),
             n_migrations=n_migrations,
             n_steps=n_steps,
-            kkt_violation=self.kkt_violation() if audit else None,
+            kkt_violation=kkt,
             digest_before=digest_before,
-            digest_after=self.state_digest() if audit else None,
+            digest_after=digest_after,
             wall_time_s=time.perf_counter() - t0,
             resolved_heads=tuple(resolved),
             hyper_paths=dict(plan.paths),
         )
 
+    @staticmethod
+    def _drop_reserve(heads, slots):
+        """The reserve fast path, without a snapshot: all or nothing all the same.
+
+        The compiled drop updates every head or none. An error that arrives
+        when it is done (a failure of its final bookkeeping, or any error
+        after it returned) cannot mean "unchanged", so the drop is completed
+        instead: every head is re-solved exactly on the rows left (the
+        receipt's path is then still that of a reserve drop, which changes
+        no coefficient).
+        """
+        try:
+            heads.drop_reserve(slots)
+        except Exception:
+            if any(heads.is_active(int(s)) for s in slots):
+                raise  # nothing was dropped: unchanged
+            with heads.transaction():
+                heads.solve_all(heads.active_slots(), "batch")
+
+    def _audit_plan(self, plan):
+        """Certificate and digest of the state `plan` leads to (inside the update's transaction).
+
+        The plan is committed for the audit and undone if the audit fails,
+        so that an error still means "unchanged".
+        """
+        saved = {k: self.__dict__[k] for k in ("head_set_", "gamma_", "class_weight_",
+                                                "hyper_paths_") if k in self.__dict__}
+        _hyper.commit(self, plan)
+        try:
+            return self.kkt_violation(), self.state_digest()
+        except BaseException:
+            for k in ("head_set_", "gamma_", "class_weight_", "hyper_paths_"):
+                self.__dict__.pop(k, None)
+            self.__dict__.update(saved)
+            raise
+
+    # ----------------------------------------------------------- parameters
+
+    @writes
+    def set_params(self, **params):
+        """Set parameters; on a fitted model, changing one that defines it un-fits it.
+
+        ``C``, ``kernel``, ``gamma``, ``degree``, ``coef0`` and
+        ``class_weight`` define the fitted model: setting one of them to a
+        different value (or type) on a fitted model removes the fitted state,
+        so that ``predict``, ``increment``, ``verify`` ... raise
+        ``NotFittedError`` until ``fit`` is called again, rather than mixing
+        the new value with a model trained under the old one. ``n_jobs``,
+        ``max_steps`` and ``precompute`` keep the model fitted (they change
+        how the work is done, not its result): its state moves, bit for bit,
+        to a head set built with the new settings. ``backend`` takes effect
+        at the next ``fit``; :meth:`with_backend` moves a fitted model.
+
+        Returns
+        -------
+        self : CPSVM
+        """
+        saved = dict(self.__dict__)
+        fitted = hasattr(self, "head_set_")
+        old = self.get_params(deep=False)
+        try:
+            super().set_params(**params)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+        if not fitted:
+            return self
+        new = self.get_params(deep=False)
+        if any(not _same_value(old[k], new[k]) for k in _MODEL_PARAMS):
+            for name in _FITTED_ATTRS:
+                self.__dict__.pop(name, None)
+            return self
+        if any(not _same_value(old[k], new[k]) for k in _WORK_PARAMS):
+            # an execution setting changed: the same state, bit for bit, in a
+            # head set (of the same backend) built with the new settings, so
+            # that the model and its parameters agree
+            try:
+                self.head_set_ = type(self.head_set_).from_state(
+                    self.to_state(), max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(saved)
+                raise
+        return self
+
     # ------------------------------------------------------------- state
 
+    @reads
     def state_digest(self):
         """BLAKE2b digest of the whole model state.
 
@@ -409,6 +564,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # -------------------------------------------------------- certificates
 
+    @reads
     def kkt_violation(self):
         """Largest KKT violation over every head, recomputed from scratch.
 
@@ -432,6 +588,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------- predict
 
+    @reads
     def decision_function(self, X):
         """Decision values ``f(x) = sum_j alpha_j y_j K(x_j, x) + b``.
 
@@ -458,6 +615,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         f = K @ coef[sv] + heads.biases()
         return f[:, 0] if heads.n_heads == 1 else f
 
+    @reads
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of ``predict(X)`` against ``y``."""
         y_arr = np.asarray(y)
@@ -465,8 +623,15 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         if y_arr.ndim != 1 or (n is not None and y_arr.shape[0] != n):
             raise InvalidInputError(
                 f"score: inconsistent numbers of samples: X has {n} rows, y has shape {y_arr.shape}")
-        return super().score(X, y, sample_weight=sample_weight)
+        try:
+            return super().score(X, y, sample_weight=sample_weight)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, (InvalidInputError, NotFittedError)):
+                raise
+            # scikit-learn's metric refuses the labels (a mix of strings and numbers)
+            raise InvalidInputError(f"score: {exc}") from exc
 
+    @reads
     def predict(self, X):
         """Class labels: the sign of the decision (two classes) or its argmax.
 
@@ -485,6 +650,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------- audit, persistence, LOO
 
+    @reads
     def verify(self, reference=False):
         """Audit the model: the KKT certificate and, optionally, a solve from scratch.
 
@@ -501,18 +667,26 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         """
         from .audit import verify_model
 
+        V.check_flag(reference, "reference")
         return verify_model(self, reference=reference)
 
+    @reads
     def save(self, path):
         """Save the model to `path` in eco's safe format (no pickle); see :mod:`eco.persistence`."""
         write_state(self.to_state(), path)
 
+    @writes
     def loo_decision(self):
-        """Exact leave-one-out decision values of the active examples; see :mod:`eco.loo`."""
+        """Exact leave-one-out decision values of the active examples; see :mod:`eco.loo`.
+
+        The model serves as scratch space and is restored; it holds its lock
+        exclusively meanwhile, so no concurrent read sees the scratch state.
+        """
         from .loo import loo_decision
 
         return loo_decision(self)
 
+    @writes
     def loo_error(self):
         """Exact leave-one-out error rate of the active examples; see :mod:`eco.loo`."""
         from .loo import loo_error

@@ -12,7 +12,9 @@ gives that reference once, for tests, benchmarks and experiments alike:
   scratch, with the tolerances defined here;
 - fault injection (:func:`fail_on_call`, :func:`path_fault`): make a head-set
   operation raise, or a CP path fail, at a chosen call, without hooks in the
-  estimator's code.
+  estimator's code;
+- :func:`model_lock`: a model's readers-writer lock, to hold it in a test
+  (``with model_lock(m).reading(): ...``) and check what waits for it.
 """
 
 import threading
@@ -21,12 +23,14 @@ from contextlib import contextmanager
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._concurrency import model_lock
+from ._validation import check_tolerance
 from .audit import verify_model
 
 __all__ = [
     "KKT_TOL", "DECISION_TOL", "REFERENCE_TOL",
     "frozen_params", "active_data", "refit_frozen", "assert_exact",
-    "fail_on_call", "path_fault", "InjectedFault",
+    "fail_on_call", "path_fault", "InjectedFault", "model_lock",
 ]
 
 #: Bound on the KKT certificate recomputed from scratch (the fit acceptance bound).
@@ -128,6 +132,9 @@ def assert_exact(model, X_eval=None, *, kkt_tol=KKT_TOL, decision_tol=DECISION_T
     (relative to ``max(1, |f|)``) on `X_eval` (default: the active rows; not
     used for ``kernel="precomputed"``, where the active block is compared).
     """
+    for value, name in ((kkt_tol, "kkt_tol"), (decision_tol, "decision_tol"),
+                        (reference_tol, "reference_tol")):
+        check_tolerance(value, name)
     viol = model.kkt_violation()
     assert viol < kkt_tol, f"KKT violation {viol:.3e} >= {kkt_tol:.0e}"
     report = verify_model(model, reference=True, tol=kkt_tol, tol_ref=reference_tol)

@@ -74,6 +74,7 @@ def test_exactness_and_attack_power_are_checked_from_the_measurements():
     assert not check_targets(summary, AcceptanceTargets(min_speedup=1.0, max_decision_diff=1e-9))["exactness"]["met"]
     control = met["mia_control_original"]
     assert control["pooled_signed"] == pytest.approx(0.4) and not control["met"]
+    assert control["n_examples"] == 4 * 55 and control["noise"] == pytest.approx(0.5 / np.sqrt(220))
     text = targets_markdown(met)
     assert "Attack power" in text and "the attack detects membership" in text and "Exactness" in text
 

@@ -177,9 +177,10 @@ class AcceptanceTargets:
         MIA(D_f) of 5 examples moves in steps of 0.2, and averaging
         absolute per-trial gaps would measure that noise, not leakage.
         The same figure of the original model (which still holds D_f) is
-        reported beside it as the attack's power: when it is within the
-        bound too, the attack cannot tell members here and the target shows
-        nothing either way.
+        reported beside it as the attack's power, with the sampling noise of
+        a pooled fraction, 0.5 / sqrt(forgotten examples): when the original
+        model's gap is within two noise levels of 0, the attack cannot tell
+        members here and the target shows nothing either way.
     max_decision_diff : float
         Exactness: the largest |decision value - head-NR's| on the test set
         of ECO and ECO_i, over every trial and size, at most this.

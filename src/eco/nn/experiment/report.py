@@ -102,12 +102,15 @@ def targets_markdown(targets: Dict[str, Any]) -> str:
     )
     control = targets.get("mia_control_original")
     if control is not None:
-        verdict = ("within the bound too: this attack cannot tell members from non-members of the head here, so "
-                   "the MIA target cannot separate an unlearned model from one that still holds D_f; exactness "
-                   "rests on the decision values below" if control["met"] else
-                   "outside the bound: the attack detects membership, so the targets above are informative")
+        # two noise levels: a pooled gap within them is what a model that never saw D_f also shows
+        powerful = control["pooled"] > 2 * control["noise"]
+        verdict = ("the attack detects membership of D_f in the model that holds it" if powerful else
+                   "no more than sampling noise: this attack cannot tell the head's members from non-members here, "
+                   "so the MIA target cannot separate an unlearned model from one that still holds D_f; "
+                   "exactness rests on the decision values below")
         lines.append(f"- Attack power: the original model (still trained on D_f), same rule: {control['pooled']:.3f} "
-                     f"(signed {control['pooled_signed']:+.3f}), {verdict}.")
+                     f"(signed {control['pooled_signed']:+.3f}; sampling noise about {control['noise']:.3f} over "
+                     f"{control['n_examples']} forgotten examples): {verdict}.")
     exact = targets.get("exactness")
     if exact is not None and exact["max_decision_diff"] is not None:
         lines.append(f"- Exactness: largest |decision value - head-NR's| of ECO and ECO_i over every trial and size: "

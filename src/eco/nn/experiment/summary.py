@@ -91,8 +91,11 @@ def _mia_target(summary, sizes, method, required):
     signed = {s: _mean(summary, s, method, "mia_forget") - _mean(summary, s, method, "mia_test") for s in sizes}
     pooled = float(np.average([signed[s] for s in sizes], weights=np.array(sizes, dtype=float)))
     per_trial_abs = {s: _mean(summary, s, method, "mia_gap") for s in sizes}
+    # MIA(D_f) pooled over n examples is a fraction: its sampling noise is at most 0.5 / sqrt(n)
+    n_examples = sum(s * summary.get("random", s, method, "mia_forget")["n"] for s in sizes)
     return {"per_size_signed": signed, "per_size_mean_abs": per_trial_abs, "pooled_signed": pooled,
-            "pooled": abs(pooled), "required": required, "met": abs(pooled) <= required}
+            "pooled": abs(pooled), "n_examples": int(n_examples), "noise": 0.5 / np.sqrt(n_examples),
+            "required": required, "met": abs(pooled) <= required}
 
 
 def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any]:

@@ -16,15 +16,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from . import _hyper
+from . import _updates
 from . import _validation as V
 from ._concurrency import interrupt_guard, model_lock, reads, writes
 from ._fitted import FittedAttributes
-from ._headset import HeadSet, id_array
+from ._headset import HeadSet
 from ._kernels import cross_kernel
-from .exceptions import InvalidInputError, UnlearningError
+from .exceptions import InvalidInputError
 from .persistence import write_state
-from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
 from .state import state_digest
 
 __all__ = ["CPSVM"]
@@ -33,7 +32,7 @@ __all__ = ["CPSVM"]
 # un-fits it (see CPSVM.set_params). n_jobs and max_steps only say how the
 # work is done; precompute only whether kernel rows are cached up front.
 _MODEL_PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "class_weight")
-_WORK_PARAMS = ("n_jobs", "max_steps", "precompute")
+_WORK_PARAMS = ("n_jobs", "max_steps", "precompute", "cache_size")
 _FITTED_ATTRS = ("head_set_", "classes_", "gamma_", "class_weight_", "n_features_in_",
                  "feature_names_in_")
 
@@ -352,16 +351,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
             The ids of the new rows.
         """
         check_is_fitted(self)
-        heads = self.head_set_
         X, labels, sw, ids = V.check_increment(self, X, y, ids, sample_weight)
-        new_ids = id_array(ids)
-        with heads.transaction():
-            # on failure the rows never happened: the store forgets them too
-            slots = heads.append(X, labels, float(self.C) * self.class_weight_[labels] * sw, ids)
-            plan = _hyper.plan_update(self, heads, added=slots)
-            plan.run(self, heads, lambda: heads.learn(slots))
-        _hyper.commit(self, plan)
-        return new_ids
+        return _updates.learn(self, X, labels, sw, ids)
 
     # ------------------------------------------------------------ decrement
 
@@ -402,98 +393,11 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         self._require_fitted()
         V.check_flag(batch, "batch")
         V.check_flag(audit, "audit")
-        heads = self.head_set_
         id_list = V.as_id_list(ids)
         if len(id_list) == 0:
             raise InvalidInputError("decrement: no ids given")
-        slots = V.slots_of_request(heads, id_list)
-        reserve = [bool(r) for r in heads.reserve_mask(slots)]
-        steps0, migr0 = heads.n_steps, heads.n_migrations
-        resolved = ()
-        kkt = digest_before = digest_after = None
-        plan = _hyper.plan_update(self, heads, removed=slots)
-        if not audit and plan.unchanged and all(reserve):
-            # alpha = 0 in every head: dropped in one uninterruptible call,
-            # with nothing to do after it (no audit) that could fail
-            self._drop_reserve(heads, slots)
-        else:
-            digest_before = self.state_digest() if audit else None
-            # the audit runs inside the transaction: if it fails, the model
-            # is rolled back and the caller's error means "unchanged"
-            with heads.transaction():
-                if plan.unchanged and all(reserve):
-                    heads.drop_reserve(slots)
-                else:
-                    resolved = plan.run(self, heads, lambda: heads.unlearn(slots, batch))
-                if audit:
-                    kkt, digest_after = self._audit_plan(plan)
-        _hyper.commit(self, plan)
-        # committed: now nothing of the removed rows may stay in the model
-        # (after the commit, since erased rows cannot be rolled back; a head
-        # set replaced by a gamma re-solve is dropped whole)
-        with interrupt_guard() as guard, guard.deferred():
-            try:
-                self.head_set_.erase(slots)
-            except Exception as exc:
-                raise UnlearningError(
-                    f"decrement: the examples {id_list!r} were removed (the model is updated), "
-                    f"but erasing their stored rows failed ({exc!r}); the erasure is "
-                    "completed by the next decrement") from exc
-        served = plan.paths.get("gamma") or (PATH_RESOLVE if resolved else PATH_STEPS)
-        paths = {i: PATH_RESERVE_DROP if r else served for i, r in zip(id_list, reserve)}
-        n_steps, n_migrations = heads.n_steps - steps0, heads.n_migrations - migr0
-        if plan.head_set is not None:  # solved anew (gamma="scale"): its steps count too
-            n_steps += plan.head_set.n_steps
-            n_migrations += plan.head_set.n_migrations
-        return UnlearningReceipt(
-            removed_ids=tuple(id_list),
-            paths=paths,
-            batch=bool(batch),
-            n_migrations=n_migrations,
-            n_steps=n_steps,
-            kkt_violation=kkt,
-            digest_before=digest_before,
-            digest_after=digest_after,
-            wall_time_s=time.perf_counter() - t0,
-            resolved_heads=tuple(resolved),
-            hyper_paths=dict(plan.paths),
-        )
-
-    @staticmethod
-    def _drop_reserve(heads, slots):
-        """The reserve fast path, without a snapshot: all or nothing all the same.
-
-        The compiled drop updates every head or none. An error that arrives
-        when it is done (a failure of its final bookkeeping, or any error
-        after it returned) cannot mean "unchanged", so the drop is completed
-        instead: every head is re-solved exactly on the rows left (the
-        receipt's path is then still that of a reserve drop, which changes
-        no coefficient).
-        """
-        try:
-            heads.drop_reserve(slots)
-        except Exception:
-            if any(heads.is_active(int(s)) for s in slots):
-                raise  # nothing was dropped: unchanged
-            with heads.transaction():
-                heads.solve_all(heads.active_slots(), "batch")
-
-    def _audit_plan(self, plan):
-        """Certificate and digest of the state `plan` leads to (inside the update's transaction).
-
-        The plan is committed for the audit and undone if the audit fails,
-        so that an error still means "unchanged".
-        """
-        saved = {k: self.__dict__[k] for k in ("head_set_", "gamma_", "class_weight_",
-                                                "hyper_paths_") if k in self.__dict__}
-        _hyper.commit(self, plan)
-        try:
-            return self.kkt_violation(), self.state_digest()
-        except BaseException:
-            for k in ("head_set_", "gamma_", "class_weight_", "hyper_paths_"):
-                self.__dict__.pop(k, None)
-            self.__dict__.update(saved)
-            raise
+        slots = V.slots_of_request(self.head_set_, id_list)
+        return _updates.unlearn(self, id_list, slots, batch, audit, t0)
 
     # ----------------------------------------------------------- parameters
 
@@ -507,7 +411,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         so that ``predict``, ``increment``, ``verify`` ... raise
         ``NotFittedError`` until ``fit`` is called again, rather than mixing
         the new value with a model trained under the old one. ``n_jobs``,
-        ``max_steps`` and ``precompute`` keep the model fitted (they change
+        ``max_steps``, ``precompute`` and ``cache_size`` keep the model fitted (they change
         how the work is done, not its result): its state moves, bit for bit,
         to a head set built with the new settings. ``backend`` takes effect
         at the next ``fit``; :meth:`with_backend` moves a fitted model.

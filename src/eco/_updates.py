@@ -1,0 +1,131 @@
+"""The update flows of :class:`eco.CPSVM`: learn and unlearn, all or nothing.
+
+The estimator validates a request and hands it here; this module runs it on
+the head set: inside one transaction, with the data-dependent
+hyper-parameters moved along (:mod:`eco._hyper`), the optional audit of the
+state reached, and, once committed, the erasure of the removed rows. A call
+that raises has changed nothing; a call that returns is complete.
+"""
+
+import time
+
+from . import _hyper
+from ._concurrency import interrupt_guard
+from ._headset import id_array
+from .exceptions import UnlearningError
+from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
+
+__all__ = ["learn", "unlearn"]
+
+_PLAN_ATTRIBUTES = ("head_set_", "gamma_", "class_weight_", "hyper_paths_")
+
+
+def learn(est, X, labels, sample_weight, ids):
+    """Learn validated rows exactly; returns their ids as an array."""
+    heads = est.head_set_
+    new_ids = id_array(ids)
+    bounds = float(est.C) * est.class_weight_[labels] * sample_weight
+    with heads.transaction():
+        # on failure the rows never happened: the store forgets them too
+        slots = heads.append(X, labels, bounds, ids)
+        plan = _hyper.plan_update(est, heads, added=slots)
+        plan.run(est, heads, lambda: heads.learn(slots))
+    _hyper.commit(est, plan)
+    return new_ids
+
+
+def unlearn(est, id_list, slots, batch, audit, t0=None):
+    """Unlearn the validated `slots` (named `id_list`) exactly; returns the receipt."""
+    t0 = time.perf_counter() if t0 is None else t0
+    heads = est.head_set_
+    reserve = [bool(r) for r in heads.reserve_mask(slots)]
+    steps0, migr0 = heads.n_steps, heads.n_migrations
+    resolved = ()
+    kkt = digest_before = digest_after = None
+    plan = _hyper.plan_update(est, heads, removed=slots)
+    if not audit and plan.unchanged and all(reserve):
+        # alpha = 0 in every head: dropped in one uninterruptible call,
+        # with nothing to do after it (no audit) that could fail
+        _drop_reserve(heads, slots)
+    else:
+        digest_before = est.state_digest() if audit else None
+        # the audit runs inside the transaction: if it fails, the model
+        # is rolled back and the caller's error means "unchanged"
+        with heads.transaction():
+            if plan.unchanged and all(reserve):
+                heads.drop_reserve(slots)
+            else:
+                resolved = plan.run(est, heads, lambda: heads.unlearn(slots, batch))
+            if audit:
+                kkt, digest_after = _audit_plan(est, plan)
+    _hyper.commit(est, plan)
+    _erase(est, id_list, slots)
+    served = plan.paths.get("gamma") or (PATH_RESOLVE if resolved else PATH_STEPS)
+    n_steps, n_migrations = heads.n_steps - steps0, heads.n_migrations - migr0
+    if plan.head_set is not None:  # solved anew (gamma="scale"): its steps count too
+        n_steps += plan.head_set.n_steps
+        n_migrations += plan.head_set.n_migrations
+    return UnlearningReceipt(
+        removed_ids=tuple(id_list),
+        paths={i: PATH_RESERVE_DROP if r else served for i, r in zip(id_list, reserve)},
+        batch=bool(batch),
+        n_migrations=n_migrations,
+        n_steps=n_steps,
+        kkt_violation=kkt,
+        digest_before=digest_before,
+        digest_after=digest_after,
+        wall_time_s=time.perf_counter() - t0,
+        resolved_heads=tuple(resolved),
+        hyper_paths=dict(plan.paths),
+    )
+
+
+def _erase(est, id_list, slots):
+    """Committed: now nothing of the removed rows may stay in the model.
+
+    After the commit, since erased rows cannot be rolled back; a head set
+    replaced by a gamma re-solve is dropped whole.
+    """
+    with interrupt_guard() as guard, guard.deferred():
+        try:
+            est.head_set_.erase(slots)
+        except Exception as exc:
+            raise UnlearningError(
+                f"decrement: the examples {id_list!r} were removed (the model is updated), "
+                f"but erasing their stored rows failed ({exc!r}); the erasure is "
+                "completed by the next decrement") from exc
+
+
+def _drop_reserve(heads, slots):
+    """The reserve fast path, without a snapshot: all or nothing all the same.
+
+    The compiled drop updates every head or none. An error that arrives when
+    it is done (a failure of its final bookkeeping, or any error after it
+    returned) cannot mean "unchanged", so the drop is completed instead:
+    every head is re-solved exactly on the rows left (a reserve drop changes
+    no coefficient, so the receipt's path stays that of a reserve drop).
+    """
+    try:
+        heads.drop_reserve(slots)
+    except Exception:
+        if any(heads.is_active(int(s)) for s in slots):
+            raise  # nothing was dropped: unchanged
+        with heads.transaction():
+            heads.solve_all(heads.active_slots(), "batch")
+
+
+def _audit_plan(est, plan):
+    """Certificate and digest of the state `plan` leads to (inside the update's transaction).
+
+    The plan is committed for the audit and undone if the audit fails, so
+    that an error still means "unchanged".
+    """
+    saved = {k: est.__dict__[k] for k in _PLAN_ATTRIBUTES if k in est.__dict__}
+    _hyper.commit(est, plan)
+    try:
+        return est.kkt_violation(), est.state_digest()
+    except BaseException:
+        for k in _PLAN_ATTRIBUTES:
+            est.__dict__.pop(k, None)
+        est.__dict__.update(saved)
+        raise

@@ -7,6 +7,7 @@ pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
 from eco.nn.experiment import AcceptanceTargets, check_targets, markdown_table, summarise  # noqa: E402
+from eco.nn.experiment.report import targets_markdown  # noqa: E402
 from eco.nn.experiment.plots import clipped_error_bars, write_plots  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -41,10 +42,41 @@ def test_summary_is_keyed_and_targets_follow_the_one_rule():
     assert lenient["speedup_at_size"]["speedup"] == pytest.approx(np.mean(eco_speedups))  # mean of ratios
     assert lenient["speedup_at_size"]["met"] and not strict["speedup_at_size"]["met"]
     assert lenient["mia_gap"]["ECO"]["met"] and not strict["mia_gap"]["ECO"]["met"]
-    gaps = {s: np.mean([r["mia_gap"] for r in rows if r["method"] == "ECO" and r["size"] == s]) for s in (5, 50)}
-    assert lenient["mia_gap"]["ECO"]["pooled"] == pytest.approx((5 * gaps[5] + 50 * gaps[50]) / 55)
+    # the MIA rule: the signed gap pooled over every forgotten example, then its absolute value
+    signed = {s: np.mean([r["mia_forget"] - r["mia_test"] for r in rows if r["method"] == "ECO" and r["size"] == s])
+              for s in (5, 50)}
+    pooled = (5 * signed[5] + 50 * signed[50]) / 55
+    assert lenient["mia_gap"]["ECO"]["pooled_signed"] == pytest.approx(pooled)
+    assert lenient["mia_gap"]["ECO"]["pooled"] == pytest.approx(abs(pooled))
+    assert lenient["mia_gap"]["NR"]["pooled"] == pytest.approx(abs(np.average(
+        [np.mean([r["mia_forget"] - r["mia_test"] for r in rows if r["method"] == "NR" and r["size"] == s])
+         for s in (5, 50)], weights=[5, 50])))
+    assert lenient["mia_control_original"] is None  # no "original" rows here
+    assert lenient["exactness"]["max_decision_diff"] is None and not lenient["exactness"]["met"]
     table = markdown_table(summary, "speedup", ["random"], [5, 50])
     assert "per-trial values" in table and table.count("**") >= 2
+
+
+def test_exactness_and_attack_power_are_checked_from_the_measurements():
+    rows = _measurements(np.random.default_rng(2))
+    for row in rows:
+        if row["method"] in ("ECO", "ECO_i"):
+            row["max_decision_diff"] = 1e-13 if row["size"] == 5 else 3e-9
+    # the original model still holds D_f: an attack with power calls D_f members
+    for trial in range(4):
+        for size in (5, 50):
+            rows.append({"trial": trial, "scenario": "random", "size": size, "method": "original",
+                         "test_accuracy": 0.98, "forget_accuracy": 1.0, "mia_forget": 0.9, "mia_test": 0.5,
+                         "mia_gap": 0.4})
+    summary = summarise(rows)
+    met = check_targets(summary, AcceptanceTargets(min_speedup=1.0, max_decision_diff=1e-8))
+    assert met["exactness"]["max_decision_diff"] == pytest.approx(3e-9) and met["exactness"]["met"]
+    assert not check_targets(summary, AcceptanceTargets(min_speedup=1.0, max_decision_diff=1e-9))["exactness"]["met"]
+    control = met["mia_control_original"]
+    assert control["pooled_signed"] == pytest.approx(0.4) and not control["met"]
+    assert control["n_examples"] == 4 * 55 and control["noise"] == pytest.approx(0.5 / np.sqrt(220))
+    text = targets_markdown(met)
+    assert "Attack power" in text and "the attack detects membership" in text and "Exactness" in text
 
 
 def test_error_bars_stay_within_the_trials():

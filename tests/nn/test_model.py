@@ -15,7 +15,7 @@ from eco.exceptions import (  # noqa: E402
     UnknownIdError,
     UnlearningError,
 )
-from eco.nn import ECO, UnlearningResult, feature_extractor  # noqa: E402
+from eco.nn import ECO, UnlearningResult, extract_features, feature_extractor, scale_gamma  # noqa: E402
 from eco.nn.experiment import frozen_head_parameters  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -84,15 +84,50 @@ def test_eco_and_eco_i_end_in_the_same_head_as_head_nr(digits, split, trained_ph
         np.testing.assert_allclose(heads[batch].head_.alpha_, heads[True].head_.alpha_, atol=1e-8)
 
 
-def test_reserve_only_request(model, digits):
-    X, _ = digits
+def test_reserve_only_request_with_a_numeric_gamma_moves_no_head(digits, split, trained_phi):
+    X, y = digits
+    ccp, phi = split["ccp"], feature_extractor(trained_phi[0])
+    gamma = scale_gamma(extract_features(phi, X[split["phi"]]))  # resolved on data not subject to deletion
+    model = ECO(phi, eco.CPSVM(C=10.0, gamma=gamma)).fit(X[ccp], y[ccp], ids=ccp, feature_ids=())
     reserve = sorted(set(model.ids_.tolist()) - set(np.asarray(model.head_.support_ids_).tolist()))
     before = model.decision_function(X[:50])
     result = model.unlearn(reserve[:3])
     assert result.path == "reserve_only"
     assert set(result.receipt.paths.values()) == {"reserve_drop"}
+    assert result.receipt.hyper_paths == {}
+    assert model.head_.gamma_ == gamma
     assert not set(reserve[:3]) & set(model.ids_.tolist())
     np.testing.assert_allclose(model.decision_function(X[:50]), before, atol=1e-12)
+
+
+def test_reserve_request_with_gamma_scale_resolves_the_head(model, digits):
+    # gamma="scale" is resolved on C_CP: removing even reserve vectors moves
+    # it, so the heads are re-solved and the path says the head changed.
+    X, y = digits
+    reserve = sorted(set(model.ids_.tolist()) - set(np.asarray(model.head_.support_ids_).tolist()))
+    ccp = np.asarray(model.ids_)
+    features = model.transform(X[ccp])
+    result = model.unlearn(reserve[:3])
+    assert result.path == "decrement" and result.exact
+    assert result.receipt.hyper_paths == {"gamma": "resolve_gamma"}
+    keep = ~np.isin(ccp, reserve[:3])
+    reference = eco.CPSVM(C=10.0).fit(features[keep], y[ccp[keep]], ids=list(ccp[keep]))
+    assert model.head_.gamma_ == pytest.approx(reference.gamma_, rel=1e-12)
+    assert model.head_.gamma_ == pytest.approx(scale_gamma(features[keep]), rel=1e-12)
+    test = model.transform(X[:50])
+    assert np.max(np.abs(model.head_.decision_function(test) - reference.decision_function(test))) <= 1e-6
+
+
+def test_scale_gamma_is_what_gamma_scale_resolves(digits):
+    X, y = digits
+    rows = X[:200]
+    assert scale_gamma(rows) == pytest.approx(1.0 / (rows.shape[1] * rows.var()), rel=1e-12)
+    assert scale_gamma(torch.as_tensor(rows)) == scale_gamma(rows)
+    assert scale_gamma(rows) == pytest.approx(eco.CPSVM().fit(rows, y[:200]).gamma_, rel=1e-12)
+    assert scale_gamma(np.ones((5, 3))) == 1.0  # constant features, as scikit-learn
+    for bad in (rows[0], np.empty((0, 4)), np.full((3, 2), np.nan), [["a", "b"]]):
+        with pytest.raises(InvalidInputError, match="features"):
+            scale_gamma(bad)
 
 
 def test_unknown_ids_raise_by_default_and_change_nothing(model, digits):

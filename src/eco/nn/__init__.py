@@ -17,7 +17,9 @@ features
     The one batched inference loop (features and NR's softmax), which gives
     the user's module back untouched, and Phi's fingerprint.
 model
-    :class:`ECO` and the :class:`UnlearningResult` of a request.
+    :class:`ECO`, the :class:`UnlearningResult` of a request, and
+    :func:`scale_gamma` (a numeric head gamma resolved on data not subject
+    to deletion, which keeps unlearning on the fast exact path).
 baseline
     :class:`NaiveRetraining` (NR).
 mia
@@ -37,7 +39,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from eco.nn.baseline import NaiveRetraining, predict_proba
 from eco.nn.features import extract_features, module_fingerprint, resolve_device
 from eco.nn.mia import MembershipInferenceAttack, label_free_outputs, membership_rate
-from eco.nn.model import ECO, HEAD_METHODS, UnlearningResult
+from eco.nn.model import ECO, HEAD_METHODS, UnlearningResult, scale_gamma
 from eco.nn.networks import DigitsCNN, MnistCNN, feature_extractor, make_network
 from eco.nn.training import TrainingConfig, TrainingHistory, train_network
 
@@ -45,6 +47,7 @@ __all__ = [
     "ECO",
     "UnlearningResult",
     "HEAD_METHODS",
+    "scale_gamma",
     "module_fingerprint",
     "NaiveRetraining",
     "predict_proba",

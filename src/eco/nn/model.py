@@ -18,6 +18,13 @@ Line 7 is applied whenever D_f meets Phi's lineage, also for an example that
 Phi was trained on but the head was not: otherwise such a request would be
 ignored and the model would still carry the example in Phi's weights.
 
+Line 6 holds for a head whose hyper-parameters are numbers. A head that
+resolves one from its rows (``CPSVM(gamma="scale")``, the default head) must
+move it with C_CP to stay exact, so every request re-solves every head (the
+cost of a head refit) and is reported as ``"decrement"``; a numeric gamma,
+for example :func:`scale_gamma` of Phi's features on Phi's own training
+data, keeps lines 3 and 6 on the fast CP path.
+
 What the model promises and what it asks of the caller
 -------------------------------------------------------
 - Lineage is stated, never assumed: :meth:`ECO.fit` and :meth:`ECO.increment`
@@ -66,7 +73,7 @@ from eco.nn.data import collect
 from eco.nn.features import extract_features, module_fingerprint, resolve_device
 from eco.nn.locking import ReadWriteLock
 
-__all__ = ["ECO", "UnlearningResult", "PATHS", "HEAD_METHODS"]
+__all__ = ["ECO", "UnlearningResult", "PATHS", "HEAD_METHODS", "scale_gamma"]
 
 #: The ways a request can be served, see :class:`UnlearningResult`.
 PATHS = ("none", "reserve_only", "decrement", "retrain_phi")
@@ -119,9 +126,13 @@ class UnlearningResult:
         such ids raise :class:`~eco.exceptions.UnknownIdError`.
     path : {"none", "reserve_only", "decrement", "retrain_phi"}
         ``"none"``: nothing to remove. ``"reserve_only"``: every removed id
-        was a reserve vector of every head, so no head moved.
-        ``"decrement"``: at least one removed id was a margin or error vector
-        and the heads were updated by CP decrement. ``"retrain_phi"``: the
+        was a reserve vector of every head and no hyper-parameter of the
+        head moved, so no head moved. ``"decrement"``: the heads changed,
+        because at least one removed id was a margin or error vector (CP
+        decrement) or because a hyper-parameter the head resolves from its
+        rows moved with them (``gamma="scale"``: every head re-solved
+        exactly, the receipt's ``hyper_paths`` says
+        ``{"gamma": "resolve_gamma"}``). ``"retrain_phi"``: the
         request touched Phi's lineage, so Phi was retrained without it, the
         features re-extracted and the head refitted (costs like retraining).
     batch : bool
@@ -212,6 +223,46 @@ def _fresh_head(head):
     return clone(head)
 
 
+def scale_gamma(features: Any) -> float:
+    """The RBF gamma that ``gamma="scale"`` resolves on ``features``, as a number.
+
+    ``1 / (n_features * features.var())`` (1.0 for constant features), as
+    scikit-learn and :class:`eco.CPSVM` compute it. Resolve it on data that
+    is not subject to deletion, typically Phi's features on Phi's own
+    training data, and give it to the head: ``CPSVM(gamma=scale_gamma(F))``.
+    The head then keeps the fast exact CP paths on unlearning, where
+    ``gamma="scale"`` would be resolved on C_CP and move with every request
+    (each request then re-solves every head).
+
+    Parameters
+    ----------
+    features : array-like or torch.Tensor of shape (n_samples, n_features)
+        Finite features, at least one row.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InvalidInputError
+        Not a non-empty 2-D array of finite numbers.
+    """
+    from eco._kernels import resolve_gamma
+
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().numpy()
+    try:
+        features = np.asarray(features, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(f"features must be numbers: {error}") from None
+    if features.ndim != 2 or features.shape[0] < 1 or features.shape[1] < 1:
+        raise InvalidInputError(f"features must be a non-empty (n_samples, n_features) array, got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise InvalidInputError("features contain NaN or infinite values")
+    return float(resolve_gamma("scale", features, "rbf"))
+
+
 def _default_head():
     from eco import CPSVM  # imported here: the core must not import eco.nn, and vice versa at import time
 
@@ -280,6 +331,13 @@ class ECO:
         module docstring for the contract; a scikit-learn ``SVC`` or a
         ``Pipeline`` is refused with :class:`~eco.exceptions.InvalidInputError`).
         It is cloned at :meth:`fit`; the fitted head is :attr:`head_`.
+        Mind the head's gamma: the default ``gamma="scale"`` is resolved on
+        C_CP, the deletable rows, so exactness moves it with every request
+        and each unlearn re-solves every head from scratch (exact, but the
+        cost of a head refit, not milliseconds). A numeric gamma keeps the
+        fast exact CP path; :func:`scale_gamma` of Phi's features on its own
+        training data (not subject to deletion) gives the same scale without
+        depending on C_CP: ``CPSVM(C=10.0, gamma=scale_gamma(phi_features))``.
     phi_trainer : callable, optional
         ``phi_trainer(remaining_feature_ids) -> torch.nn.Module``: trains a new
         Phi from scratch on the given ids of its lineage. Needed only to serve
@@ -344,10 +402,13 @@ class ECO:
 
     Examples
     --------
-    >>> from eco.nn import ECO, make_network, feature_extractor, train_network
+    >>> from eco import CPSVM
+    >>> from eco.nn import ECO, make_network, feature_extractor, train_network, extract_features, scale_gamma
     >>> net = make_network("digits", seed=0)                # doctest: +SKIP
     >>> train_network(net, X_public, y_public)              # doctest: +SKIP
-    >>> model = ECO(feature_extractor(net)).fit(X, y, feature_ids=())  # doctest: +SKIP
+    >>> phi = feature_extractor(net)                        # doctest: +SKIP
+    >>> gamma = scale_gamma(extract_features(phi, X_public))  # doctest: +SKIP
+    >>> model = ECO(phi, CPSVM(C=10.0, gamma=gamma)).fit(X, y, feature_ids=())  # doctest: +SKIP
     >>> result = model.unlearn([3, 14, 15])                 # doctest: +SKIP
     >>> result.path, result.exact                           # doctest: +SKIP
     ('decrement', True)
@@ -708,9 +769,13 @@ class ECO:
     def _decrement(self, in_ccp, batch, audit):
         """Lines 2-6: CP decrement of the head (reserve vectors drop without path steps)."""
         support = set(_normalize_ids(np.asarray(self.head_.support_ids_), "support ids"))
-        path = "decrement" if any(i in support for i in in_ccp) else "reserve_only"
+        touches_support = any(i in support for i in in_ccp)
         # Both branches of the algorithm are one call; the receipt shows which.
         receipt = self.head_.decrement(list(in_ccp), batch=batch, audit=audit)
+        # A hyper-parameter resolved from the rows (gamma="scale") moves even
+        # when only reserve vectors leave: then every head was re-solved.
+        moved = bool(getattr(receipt, "hyper_paths", None))
+        path = "decrement" if touches_support or moved else "reserve_only"
         self._drop_inputs(in_ccp)
         violation = getattr(receipt, "kkt_violation", None)
         exact = violation is None or bool(np.isfinite(violation) and violation <= self.kkt_tolerance)

@@ -21,6 +21,7 @@ from eco.nn.experiment.protocol import (
     DATASETS,
     DEFAULT_SIZES,
     DEFAULT_TARGETS,
+    HEAD_GAMMA,
     METHODS,
     SCENARIOS,
     AcceptanceTargets,
@@ -128,6 +129,7 @@ def _trial_record(trial, index):
         "n_support_vectors": len(trial.support_ids),
         "phi_training_s": trial.phi_training_s,
         "head_fit_s": trial.head_fit_s,
+        "head_gamma": trial.gamma,
         "head_test_accuracy": float(trial.base.head_.score(trial.features[trial.test_ids], trial.y[trial.test_ids])),
     }
 
@@ -193,7 +195,7 @@ def _settings(plan, data_dir, quick, targets):
         "split": "train = Phi part (half, Phi's lineage, not deletable) + C_CP (half, deletable); "
         "test = attack half (non-members of the MIA) + evaluation half (MIA(D_test))",
         "training": {k: (str(v) if k == "device" else v) for k, v in dataclasses.asdict(recipe).items()},
-        "head": {"class": "eco.CPSVM", "C": setup.head_C},
+        "head": {"class": "eco.CPSVM", "C": setup.head_C, "gamma": HEAD_GAMMA},
         "targets": dataclasses.asdict(targets),
     }
 

@@ -77,6 +77,27 @@ def _mean(summary, size, method, metric):
     return None if value is None else value["mean"]
 
 
+def _mia_target(summary, sizes, method, required):
+    """The MIA target's rule: the signed gap MIA(D_f) - MIA(D_test), pooled, in absolute value.
+
+    Exact unlearning leaves no membership signal, so the signed gap has mean
+    0 and what remains is sampling noise: MIA(D_f) of 5 examples moves in
+    steps of 0.2, and the absolute per-trial gap averages that noise instead
+    of cancelling it (about 0.15 at |D_f| = 5 for a model that never saw
+    D_f). The signed gap pooled over every forgotten example (trials and
+    sizes, weighted by |D_f|) estimates the leakage itself, with a noise of
+    a few hundredths over 10 trials.
+    """
+    signed = {s: _mean(summary, s, method, "mia_forget") - _mean(summary, s, method, "mia_test") for s in sizes}
+    pooled = float(np.average([signed[s] for s in sizes], weights=np.array(sizes, dtype=float)))
+    per_trial_abs = {s: _mean(summary, s, method, "mia_gap") for s in sizes}
+    # MIA(D_f) pooled over n examples is a fraction: its sampling noise is at most 0.5 / sqrt(n)
+    n_examples = sum(s * summary.get("random", s, method, "mia_forget")["n"] for s in sizes)
+    return {"per_size_signed": signed, "per_size_mean_abs": per_trial_abs, "pooled_signed": pooled,
+            "pooled": abs(pooled), "n_examples": int(n_examples), "noise": 0.5 / np.sqrt(n_examples),
+            "required": required, "met": abs(pooled) <= required}
+
+
 def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any]:
     """The acceptance targets, checked on the random requests."""
     sizes = summary.sizes("random")
@@ -86,13 +107,12 @@ def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any
     speedup = _mean(summary, size, "ECO", "speedup")
     gaps = {s: 100 * (_mean(summary, s, "ECO", "test_accuracy") - _mean(summary, s, "NR", "test_accuracy"))
             for s in sizes}
-    mia = {}
-    for method in ("ECO", "NR"):
-        per_size = {s: _mean(summary, s, method, "mia_gap") for s in sizes}
-        # Pooled over sizes, weighted by |D_f|: MIA(D_f) of 5 examples moves in steps of 0.2.
-        pooled = float(np.average([per_size[s] for s in sizes], weights=np.array(sizes, dtype=float)))
-        mia[method] = {"per_size": per_size, "pooled": pooled, "required": targets.max_mia_gap,
-                       "met": pooled <= targets.max_mia_gap}
+    mia = {method: _mia_target(summary, sizes, method, targets.max_mia_gap) for method in ("ECO", "NR")}
+    # The attack's power, by the same rule: the original model still holds D_f.
+    has_original = all(summary.get("random", s, "original", "mia_forget") is not None for s in sizes)
+    control = _mia_target(summary, sizes, "original", targets.max_mia_gap) if has_original else None
+    diffs = [summary.get("random", s, m, "max_decision_diff") for s in sizes for m in ("ECO", "ECO_i")]
+    worst_diff = max((d["max"] for d in diffs if d is not None), default=None)
     return {
         "speedup_at_size": {
             "size": size,
@@ -110,4 +130,10 @@ def check_targets(summary: Summary, targets: AcceptanceTargets) -> Dict[str, Any
             "met": min(gaps.values()) >= -targets.max_accuracy_drop_points,
         },
         "mia_gap": mia,
+        "mia_control_original": control,
+        "exactness": {
+            "max_decision_diff": worst_diff,
+            "required": targets.max_decision_diff,
+            "met": worst_diff is not None and worst_diff <= targets.max_decision_diff,
+        },
     }

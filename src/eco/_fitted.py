@@ -10,8 +10,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _cp_core
 from . import _validation as V
-from ._concurrency import reads
+from ._concurrency import model_lock, reads
 from ._headset import HeadSet
+from .exceptions import InvalidInputError
 from .state import ModelState
 
 __all__ = ["FittedAttributes"]
@@ -23,6 +24,60 @@ _SET_ERROR = _cp_core.SET_ERROR
 
 class FittedAttributes:
     """Fitted attributes and state export of :class:`eco.CPSVM` (see its docstring)."""
+
+    # The compiled state cannot be pickled as such; in memory (copy, joblib)
+    # the model travels as its ModelState (plain arrays). Files are written
+    # by save() in eco's own format, never with pickle.
+
+    def __getstate__(self):
+        # the lock is never copied: a copy gets its own (model_lock)
+        with model_lock(self).reading():
+            state = {k: v for k, v in super().__getstate__().items() if k != "_eco_lock"}
+            if "head_set_" in state:
+                state = {k: v for k, v in state.items() if k != "head_set_"}
+                state["_eco_state"] = self.to_state()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state.pop("_eco_lock", None)
+        exported = state.pop("_eco_state", None)
+        super().__setstate__(state)
+        if exported is not None:
+            self.head_set_ = self._head_set_type().from_state(
+                exported, max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
+
+    def _head_set_type(self):
+        """The head-set class of ``backend`` (Ray is imported only for "ray")."""
+        backend = getattr(self, "backend", "threads")
+        if backend == "threads":
+            return HeadSet
+        if backend == "ray":
+            from ._ray_backend import RayHeadSet
+
+            return RayHeadSet
+        raise InvalidInputError(f'backend must be "threads" or "ray", got {backend!r}')
+
+    def with_backend(self, backend):
+        """This fitted model on another backend: a new CPSVM with the same state, bit for bit.
+
+        Parameters
+        ----------
+        backend : {"threads", "ray"}
+
+        Returns
+        -------
+        CPSVM
+        """
+        state = self.to_state()
+        model = type(self)(**{**self.get_params(), "backend": backend})
+        heads_type = model._head_set_type()
+        for name, value in self.__dict__.items():
+            if name.endswith("_") and not name.startswith("_") and name != "head_set_":
+                setattr(model, name, value)
+        model.head_set_ = heads_type.from_state(state, max_steps=model.max_steps or 0,
+                                                n_jobs=model.n_jobs)
+        return model
 
     @reads
     def to_state(self):

@@ -16,11 +16,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from . import _updates
+from . import _params, _updates
 from . import _validation as V
-from ._concurrency import interrupt_guard, model_lock, reads, writes
+from ._concurrency import interrupt_guard, reads, writes
 from ._fitted import FittedAttributes
-from ._headset import HeadSet
 from ._kernels import cross_kernel
 from .exceptions import InvalidInputError
 from .persistence import write_state
@@ -31,21 +30,6 @@ __all__ = ["CPSVM"]
 # Parameters that define the fitted model: changing one on a fitted model
 # un-fits it (see CPSVM.set_params). n_jobs and max_steps only say how the
 # work is done; precompute only whether kernel rows are cached up front.
-_MODEL_PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "class_weight")
-_WORK_PARAMS = ("n_jobs", "max_steps", "precompute", "cache_size")
-_FITTED_ATTRS = ("head_set_", "classes_", "gamma_", "class_weight_", "n_features_in_",
-                 "feature_names_in_")
-
-
-def _same_value(a, b):
-    if type(a) is not type(b):
-        return False
-    try:
-        return bool(a == b)
-    except Exception:  # values without a truth value for ==
-        return a is b
-
-
 class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
     """Support vector classifier with exact incremental and decremental learning.
 
@@ -211,60 +195,6 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     # -------------------------------------------------------------- pickling
 
-    # The compiled state cannot be pickled as such; in memory (copy, joblib)
-    # the model travels as its ModelState (plain arrays). Files are written
-    # by save() in eco's own format, never with pickle.
-
-    def __getstate__(self):
-        # the lock is never copied: a copy gets its own (model_lock)
-        with model_lock(self).reading():
-            state = {k: v for k, v in super().__getstate__().items() if k != "_eco_lock"}
-            if "head_set_" in state:
-                state = {k: v for k, v in state.items() if k != "head_set_"}
-                state["_eco_state"] = self.to_state()
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        state.pop("_eco_lock", None)
-        exported = state.pop("_eco_state", None)
-        super().__setstate__(state)
-        if exported is not None:
-            self.head_set_ = self._head_set_type().from_state(
-                exported, max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
-
-    def _head_set_type(self):
-        """The head-set class of ``backend`` (Ray is imported only for "ray")."""
-        backend = getattr(self, "backend", "threads")
-        if backend == "threads":
-            return HeadSet
-        if backend == "ray":
-            from ._ray_backend import RayHeadSet
-
-            return RayHeadSet
-        raise InvalidInputError(f'backend must be "threads" or "ray", got {backend!r}')
-
-    def with_backend(self, backend):
-        """This fitted model on another backend: a new CPSVM with the same state, bit for bit.
-
-        Parameters
-        ----------
-        backend : {"threads", "ray"}
-
-        Returns
-        -------
-        CPSVM
-        """
-        state = self.to_state()
-        model = type(self)(**{**self.get_params(), "backend": backend})
-        heads_type = model._head_set_type()
-        for name, value in self.__dict__.items():
-            if name.endswith("_") and not name.startswith("_") and name != "head_set_":
-                setattr(model, name, value)
-        model.head_set_ = heads_type.from_state(state, max_steps=model.max_steps or 0,
-                                                n_jobs=model.n_jobs)
-        return model
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.pairwise = self.kernel == "precomputed"
@@ -420,34 +350,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         -------
         self : CPSVM
         """
-        saved = dict(self.__dict__)
-        fitted = hasattr(self, "head_set_")
-        old = self.get_params(deep=False)
-        try:
-            super().set_params(**params)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
-        if not fitted:
-            return self
-        new = self.get_params(deep=False)
-        if any(not _same_value(old[k], new[k]) for k in _MODEL_PARAMS):
-            for name in _FITTED_ATTRS:
-                self.__dict__.pop(name, None)
-            return self
-        if any(not _same_value(old[k], new[k]) for k in _WORK_PARAMS):
-            # an execution setting changed: the same state, bit for bit, in a
-            # head set (of the same backend) built with the new settings, so
-            # that the model and its parameters agree
-            try:
-                self.head_set_ = type(self.head_set_).from_state(
-                    self.to_state(), max_steps=self.max_steps or 0, n_jobs=self.n_jobs)
-            except BaseException:
-                self.__dict__.clear()
-                self.__dict__.update(saved)
-                raise
-        return self
+        return _params.set_params(self, params, super().set_params)
 
     # ------------------------------------------------------------- state
 

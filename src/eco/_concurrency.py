@@ -94,7 +94,8 @@ class RWLock:
                 self._write_depth -= 1
             return
         if self._read_depth() > 0:
-            raise RuntimeError("a model cannot be updated from inside one of its own reads")
+            raise RuntimeError(
+                "a model cannot be updated from inside one of its own reads (this would deadlock)")
         held = False
         try:
             with self._cond:

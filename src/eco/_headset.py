@@ -129,7 +129,45 @@ def _concat_ids(old, new):
     return id_array(list(old) + list(new))
 
 
-class HeadSet:
+class SlotTables:
+    """The slot tables every head-set backend keeps on the driver, read-only views.
+
+    A backend sets ``_ids``, ``_labels``, ``_C``, ``_given``, ``_n_given``
+    and ``_slot_of``; :class:`HeadSet` and the Ray backend's ``RayHeadSet``
+    share these accessors.
+    """
+
+    @property
+    def slot_ids(self):
+        """Id of every slot (removed ones included), int64 or object array."""
+        return self._ids
+
+    @property
+    def slot_labels(self):
+        """Class index of every slot."""
+        return self._labels
+
+    @property
+    def slot_C(self):
+        """Box bound C_i of every slot."""
+        return self._C
+
+    @property
+    def slot_given(self):
+        """Position at which the example of every slot was given (-1 for an erased slot)."""
+        return self._given
+
+    @property
+    def n_given(self):
+        """Number of examples ever given (the next default id)."""
+        return self._n_given
+
+    def slot_of(self, i):
+        """Slot of id `i`, or None for an id not held (never given, or removed and erased)."""
+        return self._slot_of.get(i)
+
+
+class HeadSet(SlotTables):
     """The heads of one model, their kernel store and slot tables.
 
     Parameters
@@ -260,35 +298,6 @@ class HeadSet:
     @property
     def n_active(self):
         return int(self._engines[0].n_active)
-
-    @property
-    def slot_ids(self):
-        """Id of every slot (removed ones included), int64 or object array."""
-        return self._ids
-
-    @property
-    def slot_labels(self):
-        """Class index of every slot."""
-        return self._labels
-
-    @property
-    def slot_C(self):
-        """Box bound C_i of every slot."""
-        return self._C
-
-    @property
-    def slot_given(self):
-        """Position at which the example of every slot was given (-1 for an erased slot)."""
-        return self._given
-
-    @property
-    def n_given(self):
-        """Number of examples ever given (the next default id)."""
-        return self._n_given
-
-    def slot_of(self, i):
-        """Slot of id `i`, or None for an id not held (never given, or removed and erased)."""
-        return self._slot_of.get(i)
 
     def is_active(self, slot):
         return self._engines[0].set_of(slot) != _SET_INACTIVE

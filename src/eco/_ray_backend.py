@@ -34,7 +34,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _cp_core
-from ._headset import COMPACT_FRACTION, COMPACT_MIN, HeadSet, id_array, laid_out
+from ._headset import COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out
 from .exceptions import UnlearningError
 from .persistence import read_state, write_state
 from .state import HeadState, ModelState
@@ -332,7 +332,7 @@ def _connect():
     return ray
 
 
-class RayHeadSet:
+class RayHeadSet(SlotTables):
     """The heads of one model on Ray actors; the interface of :class:`eco._headset.HeadSet`.
 
     Parameters
@@ -602,16 +602,6 @@ class RayHeadSet:
             self._cache[what] = cached
         return cached
 
-    @property
-    def slot_given(self):
-        """Position at which the example of every slot was given (-1 for an erased slot)."""
-        return self._given
-
-    @property
-    def n_given(self):
-        """Number of examples ever given (the next default id)."""
-        return self._n_given
-
     export_state = HeadSet.export_state
 
     @property
@@ -625,25 +615,6 @@ class RayHeadSet:
     @property
     def n_active(self):
         return int(np.count_nonzero(self._active))
-
-    @property
-    def slot_ids(self):
-        """Id of every slot (removed ones included), int64 or object array."""
-        return self._ids
-
-    @property
-    def slot_labels(self):
-        """Class index of every slot."""
-        return self._labels
-
-    @property
-    def slot_C(self):
-        """Box bound C_i of every slot."""
-        return self._C
-
-    def slot_of(self, i):
-        """Latest slot of id `i`, or None for an id never given."""
-        return self._slot_of.get(i)
 
     def is_active(self, slot):
         return bool(self._active[slot])

@@ -12,13 +12,15 @@ and compares the decision values on the active examples.
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_tolerance
-from .reference import reference_kernel, reference_solve
+from .exceptions import ReferenceLimitError
+from .reference import check_limits, reference_kernel, reference_solve
 
 __all__ = ["VerificationReport", "verify_model"]
 
@@ -77,7 +79,8 @@ class VerificationReport:
         return json.dumps(self.to_dict(), **kwargs)
 
 
-def verify_model(model, reference=False, *, tol=DEFAULT_TOL, tol_ref=DEFAULT_TOL_REF):
+def verify_model(model, reference=False, *, tol=DEFAULT_TOL, tol_ref=DEFAULT_TOL_REF,
+                 reference_max_iter=None, reference_time_limit=None):
     """Audit a fitted :class:`eco.CPSVM`.
 
     Parameters
@@ -92,20 +95,34 @@ def verify_model(model, reference=False, *, tol=DEFAULT_TOL, tol_ref=DEFAULT_TOL
         Bound on the KKT certificate.
     tol_ref : float, default=1e-7
         Bound on the decision difference with the reference.
+    reference_max_iter : int, optional
+        Bound on libsvm's iterations per head (default
+        :func:`eco.reference.iteration_bound` of the number of active examples).
+    reference_time_limit : float, optional
+        Seconds all the reference solves together may take (default: no
+        limit besides the iterations).
 
     Returns
     -------
     VerificationReport
+
+    Raises
+    ------
+    eco.exceptions.ReferenceLimitError
+        With ``reference=True``: a reference solve hit its iteration or time
+        bound; no reference is available (nothing is reported as one).
     """
     check_is_fitted(model)
     tol, tol_ref = check_tolerance(tol, "tol"), check_tolerance(tol_ref, "tol_ref")
+    check_limits(reference_max_iter, reference_time_limit)
     kkt = float(model.kkt_violation())
     heads = model.head_set_
     active = heads.active_slots()
     n_heads = heads.n_heads
     diff = ref_kkt = polished = None
     if reference:
-        diff, ref_kkt, polished = _compare_with_reference(model, active)
+        diff, ref_kkt, polished = _compare_with_reference(
+            model, active, reference_max_iter, reference_time_limit)
     ok = math.isfinite(kkt) and kkt <= tol
     if reference:
         ok = ok and math.isfinite(diff) and diff <= tol_ref
@@ -123,7 +140,7 @@ def verify_model(model, reference=False, *, tol=DEFAULT_TOL, tol_ref=DEFAULT_TOL
     )
 
 
-def _compare_with_reference(model, active):
+def _compare_with_reference(model, active, max_iter=None, time_limit=None):
     """Largest decision difference with per-head reference solves, their KKT, polished."""
     if len(active) == 0:
         return 0.0, 0.0, True
@@ -143,9 +160,15 @@ def _compare_with_reference(model, active):
     worst = 0.0
     ref_kkt = 0.0
     polished = True
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     for h in range(heads.n_heads):
         y = heads.head_labels(h)[active]
-        sol = reference_solve(K, y, C)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise ReferenceLimitError(f"the reference solves did not finish within their time "
+                                      f"limit of {time_limit:g} s ({h} of {heads.n_heads} "
+                                      "heads solved)", 0, time_limit)
+        sol = reference_solve(K, y, C, max_iter=max_iter, time_limit=left)
         f_ref = sol.decision(K, y)
         worst = max(worst, float(np.max(np.abs(f_model[:, h] - f_ref))))
         ref_kkt = max(ref_kkt, float(sol.kkt_violation))

@@ -19,6 +19,7 @@ __all__ = [
     "DataFormatError",
     "UnlearningError",
     "FeatureExtractorChangedError",
+    "ReferenceLimitError",
 ]
 
 
@@ -86,6 +87,30 @@ class EngineError(UnlearningError):
 
     def __reduce__(self):
         return type(self), (self.status, self.message)
+
+
+class ReferenceLimitError(EcoError, RuntimeError):
+    """The independent reference solve (:mod:`eco.reference`) hit its iteration or time bound.
+
+    No reference is then available: a solver stopped early is never presented
+    as one. Raised by :func:`eco.reference.reference_solve` and by
+    ``verify(reference=True)``.
+
+    Attributes
+    ----------
+    n_iter : int
+        Iterations libsvm ran in its last attempt.
+    elapsed : float
+        Seconds spent in the solve.
+    """
+
+    def __init__(self, message, n_iter=0, elapsed=0.0):
+        super().__init__(message)
+        self.n_iter = int(n_iter)
+        self.elapsed = float(elapsed)
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.n_iter, self.elapsed)
 
 
 class FeatureExtractorChangedError(EcoError, RuntimeError):

@@ -10,6 +10,7 @@ kernel comes from :mod:`sklearn.metrics.pairwise` and the linear algebra from
 NumPy.
 """
 
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -18,7 +19,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics.pairwise import linear_kernel, polynomial_kernel, rbf_kernel
 from sklearn.svm import SVC
 
-__all__ = ["ReferenceSolution", "reference_kernel", "reference_solve"]
+from .exceptions import InvalidInputError, ReferenceLimitError
+
+__all__ = ["ReferenceSolution", "reference_kernel", "reference_solve", "iteration_bound",
+           "ITER_PER_ROW", "MIN_ITER"]
 
 
 def reference_kernel(A, B, kernel, gamma, degree, coef0):
@@ -56,7 +60,34 @@ class ReferenceSolution:
         return K_eval_train @ (self.alpha * y) + self.b
 
 
-def reference_solve(K, y, C):
+#: Iterations of libsvm allowed per example (the bound is ``max(MIN_ITER, ITER_PER_ROW * n)``).
+ITER_PER_ROW = 1000
+#: Fewest iterations any reference solve may use.
+MIN_ITER = 1_000_000
+#: First attempt's share of the bound: a solve that has not converged by then
+#: is restarted with four times as many iterations (libsvm cannot resume), so
+#: that a wall-clock limit is checked between attempts.
+_FIRST_TRY = 100_000
+
+
+def iteration_bound(n):
+    """The default bound on libsvm's iterations for `n` examples: ``max(MIN_ITER, ITER_PER_ROW * n)``."""
+    return max(MIN_ITER, ITER_PER_ROW * int(n))
+
+
+def check_limits(max_iter, time_limit):
+    """InvalidInputError unless `max_iter` is None or an int >= 1 and `time_limit` None or > 0."""
+    if max_iter is not None and (isinstance(max_iter, (bool, np.bool_)) or not isinstance(
+            max_iter, (int, np.integer)) or max_iter < 1):
+        raise InvalidInputError(f"max_iter must be a positive int, got {max_iter!r}")
+    if time_limit is not None and (isinstance(time_limit, (bool, np.bool_)) or not isinstance(
+            time_limit, (int, float, np.integer, np.floating)) or not np.isfinite(time_limit)
+            or not time_limit > 0):
+        raise InvalidInputError(
+            f"time_limit must be a positive number of seconds, got {time_limit!r}")
+
+
+def reference_solve(K, y, C, *, max_iter=None, time_limit=None):
     """Solve the binary SVM dual from scratch and polish it in float64.
 
     Parameters
@@ -67,29 +98,40 @@ def reference_solve(K, y, C):
         Labels in {-1, +1}.
     C : ndarray of shape (n,)
         Box bound of every row.
+    max_iter : int, optional
+        Bound on libsvm's iterations; default :func:`iteration_bound` of `n`.
+    time_limit : float, optional
+        Seconds the solve may take. libsvm runs in attempts of growing
+        iteration bounds (up to `max_iter`); an attempt is started only when
+        the time it is expected to take (four times the previous one's) fits
+        in what is left, so the limit is kept up to one attempt's misestimate.
+        None: no limit besides `max_iter`.
 
     Returns
     -------
     ReferenceSolution
+
+    Raises
+    ------
+    eco.exceptions.ReferenceLimitError
+        libsvm did not converge within `max_iter` iterations or `time_limit`
+        seconds: there is no reference (an unconverged solution is never returned).
+    eco.exceptions.InvalidInputError
+        `max_iter` or `time_limit` is not a positive number (:func:`check_limits`).
     """
     K = np.asarray(K, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     C = np.asarray(C, dtype=np.float64)
     n = len(y)
+    check_limits(max_iter, time_limit)
+    max_iter = iteration_bound(n) if max_iter is None else int(max_iter)
     if n == 0:
         return ReferenceSolution(np.zeros(0), 0.0, 0.0, True)
     if np.all(y == y[0]):
         # one class: every alpha is 0 and the decision is that class (b = y)
         return ReferenceSolution(np.zeros(n), float(y[0]), 0.0, True)
     keep = np.flatnonzero(C > 0)
-    # libsvm only has to find the sets; the polish below makes the numbers
-    # exact. A tolerance of 1e-12 can take minutes on flat, degenerate
-    # problems (many points exactly on the margin), hence 1e-10 and a cap.
-    svc = SVC(C=1.0, kernel="precomputed", tol=1e-10, shrinking=True, cache_size=1000,
-              max_iter=20_000_000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        svc.fit(K[np.ix_(keep, keep)], y[keep], sample_weight=C[keep])
+    svc = _bounded_libsvm(K[np.ix_(keep, keep)], y[keep], C[keep], int(max_iter), time_limit)
     alpha = np.zeros(n)
     alpha[keep[svc.support_]] = np.abs(svc.dual_coef_[0])
     raw = ReferenceSolution(alpha.copy(), float(svc.intercept_[0]), np.inf, False)
@@ -132,6 +174,40 @@ def reference_solve(K, y, C):
         viol = _violation(a, y, C, g)
         return ReferenceSolution(a, float(b), viol, True)
     return raw
+
+
+def _bounded_libsvm(K, y, C, max_iter, time_limit):
+    """libsvm fitted to convergence within `max_iter` and `time_limit`; ReferenceLimitError if not."""
+    # libsvm only has to find the sets; the polish makes the numbers exact. A
+    # tolerance of 1e-12 can take minutes on flat, degenerate problems (many
+    # points exactly on the margin), hence 1e-10 and the bounds.
+    start = time.perf_counter()
+    budget = min(_FIRST_TRY, max_iter)
+    while True:
+        t0 = time.perf_counter()
+        svc = SVC(C=1.0, kernel="precomputed", tol=1e-10, shrinking=True, cache_size=1000,
+                  max_iter=budget)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            svc.fit(K, y, sample_weight=C)
+        took = time.perf_counter() - t0
+        n_iter = int(np.max(getattr(svc, "n_iter_", [0])))
+        stopped = n_iter >= budget or any(issubclass(w.category, ConvergenceWarning)
+                                          for w in caught)
+        if not stopped:
+            return svc
+        elapsed = time.perf_counter() - start
+        if budget >= max_iter:
+            raise ReferenceLimitError(
+                f"the reference solve (libsvm) did not converge within {max_iter} iterations "
+                f"({len(y)} examples, {elapsed:.3g} s): no reference is available; the data "
+                "may be badly scaled, or pass a larger max_iter", n_iter, elapsed)
+        if time_limit is not None and elapsed + 4.0 * took > time_limit:
+            raise ReferenceLimitError(
+                f"the reference solve (libsvm) did not converge within its time limit of "
+                f"{time_limit:g} s ({n_iter} iterations in {elapsed:.3g} s, {len(y)} "
+                "examples): no reference is available", n_iter, elapsed)
+        budget = min(4 * budget, max_iter)
 
 
 def _violation(a, y, C, g):

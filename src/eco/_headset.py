@@ -38,7 +38,7 @@ from . import _cp_core
 from ._concurrency import checkpoint, current_guard, interrupt_guard, run_with_guard
 from ._warmstart import head_violation, solve_head
 from .exceptions import EngineError, InvalidInputError, UnlearningError
-from .state import HeadState
+from .state import HeadState, install_primary
 
 __all__ = ["HeadSet"]
 
@@ -641,10 +641,13 @@ class HeadSet(SlotTables):
 
         Raises UnlearningError when the engine refuses the state.
         """
-        if isinstance(state, HeadState):
-            state = state.to_engine_dict()
         engine = self._engines[head]
         try:
+            if isinstance(state, HeadState) and not state.has_derived:
+                install_primary(engine, state)  # read from a file: recompute g and Rinv
+                return
+            if isinstance(state, HeadState):
+                state = state.to_engine_dict()
             engine.restore(state)
         except EngineError as exc:
             raise UnlearningError(f"head {head}: {exc}") from exc

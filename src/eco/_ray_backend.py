@@ -17,8 +17,10 @@ Faults: an actor that dies (``ray.kill``, out of memory, node lost) is
 replaced by a new one restored from the last checkpoint of its heads
 (eco's own file format, :func:`eco.persistence.write_state`, no pickle; the
 bytes are kept in the object store) and the redo log since, which
-reproduces the last committed state bit for bit (the engine is
-deterministic). A request in flight is then replayed on the new actor and
+reproduces the last committed state exactly (the checkpoint holds the
+primary state bit for bit; gradients and the inverse margin matrix are
+recomputed from it, as at any load, so later states may differ from an
+actor that never died in the last bits). A request in flight is then replayed on the new actor and
 completes; after ``_MAX_REVIVALS`` deaths within one request every head is
 left at the previous committed state and :class:`UnlearningError` says so.
 

@@ -7,7 +7,7 @@ members are
     UTF-8 JSON object with
 
     - ``"format"``: the string ``"eco-cpsvm"``;
-    - ``"format_version"``: an integer, :data:`FORMAT_VERSION` (``2``);
+    - ``"format_version"``: an integer, :data:`FORMAT_VERSION` (``3``);
     - ``"eco_version"``: ``eco.__version__`` of the writer;
     - ``"model"``: the hyper-parameters and fitted scalars (see below);
     - ``"arrays"``: for every array member, its ``"member"`` name, ``"dtype"``
@@ -24,12 +24,14 @@ members are
     removed example is written): their features (or, for
     ``kernel="precomputed"``, their square kernel block), labels, bounds,
     ids, slots (``slot_index``) and positions given (``slot_given``), and for
-    every head ``h`` its labels, bounds, coefficients, gradients, sets,
-    margin order (positions among the active examples) and inverse bordered
-    matrix (``head<h>_y``, ``head<h>_C``, ``head<h>_alpha``, ``head<h>_g``,
-    ``head<h>_sets``, ``head<h>_margin_order``, ``head<h>_Rinv``). The
-    ``"model"`` object gives ``n_slots`` and ``n_given``, so that the loaded
-    model lays its slots out as the saved one did.
+    every head ``h`` its primary state: labels, bounds, coefficients, sets
+    and margin order (positions among the active examples) (``head<h>_y``,
+    ``head<h>_C``, ``head<h>_alpha``, ``head<h>_sets``,
+    ``head<h>_margin_order``); its bias is in the ``"model"`` object
+    (``"b"``). The ``"model"`` object also gives ``n_slots`` and
+    ``n_given``, so that the loaded model lays its slots out as the saved
+    one did. Nothing derived is stored: no gradients, no inverse bordered
+    matrix (format 2 stored both; it is still read, and they are ignored).
 
 The ``"model"`` object holds plain JSON values; values JSON cannot hold
 exactly are tagged objects: ``{"__numpy__": dtype, "value": v}`` for a NumPy
@@ -54,17 +56,17 @@ and shape need, before reading them; bounds the metadata's size (by the
 number of members) and nesting; checks every digest before parsing any
 array (``allow_pickle=False``); checks the format name and version and the
 consistency of every array (:meth:`eco.state.ModelState.validate`); and
-:func:`eco.load` certifies the model from scratch. It raises
-:class:`~eco.exceptions.ModelFileError` naming the problem for a truncated,
-tampered, crafted, foreign or newer file, in memory bounded by the file's
-size. Nothing in the file is executed. The loaded model is bit for bit the
-saved one: same :meth:`~eco.CPSVM.state_digest`, same predictions, same
-results of later updates.
+:func:`eco.load` recomputes the derived state (gradients from the kernel
+rows, inverse bordered matrix by refactorisation) and certifies the model
+from scratch. It raises :class:`~eco.exceptions.ModelFileError` naming the
+problem for a truncated, tampered, crafted, foreign or newer file, in memory
+bounded by the file's size. Nothing in the file is executed.
 
-The derived state (gradients, inverse bordered matrix) is stored, not
-recomputed at load: recomputing it would change its last bits and with them
-the digest and later updates. It is certified instead, against gradients and
-a bordered matrix recomputed from the kernel.
+The loaded model has the saved primary state bit for bit: same
+:meth:`~eco.CPSVM.state_digest` (which covers the primary state only), same
+predictions. Its gradients and inverse bordered matrix are recomputed, so
+they may differ from the saved model's in the last bits, and so may the
+results of later updates; both are exact (they equal a fit from scratch).
 """
 
 import errno
@@ -88,14 +90,19 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "write_state", "read_s
 
 #: Value of the ``"format"`` field of every eco model file.
 FORMAT_NAME = "eco-cpsvm"
-#: Version of the layout described in this module; :func:`load` reads only it.
-#: 2: active examples only, with their slots and positions given (1 kept every
-#: example ever given).
-FORMAT_VERSION = 2
+#: Version of the layout described in this module, the one written.
+#: 3: primary state only (no gradients, no inverse bordered matrix);
+#: 2: active examples only, with their slots and positions given, and the
+#: derived state; 1 kept every example ever given.
+FORMAT_VERSION = 3
+#: Versions :func:`read_state` reads (a version 2 file's derived arrays are ignored).
+READABLE_VERSIONS = (2, 3)
 
 _META = "eco-metadata.json"
 _META_SHA = "eco-metadata.sha256"
 _HEAD_KEYS = HeadState.ARRAYS
+# arrays a version 2 file also holds per head: read, digests checked, ignored
+_V2_DERIVED_KEYS = HeadState.DERIVED
 # dtype kinds an array member may have: bool, signed int, float, unicode
 _ALLOWED_KINDS = frozenset("biufU")
 _INT64 = np.iinfo(np.int64)
@@ -349,7 +356,8 @@ def read_state(path):
     Returns
     -------
     eco.state.ModelState
-        The state, validated, bit for bit as saved.
+        The primary state, validated, bit for bit as saved; its heads' derived
+        fields (``g``, ``Rinv``) are None, to be recomputed when installed.
 
     Raises
     ------
@@ -384,7 +392,7 @@ def read_state(path):
             raise ValueError("object_arrays is not a list of names")
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
         raise ModelFileError(f"{where}: bad model metadata ({exc})") from exc
-    return _build(meta, arrays, object_arrays, where)
+    return _build(meta, arrays, object_arrays, where, document["format_version"])
 
 
 #: Largest metadata member read (the JSON document: parameters, biases, array table).
@@ -479,10 +487,10 @@ def _read_archive(zf, where, size):
         raise ModelFileError(f"{where} is not an eco model file (format is {found!r}, "
                              f"expected {FORMAT_NAME!r})")
     version = document.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:  # True == 1 in Python
+    if type(version) is not int or version not in READABLE_VERSIONS:  # True == 1 in Python
         raise ModelFileError(
             f"{where} has format version {version!r}; this eco "
-            f"reads format version {FORMAT_VERSION} only "
+            f"reads format versions {', '.join(map(str, READABLE_VERSIONS))} only "
             f"(file written by eco {document.get('eco_version')!r})")
     table = document.get("arrays")
     if not isinstance(table, dict):
@@ -597,7 +605,6 @@ def _state_to_file(state):
         "n_features_in_": int(state.n_features_in_),
         "n_heads": state.n_heads,
         "b": [float(hd.b) for hd in state.heads],
-        "updates_since_check": [int(hd.updates_since_check) for hd in state.heads],
         "n_slots": int(state.n_slots),
         "n_given": int(state.n_given),
     }
@@ -623,7 +630,7 @@ def _data_key(params):
     return "kernel" if params.get("kernel") == "precomputed" else "features"
 
 
-def _build(meta, arrays, object_arrays, where):
+def _build(meta, arrays, object_arrays, where, version=FORMAT_VERSION):
     """Check the decoded content and return the validated ModelState; ModelFileError when not."""
 
     def bad(msg):
@@ -647,20 +654,22 @@ def _build(meta, arrays, object_arrays, where):
         raise bad(f"{str(n_heads)[:20]} heads declared for {len(classes)} classes")
     if not isinstance(meta["b"], list) or len(meta["b"]) != n_heads:
         raise bad("the number of heads does not match the biases")
-    counters = meta.get("updates_since_check", [0] * n_heads)
-    if not isinstance(counters, list) or len(counters) != n_heads:
-        raise bad("the number of heads does not match the drift-check counters")
     _check_layout(meta, arrays, params, bad)
     arrays["slot_ids"] = _decode_ids(arrays, bad)
     _restore_object_arrays(arrays, object_arrays, bad)
     data_key = _data_key(params)
     required = ["classes_", "class_weight_", "slot_labels", "slot_C", "slot_index",
                 "slot_given", data_key]
-    required += [f"head{h}_{k}" for h in range(n_heads) for k in _HEAD_KEYS]
+    head_keys = _HEAD_KEYS + (_V2_DERIVED_KEYS if version == 2 else ())
+    required += [f"head{h}_{k}" for h in range(n_heads) for k in head_keys]
     missing = [k for k in required if k not in arrays]
     if missing:
         raise bad(f"arrays {missing} are missing")
-    heads = [HeadState(b=meta["b"][h], updates_since_check=counters[h],
+    extra = sorted(set(arrays) - set(required) - {"slot_ids", "feature_names_in_"})
+    if extra:  # nothing is read that the layout does not name (no derived state in v3)
+        raise bad(f"unexpected arrays {extra[:5]} for format version {version}")
+    # the derived state is never taken from a file: eco.load recomputes it
+    heads = [HeadState(b=meta["b"][h], g=None, Rinv=None,
                        **{k: arrays[f"head{h}_{k}"] for k in _HEAD_KEYS})
              for h in range(n_heads)]
     state = ModelState(

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["HeadState", "ModelState", "state_digest"]
+__all__ = ["HeadState", "ModelState", "state_digest", "install_primary"]
 
 # set codes of the engine (eco._cp_core): inactive, reserve, margin, error
 _SET_CODES = (-1, 0, 1, 2)
@@ -24,7 +24,7 @@ _SET_RESERVE, _SET_MARGIN, _SET_ERROR = 0, 1, 2
 
 def _meta(*, per_slot=False, digest=True):
     # per_slot: one entry per stored slot (the digest covers the active ones);
-    # digest: part of state_digest (a counter such as the drift-check phase is not)
+    # digest: part of state_digest (derived state and counters are not)
     return {"per_slot": per_slot, "digest": digest}
 
 
@@ -32,33 +32,53 @@ def _meta(*, per_slot=False, digest=True):
 class HeadState:
     """The state of one head (one binary CP engine), in the engine's own layout.
 
-    Fields are listed in the order the digest reads them.
+    Fields are listed in the order the digest reads them. The primary state
+    (labels, bounds, coefficients, sets, bias, margin order) defines the
+    head; the gradients ``g`` and the inverse bordered margin matrix ``Rinv``
+    are derived from it and the kernel. A state read from a file has them as
+    None: they are recomputed when it is installed (:attr:`has_derived`).
+    The digest covers the primary state only, so a recomputed ``g`` or
+    ``Rinv`` (equal up to the last bits) does not change it.
     """
 
     y: np.ndarray = field(metadata=_meta(per_slot=True))
     C: np.ndarray = field(metadata=_meta(per_slot=True))
     alpha: np.ndarray = field(metadata=_meta(per_slot=True))
-    g: np.ndarray = field(metadata=_meta(per_slot=True))
+    g: Optional[np.ndarray] = field(metadata=_meta(per_slot=True, digest=False))
     sets: np.ndarray = field(metadata=_meta(per_slot=True))
     b: float = field(metadata=_meta())
     margin_order: np.ndarray = field(metadata=_meta())
-    Rinv: np.ndarray = field(metadata=_meta())
+    Rinv: Optional[np.ndarray] = field(metadata=_meta(digest=False))
     updates_since_check: int = field(default=0, metadata=_meta(digest=False))
 
-    #: Names of the array fields (what a file stores as arrays).
-    ARRAYS = ("y", "C", "alpha", "g", "sets", "margin_order", "Rinv")
-    #: Names of the scalar fields (what a file stores as metadata).
+    #: Names of the primary array fields (what a file stores as arrays).
+    ARRAYS = ("y", "C", "alpha", "sets", "margin_order")
+    #: Names of the derived array fields (recomputed at load, never read from a file).
+    DERIVED = ("g", "Rinv")
+    #: Names of the scalar fields (``b`` is stored in a file's metadata).
     SCALARS = ("b", "updates_since_check")
 
     _PER_SLOT = ("y", "C", "alpha", "g", "sets")
 
+    @property
+    def has_derived(self):
+        """True when ``g`` and ``Rinv`` are present (not a primary state read from a file)."""
+        return self.g is not None and self.Rinv is not None
+
+    def primary(self):
+        """This state without its derived fields (what a file holds)."""
+        return HeadState(y=self.y, C=self.C, alpha=self.alpha, g=None, sets=self.sets,
+                         b=self.b, margin_order=self.margin_order, Rinv=None)
+
     def restricted(self, rows):
         """This state on the slots `rows` (increasing) only; margin_order as positions in `rows`."""
         rows = np.asarray(rows, dtype=np.intp)
-        kw = {k: np.array(np.asarray(getattr(self, k))[rows]) for k in self._PER_SLOT}
+        kw = {k: None if getattr(self, k) is None else np.array(np.asarray(getattr(self, k))[rows])
+              for k in self._PER_SLOT}
         order = np.searchsorted(rows, np.asarray(self.margin_order)).astype(
             np.asarray(self.margin_order).dtype)
-        return HeadState(b=self.b, margin_order=order, Rinv=np.array(self.Rinv),
+        R = None if self.Rinv is None else np.array(self.Rinv)
+        return HeadState(b=self.b, margin_order=order, Rinv=R,
                          updates_since_check=self.updates_since_check, **kw)
 
     def expanded(self, at, n):
@@ -66,6 +86,9 @@ class HeadState:
         at = np.asarray(at, dtype=np.intp)
         kw = {}
         for k in self._PER_SLOT:
+            if getattr(self, k) is None:
+                kw[k] = None
+                continue
             v = np.asarray(getattr(self, k))
             full = np.full(n, _SET_CODES[0], dtype=v.dtype) if k == "sets" else \
                 np.zeros(n, dtype=v.dtype)
@@ -81,7 +104,12 @@ class HeadState:
         return cls(**{f.name: st[f.name] for f in fields(cls)})
 
     def to_engine_dict(self):
-        """The dict :meth:`eco._cp_core.CPEngine.restore` takes (engine dtypes)."""
+        """The dict :meth:`eco._cp_core.CPEngine.restore` takes (engine dtypes).
+
+        Only for a state with its derived fields (:attr:`has_derived`).
+        """
+        if not self.has_derived:
+            raise ValueError("a primary state (no g, no Rinv) is installed by recomputing them")
         st = {f.name: getattr(self, f.name) for f in fields(self)}
         st["sets"] = np.asarray(self.sets).astype(np.int8)
         st["margin_order"] = np.asarray(self.margin_order).astype(np.int32)
@@ -112,12 +140,22 @@ class HeadState:
                 h.update(np.ascontiguousarray(v).tobytes())
 
     def validate(self, n, where="head"):
-        """Raise ValueError naming the problem when the state is not consistent with `n` slots."""
+        """Raise ValueError naming the problem when the state is not consistent with `n` slots.
+
+        The derived fields are checked when present (a primary state has none).
+        """
+        derived = self.has_derived
+        if not derived and (self.g is not None or self.Rinv is not None):
+            raise ValueError(f"{where}: g and Rinv must be both present or both absent")
         for k in ("y", "C", "alpha", "g", "sets"):
+            if k == "g" and not derived:
+                continue
             if np.shape(getattr(self, k)) != (n,):
                 raise ValueError(f"{where}: {k} has shape {np.shape(getattr(self, k))}, "
                                  f"expected ({n},)")
         for k in ("y", "C", "alpha", "g", "Rinv"):
+            if k in self.DERIVED and not derived:
+                continue
             v = np.asarray(getattr(self, k))
             if v.dtype.kind != "f" or not np.all(np.isfinite(v)):
                 raise ValueError(f"{where}: {k} is not a finite float array")
@@ -129,7 +167,7 @@ class HeadState:
                 or (m and (order.min() < 0 or order.max() >= n)) \
                 or len(np.unique(order)) != m or not np.all(sets[order] == _SET_MARGIN):
             raise ValueError(f"{where}: the margin order does not list the margin vectors")
-        if np.shape(self.Rinv) != (m + 1, m + 1):
+        if derived and np.shape(self.Rinv) != (m + 1, m + 1):
             raise ValueError(f"{where}: Rinv has shape {np.shape(self.Rinv)}, "
                              f"expected {(m + 1, m + 1)}")
         if isinstance(self.b, bool) or not isinstance(self.b, (int, float, np.floating)) \
@@ -309,3 +347,33 @@ def state_digest(params, gamma_, classes_, class_weight_, slot_ids, heads, given
     for head in heads:
         head.digest_into(h, active, given)
     return h.hexdigest()
+
+
+def install_primary(engine, head):
+    """Install the primary :class:`HeadState` `head` in `engine`, recomputing what it derives.
+
+    The inverse bordered margin matrix is refactorised from the kernel rows
+    of the margin vectors and the gradients are recomputed from the kernel
+    rows of the support vectors (``y_i (sum_j alpha_j y_j K_ij + b) - 1``):
+    nothing derived is taken on trust. The drift-check phase restarts at 0.
+
+    Raises
+    ------
+    eco.exceptions.EngineError
+        The bordered margin matrix is singular (STATUS_SINGULAR) or memory
+        ran out; `engine` must then be given another state before use.
+    ValueError
+        The arrays do not fit the engine's store.
+    """
+    y = np.ascontiguousarray(head.y, dtype=np.float64)
+    C = np.ascontiguousarray(head.C, dtype=np.float64)
+    alpha = np.ascontiguousarray(head.alpha, dtype=np.float64)
+    sets = np.ascontiguousarray(head.sets, dtype=np.int8)
+    order = np.ascontiguousarray(head.margin_order, dtype=np.int32)
+    b = float(head.b)
+    # first pass: Rinv by refactorisation (the gradients are not read by it)
+    engine.set_state(y, C, alpha, b, sets, order, np.zeros(len(y)), None)
+    g = engine.recompute_gradients()
+    # second pass: the recomputed gradients, Rinv as just computed (exact:
+    # rinv() and set_state scale its border by the same power of two)
+    engine.set_state(y, C, alpha, b, sets, order, g, engine.rinv())

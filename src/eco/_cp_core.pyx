@@ -94,6 +94,151 @@ cdef int check(int st) except -1:
     return 0
 
 
+# ---------------------------------------------------------------------------
+# Memory: every allocation and release of the engine goes through here
+# ---------------------------------------------------------------------------
+# _xmalloc is the only way the compiled code allocates (numpy buffers check
+# _np_alloc_check first), so a test can make the k-th allocation fail
+# (set_alloc_fault) and check that every caller reports it and leaves the
+# model as it was. _zfree zeroes a buffer before releasing it, so that freed
+# memory holds nothing of the rows, kernel values or coefficients it held;
+# the memset goes through a volatile pointer, which the compiler may not
+# drop as a dead store before free().
+
+cdef extern from *:
+    """
+    #include <string.h>
+    static void *(*const volatile eco_memset_v)(void *, int, size_t) = memset;
+    static void eco_secure_zero(void *p, size_t n) { if (p && n) eco_memset_v(p, 0, n); }
+    """
+    void eco_secure_zero(void* p, size_t n) noexcept nogil
+
+cdef long long _alloc_countdown = 0   # > 0: the allocation that brings it to 0 fails
+cdef long long _alloc_count = 0       # allocations seen since the hook was armed
+cdef bint _alloc_fired = False
+# quarantine (tests): released buffers are zeroed and kept here, not freed,
+# so that a test can check they hold nothing
+cdef void** _q_ptr = NULL
+cdef size_t* _q_size = NULL
+cdef Py_ssize_t _q_n = 0, _q_cap = 0
+cdef bint _q_on = False
+cdef PyThread_type_lock _q_lock = PyThread_allocate_lock()
+
+
+cdef inline bint _alloc_fails() noexcept nogil:
+    # the test hook; racy across threads by design (tests arm it around
+    # calls that allocate from one thread), free when disarmed
+    global _alloc_countdown, _alloc_count, _alloc_fired
+    if _alloc_countdown <= 0:
+        return False
+    _alloc_count += 1
+    _alloc_countdown -= 1
+    if _alloc_countdown == 0:
+        _alloc_fired = True
+        return True
+    return False
+
+
+cdef void* _xmalloc(size_t size) noexcept nogil:
+    """malloc, or NULL when the test hook says this allocation fails."""
+    if _alloc_fails():
+        return NULL
+    return malloc(size if size > 0 else 1)
+
+
+cdef void _zfree(void* p, size_t size) noexcept nogil:
+    """Zero the `size` bytes at `p`, then free it (NULL is ignored)."""
+    global _q_ptr, _q_size, _q_n, _q_cap
+    cdef void** np_
+    cdef size_t* ns
+    cdef Py_ssize_t cap
+    if p == NULL:
+        return
+    eco_secure_zero(p, size)
+    if _q_on:
+        PyThread_acquire_lock(_q_lock, WAIT_LOCK)
+        if _q_n == _q_cap:
+            cap = 2 * _q_cap + 64
+            np_ = <void**>realloc(_q_ptr, cap * sizeof(void*))
+            if np_ != NULL:
+                _q_ptr = np_
+            ns = <size_t*>realloc(_q_size, cap * sizeof(size_t))
+            if ns != NULL:
+                _q_size = ns
+            if np_ != NULL and ns != NULL:
+                _q_cap = cap
+        if _q_n < _q_cap:
+            _q_ptr[_q_n] = p
+            _q_size[_q_n] = size
+            _q_n += 1
+            p = NULL
+        PyThread_release_lock(_q_lock)
+    free(p)
+
+
+cdef int _np_alloc_check() except -1:
+    """MemoryError when the test hook says this (numpy) allocation fails."""
+    if _alloc_fails():
+        raise MemoryError("allocation failed (injected by the test hook)")
+    return 0
+
+
+cdef _zero_array(arr):
+    # a numpy buffer about to be dropped: nothing of what it held stays in memory
+    if arr is not None:
+        arr.fill(0)
+
+
+def set_alloc_fault(long long k):
+    """Test hook: make the `k`-th allocation from now fail (once); 0 disarms it.
+
+    Counts every allocation of the engine and kernel store (C buffers and
+    their numpy arrays). See :func:`eco.testing.engine_alloc_fault`.
+    """
+    global _alloc_countdown, _alloc_count, _alloc_fired
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    _alloc_countdown = k
+    _alloc_count = 0
+    _alloc_fired = False
+
+
+def alloc_fault_state():
+    """Test hook: (allocations counted since armed, whether the fault fired)."""
+    return int(_alloc_count), bool(_alloc_fired)
+
+
+def set_quarantine(bint on):
+    """Test hook: keep released buffers (zeroed) instead of freeing them; off frees them."""
+    global _q_on, _q_n
+    cdef Py_ssize_t i
+    PyThread_acquire_lock(_q_lock, WAIT_LOCK)
+    _q_on = on
+    if not on:
+        for i in range(_q_n):
+            free(_q_ptr[i])
+        _q_n = 0
+    PyThread_release_lock(_q_lock)
+
+
+def quarantine_report():
+    """Test hook: (buffers released, bytes released, buffers holding a nonzero byte)."""
+    cdef Py_ssize_t i, k, dirty = 0
+    cdef size_t total = 0
+    cdef const unsigned char* b
+    PyThread_acquire_lock(_q_lock, WAIT_LOCK)
+    for i in range(_q_n):
+        total += _q_size[i]
+        b = <const unsigned char*>_q_ptr[i]
+        for k in range(<Py_ssize_t>_q_size[i]):
+            if b[k] != 0:
+                dirty += 1
+                break
+    n = _q_n
+    PyThread_release_lock(_q_lock)
+    return int(n), int(total), int(dirty)
+
+
 # Validation at the def boundary: the compiled loops run without bounds
 # checks, so every index and size that crosses into them is checked here
 # and refused with ValueError/IndexError rather than read out of bounds.
@@ -301,10 +446,14 @@ cdef class KernelStore:
         if self.rows != NULL:
             for i in range(self.capacity):
                 if self.rows[i] != NULL:
-                    free(self.rows[i])
-            free(self.rows)
+                    _zfree(self.rows[i], self.capacity * sizeof(double))
+            _zfree(self.rows, self.capacity * sizeof(double*))
         if self.lock != NULL:
             PyThread_free_lock(self.lock)
+        # the features: nothing of them stays in released memory
+        _zero_array(self._XT_array)
+        if self.sqnorm is not None:
+            self.sqnorm[:] = 0.0
 
     @property
     def kernel(self):
@@ -323,25 +472,40 @@ cdef class KernelStore:
         if needed <= self.capacity:
             return
         new_cap = max(needed, 2 * self.capacity, 16)
+        _np_alloc_check()
         XT = np.zeros((self.n_features, new_cap), dtype=np.float64)
+        _np_alloc_check()
         sq = np.zeros(new_cap, dtype=np.float64)
+        _np_alloc_check()
         last = np.zeros(new_cap, dtype=np.int64)
         if self.capacity > 0:
             XT[:, :self.n_slots] = self._XT_array[:, :self.n_slots]
             sq[:self.n_slots] = np.asarray(self.sqnorm)[:self.n_slots]
             last[:self.n_slots] = self._last_arr[:self.n_slots]
-        new_rows = <double**>realloc(self.rows, new_cap * sizeof(double*))
+        new_rows = <double**>_xmalloc(new_cap * sizeof(double*))
         if new_rows == NULL:
+            XT.fill(0)
+            sq.fill(0)
             raise MemoryError("could not grow the kernel store")
+        for i in range(new_cap):
+            new_rows[i] = self.rows[i] if i < self.capacity else NULL
+        _zfree(self.rows, self.capacity * sizeof(double*))
         self.rows = new_rows
-        for i in range(self.capacity, new_cap):
-            self.rows[i] = NULL
+        # each row is moved to a larger buffer and the old one zeroed and
+        # freed (no realloc: it would release the old bytes as they are). A
+        # failure leaves some rows larger than the capacity: harmless.
         for i in range(self.capacity):
             if self.rows[i] != NULL:
-                r = <double*>realloc(self.rows[i], new_cap * sizeof(double))
+                r = <double*>_xmalloc(new_cap * sizeof(double))
                 if r == NULL:
+                    XT.fill(0)
+                    sq.fill(0)
                     raise MemoryError("could not grow a kernel row")
+                memcpy(r, self.rows[i], self.capacity * sizeof(double))
+                _zfree(self.rows[i], self.capacity * sizeof(double))
                 self.rows[i] = r
+        _zero_array(self._XT_array)
+        _zero_array(np.asarray(self.sqnorm) if self.capacity > 0 else None)
         self._XT_array = XT
         self.XT = XT
         self.sqnorm = sq
@@ -371,10 +535,15 @@ cdef class KernelStore:
         elif X.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} features, got {X.shape[1]}")
         self._reserve(n_new)
+        cdef double* xs = NULL
         if self.kernel_code == K_PRECOMPUTED:
             for i in range(m):
-                r = <double*>malloc(self.capacity * sizeof(double))
+                r = <double*>_xmalloc(self.capacity * sizeof(double))
                 if r == NULL:
+                    for j in range(i):  # the rows made so far: the store is as it was
+                        _zfree(self.rows[n_old + j], self.capacity * sizeof(double))
+                        self.rows[n_old + j] = NULL
+                        self.n_cached -= 1
                     raise MemoryError("could not allocate a kernel row")
                 for j in range(n_new):
                     r[j] = X[i, j]
@@ -387,6 +556,10 @@ cdef class KernelStore:
             self.n_slots = n_new
             self._update_max_diag(n_old)
         else:
+            # allocated before anything changes: the store stays as it was on failure
+            xs = <double*>_xmalloc((self.n_features + 1) * sizeof(double))
+            if xs == NULL:
+                raise MemoryError("could not allocate the kernel store's scratch row")
             with nogil:
                 for i in range(m):
                     s = 0.0
@@ -400,20 +573,23 @@ cdef class KernelStore:
             with nogil:
                 for j in range(n_old):
                     if self.rows[j] != NULL:
-                        self._fill_row(j, self.rows[j], n_old, n_new)
+                        self._fill_rows(&j, 1, &self.rows[j], xs, n_old, n_new)
+                _zfree(xs, (self.n_features + 1) * sizeof(double))
             if self.precompute:
                 self.ensure_rows(np.arange(n_old, n_new, dtype=np.intp))
         return np.arange(n_old, n_new, dtype=np.intp)
 
-    cdef void _fill_row(self, Py_ssize_t slot, double* out, Py_ssize_t j0,
-                        Py_ssize_t j1) noexcept nogil:
+    cdef int _fill_row(self, Py_ssize_t slot, double* out, Py_ssize_t j0,
+                       Py_ssize_t j1) noexcept nogil:
         # out[j] = K(x_slot, x_j) for j in [j0, j1), through the block routine so
-        # that a value never depends on how it was computed
-        cdef double* xs = <double*>malloc((self.n_features + 1) * sizeof(double))
+        # that a value never depends on how it was computed; ST_NO_MEMORY when
+        # its scratch cannot be allocated (out is then not written)
+        cdef double* xs = <double*>_xmalloc((self.n_features + 1) * sizeof(double))
         if xs == NULL:
-            return
+            return ST_NO_MEMORY
         self._fill_rows(&slot, 1, &out, xs, j0, j1)
-        free(xs)
+        _zfree(xs, (self.n_features + 1) * sizeof(double))
+        return 0
 
     cdef double _diag(self, Py_ssize_t i) noexcept nogil:
         # K(x_i, x_i) without computing the row
@@ -446,16 +622,18 @@ cdef class KernelStore:
         self.last_use[slot] = self.tick
         if r != NULL:
             return r
-        r = <double*>malloc(self.capacity * sizeof(double))
+        r = <double*>_xmalloc(self.capacity * sizeof(double))
         if r == NULL:
             return NULL
-        self._fill_row(slot, r, 0, self.n_slots)
+        if self._fill_row(slot, r, 0, self.n_slots) != 0:
+            _zfree(r, self.capacity * sizeof(double))
+            return NULL
         PyThread_acquire_lock(self.lock, WAIT_LOCK)
         if self.rows[slot] == NULL:
             self.rows[slot] = r
             self.n_cached += 1
         else:
-            free(r)
+            _zfree(r, self.capacity * sizeof(double))
             r = self.rows[slot]
         PyThread_release_lock(self.lock)
         return r
@@ -507,7 +685,7 @@ cdef class KernelStore:
         cdef double* xs
         if self.kernel_code == K_PRECOMPUTED:
             return 0
-        xs = <double*>malloc((8 * self.n_features + 1) * sizeof(double))
+        xs = <double*>_xmalloc((8 * self.n_features + 1) * sizeof(double))
         if xs == NULL:
             return ST_NO_MEMORY
         i = 0
@@ -521,11 +699,11 @@ cdef class KernelStore:
                             s = -1
                             break
                     if s >= 0:
-                        outs[nb] = <double*>malloc(self.capacity * sizeof(double))
+                        outs[nb] = <double*>_xmalloc(self.capacity * sizeof(double))
                         if outs[nb] == NULL:
                             for b in range(nb):
-                                free(outs[b])
-                            free(xs)
+                                _zfree(outs[b], 0)  # not written yet
+                            _zfree(xs, (8 * self.n_features + 1) * sizeof(double))
                             return ST_NO_MEMORY
                         todo[nb] = s
                         nb += 1
@@ -539,11 +717,11 @@ cdef class KernelStore:
                         self.rows[todo[b]] = outs[b]
                         self.n_cached += 1
                     else:
-                        free(outs[b])
+                        _zfree(outs[b], self.capacity * sizeof(double))
                 PyThread_release_lock(self.lock)
                 nb = 0
             i += 1
-        free(xs)
+        _zfree(xs, (8 * self.n_features + 1) * sizeof(double))
         return 0
 
     def ensure_rows(self, const Py_ssize_t[::1] slots):
@@ -573,7 +751,7 @@ cdef class KernelStore:
             return  # nothing to forget (a rollback of an update that stored no row)
         for i in range(n, self.n_slots):
             if self.rows[i] != NULL:
-                free(self.rows[i])
+                _zfree(self.rows[i], self.capacity * sizeof(double))
                 self.rows[i] = NULL
                 self.n_cached -= 1
             if self.n_features > 0:
@@ -615,7 +793,7 @@ cdef class KernelStore:
         order = cached[np.argsort(self._last_arr[cached], kind="stable")]
         for i in range(len(order) - keep):
             s = order[i]
-            free(self.rows[s])
+            _zfree(self.rows[s], self.capacity * sizeof(double))
             self.rows[s] = NULL
             self.n_cached -= 1
             freed += 1
@@ -652,7 +830,7 @@ cdef class KernelStore:
         for i in range(slots.shape[0]):
             s = slots[i]
             if self.rows[s] != NULL:
-                free(self.rows[s])
+                _zfree(self.rows[s], self.capacity * sizeof(double))
                 self.rows[s] = NULL
                 self.n_cached -= 1
 
@@ -734,11 +912,12 @@ cdef class KernelStore:
             self.sqnorm[s] = 0.0
             r = self.rows[s]
             if r != NULL:
-                memset(r, 0, self.capacity * sizeof(double))
                 if self.kernel_code != K_PRECOMPUTED:
-                    free(r)
+                    _zfree(r, self.capacity * sizeof(double))
                     self.rows[s] = NULL
                     self.n_cached -= 1
+                else:
+                    memset(r, 0, self.capacity * sizeof(double))
         # the removed columns of every other cached row
         for j in range(self.capacity):
             r = self.rows[j]
@@ -768,8 +947,7 @@ cdef class KernelStore:
                 continue
             r = self.rows[s]
             if r != NULL:
-                memset(r, 0, self.capacity * sizeof(double))
-                free(r)
+                _zfree(r, self.capacity * sizeof(double))
                 self.rows[s] = NULL
                 self.n_cached -= 1
         for i in range(m):
@@ -907,13 +1085,22 @@ cdef class CPEngine:
             raise MemoryError("could not allocate the margin matrix")
 
     def __dealloc__(self):
-        free(self.Rinv)
-        free(self.KS)
-        free(self.vbuf)
-        free(self.beta)
-        free(self.wbuf)
-        free(self.wbuf2)
-        free(self.ipiv)
+        self._free_r(self.Rinv, self.vbuf, self.beta, self.wbuf, self.wbuf2, self.ipiv,
+                     self.r_cap)
+        _zfree(self.KS, self.ks_ld * self.ks_cols * sizeof(double))
+        for arr in (self._alpha_arr, self._g_arr, self._y_arr, self._C_arr,
+                    self._h_arr, self._u_arr):
+            _zero_array(arr)
+
+    cdef void _free_r(self, double* R, double* v, double* be, double* w, double* w2,
+                      blas_int* ip, Py_ssize_t cap) noexcept nogil:
+        # the bordered-matrix buffers of order `cap`, zeroed and freed
+        _zfree(R, cap * cap * sizeof(double))
+        _zfree(v, cap * sizeof(double))
+        _zfree(be, cap * sizeof(double))
+        _zfree(w, cap * sizeof(double))
+        _zfree(w2, cap * sizeof(double))
+        _zfree(ip, cap * sizeof(blas_int))
 
     # -- capacity -----------------------------------------------------------
 
@@ -945,21 +1132,25 @@ cdef class CPEngine:
             return
 
         def grown(old, fill, dtype):
+            _np_alloc_check()
             new = np.full(cap, fill, dtype=dtype)
             if old is not None:
                 new[:n] = old[:n]
             return new
 
-        self._y_arr = grown(self._y_arr, 0.0, np.float64)
-        self._C_arr = grown(self._C_arr, 0.0, np.float64)
-        self._alpha_arr = grown(self._alpha_arr, 0.0, np.float64)
-        self._g_arr = grown(self._g_arr, 0.0, np.float64)
-        self._set_arr = grown(self._set_arr, S_INACTIVE, np.int8)
-        self._pos_arr = grown(self._pos_arr, -1, np.int32)
-        self._margin_arr = grown(self._margin_arr, -1, np.int32)
-        self._blocked_arr = grown(self._blocked_arr, -1, np.int64)
-        self._h_arr = np.zeros(cap)
-        self._u_arr = np.zeros(cap)
+        # every new array first, then the swap: a failed allocation leaves
+        # the engine as it was; the old arrays are then zeroed
+        old = (self._y_arr, self._C_arr, self._alpha_arr, self._g_arr, self._set_arr,
+               self._pos_arr, self._margin_arr, self._blocked_arr, self._h_arr, self._u_arr)
+        new = [grown(self._y_arr, 0.0, np.float64), grown(self._C_arr, 0.0, np.float64),
+               grown(self._alpha_arr, 0.0, np.float64), grown(self._g_arr, 0.0, np.float64),
+               grown(self._set_arr, S_INACTIVE, np.int8), grown(self._pos_arr, -1, np.int32),
+               grown(self._margin_arr, -1, np.int32), grown(self._blocked_arr, -1, np.int64),
+               grown(None, 0.0, np.float64), grown(None, 0.0, np.float64)]
+        (self._y_arr, self._C_arr, self._alpha_arr, self._g_arr, self._set_arr,
+         self._pos_arr, self._margin_arr, self._blocked_arr, self._h_arr, self._u_arr) = new
+        for arr in old:
+            _zero_array(arr)
         self.y = self._y_arr
         self.C = self._C_arr
         self.alpha = self._alpha_arr
@@ -976,6 +1167,11 @@ cdef class CPEngine:
         # Make room for a bordered matrix of order `needed`; keeps the contents.
         cdef Py_ssize_t new_cap, j, m1
         cdef double* R2
+        cdef double* v
+        cdef double* be
+        cdef double* w
+        cdef double* w2
+        cdef blas_int* ip
         if needed <= self.r_cap:
             return 0
         new_cap = 2 * self.r_cap
@@ -983,25 +1179,29 @@ cdef class CPEngine:
             new_cap = needed
         if new_cap < 16:
             new_cap = 16
-        R2 = <double*>malloc(new_cap * new_cap * sizeof(double))
-        if R2 == NULL:
+        # every new buffer first: on failure the old ones stay, untouched
+        R2 = <double*>_xmalloc(new_cap * new_cap * sizeof(double))
+        v = <double*>_xmalloc(new_cap * sizeof(double)) if R2 != NULL else NULL
+        be = <double*>_xmalloc(new_cap * sizeof(double)) if v != NULL else NULL
+        w = <double*>_xmalloc(new_cap * sizeof(double)) if be != NULL else NULL
+        w2 = <double*>_xmalloc(new_cap * sizeof(double)) if w != NULL else NULL
+        ip = <blas_int*>_xmalloc(new_cap * sizeof(blas_int)) if w2 != NULL else NULL
+        if ip == NULL:
+            self._free_r(R2, v, be, w, w2, ip, 0)
             return ST_NO_MEMORY
         if self.Rinv != NULL:
             m1 = self.n_margin + 1
             for j in range(m1):
                 memcpy(R2 + j * new_cap, self.Rinv + j * self.r_cap, m1 * sizeof(double))
-            free(self.Rinv)
+        self._free_r(self.Rinv, self.vbuf, self.beta, self.wbuf, self.wbuf2, self.ipiv,
+                     self.r_cap)
         self.Rinv = R2
-        free(self.vbuf); free(self.beta); free(self.wbuf); free(self.wbuf2); free(self.ipiv)
-        self.vbuf = <double*>malloc(new_cap * sizeof(double))
-        self.beta = <double*>malloc(new_cap * sizeof(double))
-        self.wbuf = <double*>malloc(new_cap * sizeof(double))
-        self.wbuf2 = <double*>malloc(new_cap * sizeof(double))
-        self.ipiv = <blas_int*>malloc(new_cap * sizeof(blas_int))
+        self.vbuf = v
+        self.beta = be
+        self.wbuf = w
+        self.wbuf2 = w2
+        self.ipiv = ip
         self.r_cap = new_cap
-        if (self.vbuf == NULL or self.beta == NULL or self.wbuf == NULL
-                or self.wbuf2 == NULL or self.ipiv == NULL):
-            return ST_NO_MEMORY
         return 0
 
     cdef int _ks_reserve(self, Py_ssize_t cols) noexcept nogil:
@@ -1017,13 +1217,13 @@ cdef class CPEngine:
             new_cols = 2 * self.ks_cols
             if new_cols < cols + cols // 2 + 16:
                 new_cols = cols + cols // 2 + 16
-        K2 = <double*>malloc(ld * new_cols * sizeof(double))
+        K2 = <double*>_xmalloc(ld * new_cols * sizeof(double))
         if K2 == NULL:
             return ST_NO_MEMORY
         if self.KS != NULL:
             for p in range(self.n_margin):
                 memcpy(K2 + p * ld, self.KS + p * self.ks_ld, self.ks_n * sizeof(double))
-            free(self.KS)
+            _zfree(self.KS, self.ks_ld * self.ks_cols * sizeof(double))
         self.KS = K2
         self.ks_ld = ld
         self.ks_cols = new_cols
@@ -1254,11 +1454,11 @@ cdef class CPEngine:
         if info != 0:
             return ST_SINGULAR
         lwork = <blas_int>(m1 * 64)
-        work = <double*>malloc(lwork * sizeof(double))
+        work = <double*>_xmalloc(lwork * sizeof(double))
         if work == NULL:
             return ST_NO_MEMORY
         dgetri(&n_, self.Rinv, &ld, self.ipiv, work, &lwork, &info)
-        free(work)
+        _zfree(work, lwork * sizeof(double))
         if info != 0:
             return ST_SINGULAR
         self.n_refactorisations += 1
@@ -1757,10 +1957,10 @@ cdef class CPEngine:
             return ST_NO_MEMORY
         self._sync_sigma()
         self.epoch += 1  # refusals of dependent examples last one operation
-        drv = <Py_ssize_t*>malloc(n_d * sizeof(Py_ssize_t))
-        dvec = <double*>malloc(n_d * sizeof(double))
+        drv = <Py_ssize_t*>_xmalloc(n_d * sizeof(Py_ssize_t))
+        dvec = <double*>_xmalloc(n_d * sizeof(double))
         if drv == NULL or dvec == NULL:
-            free(drv); free(dvec)
+            _zfree(drv, 0); _zfree(dvec, 0)
             return ST_NO_MEMORY
         for i in range(n_d):
             k = slots[i]
@@ -1783,8 +1983,8 @@ cdef class CPEngine:
                 for i in range(n_drv):
                     self.alpha[drv[i]] = 0.0
                     self._deactivate(drv[i])
-        free(drv)
-        free(dvec)
+        _zfree(drv, n_d * sizeof(Py_ssize_t))
+        _zfree(dvec, n_d * sizeof(double))
         if st != ST_OK:
             return st
         if n_drv > 0:
@@ -1996,6 +2196,8 @@ cdef class CPEngine:
         cdef double* xs = NULL
         cdef bint cache
         cdef blas_int bn = <blas_int>n, one_i = 1
+        cdef size_t scratch_bytes = (self.store.capacity + 1) * sizeof(double)
+        cdef size_t xs_bytes = (self.store.n_features + 1) * sizeof(double)
         for j in range(n):
             self.h[j] = 0.0
             if not (self.setof[j] == S_INACTIVE or self.setof[j] == S_DRIVEN
@@ -2003,24 +2205,24 @@ cdef class CPEngine:
                 count += 1
         cache = self.store.fits(count)
         if not cache:
-            scratch = <double*>malloc((self.store.capacity + 1) * sizeof(double))
-            xs = <double*>malloc((self.store.n_features + 1) * sizeof(double))
+            scratch = <double*>_xmalloc(scratch_bytes)
+            xs = <double*>_xmalloc(xs_bytes)
             if scratch == NULL or xs == NULL:
-                free(scratch)
-                free(xs)
+                _zfree(scratch, 0)
+                _zfree(xs, 0)
                 return ST_NO_MEMORY
         for i in range(n):
             if self.setof[i] == S_INACTIVE or self.setof[i] == S_DRIVEN or self.alpha[i] == 0.0:
                 continue
             row = self.store.sweep_row(i, cache, scratch, xs)
             if row == NULL:
-                free(scratch)
-                free(xs)
+                _zfree(scratch, scratch_bytes)
+                _zfree(xs, xs_bytes)
                 return ST_NO_MEMORY
             coef = self.alpha[i] * self.y[i]
             daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
-        free(scratch)
-        free(xs)
+        _zfree(scratch, scratch_bytes)
+        _zfree(xs, xs_bytes)
         for j in range(n):
             if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
                 self.g[j] = self.y[j] * (self.h[j] + self.b) - 1.0
@@ -2486,8 +2688,10 @@ cdef class CPEngine:
         # the same bits either way)
         if self.store.fits(len(sv)):
             self.store.ensure_rows(sv)
-        scratch_a = np.empty(self.store.capacity + 1)
-        xs_a = np.empty(self.store.n_features + 1)
+        _np_alloc_check()
+        scratch_a = np.zeros(self.store.capacity + 1)
+        _np_alloc_check()
+        xs_a = np.zeros(self.store.n_features + 1)
         cdef double[::1] scratch = scratch_a, xs = xs_a
         with nogil:
             for j in range(n):
@@ -2526,6 +2730,8 @@ cdef class CPEngine:
                     v = v / (1.0 + fabs(self.b) + CANCEL * fs[i])
                     if v > worst or v != v:
                         worst = v
+        scratch_a.fill(0)  # it held kernel rows
+        xs_a.fill(0)
         if failed:
             raise MemoryError("could not allocate kernel rows")
         return worst
@@ -2570,8 +2776,10 @@ cdef class CPEngine:
         cdef bint cache = self.store.fits(len(sv))
         if cache:
             self.store.ensure_rows(sv)
-        scratch_a = np.empty(self.store.capacity + 1)
-        xs_a = np.empty(self.store.n_features + 1)
+        _np_alloc_check()
+        scratch_a = np.zeros(self.store.capacity + 1)
+        _np_alloc_check()
+        xs_a = np.zeros(self.store.n_features + 1)
         cdef double[::1] scratch = scratch_a, xs = xs_a
         with nogil:
             for j in range(n):
@@ -2590,6 +2798,8 @@ cdef class CPEngine:
                         f[j] = 0.0
                     else:
                         f[j] = self.y[j] * (f[j] + self.b) - 1.0
+        scratch_a.fill(0)  # it held kernel rows
+        xs_a.fill(0)
         if failed:
             raise MemoryError("could not allocate kernel rows")
         return out
@@ -2872,7 +3082,7 @@ cdef class CPEngine:
             return ST_NO_MEMORY
         self._sync_sigma()
         self.epoch += 1  # refusals of dependent examples last one operation
-        dC = <double*>malloc(n * sizeof(double))
+        dC = <double*>_xmalloc(n * sizeof(double))
         if dC == NULL:
             return ST_NO_MEMORY
         for j in range(n):
@@ -2889,7 +3099,7 @@ cdef class CPEngine:
                 st = self._maybe_refactorise()
             if st == ST_OK:
                 st = self._bound_path(dC, dscale)
-        free(dC)
+        _zfree(dC, n * sizeof(double))
         if st != ST_OK:
             return st
         # land exactly on the new bounds (the path reaches them up to rounding)

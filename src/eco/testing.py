@@ -12,7 +12,11 @@ gives that reference once, for tests, benchmarks and experiments alike:
   scratch, with the tolerances defined here;
 - fault injection (:func:`fail_on_call`, :func:`path_fault`): make a head-set
   operation raise, or a CP path fail, at a chosen call, without hooks in the
-  estimator's code;
+  estimator's code; :func:`engine_alloc_fault` makes the k-th memory
+  allocation of the compiled engine fail (:func:`engine_allocations` counts
+  them);
+- :func:`released_buffers`: keep the buffers the engine releases (zeroed)
+  so that a test can check they hold nothing;
 - :func:`model_lock`: a model's readers-writer lock, to hold it in a test
   (``with model_lock(m).reading(): ...``) and check what waits for it.
 """
@@ -23,6 +27,7 @@ from contextlib import contextmanager
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from . import _cp_core
 from ._concurrency import model_lock
 from ._validation import check_tolerance
 from .audit import verify_model
@@ -31,6 +36,7 @@ __all__ = [
     "KKT_TOL", "DECISION_TOL", "REFERENCE_TOL",
     "frozen_params", "active_data", "refit_frozen", "assert_exact",
     "fail_on_call", "path_fault", "InjectedFault", "model_lock",
+    "engine_alloc_fault", "engine_allocations", "released_buffers",
 ]
 
 #: Bound on the KKT certificate recomputed from scratch (the fit acceptance bound).
@@ -213,3 +219,79 @@ def path_fault(model, head, at_step):
         yield
     finally:
         engine.fail_at_step = -1
+
+
+class _AllocFault:
+    """What :func:`engine_alloc_fault` and :func:`engine_allocations` report."""
+
+    def __init__(self):
+        self.count = 0
+        self.fired = False
+
+    def _read(self):
+        self.count, self.fired = _cp_core.alloc_fault_state()
+
+
+_ALLOC_HOOK = threading.Lock()
+
+
+@contextmanager
+def engine_alloc_fault(k):
+    """Make the `k`-th memory allocation of the compiled engine in the block fail (once).
+
+    Every allocation of :mod:`eco._cp_core` (C buffers: kernel rows, the
+    inverse margin matrix, packed margin rows, work buffers; and the numpy
+    arrays of the kernel store and the engines) goes through one wrapper; the
+    `k`-th one (1-based) made in the block returns NULL (or raises
+    MemoryError for a numpy array), as when memory runs out. Later ones
+    succeed. Process-wide: use it around calls made from one thread.
+
+    Yields
+    ------
+    object
+        After the block, ``.fired`` says whether the fault was reached and
+        ``.count`` how many allocations were counted (at most `k`).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    report = _AllocFault()
+    with _ALLOC_HOOK:
+        _cp_core.set_alloc_fault(k)
+        try:
+            yield report
+        finally:
+            report._read()
+            _cp_core.set_alloc_fault(0)
+
+
+@contextmanager
+def engine_allocations():
+    """Count the memory allocations of the compiled engine in the block (none fails).
+
+    Yields an object whose ``.count`` is set after the block.
+    """
+    with engine_alloc_fault(1 << 62) as report:
+        yield report
+
+
+@contextmanager
+def released_buffers():
+    """Keep every buffer the engine releases in the block, zeroed, instead of freeing it.
+
+    The engine zeroes a buffer before it releases it (kernel rows, packed
+    margin rows, the inverse margin matrix, features, work buffers); here the
+    released buffers are held until the end of the block, so that a test can
+    check that they hold nothing. Process-wide.
+
+    Yields
+    ------
+    callable
+        ``report()`` returns ``(buffers, bytes, dirty)``: the buffers
+        released so far, their bytes, and how many of them hold a nonzero byte.
+    """
+    with _ALLOC_HOOK:
+        _cp_core.set_quarantine(True)
+        try:
+            yield _cp_core.quarantine_report
+        finally:
+            _cp_core.set_quarantine(False)

@@ -8,6 +8,12 @@ with alpha_E = C_E in float64 gives a reference that agrees with an exact
 state to about 1e-12. Nothing here shares code with the CP engine: the
 kernel comes from :mod:`sklearn.metrics.pairwise` and the linear algebra from
 NumPy.
+
+The solve is bounded: libsvm gets at most :func:`iteration_bound` iterations
+(``max(MIN_ITER, ITER_PER_ROW * n)``) and optionally a wall-clock limit. When
+it stops at a bound, the polish of the sets it reached is accepted only if
+its KKT certificate holds (:data:`ACCEPT_KKT`); otherwise
+:class:`~eco.exceptions.ReferenceLimitError` says there is no reference.
 """
 
 import time
@@ -64,6 +70,9 @@ class ReferenceSolution:
 ITER_PER_ROW = 1000
 #: Fewest iterations any reference solve may use.
 MIN_ITER = 1_000_000
+#: Largest KKT violation of the polished solution accepted when libsvm stopped
+#: at a bound before converging (its sets are then only a guess).
+ACCEPT_KKT = 1e-9
 #: First attempt's share of the bound: a solve that has not converged by then
 #: is restarted with four times as many iterations (libsvm cannot resume), so
 #: that a wall-clock limit is checked between attempts.
@@ -101,11 +110,12 @@ def reference_solve(K, y, C, *, max_iter=None, time_limit=None):
     max_iter : int, optional
         Bound on libsvm's iterations; default :func:`iteration_bound` of `n`.
     time_limit : float, optional
-        Seconds the solve may take. libsvm runs in attempts of growing
-        iteration bounds (up to `max_iter`); an attempt is started only when
-        the time it is expected to take (four times the previous one's) fits
-        in what is left, so the limit is kept up to one attempt's misestimate.
-        None: no limit besides `max_iter`.
+        Seconds the solve may take. libsvm cannot be interrupted, so it runs
+        in attempts of growing iteration bounds (100,000 first, then four
+        times more each, up to `max_iter`); a further attempt is started only
+        when the time it is expected to take (four times the previous one's)
+        fits in what is left. The first attempt always runs. None: no limit
+        besides `max_iter`.
 
     Returns
     -------
@@ -115,7 +125,9 @@ def reference_solve(K, y, C, *, max_iter=None, time_limit=None):
     ------
     eco.exceptions.ReferenceLimitError
         libsvm did not converge within `max_iter` iterations or `time_limit`
-        seconds: there is no reference (an unconverged solution is never returned).
+        seconds, and the float64 polish of the sets it reached is not
+        certified (KKT violation above :data:`ACCEPT_KKT`): there is no
+        reference. An unconverged solution is never returned uncertified.
     eco.exceptions.InvalidInputError
         `max_iter` or `time_limit` is not a positive number (:func:`check_limits`).
     """
@@ -131,10 +143,28 @@ def reference_solve(K, y, C, *, max_iter=None, time_limit=None):
         # one class: every alpha is 0 and the decision is that class (b = y)
         return ReferenceSolution(np.zeros(n), float(y[0]), 0.0, True)
     keep = np.flatnonzero(C > 0)
-    svc = _bounded_libsvm(K[np.ix_(keep, keep)], y[keep], C[keep], int(max_iter), time_limit)
+    svc, stopped = _bounded_libsvm(K[np.ix_(keep, keep)], y[keep], C[keep], int(max_iter),
+                                   time_limit)
     alpha = np.zeros(n)
     alpha[keep[svc.support_]] = np.abs(svc.dual_coef_[0])
     raw = ReferenceSolution(alpha.copy(), float(svc.intercept_[0]), np.inf, False)
+    sol = _polish(K, y, C, alpha)
+    if stopped is not None:
+        # libsvm stopped early: its sets are accepted only when the polished
+        # solution is certified (the KKT conditions make it the optimum,
+        # however it was found); else there is no reference
+        viol = np.inf if sol is None else sol.kkt_violation
+        if not viol <= ACCEPT_KKT:
+            raise ReferenceLimitError(
+                f"{stopped}, and the polish of its partial solution is not certified (KKT "
+                f"violation {viol:.3g} > {ACCEPT_KKT:g}): no reference is available; the "
+                "data may be badly scaled", stopped.n_iter, stopped.elapsed)
+    return raw if sol is None else sol
+
+
+def _polish(K, y, C, alpha):
+    """Exact coefficients for the sets of `alpha` (float64), or None when that fails."""
+    n = len(y)
     Q = (y[:, None] * y[None, :]) * K
     free = (alpha > 0) & (alpha < C)
     upper = (alpha >= C) & (C > 0)
@@ -173,11 +203,20 @@ def reference_solve(K, y, C, *, max_iter=None, time_limit=None):
         g = y * (K @ (a * y) + b) - 1.0
         viol = _violation(a, y, C, g)
         return ReferenceSolution(a, float(b), viol, True)
-    return raw
+    return None
+
+
+class _Stopped(str):
+    """Why libsvm stopped before converging (a sentence), with its counts."""
+
+    def __new__(cls, text, n_iter, elapsed):
+        self = super().__new__(cls, text)
+        self.n_iter, self.elapsed = int(n_iter), float(elapsed)
+        return self
 
 
 def _bounded_libsvm(K, y, C, max_iter, time_limit):
-    """libsvm fitted to convergence within `max_iter` and `time_limit`; ReferenceLimitError if not."""
+    """libsvm within `max_iter` and `time_limit`: (fitted SVC, None or why it stopped early)."""
     # libsvm only has to find the sets; the polish makes the numbers exact. A
     # tolerance of 1e-12 can take minutes on flat, degenerate problems (many
     # points exactly on the margin), hence 1e-10 and the bounds.
@@ -192,21 +231,18 @@ def _bounded_libsvm(K, y, C, max_iter, time_limit):
             svc.fit(K, y, sample_weight=C)
         took = time.perf_counter() - t0
         n_iter = int(np.max(getattr(svc, "n_iter_", [0])))
-        stopped = n_iter >= budget or any(issubclass(w.category, ConvergenceWarning)
-                                          for w in caught)
-        if not stopped:
-            return svc
+        if n_iter < budget and not any(issubclass(w.category, ConvergenceWarning)
+                                       for w in caught):
+            return svc, None
         elapsed = time.perf_counter() - start
         if budget >= max_iter:
-            raise ReferenceLimitError(
-                f"the reference solve (libsvm) did not converge within {max_iter} iterations "
-                f"({len(y)} examples, {elapsed:.3g} s): no reference is available; the data "
-                "may be badly scaled, or pass a larger max_iter", n_iter, elapsed)
+            return svc, _Stopped(f"the reference solve (libsvm) did not converge within "
+                                 f"{max_iter} iterations ({len(y)} examples, {elapsed:.3g} s)",
+                                 n_iter, elapsed)
         if time_limit is not None and elapsed + 4.0 * took > time_limit:
-            raise ReferenceLimitError(
-                f"the reference solve (libsvm) did not converge within its time limit of "
-                f"{time_limit:g} s ({n_iter} iterations in {elapsed:.3g} s, {len(y)} "
-                "examples): no reference is available", n_iter, elapsed)
+            return svc, _Stopped(f"the reference solve (libsvm) did not converge within its "
+                                 f"time limit of {time_limit:g} s ({n_iter} iterations in "
+                                 f"{elapsed:.3g} s, {len(y)} examples)", n_iter, elapsed)
         budget = min(4 * budget, max_iter)
 
 

@@ -191,7 +191,8 @@ class ModelState:
     each example sits among the model's slots (erased slots not yet
     compacted away), ``slot_given`` and ``n_given`` the position at which
     each was given and how many ever were: with them a loaded model lays
-    out its memory as the saved one did and computes bit for bit as it would.
+    out its memory as the saved one did. A state read from a file has no
+    derived head fields (:attr:`HeadState.has_derived`).
     """
 
     params: dict

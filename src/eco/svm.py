@@ -356,12 +356,13 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
 
     @reads
     def state_digest(self):
-        """BLAKE2b digest of the whole model state.
+        """BLAKE2b digest of the model's primary state.
 
         Covers the hyper-parameters, the active ids, and for every head the
-        labels, bounds, coefficients, bias, gradients, sets, margin order and
-        the inverse bordered matrix of the active examples. Two models with
-        the same digest make the same predictions and the same future updates.
+        labels, bounds, coefficients, bias, sets and margin order of the
+        active examples; not the derived gradients and inverse bordered
+        matrix, which a loaded model recomputes (equal up to the last bits).
+        Two models with the same digest make the same predictions.
         """
         check_is_fitted(self)
         heads = self.head_set_

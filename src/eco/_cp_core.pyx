@@ -2858,30 +2858,32 @@ cdef class CPEngine:
         # its phase so that a restored state refactorises when the original would
         self.updates_since_check = state.get("updates_since_check", 0)
 
-    cdef _slot_copy(self, arr):
-        # a copy of a per-slot array, one entry per stored slot
+    cdef _slot_copy(self, int which):
+        # a copy of a per-slot array, one entry per stored slot; the array is
+        # looked up after sync_capacity, which replaces (and zeroes) the old ones
         self.sync_capacity()
+        arr = (self._alpha_arr, self._g_arr, self._set_arr, self._y_arr, self._C_arr)[which]
         return np.array(arr[:self.store.n_slots])
 
     @property
     def alpha_all(self):
-        return self._slot_copy(self._alpha_arr)
+        return self._slot_copy(0)  # alpha
 
     @property
     def g_all(self):
-        return self._slot_copy(self._g_arr)
+        return self._slot_copy(1)  # g
 
     @property
     def sets_all(self):
-        return self._slot_copy(self._set_arr)
+        return self._slot_copy(2)  # set
 
     @property
     def y_all(self):
-        return self._slot_copy(self._y_arr)
+        return self._slot_copy(3)  # y
 
     @property
     def C_all(self):
-        return self._slot_copy(self._C_arr)
+        return self._slot_copy(4)  # C
 
     @property
     def margin_order(self):

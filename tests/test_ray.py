@@ -286,7 +286,8 @@ def _array_bytes(a):
 
 
 def _ray_artefacts(model, tmp_path):
-    """Every byte string of the Ray model: pickle, file, to_state, driver, actors, object store."""
+    """Every byte string of the Ray model: pickle, file, to_state, driver, actors, object store,
+    checkpoints."""
     import pickle
 
     out = {"pickle": pickle.dumps(model)}
@@ -305,6 +306,8 @@ def _ray_artefacts(model, tmp_path):
         out[f"actor {a}"] = _array_bytes(arrays)
     for k, ref in enumerate(heads.held_objects()):
         out[f"object {k}"] = _array_bytes(ray.get(ref))
+    for k, blob in enumerate(heads.checkpoint_files()):
+        out[f"checkpoint {k}"] = blob
     return out
 
 

@@ -85,11 +85,21 @@ def test_digests_equal_across_backends(n_classes):
     assert_exact(local)  # and so `remote`, bit for bit its equal
 
 
-def test_loo_equal_across_backends():
-    local, remote, _, _ = _pair(3)
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_loo_equal_across_backends(n_classes):
+    # one call per actor runs the whole batch there (the heads are restored on the actors)
+    local, remote, _, _ = _pair(n_classes)
+    remote.decrement([3, 7])
+    local.decrement([3, 7])
     digest = remote.state_digest()
     np.testing.assert_array_equal(remote.loo_decision(), local.loo_decision())
     assert remote.state_digest() == digest
+    # an actor that dies before the call is revived at the committed state, then runs it
+    heads = remote.head_set_
+    ray.kill(heads.actors[0], no_restart=True)
+    np.testing.assert_array_equal(remote.loo_decision(), local.loo_decision())
+    assert heads.n_revivals == 1
+    assert remote.state_digest() == local.state_digest()
 
 
 def test_reserve_only_request_and_incremental_fit():

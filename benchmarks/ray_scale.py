@@ -9,8 +9,9 @@ time, every request's wall time, the state digests after the fit and after
 the requests (equal across backends), the peak resident memory of this
 process and, for Ray, of every actor, Ray's round trip to every actor with no
 work (``ping``) and, per request, the work of the slowest actor
-(``RayHeadSet.work_s``), whose difference with the wall time is Ray's fixed
-overhead per request.
+(``RayHeadSet.work_s``), whose difference with the wall time is Ray's
+overhead per request, and the part of it spent checkpointing every head
+after the erasure (``RayHeadSet.checkpoint_s``, slowest actor).
 
 One backend per process, one after the other, so that the two models never
 share the machine's memory::
@@ -60,18 +61,24 @@ def run(backend, rows, classes=CLASSES):
     heads = model.head_set_
     order = np.random.default_rng(SEED).permutation(rows).tolist()
     for k in (1, 50):
-        walls, work = [], []
+        walls, work, ckpt = [], [], []
         for _ in range(ROUNDS):
             ids, order = order[:k], order[k:]
             w0 = getattr(heads, "work_s", 0.0)
+            c0 = getattr(heads, "checkpoint_s", 0.0)
             t0 = time.perf_counter()
             model.decrement(ids, audit=False)
             walls.append(time.perf_counter() - t0)
             work.append(getattr(heads, "work_s", 0.0) - w0)
+            ckpt.append(getattr(heads, "checkpoint_s", 0.0) - c0)
         out[f"decrement_{k}_s"] = walls
         if backend == "ray":
             out[f"decrement_{k}_slowest_actor_work_s"] = work
             out[f"decrement_{k}_overhead_s"] = [a - b for a, b in zip(walls, work)]
+            # of which: the erasure's checkpoint of every head (slowest actor)
+            out[f"decrement_{k}_checkpoint_s"] = ckpt
+            out[f"decrement_{k}_overhead_without_checkpoint_s"] = [
+                a - b - c for a, b, c in zip(walls, work, ckpt)]
     out["digest_end"] = model.state_digest()
     out["rss_peak_bytes"] = _rss_peak()
     if backend == "ray":
@@ -84,6 +91,7 @@ def run(backend, rows, classes=CLASSES):
         out["actor_rss_bytes"] = heads.memory()
         out["actor_rss_peak_bytes"] = heads.memory(peak=True)
         out["n_actors"] = len(heads.actors)
+        out["checkpoint_bytes"] = sum(len(b) for b in heads.checkpoint_files())
     out["load_avg_end"] = os.getloadavg()
     return out
 

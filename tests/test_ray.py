@@ -142,6 +142,23 @@ def test_failure_on_one_actor_rolls_every_head_back():
         assert remote.state_digest() == local.state_digest(), name
 
 
+def test_an_actor_whose_rollback_fails_is_replaced_at_the_committed_state():
+    local, remote, X, y = _pair(3)
+    heads = remote.head_set_
+    before = remote.state_digest()
+    # the request fails on actor 1; actor 0, which applied its part, then
+    # fails to roll back: it is replaced by one restarted at the committed state
+    heads.arm_fault(1, "unlearn_head", 1, True)
+    heads.arm_fault(0, "restore", 1)
+    with pytest.raises(InjectedFault):
+        remote.decrement([2, 3, 5])
+    assert heads.n_revivals == 1
+    assert remote.state_digest() == before
+    for m in (local, remote):
+        m.decrement([2, 3, 5])
+    assert remote.state_digest() == local.state_digest()
+
+
 def _kill_later(actors, rng):
     """Kill one of `actors` after a random delay, from another thread."""
     victim = actors[int(rng.integers(len(actors)))]

@@ -656,6 +656,9 @@ class RayHeadSet(SlotTables):
         n, self._labels, self._C, self._ids, self._slot_of, self._active, self._chunks, \
             self._given, self._n_given = saved
         self._cache.clear()
+        # rows of a failed increment leave no trace in the driver's store either
+        self.store.erase(np.arange(n, self.store.n_slots, dtype=np.intp))
+        self.store.truncate(n)
         handles = list(self.actors)
         refs = [h.rollback.remote() for h in handles]
         failed = []
@@ -664,15 +667,18 @@ class RayHeadSet(SlotTables):
                 ray.get(ref)
             except Exception:  # dead, or its rollback failed: its state is unknown
                 failed.append(a)
-        for a in failed:
+        error = None
+        for a in failed:  # every one of them, even when one cannot be restarted
             try:
                 ray.kill(handles[a], no_restart=True)
             except Exception:  # already gone
                 pass
-            self._revive(a, handles[a])
-        # rows of a failed increment leave no trace in the driver's store either
-        self.store.erase(np.arange(n, self.store.n_slots, dtype=np.intp))
-        self.store.truncate(n)
+            try:
+                self._revive(a, handles[a])
+            except UnlearningError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def checkpoint(self):
         """Checkpoint every head (eco state files, held by the driver); the redo log restarts."""

@@ -12,11 +12,15 @@ Every mutation is a two-phase transaction across the actors: each actor
 snapshots its heads and applies the request (prepare), and reports; the
 driver commits when every actor succeeded, else tells every actor to roll
 back. The commit point is the driver appending the request to its redo log.
+SIGINT is deferred for the whole transaction (:mod:`eco._concurrency`): an
+interrupt stops it at a safe point and it is rolled back; the begin, the
+commit and the rollback run with further interrupts deferred, and an actor
+that cannot roll back is replaced at the committed state.
 
 Faults: an actor that dies (``ray.kill``, out of memory, node lost) is
 replaced by a new one restored from the last checkpoint of its heads
-(eco's own file format, :func:`eco.persistence.write_state`, no pickle; the
-bytes are kept in the object store) and the redo log since, which
+(eco's own file format, :func:`eco.persistence.state_to_bytes`, no pickle;
+built in memory by the actor, held by the driver) and the redo log since, which
 reproduces the last committed state bit for bit (the engine is
 deterministic). A request in flight is then replayed on the new actor and
 completes; after ``_MAX_REVIVALS`` deaths within one request every head is
@@ -794,7 +798,7 @@ class RayHeadSet(SlotTables):
         return self._counts[1]
 
     def memory(self, peak=False):
-        """Resident memory of every actor's process in bytes (None where unknown); `peak`: its peak."""
+        """Resident memory of every actor's process in bytes (None where unknown; `peak`: peak)."""
         got = self._call(range(len(self.actors)), "memory", bool(peak))
         return [got[a] for a in range(len(self.actors))]
 

@@ -99,11 +99,21 @@ def test_digests_equal_across_backends(n_classes):
     assert_exact(local)  # and so `remote`, bit for bit its equal
 
 
-def test_loo_equal_across_backends():
-    local, remote, _, _ = _pair(3)
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_loo_equal_across_backends(n_classes):
+    # one call per actor runs the whole batch there (the heads are restored on the actors)
+    local, remote, _, _ = _pair(n_classes)
+    remote.decrement([3, 7])
+    local.decrement([3, 7])
     digest = remote.state_digest()
     np.testing.assert_array_equal(remote.loo_decision(), local.loo_decision())
     assert remote.state_digest() == digest
+    # an actor that dies before the call is revived at the committed state, then runs it
+    heads = remote.head_set_
+    ray.kill(heads.actors[0], no_restart=True)
+    np.testing.assert_array_equal(remote.loo_decision(), local.loo_decision())
+    assert heads.n_revivals == 1
+    assert remote.state_digest() == local.state_digest()
 
 
 def test_reserve_only_request_and_incremental_fit():
@@ -144,6 +154,23 @@ def test_failure_on_one_actor_rolls_every_head_back():
         request(local)
         request(remote)
         assert remote.state_digest() == local.state_digest(), name
+
+
+def test_an_actor_whose_rollback_fails_is_replaced_at_the_committed_state():
+    local, remote, X, y = _pair(3)
+    heads = remote.head_set_
+    before = remote.state_digest()
+    # the request fails on actor 1; actor 0, which applied its part, then
+    # fails to roll back: it is replaced by one restarted at the committed state
+    heads.arm_fault(1, "unlearn_head", 1, True)
+    heads.arm_fault(0, "restore", 1)
+    with pytest.raises(InjectedFault):
+        remote.decrement([2, 3, 5])
+    assert heads.n_revivals == 1
+    assert remote.state_digest() == before
+    for m in (local, remote):
+        m.decrement([2, 3, 5])
+    assert remote.state_digest() == local.state_digest()
 
 
 def _kill_later(actors, rng):
@@ -298,7 +325,8 @@ def _array_bytes(a):
 
 
 def _ray_artefacts(model, tmp_path):
-    """Every byte string of the Ray model: pickle, file, to_state, driver, actors, object store."""
+    """Every byte string of the Ray model: pickle, file, to_state, driver, actors, object store,
+    checkpoints."""
     import pickle
 
     out = {"pickle": pickle.dumps(model)}
@@ -317,6 +345,8 @@ def _ray_artefacts(model, tmp_path):
         out[f"actor {a}"] = _array_bytes(arrays)
     for k, ref in enumerate(heads.held_objects()):
         out[f"object {k}"] = _array_bytes(ray.get(ref))
+    for k, blob in enumerate(heads.checkpoint_files()):
+        out[f"checkpoint {k}"] = blob
     return out
 
 

@@ -12,11 +12,15 @@ Every mutation is a two-phase transaction across the actors: each actor
 snapshots its heads and applies the request (prepare), and reports; the
 driver commits when every actor succeeded, else tells every actor to roll
 back. The commit point is the driver appending the request to its redo log.
+SIGINT is deferred for the whole transaction (:mod:`eco._concurrency`): an
+interrupt stops it at a safe point and it is rolled back; the begin, the
+commit and the rollback run with further interrupts deferred, and an actor
+that cannot roll back is replaced at the committed state.
 
 Faults: an actor that dies (``ray.kill``, out of memory, node lost) is
 replaced by a new one restored from the last checkpoint of its heads
-(eco's own file format, :func:`eco.persistence.write_state`, no pickle; the
-bytes are kept in the object store) and the redo log since, which
+(eco's own file format, :func:`eco.persistence.state_to_bytes`, no pickle;
+built in memory by the actor, held by the driver) and the redo log since, which
 reproduces the last committed state exactly (the checkpoint holds the
 primary state bit for bit; gradients and the inverse margin matrix are
 recomputed from it, as at any load, so later states may differ from an
@@ -28,17 +32,19 @@ Ray is imported here only: ``import eco`` never imports it.
 """
 
 import os
-import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 
 from . import _cp_core
+from ._concurrency import checkpoint as _safe_point
+from ._concurrency import interrupt_guard
 from ._headset import COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out
 from .exceptions import UnlearningError
-from .persistence import read_state, write_state
+from .persistence import state_from_bytes, state_to_bytes
 from .state import HeadState, ModelState
 
 __all__ = ["RayHeadSet"]
@@ -122,6 +128,7 @@ class HeadGroup:
         if given is not None:
             self._set_given(np.asarray(given, dtype=np.int64), int(n_given))
         self._snapshot = None
+        self._begin_s = 0.0   # time of the last begin, reported with the next apply
         if checkpoint is not None:
             self._restore_checkpoint(checkpoint)
 
@@ -141,21 +148,63 @@ class HeadGroup:
 
     def begin(self):
         """Snapshot every head here (phase one starts)."""
+        t0 = time.perf_counter()
+        self._snapshot = None  # a begin that fails leaves no transaction open
         self._snapshot = self.set.snapshot()
+        self._begin_s = time.perf_counter() - t0
 
     def commit(self):
         self._snapshot = None
 
     def rollback(self):
+        """Back to the snapshot of :meth:`begin` (idempotent: a second call does nothing)."""
         if self._snapshot is not None:
             self.set.restore(self._snapshot)
             self._snapshot = None
 
     def apply(self, op):
-        """Run one request on the heads here; returns (result, path steps, migrations) taken."""
+        """Run one request on the heads here, inside a transaction (after :meth:`begin`).
+
+        Returns (result, path steps, migrations, seconds of work here: the
+        request and the snapshot of the begin before it).
+        """
+        if self._snapshot is None:
+            # begin failed (out of memory): nothing could be rolled back
+            raise UnlearningError(f"heads {self.heads}: no transaction is open (its snapshot "
+                                  "could not be taken); the request was not applied")
+        t0 = time.perf_counter()
         steps0, migr0 = self.set.n_steps, self.set.n_migrations
         result = self._dispatch(op)
-        return result, self.set.n_steps - steps0, self.set.n_migrations - migr0
+        work = time.perf_counter() - t0 + self._begin_s
+        self._begin_s = 0.0
+        return result, self.set.n_steps - steps0, self.set.n_migrations - migr0, work
+
+    def erase_checkpoint(self, slots):
+        """Erase `slots` here, then checkpoint every head (one round trip for both).
+
+        Returns (slots held afterwards, :meth:`checkpoint`'s files, seconds
+        erasing, seconds checkpointing).
+        """
+        t0 = time.perf_counter()
+        self.set.erase(np.asarray(slots, dtype=np.intp))
+        t1 = time.perf_counter()
+        files = self.checkpoint()
+        return self.set.n_slots, files, t1 - t0, time.perf_counter() - t1
+
+    def loo(self, active):
+        """Exact leave-one-out decisions of `active` in every head here: {head: column}.
+
+        :func:`eco.loo.loo_head` on the local head set, inside its own
+        transaction (every head is restored after every example).
+        """
+        from .loo import loo_head
+
+        active = np.asarray(active, dtype=np.intp)
+        out = np.empty((len(active), len(self.heads)))
+        with self.set.transaction():
+            for j in range(len(self.heads)):
+                loo_head(self.set, j, active, self.set.head_state(j), out)
+        return {h: out[:, j].copy() for j, h in enumerate(self.heads)}
 
     def replay(self, ops):
         """Apply logged requests in order ("begin" opens a transaction)."""
@@ -179,7 +228,7 @@ class HeadGroup:
             return tuple(self.heads[j] for j in getattr(s, name)(*args))
         if name == "drop_reserve":
             return s.drop_reserve(*args)
-        if name == "erase":
+        if name == "erase":  # logged by an erase (replayed on a revival)
             s.erase(*args)
             return s.n_slots
         # one head: args[0] is the model's head index
@@ -224,52 +273,50 @@ class HeadGroup:
             out += [v for v in s.engine(j).get_state().values() if isinstance(v, np.ndarray)]
         return out
 
-    def memory(self):
-        """Resident memory of this process in bytes (Linux), else None."""
+    def memory(self, peak=False):
+        """Resident memory of this process in bytes (`peak`: its peak, VmHWM; Linux), else None."""
         try:
+            if peak:
+                with open("/proc/self/status") as f:
+                    line = next(x for x in f if x.startswith("VmHWM:"))
+                return int(line.split()[1]) * 1024
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
+        except (OSError, ValueError, StopIteration):
             return None
 
     # ----------------------------------------------------- checkpoints
 
     def checkpoint(self):
-        """Every head here as one eco state file (bytes; no pickle, no rows)."""
+        """Every head here as one eco state file each (uint8 arrays of the file's bytes, built in
+        memory; no pickle, no rows)."""
         s = self.set
         n = s.n_slots
+        act = s.active_slots()
         out = []
-        with tempfile.TemporaryDirectory(prefix="eco-ray-") as d:
-            for j, h in enumerate(self.heads):
-                # a binary model of this head alone; the rows are not repeated
-                # (they are in the object store): zero feature columns
-                # (a state holds the active examples only, with their slots)
-                act = s.active_slots()
-                state = ModelState(
-                    params={"eco_ray_checkpoint": 1, "head": h}, gamma_=float(self.spec["gamma"]),
-                    n_features_in_=0, classes_=np.array([0, 1]), class_weight_=np.ones(2),
-                    slot_labels=(s.head_labels(j)[act] > 0).astype(np.int64),
-                    slot_C=np.array(s.slot_C[act], dtype=np.float64), slot_ids=s.slot_ids[act],
-                    data=np.zeros((len(act), 0)), heads=[s.head_state(j).restricted(act)],
-                    slot_index=act.astype(np.int64), n_slots=n,
-                    slot_given=act.astype(np.int64), n_given=n)
-                path = os.path.join(d, f"head{h}.eco")
-                write_state(state, path)
-                with open(path, "rb") as f:
-                    out.append(f.read())
+        for j, h in enumerate(self.heads):
+            # a binary model of this head alone; the rows are not repeated
+            # (the driver holds them): zero feature columns (a state holds
+            # the active examples only, with their slots)
+            state = ModelState(
+                params={"eco_ray_checkpoint": 1, "head": h}, gamma_=float(self.spec["gamma"]),
+                n_features_in_=0, classes_=np.array([0, 1]), class_weight_=np.ones(2),
+                slot_labels=(s.head_labels(j)[act] > 0).astype(np.int64),
+                slot_C=np.array(s.slot_C[act], dtype=np.float64), slot_ids=s.slot_ids[act],
+                data=np.zeros((len(act), 0)), heads=[s.head_state(j).restricted(act)],
+                slot_index=act.astype(np.int64), n_slots=n,
+                slot_given=act.astype(np.int64), n_given=n)
+            # uint8 arrays, not bytes: Ray hands them to the driver without a copy
+            out.append(np.frombuffer(state_to_bytes(state), dtype=np.uint8))
         return out
 
     def _restore_checkpoint(self, files):
         n = self.set.n_slots
-        with tempfile.TemporaryDirectory(prefix="eco-ray-") as d:
-            for j, (h, blob) in enumerate(zip(self.heads, files)):
-                path = os.path.join(d, f"head{h}.eco")
-                with open(path, "wb") as f:
-                    f.write(blob)
-                state = read_state(path)
-                if state.params.get("head") != h or state.n_slots != n:
-                    raise UnlearningError(f"checkpoint of head {h} does not match the actor")
-                self.set.restore_head(j, state.heads[0].expanded(state.slot_index, n))
+        for j, (h, blob) in enumerate(zip(self.heads, files)):
+            state = state_from_bytes(np.asarray(blob).tobytes(), f"checkpoint of head {h}")
+            if state.params.get("head") != h or state.n_slots != n:
+                raise UnlearningError(f"checkpoint of head {h} does not match the actor")
+            self.set.restore_head(j, state.heads[0].expanded(state.slot_index, n))
 
     # ------------------------------------------------------------ tests
 
@@ -301,10 +348,8 @@ class _HeadActor(HeadGroup):
 
     def __init__(self, spec, heads, chunks, labels, C, ids, given=None, n_given=None,
                  checkpoint=None):
-        ray = _ray()
-        files = None if checkpoint is None else ray.get(checkpoint[0])
-        super().__init__(spec, heads, ray.get(list(chunks)), labels, C, ids, given, n_given,
-                         files)
+        super().__init__(spec, heads, _ray().get(list(chunks)), labels, C, ids, given, n_given,
+                         checkpoint)
 
     def _rows(self, rows):
         return _ray().get(rows[0])
@@ -385,11 +430,13 @@ class RayHeadSet(SlotTables):
         self._txn = None
         self._txn_heavy = False
         self._log = []                        # committed requests since the checkpoint
-        # (bytes refs per actor, rows, n_given) of the checkpoint
+        # (per actor: its heads' state files, bytes held here; rows; n_given) of the checkpoint
         self._ckpt = (None, len(data), self._n_given)
         self._cache = {}
         self._counts = [0, 0]                 # path steps, migrations
         self.n_revivals = 0
+        self.work_s = 0.0
+        self.checkpoint_s = 0.0
         n_heads = int(spec["n_heads"])
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_actors = cpus if n_jobs is None or n_jobs < 0 else int(n_jobs)
@@ -455,11 +502,25 @@ class RayHeadSet(SlotTables):
         for ref, m in self._chunks:
             if total >= n:
                 break
-            chunks.append(ref)
+            chunks.append(self._put_base(m) if ref is None else ref)
             total += m
         return _actor_class().options(scheduling_strategy="SPREAD").remote(
             self.spec, self.groups[a], chunks, self._labels[:n], self._C[:n], self._ids[:n],
-            self._given[:n], n_given, None if checkpoint is None else [checkpoint])
+            self._given[:n], n_given, checkpoint)
+
+    def _put_base(self, m):
+        """Put the first `m` stored rows in the object store (the first chunk, after an erase).
+
+        An erase drops every chunk of rows (they hold the removed ones)
+        rather than putting the rows again; they are put from the driver's
+        copy only when an actor has to be started over them.
+        """
+        every = np.arange(m, dtype=np.intp)
+        rows = self.kernel_block(every)[:, :m] if self.kernel == "precomputed" \
+            else self.features_of(every)
+        ref = _ray().put(np.ascontiguousarray(rows))
+        self._chunks[0] = (ref, m)
+        return ref
 
     def _revive(self, a, dead_handle, pending=None):
         """Replace dead actor `a`: last checkpoint, redo log, then `pending` (an open request)."""
@@ -467,11 +528,11 @@ class RayHeadSet(SlotTables):
         with self._lock:
             if self.actors[a] is not dead_handle:
                 return  # another thread revived it already
-            refs, n_rows, n_given = self._ckpt
+            files, n_rows, n_given = self._ckpt
             ops = self._log + list(pending or [])
             ops = [op for target, op in ops if target is None or target == a]
             for _ in range(_MAX_REVIVALS):
-                actor = self._new_actor(a, None if refs is None else refs[a], n_rows, n_given)
+                actor = self._new_actor(a, None if files is None else files[a], n_rows, n_given)
                 try:
                     ray.get(actor.replay.remote(ops))
                 except ray.exceptions.RayActorError:
@@ -527,14 +588,16 @@ class RayHeadSet(SlotTables):
             with self.transaction():
                 return self._request(op, target)
         actors = range(len(self.actors)) if target is None else [target]
+        _safe_point()  # an interrupt that arrived stops the request here (rolled back)
         got = self._call(actors, "apply", op)
         with self._lock:
             self._txn.append((target, op))
             self._txn_heavy = self._txn_heavy or op[0] in _HEAVY_OPS
             self._cache.clear()
-            for _, steps, migrations in got.values():
+            for _, steps, migrations, _ in got.values():
                 self._counts[0] += steps
                 self._counts[1] += migrations
+            self.work_s += max(r[3] for r in got.values())
         return [got[a][0] for a in actors]
 
     # ------------------------------------------------------- transaction
@@ -544,26 +607,42 @@ class RayHeadSet(SlotTables):
         """All-or-nothing block across the actors (two-phase; nested blocks join the outer one).
 
         Every actor snapshots its heads on entry; on an exception every actor
-        rolls back (a dead one is revived at the last committed state) and the
-        driver's tables are put back; on success the requests are logged (the
-        commit point) and every actor commits.
+        rolls back (one that died, or whose rollback failed, is replaced by a
+        new one at the last committed state) and the driver's tables are put
+        back; on success the requests are logged (the commit point) and
+        every actor commits. SIGINT is deferred for the whole block, as in
+        :meth:`eco._headset.HeadSet.transaction`: an interrupt stops the
+        request at the next safe point (before each request to the actors,
+        and before the commit), and the begin, the commit and the rollback
+        run with every further interrupt deferred.
         """
         if self._txn is not None:
             yield self
             return
-        saved = (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
-                 self._active.copy(), list(self._chunks), self._given, self._n_given)
-        self._txn, self._txn_heavy = [(None, ("begin",))], False
-        for actor in self.actors:
-            actor.begin.remote()  # ordered before this driver's next call to it
-        try:
-            yield self
-        except BaseException:
-            self._txn = None
-            self._abort(saved)
-            raise
+        with interrupt_guard() as guard:
+            with guard.deferred():
+                saved = (self.store.n_slots, self._labels, self._C, self._ids,
+                         dict(self._slot_of), self._active.copy(), list(self._chunks),
+                         self._given, self._n_given)
+                self._txn, self._txn_heavy = [(None, ("begin",))], False
+                for actor in self.actors:
+                    actor.begin.remote()  # ordered before this driver's next call to it
+            try:
+                yield self
+                # last safe point: an interrupt that arrived during the
+                # request undoes it rather than surfacing after the commit
+                _safe_point()
+            except BaseException:
+                with guard.deferred():
+                    self._txn = None
+                    self._abort(saved)
+                raise
+            with guard.deferred():
+                self._commit()
+
+    def _commit(self):
         ops, self._txn = self._txn[1:], None
-        self._log.extend(ops)
+        self._log.extend(ops)  # the commit point
         for actor in self.actors:
             actor.commit.remote()
         if ops and (self._txn_heavy or len(self._log) >= _CHECKPOINT_EVERY):
@@ -573,24 +652,51 @@ class RayHeadSet(SlotTables):
                 pass
 
     def _abort(self, saved):
+        """Put the driver's tables and every actor back at the committed state (idempotent).
+
+        Cannot stop halfway: every actor is asked to roll back; one that
+        died, or whose rollback raised, is killed and replaced by a new one
+        started from the checkpoint and the redo log (the committed state).
+        """
+        ray = _ray()
         n, self._labels, self._C, self._ids, self._slot_of, self._active, self._chunks, \
             self._given, self._n_given = saved
+        self._cache.clear()
         # rows of a failed increment leave no trace in the driver's store either
         self.store.erase(np.arange(n, self.store.n_slots, dtype=np.intp))
         self.store.truncate(n)
-        self._cache.clear()
-        self._call(range(len(self.actors)), "rollback")
+        handles = list(self.actors)
+        refs = [h.rollback.remote() for h in handles]
+        failed = []
+        for a, ref in enumerate(refs):
+            try:
+                ray.get(ref)
+            except Exception:  # dead, or its rollback failed: its state is unknown
+                failed.append(a)
+        error = None
+        for a in failed:  # every one of them, even when one cannot be restarted
+            try:
+                ray.kill(handles[a], no_restart=True)
+            except Exception:  # already gone
+                pass
+            try:
+                self._revive(a, handles[a])
+            except UnlearningError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def checkpoint(self):
-        """Checkpoint every head (eco state files in the object store); the redo log restarts."""
+        """Checkpoint every head (eco state files, held by the driver); the redo log restarts."""
         if self._txn is not None:
             raise UnlearningError("checkpoint: a request is in progress (only committed "
                                   "states are checkpointed)")
-        ray = _ray()
+        t0 = time.perf_counter()
         got = self._call(range(len(self.actors)), "checkpoint")
-        self._ckpt = ([ray.put(got[a]) for a in range(len(self.actors))], self.store.n_slots,
+        self._ckpt = ([got[a] for a in range(len(self.actors))], self.store.n_slots,
                       self._n_given)
         self._log = []
+        self.checkpoint_s += time.perf_counter() - t0
 
     # ------------------------------------------------------------ read
 
@@ -693,14 +799,14 @@ class RayHeadSet(SlotTables):
     def n_migrations(self):
         return self._counts[1]
 
-    def memory(self):
-        """Resident memory of every actor's process in bytes (None where unknown)."""
-        got = self._call(range(len(self.actors)), "memory")
+    def memory(self, peak=False):
+        """Resident memory of every actor's process in bytes (None where unknown; `peak`: peak)."""
+        got = self._call(range(len(self.actors)), "memory", bool(peak))
         return [got[a] for a in range(len(self.actors))]
 
     def ping(self):
         """One round trip to every actor and back, no work: the fixed cost of a request."""
-        self._call(range(len(self.actors)), "memory")
+        self._call(range(len(self.actors)), "memory", False)
 
     def arm_fault(self, actor, method, k=1, after=False):
         """Test hook: the `k`-th call of HeadSet.`method` on `actor` raises InjectedFault."""
@@ -806,37 +912,36 @@ class RayHeadSet(SlotTables):
     def erase(self, slots):
         """Erase removed examples everywhere: actors, driver, object store (HeadSet.erase's rule).
 
-        Every actor erases `slots` (and any held inactive slot) in its local
-        head set, compacting when HeadSet does; the erase is logged, every
-        actor is checkpointed, then the driver's tables and store are erased
-        (compacted alike) and its rows are put in the object store again as
-        one chunk, without the removed ones. The old chunks, checkpoints and
-        redo log (which hold the removed rows, their ids and coefficients)
-        are dropped, so Ray frees them. A revival before the new checkpoint
-        replays the erase; one after starts from the erased rows.
+        One round trip: every actor erases `slots` (and any held inactive
+        slot) in its local head set, compacting when HeadSet does, and
+        returns a checkpoint of its heads taken right after. The driver then
+        erases its tables and store alike, keeps the new checkpoints and
+        drops the old ones, the redo log and every chunk of rows in the
+        object store (which hold the removed rows, their ids and
+        coefficients; Ray frees them). The rows are put again, from the
+        driver's copy, only if an actor has to be restarted. An actor that
+        dies during the erase is revived at the committed state before it
+        and erases again.
         """
-        ray = _ray()
         held = self._given >= 0
         held[self._active] = False
         slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
         if self._txn is not None:
             raise UnlearningError("erase: a request is in progress")
         everyone = range(len(self.actors))
-        # a dead actor is revived at the committed state before the erase and erased again
-        got = self._call(everyone, "apply", ("erase", slots))
+        got = self._call(everyone, "erase_checkpoint", slots)
         with self._lock:
-            self._log.append((None, ("erase", slots)))
             self._cache.clear()
-        files = self._call(everyone, "checkpoint")
-        with self._lock:
             self._erase_tables(slots)
             n = self.store.n_slots
             if any(r[0] != n for r in got.values()):
                 raise UnlearningError(f"erase: actors hold {sorted({r[0] for r in got.values()})} "
                                       f"slots, the driver {n}")
-            self._chunks = [(ray.put(self.stored_data()), n)]
-            self._ckpt = ([ray.put(files[a]) for a in everyone], n, self._n_given)
+            self._chunks = [(None, n)]
+            self._ckpt = ([got[a][1] for a in everyone], n, self._n_given)
             self._log = []
+            self.work_s += max(r[2] for r in got.values())
+            self.checkpoint_s += max(r[3] for r in got.values())
 
     def _erase_tables(self, slots):
         """The driver's part of :meth:`erase` (HeadSet.erase and HeadSet.compact on the tables)."""
@@ -858,9 +963,25 @@ class RayHeadSet(SlotTables):
             self._map_ids()
 
     def held_objects(self):
-        """Every object this head set keeps in Ray's object store: row chunks, then checkpoints."""
-        refs = [ref for ref, _ in self._chunks]
-        return refs + list(self._ckpt[0] or [])
+        """Every object this head set keeps in Ray's object store (row chunks)."""
+        return [ref for ref, _ in self._chunks if ref is not None]
+
+    def checkpoint_files(self):
+        """The bytes of every head's last checkpoint (test hook: erasure is searched in them)."""
+        return [bytes(blob) for files in (self._ckpt[0] or []) for blob in files]
+
+    def loo_decision(self, active):
+        """Exact leave-one-out decisions of the `active` slots, shape (len(active), n_heads).
+
+        One call per actor for the whole batch (:meth:`HeadGroup.loo`); the
+        heads are restored on the actors, so nothing is committed or logged.
+        """
+        active = np.asarray(active, dtype=np.intp)
+        out = np.empty((len(active), self.n_heads))
+        for part in self._call(range(len(self.actors)), "loo", active).values():
+            for h, column in part.items():
+                out[:, h] = column
+        return out
 
     def actor_arrays(self):
         """Every array each actor holds of the model, one list per actor (test hook)."""

@@ -46,16 +46,26 @@ def loo_decision(model):
 def _loo_decision(model):
     heads = model.head_set_
     active = heads.active_slots()
+    remote = getattr(heads, "loo_decision", None)
+    if remote is not None:
+        # a backend whose heads live elsewhere runs the loop where they are
+        # (one call per actor for the whole batch), with loo_head
+        out = remote(active)
+        return out[:, 0] if heads.n_heads == 1 else out
     out = np.empty((len(active), heads.n_heads))
-    # _loo_head restores its head after every example; an interrupt or an
+    # loo_head restores its head after every example; an interrupt or an
     # error in the middle of one is undone by the transaction
     with heads.transaction():
         states = [heads.head_state(h) for h in range(heads.n_heads)]
-        heads.map_heads(lambda h: _loo_head(heads, h, active, states[h], out))
+        heads.map_heads(lambda h: loo_head(heads, h, active, states[h], out))
     return out[:, 0] if heads.n_heads == 1 else out
 
 
-def _loo_head(heads, h, active, state, out):
+def loo_head(heads, h, active, state, out):
+    """LOO decisions of the `active` slots in head `h` (current `state`) into ``out[:, h]``.
+
+    `heads` is a head set; head `h` is restored after every example.
+    """
     alpha = state.alpha
     sets = state.sets
     C = state.C

@@ -86,7 +86,8 @@ from ._version import __version__
 from .exceptions import InvalidInputError, ModelFileError
 from .state import HeadState, ModelState
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "write_state", "read_state"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "write_state", "read_state",
+           "state_to_bytes", "state_from_bytes"]
 
 #: Value of the ``"format"`` field of every eco model file.
 FORMAT_NAME = "eco-cpsvm"
@@ -142,6 +143,20 @@ def save_model(model, path):
 def write_state(state, path):
     """Write an :class:`eco.state.ModelState` to `path`, atomically (see :func:`save_model`)."""
     path = _fspath(path)
+    _write_atomically(path, _members(state))
+
+
+def state_to_bytes(state):
+    """The bytes :func:`write_state` would write, built in memory (no file, no fsync)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in _members(state):
+            zf.writestr(_zipinfo(name), data)
+    return buf.getvalue()
+
+
+def _members(state):
+    """The archive members of `state`: [(name, bytes)], metadata first."""
     meta, arrays = _state_to_file(state)
     object_arrays = []
     # ids: int64, unicode, or both with a mask
@@ -184,9 +199,8 @@ def write_state(state, path):
         meta_bytes = json.dumps(document, sort_keys=True, indent=1, allow_nan=False).encode()
     except ValueError as exc:  # NaN or infinity in a parameter
         raise InvalidInputError(f"cannot save the model metadata as JSON: {exc}") from exc
-    _write_atomically(path, [(_META, meta_bytes),
-                             (_META_SHA, hashlib.sha256(meta_bytes).hexdigest().encode())]
-                      + sorted(members.items()))
+    return [(_META, meta_bytes), (_META_SHA, hashlib.sha256(meta_bytes).hexdigest().encode())] \
+        + sorted(members.items())
 
 
 def _fspath(path):
@@ -372,7 +386,14 @@ def read_state(path):
     """
     path = _fspath(path)
     where = f"{path!r}"
-    data = _read_regular_file(path, where)
+    return state_from_bytes(_read_regular_file(path, where), where)
+
+
+def state_from_bytes(data, where="model bytes"):
+    """:func:`read_state` of a file's bytes held in memory (`where` names them in errors)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidInputError(f"{where}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
     if not zipfile.is_zipfile(io.BytesIO(data)):
         if data[:4] == b"PK\x03\x04":
             raise ModelFileError(f"{where} is truncated or corrupt: its zip directory is missing")

@@ -134,6 +134,13 @@ cdef enum:
 cdef enum:
     PATH_GO_ON = -1
 
+# State of a row on a screened path (CPEngine.scr_state)
+cdef enum:
+    SCR_SCREENED = 0      # its gradient is g_j(0) and a bound proves it is no event
+    SCR_FOLLOWED = 1      # exact gradient and rate every step (a candidate)
+    SCR_IGNORED = 2       # not a reserve or error row at the start (margin, driven, inactive)
+    SCR_TOUCHED = 3       # followed, and its alpha may move (driven, or in S during the path)
+
 
 # ---------------------------------------------------------------------------
 # Kernel values
@@ -865,6 +872,28 @@ cdef class CPEngine:
     cdef int pth_kind
     cdef double pth_t_left, pth_t_total, pth_s_drv, pth_usum, pth_tol_base, pth_tol
     cdef double pth_beta_b, pth_tau
+    cdef Py_ssize_t* pth_drv          # the driven set and its direction (for screening)
+    cdef double* pth_dvec
+    cdef Py_ssize_t pth_ndrv
+    cdef double pth_rho               # rounding bound of one raw gradient rate
+    # safe screening of the path (see _scr_begin and docs/cp-engine.md, section 10)
+    cdef public bint screening        # screen rows on the path (False: every row, every step)
+    cdef bint scr_on                  # screening in use on the path being followed
+    cdef double* scr_dA               # per slot: stepped change of alpha since the path start
+    cdef double* scr_key              # per slot: |g_j(0)| - safety, its distance to an event
+    cdef double* scr_s                # per slot: sqrt(K_jj)
+    cdef signed char* scr_state       # per slot: SCR_* below
+    cdef Py_ssize_t* scr_L            # rows followed exactly (candidates and touched)
+    cdef Py_ssize_t* scr_T            # touched rows: driven or in S at some time of the path
+    cdef Py_ssize_t* scr_rows         # screened rows (compacted as they leave)
+    cdef double** scr_Trow            # kernel rows of the touched ones
+    cdef Py_ssize_t scr_nL, scr_nT, scr_nrows
+    cdef double scr_A, scr_E, scr_db, scr_B, scr_C, scr_eB, scr_eC, scr_W0, scr_DB0
+    cdef readonly long n_rated_rows   # gradient rates computed on paths (rows, summed over steps)
+    # migration log for tests and benchmarks: (slot, from_set, to_set) per migration
+    cdef public bint record_migrations
+    cdef int* mig_buf
+    cdef Py_ssize_t mig_n, mig_cap
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -878,6 +907,18 @@ cdef class CPEngine:
         self.wbuf2 = NULL
         self.ipiv = NULL
         self.r_cap = 0
+        self.scr_on = False
+        self.scr_dA = NULL
+        self.scr_key = NULL
+        self.scr_s = NULL
+        self.scr_state = NULL
+        self.scr_L = NULL
+        self.scr_T = NULL
+        self.scr_rows = NULL
+        self.scr_Trow = NULL
+        self.mig_buf = NULL
+        self.mig_n = 0
+        self.mig_cap = 0
 
     def __init__(self, KernelStore store not None, long max_steps=0):
         self.store = store
@@ -902,6 +943,9 @@ cdef class CPEngine:
         self.n_refactorisations = 0
         self.updates_since_check = 0
         self.sigma = 1.0
+        self.screening = True
+        self.n_rated_rows = 0
+        self.record_migrations = False
         self.sync_capacity()
         if self._grow_r(16) != 0:
             raise MemoryError("could not allocate the margin matrix")
@@ -914,6 +958,8 @@ cdef class CPEngine:
         free(self.wbuf)
         free(self.wbuf2)
         free(self.ipiv)
+        self._scr_free()
+        free(self.mig_buf)
 
     # -- capacity -----------------------------------------------------------
 
@@ -1336,6 +1382,9 @@ cdef class CPEngine:
         cdef blas_int bn = <blas_int>n, one_i = 1
         self.pth_learning = learning
         self.pth_c = drv[0]
+        self.pth_drv = drv
+        self.pth_dvec = dvec
+        self.pth_ndrv = n_drv
         self.pth_t_left = t_total
         self.pth_t_total = t_total
         self.pth_s_drv = 0.0
@@ -1409,6 +1458,10 @@ cdef class CPEngine:
             wsum += fabs(self.wbuf[p])
         tol = self.tol_event * fabs(bb) + 1e-10 * wsum * self.store.max_diag
         self.pth_tol = tol if tol > 1e-300 else 1e-300
+        self.pth_rho = 1e-10 * wsum * self.store.max_diag
+        if self.scr_on:
+            self._scr_rates()
+            return
         if m > 0:
             # h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
             bn = <blas_int>n
@@ -1419,6 +1472,7 @@ cdef class CPEngine:
         else:
             for j in range(n):
                 self.h[j] = 0.0
+        self.n_rated_rows += n
         for j in range(n):
             if (self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR
                     or (self.pth_learning and j == self.pth_c)):
@@ -1460,17 +1514,29 @@ cdef class CPEngine:
                 self._consider((self.C[k] - self.alpha[k]) / bb, EV_MARGIN_TO_ERROR, k)
             elif bb < -tol_base:
                 self._consider(self.alpha[k] / (-bb), EV_MARGIN_TO_RESERVE, k)
+        if self.scr_on:
+            # the followed rows only; then the screened ones that the bound
+            # cannot exclude at the end of this tentative step join them
+            for j in range(self.scr_nL):
+                self._consider_row(self.scr_L[j])
+            self._scr_check()
+            return
         for j in range(n):
-            if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
-                continue
-            if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
-                continue
-            gam = self.h[j]
-            if self.setof[j] == S_ERROR:
-                if gam > tol:
-                    self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
-            elif gam < -tol:
-                self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
+            self._consider_row(j)
+
+    cdef inline void _consider_row(self, Py_ssize_t j) noexcept nogil:
+        # a reserve or error row whose gradient moves towards 0 (h[j] is its rate)
+        cdef double gam, tol = self.pth_tol
+        if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+            return
+        if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
+            return
+        gam = self.h[j]
+        if self.setof[j] == S_ERROR:
+            if gam > tol:
+                self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
+        elif gam < -tol:
+            self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
 
     cdef inline int _apply_step(self, Py_ssize_t* drv, double* dvec,
                                 Py_ssize_t n_drv) noexcept nogil:
@@ -1482,6 +1548,8 @@ cdef class CPEngine:
         for p in range(m):
             k = self.margin[p]
             self.alpha[k] += self.beta[p + 1] * tau
+            if self.scr_on:
+                self.scr_dA[k] += self.beta[p + 1] * tau
             # a tied member can pass its bound by a rounding error: it sits
             # at the bound (a zero-length event next step), never outside
             if self.alpha[k] < 0.0:
@@ -1492,10 +1560,15 @@ cdef class CPEngine:
         if self.pth_moves:
             for i in range(n_drv):
                 self.alpha[drv[i]] += dvec[i] * tau
+                if self.scr_on:
+                    self.scr_dA[drv[i]] += dvec[i] * tau
             self.pth_t_left -= tau
-        for j in range(n):
-            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
-                self.g[j] += self.h[j] * tau
+        if self.scr_on:
+            self._scr_advance(tau)
+        else:
+            for j in range(n):
+                if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                    self.g[j] += self.h[j] * tau
         if self.pth_learning:
             self.g[self.pth_c] += self.h[self.pth_c] * tau
         if not isfinite(self.b):
@@ -1508,6 +1581,21 @@ cdef class CPEngine:
         Returns PATH_GO_ON to take another step, else the status that ends the
         path (ST_OK when the operation is complete).
         """
+        cdef Py_ssize_t k = self.pth_slot
+        cdef int kind = self.pth_kind, st, from_set = -9
+        if kind == EV_END or k < 0:
+            return self._migrate_sets()
+        from_set = self.setof[k]
+        if self.scr_on and kind == EV_TO_MARGIN:
+            # its alpha may move from now on (in S, or by a null pivot)
+            if self._scr_touch(k) != 0:
+                return ST_NO_MEMORY
+        st = self._migrate_sets()
+        if self.record_migrations:
+            self._log_migration(k, from_set, self.setof[k])
+        return st
+
+    cdef int _migrate_sets(self) noexcept nogil:
         cdef Py_ssize_t c = self.pth_c, k = self.pth_slot
         cdef int kind = self.pth_kind, st
         cdef double* row
@@ -1574,10 +1662,23 @@ cdef class CPEngine:
         Unlearning: all driven coefficients reach 0 together at t = t_total = 1.
         Keeps every other active example in KKT along the way.
         """
-        cdef long steps = 0, bound = self._step_bound()
-        cdef int st = self._path_init(drv, dvec, n_drv, learning, t_total)
+        cdef int st = self._path_init(drv, dvec, n_drv, learning, t_total), st2
         if st != ST_OK:
             return st
+        if self.screening:
+            st = self._scr_begin()
+            if st != ST_OK:
+                return st
+        st = self._path_steps(drv, dvec, n_drv, t_total)
+        # every screened gradient brought up to date (also on failure: the
+        # state stays consistent for whoever takes over)
+        st2 = self._scr_end()
+        return st if st != ST_OK else st2
+
+    cdef int _path_steps(self, Py_ssize_t* drv, double* dvec, Py_ssize_t n_drv,
+                         double t_total) noexcept nogil:
+        cdef long steps = 0, bound = self._step_bound()
+        cdef int st
         while True:
             if self.pth_t_left <= 0.0:
                 return ST_OK
@@ -1602,6 +1703,345 @@ cdef class CPEngine:
             st = self._migrate()
             if st != PATH_GO_ON:
                 return st
+
+    # -- safe screening of the path ----------------------------------------------
+    #
+    # Most reserve and error rows are far from g = 0 and cannot be the next
+    # event. With Delta w = sum_{k in T} y_k dA_k phi(x_k) (T: the rows whose
+    # alpha a step has moved on this path, dA: those moves) and Delta b the
+    # moves of b, every gradient satisfies g_j = g_j(0) + y_j (<Delta w,
+    # phi(x_j)> + Delta b), so |g_j - g_j(0)| <= sqrt(K_jj) ||Delta w|| +
+    # |Delta b| (Cauchy-Schwarz in the RKHS of a positive semi-definite kernel).
+    # A screened row keeps g_j(0) and gets no rate; ||Delta w||^2 is followed
+    # exactly along each step from the raw rates of the followed rows (it is a
+    # quadratic in the step length). docs/cp-engine.md, section 10, has the
+    # argument that the screened path takes the unscreened path's events.
+
+    cdef void _scr_free(self) noexcept nogil:
+        free(self.scr_dA); free(self.scr_key); free(self.scr_s); free(self.scr_state)
+        free(self.scr_L); free(self.scr_T); free(self.scr_rows); free(self.scr_Trow)
+        self.scr_dA = NULL
+        self.scr_key = NULL
+        self.scr_s = NULL
+        self.scr_state = NULL
+        self.scr_L = NULL
+        self.scr_T = NULL
+        self.scr_rows = NULL
+        self.scr_Trow = NULL
+        self.scr_on = False
+
+    cdef int _scr_touch(self, Py_ssize_t j) noexcept nogil:
+        # j's alpha may move on this path: follow it and keep its kernel row
+        cdef double* row
+        if self.scr_state[j] == SCR_TOUCHED:
+            return 0
+        row = self.store.row(j)
+        if row == NULL:
+            return ST_NO_MEMORY
+        if self.scr_state[j] != SCR_FOLLOWED:
+            self.scr_L[self.scr_nL] = j
+            self.scr_nL += 1
+        self.scr_state[j] = SCR_TOUCHED
+        self.scr_T[self.scr_nT] = j
+        self.scr_Trow[self.scr_nT] = row
+        self.scr_nT += 1
+        return 0
+
+    cdef int _scr_begin(self) noexcept nogil:
+        """Start a screened path: snapshot the distance of every reserve and
+        error row to an event; rows already close to one are followed."""
+        cdef Py_ssize_t n = self.store.n_slots, j, p
+        cdef int kc = self.store.kernel_code
+        cdef double d, talpha = 0.0, key
+        self.scr_on = False
+        # Cauchy-Schwarz needs a positive semi-definite kernel: a precomputed
+        # Gram matrix (or a polynomial kernel with a negative offset) may not be
+        if kc == K_PRECOMPUTED or (kc == K_POLY and (self.store.coef0 < 0.0
+                                                     or self.store.gamma < 0.0)):
+            return ST_OK
+        self.scr_dA = <double*>malloc((n + 1) * sizeof(double))
+        self.scr_key = <double*>malloc((n + 1) * sizeof(double))
+        self.scr_s = <double*>malloc((n + 1) * sizeof(double))
+        self.scr_state = <signed char*>malloc((n + 1) * sizeof(signed char))
+        self.scr_L = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+        self.scr_T = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+        self.scr_rows = <Py_ssize_t*>malloc((n + 1) * sizeof(Py_ssize_t))
+        self.scr_Trow = <double**>malloc((n + 1) * sizeof(double*))
+        if (self.scr_dA == NULL or self.scr_key == NULL or self.scr_s == NULL
+                or self.scr_state == NULL or self.scr_L == NULL or self.scr_T == NULL
+                or self.scr_rows == NULL or self.scr_Trow == NULL):
+            self._scr_free()
+            return ST_NO_MEMORY
+        self.scr_nL = 0
+        self.scr_nT = 0
+        self.scr_nrows = 0
+        self.scr_A = 0.0
+        self.scr_E = 0.0
+        self.scr_db = 0.0
+        self.scr_W0 = 0.0
+        self.scr_DB0 = 0.0
+        for j in range(n):
+            self.scr_dA[j] = 0.0
+            self.scr_state[j] = SCR_IGNORED
+            d = self.store._diag(j)
+            self.scr_s[j] = sqrt(d) if d > 0.0 else 0.0
+            if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
+                talpha += self.alpha[j] * self.scr_s[j]
+        for p in range(self.n_margin):
+            if self._scr_touch(self.margin[p]) != 0:
+                self._scr_free()
+                return ST_NO_MEMORY
+        for p in range(self.pth_ndrv):
+            if self._scr_touch(self.pth_drv[p]) != 0:
+                self._scr_free()
+                return ST_NO_MEMORY
+        for j in range(n):
+            if self.scr_state[j] != SCR_IGNORED:
+                continue
+            if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+                continue
+            if self.C[j] <= 0.0:
+                key = INFINITY  # never an event; refreshed at the end
+            else:
+                # distance to g = 0 on the side the row sits, less a margin
+                # far above the rounding of any gradient (1e-9 of the size of
+                # the terms it is summed from), so that no rounding difference
+                # between a screened and an unscreened path decides an event
+                key = self.g[j] if self.setof[j] == S_RESERVE else -self.g[j]
+                key -= 1e-9 * (1.0 + fabs(self.b) + self.scr_s[j] * talpha)
+            if key > 0.0:
+                self.scr_key[j] = key
+                self.scr_state[j] = SCR_SCREENED
+                self.scr_rows[self.scr_nrows] = j
+                self.scr_nrows += 1
+            else:
+                self.scr_state[j] = SCR_FOLLOWED
+                self.scr_L[self.scr_nL] = j
+                self.scr_nL += 1
+        self.scr_on = True
+        return ST_OK
+
+    cdef void _scr_gather(self, Py_ssize_t* rows, Py_ssize_t count) noexcept nogil:
+        # h[j] = K_jS (y_S beta_S) for the listed rows, read from the packed
+        # margin rows column by column (each column streamed once)
+        cdef Py_ssize_t m = self.n_margin, p, i
+        cdef double wp
+        cdef double* col
+        for i in range(count):
+            self.h[rows[i]] = 0.0
+        for p in range(m):
+            wp = self.wbuf[p]
+            col = self.KS + p * self.ks_ld
+            for i in range(count):
+                self.h[rows[i]] += col[rows[i]] * wp
+
+    cdef void _scr_rates(self) noexcept nogil:
+        """Rates of the followed rows, and the growth of ||Delta w||^2 along the step.
+
+        With dw = sum_S y_p beta_p phi_p (+ sum_D y_i d_i phi_i when the
+        driven set moves), ||Delta w + t dw||^2 = A + 2 t B + t^2 C with
+        B = <Delta w, dw> = sum_T y_k dA_k r_k and C = ||dw||^2 = sum_S y_p
+        beta_p r_p (+ sum_D y_i d_i r_i), where r_k = <phi_k, dw> is the raw
+        rate of row k: O(|S| |T|), no pass over all rows. eB and eC bound
+        their rounding (pth_rho bounds that of one raw rate).
+        """
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, nL = self.scr_nL, i, j, p
+        cdef bint moves = self.pth_moves
+        cdef double bb = self.pth_beta_b, r, B = 0.0, C = 0.0, aB = 0.0, aC = 0.0
+        cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        if m > 0 and 4 * nL > n:
+            # most rows followed: one streamed product beats the gathers
+            bn = <blas_int>n
+            bm = <blas_int>m
+            ld = <blas_int>self.ks_ld
+            dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                  &self.h[0], &one_i)
+        else:
+            self._scr_gather(self.scr_L, nL)
+        self.n_rated_rows += nL
+        for i in range(nL):
+            j = self.scr_L[i]
+            r = self.h[j] + (self.u[j] if moves else 0.0)
+            self.h[j] = r
+            if self.scr_state[j] == SCR_TOUCHED and self.scr_dA[j] != 0.0:
+                coef = self.y[j] * self.scr_dA[j]
+                B += coef * r
+                aB += fabs(coef * r)
+                eB += fabs(coef)
+        for p in range(m):
+            j = self.margin[p]
+            C += self.wbuf[p] * self.h[j]
+            aC += fabs(self.wbuf[p] * self.h[j])
+            eC += fabs(self.wbuf[p])
+        if moves:
+            for i in range(self.pth_ndrv):
+                j = self.pth_drv[i]
+                coef = self.y[j] * self.pth_dvec[i]
+                C += coef * self.h[j]
+                aC += fabs(coef * self.h[j])
+                eC += fabs(coef)
+        self.scr_B = B
+        self.scr_C = C
+        self.scr_eB = rho * eB + 1e-12 * aB
+        self.scr_eC = rho * eC + 1e-12 * aC
+        for i in range(nL):
+            j = self.scr_L[i]
+            if (self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR
+                    or (self.pth_learning and j == self.pth_c)):
+                self.h[j] = self.y[j] * (self.h[j] + bb)
+
+    cdef inline void _scr_grow(self, double tau, double* A, double* E) noexcept nogil:
+        # ||Delta w||^2 after a step of length tau, and a bound on its rounding
+        A[0] = self.scr_A + 2.0 * tau * self.scr_B + tau * tau * self.scr_C
+        E[0] = (self.scr_E + 2.0 * tau * self.scr_eB + tau * tau * self.scr_eC
+                + 1e-12 * (fabs(self.scr_A) + 2.0 * tau * fabs(self.scr_B)
+                           + tau * tau * fabs(self.scr_C)))
+
+    cdef inline double _scr_norm(self, double A, double E) noexcept nogil:
+        # an upper bound on ||Delta w|| from its followed square and rounding
+        return sqrt((A if A > 0.0 else 0.0) + E) * (1.0 + 1e-9)
+
+    cdef void _scr_refresh(self, Py_ssize_t j) noexcept nogil:
+        # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b): O(|T|)
+        cdef Py_ssize_t i, k
+        cdef double s = 0.0
+        for i in range(self.scr_nT):
+            k = self.scr_T[i]
+            if self.scr_dA[k] != 0.0:
+                s += self.scr_Trow[i][j] * (self.y[k] * self.scr_dA[k])
+        self.g[j] += self.y[j] * (s + self.scr_db)
+
+    cdef void _scr_check(self) noexcept nogil:
+        """Follow every screened row that might reach g = 0 within the tentative step.
+
+        The bound sqrt(K_jj) ||Delta w(t)|| + |Delta b(t)| is convex in t
+        along the step (a norm and an absolute value of affine functions),
+        so on [0, tau] it is at most its larger endpoint value. A row below
+        both endpoint values cannot reach 0 anywhere in the step, nor in a
+        shorter one: rows that join can only shorten the step, so one round
+        suffices.
+        """
+        cdef double tau = self.pth_tau, A, E, W, DB
+        cdef Py_ssize_t i, j, kept = 0
+        cdef bint every = not isfinite(tau)
+        if not every:
+            self._scr_grow(tau, &A, &E)
+            W = self._scr_norm(A, E)
+            if W < self.scr_W0:
+                W = self.scr_W0
+            DB = fabs(self.scr_db + self.pth_beta_b * tau) * (1.0 + 1e-9)
+            if DB < self.scr_DB0:
+                DB = self.scr_DB0
+        for i in range(self.scr_nrows):
+            j = self.scr_rows[i]
+            if every or self.scr_key[j] <= self.scr_s[j] * W + DB:
+                self._scr_follow(j)
+            else:
+                self.scr_rows[kept] = j
+                kept += 1
+        self.scr_nrows = kept
+
+    cdef void _scr_follow(self, Py_ssize_t j) noexcept nogil:
+        # a screened row becomes a candidate: exact gradient, rate, event
+        cdef Py_ssize_t p, m = self.n_margin
+        cdef double r = 0.0
+        self._scr_refresh(j)
+        self.scr_state[j] = SCR_FOLLOWED
+        self.scr_L[self.scr_nL] = j
+        self.scr_nL += 1
+        for p in range(m):
+            r += self.KS[j + p * self.ks_ld] * self.wbuf[p]
+        if self.pth_moves:
+            r += self.u[j]
+        self.h[j] = self.y[j] * (r + self.pth_beta_b)
+        self.n_rated_rows += 1
+        self._consider_row(j)
+
+    cdef void _scr_advance(self, double tau) noexcept nogil:
+        # the step is taken: ||Delta w||^2, Delta b, the followed gradients
+        cdef Py_ssize_t i, j
+        cdef double A, E
+        self._scr_grow(tau, &A, &E)
+        self.scr_A = A
+        self.scr_E = E
+        self.scr_db += self.pth_beta_b * tau
+        self.scr_W0 = self._scr_norm(A, E)
+        self.scr_DB0 = fabs(self.scr_db) * (1.0 + 1e-9)
+        for i in range(self.scr_nL):
+            j = self.scr_L[i]
+            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                self.g[j] += self.h[j] * tau
+
+    cdef int _scr_end(self) noexcept nogil:
+        """End a screened path: every screened gradient brought up to date,
+        g_j = g_j(0) + y_j (K_jT y_T dA_T + Delta b), in one pass over the
+        rows of T (one product with the packed margin rows for its members
+        in S), or row by row when few rows are left screened."""
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, i, j, k, p
+        cdef double coef
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        if not self.scr_on:
+            return ST_OK
+        if 4 * self.scr_nrows * self.scr_nT < n * (m + 1):
+            for i in range(self.scr_nrows):
+                self._scr_refresh(self.scr_rows[i])
+        else:
+            for j in range(n):
+                self.h[j] = 0.0
+            if m > 0:
+                for p in range(m):
+                    k = self.margin[p]
+                    self.wbuf[p] = self.y[k] * self.scr_dA[k]
+                bn = <blas_int>n
+                bm = <blas_int>m
+                ld = <blas_int>self.ks_ld
+                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                      &self.h[0], &one_i)
+            bn = <blas_int>n
+            for i in range(self.scr_nT):
+                k = self.scr_T[i]
+                if self.setof[k] == S_MARGIN or self.scr_dA[k] == 0.0:
+                    continue
+                coef = self.y[k] * self.scr_dA[k]
+                daxpy(&bn, &coef, self.scr_Trow[i], &one_i, &self.h[0], &one_i)
+            for i in range(self.scr_nrows):
+                j = self.scr_rows[i]
+                self.g[j] += self.y[j] * (self.h[j] + self.scr_db)
+        self._scr_free()
+        return ST_OK
+
+    cdef void _log_migration(self, Py_ssize_t slot, int from_set, int to_set) noexcept nogil:
+        cdef int* grown
+        cdef Py_ssize_t cap
+        if self.mig_n == self.mig_cap:
+            cap = 2 * self.mig_cap if self.mig_cap > 0 else 64
+            grown = <int*>realloc(self.mig_buf, 3 * cap * sizeof(int))
+            if grown == NULL:
+                return  # the log is a test aid: a full log drops entries
+            self.mig_buf = grown
+            self.mig_cap = cap
+        self.mig_buf[3 * self.mig_n] = <int>slot
+        self.mig_buf[3 * self.mig_n + 1] = from_set
+        self.mig_buf[3 * self.mig_n + 2] = to_set
+        self.mig_n += 1
+
+    def migration_log(self):
+        """The migrations recorded while ``record_migrations`` was set, and clear the log.
+
+        Returns
+        -------
+        ndarray of shape (n_migrations, 3), int
+            One row per migration of a path: ``(slot, from_set, to_set)``
+            with the ``SET_*`` codes (the event's example; members of S that a
+            null pivot sends to a bound are not listed).
+        """
+        out = np.array([self.mig_buf[i] for i in range(3 * self.mig_n)],
+                       dtype=np.int64).reshape(-1, 3)
+        self.mig_n = 0
+        return out
 
     # For test purposes only: the step helpers one at a time, on the current
     # state, driving `slots` along `d` (learning: one inactive slot set up as

@@ -889,6 +889,7 @@ cdef class CPEngine:
     cdef double** scr_Trow            # kernel rows of the touched ones
     cdef Py_ssize_t scr_nL, scr_nT, scr_nrows
     cdef double scr_A, scr_E, scr_db, scr_B, scr_C, scr_eB, scr_eC, scr_W0, scr_DB0
+    cdef double scr_P, scr_dP          # sum_T |dA_k| sqrt(K_kk), and its rate along the step
     cdef readonly long n_rated_rows   # gradient rates computed on paths (rows, summed over steps)
     # migration log for tests and benchmarks: (slot, from_set, to_set) per migration
     cdef public bint record_migrations
@@ -1752,7 +1753,7 @@ cdef class CPEngine:
         error row to an event; rows already close to one are followed."""
         cdef Py_ssize_t n = self.store.n_slots, j, p
         cdef int kc = self.store.kernel_code
-        cdef double d, talpha = 0.0, key
+        cdef double d, talpha = 0.0, key, smax = 0.0
         self.scr_on = False
         # Cauchy-Schwarz needs a positive semi-definite kernel: a precomputed
         # Gram matrix (or a polynomial kernel with a negative offset) may not be
@@ -1780,6 +1781,7 @@ cdef class CPEngine:
         self.scr_db = 0.0
         self.scr_W0 = 0.0
         self.scr_DB0 = 0.0
+        self.scr_P = 0.0
         for j in range(n):
             self.scr_dA[j] = 0.0
             self.scr_state[j] = SCR_IGNORED
@@ -1787,6 +1789,16 @@ cdef class CPEngine:
             self.scr_s[j] = sqrt(d) if d > 0.0 else 0.0
             if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
                 talpha += self.alpha[j] * self.scr_s[j]
+            if self.scr_s[j] > smax:
+                smax = self.scr_s[j]
+        for p in range(self.pth_ndrv):
+            talpha += fabs(self.pth_dvec[p]) * self.pth_t_total * self.scr_s[self.pth_drv[p]]
+        if 1e-8 * smax * talpha > 1.0 + fabs(self.b):
+            # the kernel terms of a gradient exceed it by more than 1e8: float64
+            # knows the gradients to a few digits only (docs/cp-engine.md,
+            # section 5), and the unscreened path is followed as it always was
+            self._scr_free()
+            return ST_OK
         for p in range(self.n_margin):
             if self._scr_touch(self.margin[p]) != 0:
                 self._scr_free()
@@ -1848,7 +1860,7 @@ cdef class CPEngine:
         cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, nL = self.scr_nL, i, j, p
         cdef bint moves = self.pth_moves
         cdef double bb = self.pth_beta_b, r, B = 0.0, C = 0.0, aB = 0.0, aC = 0.0
-        cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef
+        cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef, dP = 0.0
         cdef blas_int bn, bm, ld, one_i = 1
         cdef double one = 1.0, zero = 0.0
         if m > 0 and 4 * nL > n:
@@ -1875,6 +1887,7 @@ cdef class CPEngine:
             C += self.wbuf[p] * self.h[j]
             aC += fabs(self.wbuf[p] * self.h[j])
             eC += fabs(self.wbuf[p])
+            dP += fabs(self.wbuf[p]) * self.scr_s[j]
         if moves:
             for i in range(self.pth_ndrv):
                 j = self.pth_drv[i]
@@ -1882,8 +1895,10 @@ cdef class CPEngine:
                 C += coef * self.h[j]
                 aC += fabs(coef * self.h[j])
                 eC += fabs(coef)
+                dP += fabs(coef) * self.scr_s[j]
         self.scr_B = B
         self.scr_C = C
+        self.scr_dP = dP
         self.scr_eB = rho * eB + 1e-12 * aB
         self.scr_eC = rho * eC + 1e-12 * aC
         for i in range(nL):
@@ -1923,7 +1938,7 @@ cdef class CPEngine:
         shorter one: rows that join can only shorten the step, so one round
         suffices.
         """
-        cdef double tau = self.pth_tau, A, E, W, DB
+        cdef double tau = self.pth_tau, A, E, W, DB, P
         cdef Py_ssize_t i, j, kept = 0
         cdef bint every = not isfinite(tau)
         if not every:
@@ -1931,6 +1946,11 @@ cdef class CPEngine:
             W = self._scr_norm(A, E)
             if W < self.scr_W0:
                 W = self.scr_W0
+            # the rounding of the gradients grows with the terms the path
+            # adds to them (sum_T |dA_k| sqrt(K_kk) at most): the margin of
+            # _scr_begin, 1e-9 of the terms, follows it
+            P = self.scr_P + tau * self.scr_dP
+            W += 1e-9 * P
             DB = fabs(self.scr_db + self.pth_beta_b * tau) * (1.0 + 1e-9)
             if DB < self.scr_DB0:
                 DB = self.scr_DB0
@@ -1969,6 +1989,8 @@ cdef class CPEngine:
         self.scr_db += self.pth_beta_b * tau
         self.scr_W0 = self._scr_norm(A, E)
         self.scr_DB0 = fabs(self.scr_db) * (1.0 + 1e-9)
+        self.scr_P += tau * self.scr_dP
+        self.scr_W0 += 1e-9 * self.scr_P
         for i in range(self.scr_nL):
             j = self.scr_L[i]
             if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:

@@ -72,8 +72,8 @@ def _model(X, kernel):
 
 
 def _run(model, screening, update):
+    model.set_params(screening=screening)
     engine = model.head_set_.engine(0)
-    engine.screening = screening
     engine.record_migrations = True
     engine.migration_log()
     rated = engine.n_rated_rows
@@ -138,7 +138,7 @@ def test_screening_keeps_unlearning_exact():
     # one after the other, screened: the model equals a refit on what remains
     X, y = _mixture(n=600, seed=4)
     m = _model(X, "rbf").fit(X, y)
-    m.head_set_.engine(0).screening = True
+    assert m.screening  # the default
     gone = [int(i) for i in np.random.default_rng(5).choice(600, 25, replace=False)]
     m.decrement(gone, batch=False)
     keep = np.setdiff1d(np.arange(600), gone)
@@ -161,3 +161,37 @@ def test_migration_log_lists_each_migration():
     assert np.all(log[:, 1] != log[:, 2])
     assert set(log[:, 1]) | set(log[:, 2]) <= {0, 1, 2, 3}
     assert len(engine.migration_log()) == 0  # reading clears it
+
+
+def test_estimator_parameter_switches_screening():
+    X, y = _mixture(n=500, seed=6)
+    gamma = 1.0 / (X.shape[1] * X.var())
+    gone = [int(i) for i in range(0, 500, 25)]
+    models = []
+    for flag in (True, False):
+        m = CPSVM(gamma=gamma, screening=flag).fit(X, y)
+        before = m.head_set_.engine(0).n_rated_rows
+        m.decrement(gone)
+        models.append((m, m.head_set_.engine(0).n_rated_rows - before))
+    (on, rated_on), (off, rated_off) = models
+    assert rated_on < rated_off
+    d_on, d_off = on.decision_function(X), off.decision_function(X)
+    assert np.max(np.abs(d_on - d_off)) <= REL_TOL * np.max(np.abs(d_off))
+    # an execution setting: switching it keeps the model fitted, and it
+    # travels with a pickled model
+    on.set_params(screening=False)
+    assert pickle.loads(pickle.dumps(on)).screening is False
+    np.testing.assert_array_equal(on.decision_function(X), d_on)
+
+
+def test_bad_screening_value_is_refused_and_changes_nothing():
+    from eco.exceptions import InvalidInputError
+    X, y = _mixture(n=200, seed=7)
+    with pytest.raises(InvalidInputError, match="screening"):
+        CPSVM(screening="yes").fit(X, y)
+    m = CPSVM(gamma=0.1).fit(X, y)
+    digest = m.state_digest()
+    m.screening = 1
+    with pytest.raises(InvalidInputError, match="screening"):
+        m.decrement([3])
+    assert m.state_digest() == digest

@@ -888,6 +888,14 @@ cdef class CPEngine:
     cdef Py_ssize_t* scr_rows         # screened rows (compacted as they leave)
     cdef double** scr_Trow            # kernel rows of the touched ones
     cdef Py_ssize_t scr_nL, scr_nT, scr_nrows
+    # K_LT, the kernel values of the followed rows (L) against the touched
+    # ones (T), row-major (row i = L[i], leading dimension scr_capT), so that
+    # the rates of a step are one contiguous product of |L| x |T|
+    cdef double* scr_KL
+    cdef double* scr_wT               # per touched row: its coefficient in dw (or in Delta w)
+    cdef double* scr_out              # per followed row: the product
+    cdef Py_ssize_t scr_capL, scr_capT
+    cdef int scr_fail                 # a status raised inside a void helper
     cdef double scr_A, scr_E, scr_db, scr_B, scr_C, scr_eB, scr_eC, scr_W0, scr_DB0
     cdef double scr_P, scr_dP          # sum_T |dA_k| sqrt(K_kk), and its rate along the step
     cdef readonly long n_rated_rows   # gradient rates computed on paths (rows, summed over steps)
@@ -917,6 +925,11 @@ cdef class CPEngine:
         self.scr_T = NULL
         self.scr_rows = NULL
         self.scr_Trow = NULL
+        self.scr_KL = NULL
+        self.scr_wT = NULL
+        self.scr_out = NULL
+        self.scr_capL = 0
+        self.scr_capT = 0
         self.mig_buf = NULL
         self.mig_n = 0
         self.mig_cap = 0
@@ -1692,6 +1705,8 @@ cdef class CPEngine:
             self._direction()
             self._rates()
             self._next_event()
+            if self.scr_on and self.scr_fail != ST_OK:
+                return self.scr_fail
             if self.pth_kind == EV_NONE and self.pth_t_left <= 1e-9 * t_total:
                 # S emptied a rounding error before the end (the last member
                 # reached its bound at t = 1 - 1e-16): nothing is left to move
@@ -1721,6 +1736,12 @@ cdef class CPEngine:
     cdef void _scr_free(self) noexcept nogil:
         free(self.scr_dA); free(self.scr_key); free(self.scr_s); free(self.scr_state)
         free(self.scr_L); free(self.scr_T); free(self.scr_rows); free(self.scr_Trow)
+        free(self.scr_KL); free(self.scr_wT); free(self.scr_out)
+        self.scr_KL = NULL
+        self.scr_wT = NULL
+        self.scr_out = NULL
+        self.scr_capL = 0
+        self.scr_capT = 0
         self.scr_dA = NULL
         self.scr_key = NULL
         self.scr_s = NULL
@@ -1733,20 +1754,80 @@ cdef class CPEngine:
 
     cdef int _scr_touch(self, Py_ssize_t j) noexcept nogil:
         # j's alpha may move on this path: follow it and keep its kernel row
+        # (once K_LT exists: a row of it if j is new to L, and a column)
         cdef double* row
         if self.scr_state[j] == SCR_TOUCHED:
             return 0
         row = self.store.row(j)
         if row == NULL:
             return ST_NO_MEMORY
+        if self.scr_KL != NULL and self._scr_kl_reserve(self.scr_nL + 1, self.scr_nT + 1) != 0:
+            return ST_NO_MEMORY
         if self.scr_state[j] != SCR_FOLLOWED:
             self.scr_L[self.scr_nL] = j
             self.scr_nL += 1
+            if self.scr_KL != NULL:
+                self._scr_kl_fill_row(self.scr_nL - 1)
         self.scr_state[j] = SCR_TOUCHED
         self.scr_T[self.scr_nT] = j
         self.scr_Trow[self.scr_nT] = row
         self.scr_nT += 1
+        if self.scr_KL != NULL:
+            self._scr_kl_fill_col(self.scr_nT - 1)
         return 0
+
+    cdef int _scr_kl_reserve(self, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+        # room in K_LT for `rows` x `cols` (grown by half, relaid out when wider)
+        cdef Py_ssize_t capL = self.scr_capL, capT = self.scr_capT, i
+        cdef double* KL
+        if rows <= capL and cols <= capT and self.scr_KL != NULL:
+            return 0
+        if rows > capL:
+            capL = rows + rows // 2 + 64
+        if cols > capT:
+            capT = cols + cols // 2 + 32
+        if capT == self.scr_capT:
+            KL = <double*>realloc(self.scr_KL, capL * capT * sizeof(double))
+            if KL == NULL:
+                return ST_NO_MEMORY
+        else:
+            KL = <double*>malloc(capL * capT * sizeof(double))
+            if KL == NULL:
+                return ST_NO_MEMORY
+            if self.scr_KL != NULL:
+                for i in range(self.scr_nL):
+                    memcpy(KL + i * capT, self.scr_KL + i * self.scr_capT,
+                           self.scr_nT * sizeof(double))
+                free(self.scr_KL)
+            free(self.scr_wT)
+            self.scr_wT = <double*>malloc(capT * sizeof(double))
+            if self.scr_wT == NULL:
+                free(KL)
+                self.scr_KL = NULL
+                return ST_NO_MEMORY
+        if capL != self.scr_capL:
+            free(self.scr_out)
+            self.scr_out = <double*>malloc(capL * sizeof(double))
+            if self.scr_out == NULL:
+                free(KL)
+                self.scr_KL = NULL
+                return ST_NO_MEMORY
+        self.scr_KL = KL
+        self.scr_capL = capL
+        self.scr_capT = capT
+        return 0
+
+    cdef void _scr_kl_fill_row(self, Py_ssize_t i) noexcept nogil:
+        cdef Py_ssize_t t, j = self.scr_L[i]
+        cdef double* out = self.scr_KL + i * self.scr_capT
+        for t in range(self.scr_nT):
+            out[t] = self.scr_Trow[t][j]
+
+    cdef void _scr_kl_fill_col(self, Py_ssize_t t) noexcept nogil:
+        cdef Py_ssize_t i, capT = self.scr_capT
+        cdef double* row = self.scr_Trow[t]
+        for i in range(self.scr_nL):
+            self.scr_KL[i * capT + t] = row[self.scr_L[i]]
 
     cdef int _scr_begin(self) noexcept nogil:
         """Start a screened path: snapshot the distance of every reserve and
@@ -1830,22 +1911,14 @@ cdef class CPEngine:
                 self.scr_state[j] = SCR_FOLLOWED
                 self.scr_L[self.scr_nL] = j
                 self.scr_nL += 1
+        if self._scr_kl_reserve(self.scr_nL, self.scr_nT) != 0:
+            self._scr_free()
+            return ST_NO_MEMORY
+        for p in range(self.scr_nT):
+            self._scr_kl_fill_col(p)
+        self.scr_fail = ST_OK
         self.scr_on = True
         return ST_OK
-
-    cdef void _scr_gather(self, Py_ssize_t* rows, Py_ssize_t count) noexcept nogil:
-        # h[j] = K_jS (y_S beta_S) for the listed rows, read from the packed
-        # margin rows column by column (each column streamed once)
-        cdef Py_ssize_t m = self.n_margin, p, i
-        cdef double wp
-        cdef double* col
-        for i in range(count):
-            self.h[rows[i]] = 0.0
-        for p in range(m):
-            wp = self.wbuf[p]
-            col = self.KS + p * self.ks_ld
-            for i in range(count):
-                self.h[rows[i]] += col[rows[i]] * wp
 
     cdef void _scr_rates(self) noexcept nogil:
         """Rates of the followed rows, and the growth of ||Delta w||^2 along the step.
@@ -1863,15 +1936,21 @@ cdef class CPEngine:
         cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef, dP = 0.0
         cdef blas_int bn, bm, ld, one_i = 1
         cdef double one = 1.0, zero = 0.0
-        if m > 0 and 4 * nL > n:
-            # most rows followed: one streamed product beats the gathers
-            bn = <blas_int>n
-            bm = <blas_int>m
-            ld = <blas_int>self.ks_ld
-            dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
-                  &self.h[0], &one_i)
+        # K_LS (y_S beta_S) as K_LT wT, wT zero off S: one contiguous product
+        for i in range(self.scr_nT):
+            j = self.scr_T[i]
+            self.scr_wT[i] = self.wbuf[self.pos[j]] if self.setof[j] == S_MARGIN else 0.0
+        if self.scr_nT > 0 and nL > 0:
+            bm = <blas_int>self.scr_nT
+            bn = <blas_int>nL
+            ld = <blas_int>self.scr_capT
+            dgemv(b"T", &bm, &bn, &one, self.scr_KL, &ld, self.scr_wT, &one_i, &zero,
+                  self.scr_out, &one_i)
+            for i in range(nL):
+                self.h[self.scr_L[i]] = self.scr_out[i]
         else:
-            self._scr_gather(self.scr_L, nL)
+            for i in range(nL):
+                self.h[self.scr_L[i]] = 0.0
         self.n_rated_rows += nL
         for i in range(nL):
             j = self.scr_L[i]
@@ -1964,15 +2043,27 @@ cdef class CPEngine:
         self.scr_nrows = kept
 
     cdef void _scr_follow(self, Py_ssize_t j) noexcept nogil:
-        # a screened row becomes a candidate: exact gradient, rate, event
-        cdef Py_ssize_t p, m = self.n_margin
-        cdef double r = 0.0
-        self._scr_refresh(j)
+        # a screened row becomes a candidate: its row of K_LT, exact
+        # gradient, rate, event (scr_wT holds the step's coefficients)
+        cdef Py_ssize_t t, i
+        cdef double r = 0.0, s = 0.0, k
+        cdef double* row
+        if self._scr_kl_reserve(self.scr_nL + 1, self.scr_nT) != 0:
+            self.scr_fail = ST_NO_MEMORY
+            return
         self.scr_state[j] = SCR_FOLLOWED
         self.scr_L[self.scr_nL] = j
         self.scr_nL += 1
-        for p in range(m):
-            r += self.KS[j + p * self.ks_ld] * self.wbuf[p]
+        i = self.scr_nL - 1
+        self._scr_kl_fill_row(i)
+        row = self.scr_KL + i * self.scr_capT
+        for t in range(self.scr_nT):
+            k = row[t]
+            r += k * self.scr_wT[t]
+            if self.scr_dA[self.scr_T[t]] != 0.0:
+                s += k * (self.y[self.scr_T[t]] * self.scr_dA[self.scr_T[t]])
+        # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b)
+        self.g[j] += self.y[j] * (s + self.scr_db)
         if self.pth_moves:
             r += self.u[j]
         self.h[j] = self.y[j] * (r + self.pth_beta_b)
@@ -2071,7 +2162,11 @@ cdef class CPEngine:
 
     def path_step_for_tests(self, const Py_ssize_t[::1] slots, const double[::1] d, bint learning,
                         str upto="migrate"):
-        """For test purposes only: run one path step up to `upto`.
+        """For test purposes only: run one path step up to `upto` (unscreened).
+
+        The step runs without screening, every row rated, so that each helper
+        can be checked against NumPy on all rows; tests/test_screening.py
+        checks the screened path against this unscreened one.
 
         `upto` is one of "direction", "rates", "event", "apply", "migrate".
         Returns a dict with beta_b, beta (of S, in margin order), moves,

@@ -2017,7 +2017,7 @@ cdef class CPEngine:
         shorter one: rows that join can only shorten the step, so one round
         suffices.
         """
-        cdef double tau = self.pth_tau, A, E, W, DB, P
+        cdef double tau = self.pth_tau, A, E, W = 0.0, DB = 0.0, P
         cdef Py_ssize_t i, j, kept = 0
         cdef bint every = not isfinite(tau)
         if not every:
@@ -2033,35 +2033,64 @@ cdef class CPEngine:
             DB = fabs(self.scr_db + self.pth_beta_b * tau) * (1.0 + 1e-9)
             if DB < self.scr_DB0:
                 DB = self.scr_DB0
+        cdef Py_ssize_t first = self.scr_nL, count = 0
+        # the rows that join, appended to L in slot order (scr_rows keeps it)
         for i in range(self.scr_nrows):
             j = self.scr_rows[i]
             if every or self.scr_key[j] <= self.scr_s[j] * W + DB:
-                self._scr_follow(j)
+                count += 1
+        if count == 0:
+            return
+        if self._scr_kl_reserve(first + count, self.scr_nT) != 0:
+            self.scr_fail = ST_NO_MEMORY
+            return
+        for i in range(self.scr_nrows):
+            j = self.scr_rows[i]
+            if every or self.scr_key[j] <= self.scr_s[j] * W + DB:
+                self.scr_state[j] = SCR_FOLLOWED
+                self.scr_L[self.scr_nL] = j
+                self.scr_nL += 1
             else:
                 self.scr_rows[kept] = j
                 kept += 1
         self.scr_nrows = kept
+        self._scr_kl_fill_rows(first, count)
+        for i in range(first, first + count):
+            self._scr_follow(i)
 
-    cdef void _scr_follow(self, Py_ssize_t j) noexcept nogil:
-        # a screened row becomes a candidate: its row of K_LT, exact
-        # gradient, rate, event (scr_wT holds the step's coefficients)
-        cdef Py_ssize_t t, i
-        cdef double r = 0.0, s = 0.0, k
+    cdef void _scr_kl_fill_rows(self, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
+        # rows first..first+count-1 of K_LT. One row at a time reads one value
+        # from each of |T| kernel rows (a cache miss each); many rows at once
+        # read each kernel row in ascending order (nearly a stream when they
+        # are dense), by blocks of 64 rows of K_LT that stay in cache
+        cdef Py_ssize_t i, t, b0, b1, capT = self.scr_capT
         cdef double* row
-        if self._scr_kl_reserve(self.scr_nL + 1, self.scr_nT) != 0:
-            self.scr_fail = ST_NO_MEMORY
+        if 32 * count < self.store.n_slots:
+            for i in range(first, first + count):
+                self._scr_kl_fill_row(i)
             return
-        self.scr_state[j] = SCR_FOLLOWED
-        self.scr_L[self.scr_nL] = j
-        self.scr_nL += 1
-        i = self.scr_nL - 1
-        self._scr_kl_fill_row(i)
-        row = self.scr_KL + i * self.scr_capT
+        b0 = first
+        while b0 < first + count:
+            b1 = b0 + 64
+            if b1 > first + count:
+                b1 = first + count
+            for t in range(self.scr_nT):
+                row = self.scr_Trow[t]
+                for i in range(b0, b1):
+                    self.scr_KL[i * capT + t] = row[self.scr_L[i]]
+            b0 = b1
+
+    cdef void _scr_follow(self, Py_ssize_t i) noexcept nogil:
+        # row i of L has just joined, its row of K_LT filled: exact gradient,
+        # rate, event (scr_wT holds the step's coefficients)
+        cdef Py_ssize_t t, j = self.scr_L[i], k
+        cdef double r = 0.0, s = 0.0
+        cdef double* row = self.scr_KL + i * self.scr_capT
         for t in range(self.scr_nT):
-            k = row[t]
-            r += k * self.scr_wT[t]
-            if self.scr_dA[self.scr_T[t]] != 0.0:
-                s += k * (self.y[self.scr_T[t]] * self.scr_dA[self.scr_T[t]])
+            r += row[t] * self.scr_wT[t]
+            k = self.scr_T[t]
+            if self.scr_dA[k] != 0.0:
+                s += row[t] * (self.y[k] * self.scr_dA[k])
         # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b)
         self.g[j] += self.y[j] * (s + self.scr_db)
         if self.pth_moves:

@@ -137,8 +137,7 @@ def test_screened_path_takes_the_same_events(data, kernel):
 def test_screening_keeps_unlearning_exact():
     # one after the other, screened: the model equals a refit on what remains
     X, y = _mixture(n=600, seed=4)
-    m = _model(X, "rbf").fit(X, y)
-    assert m.screening  # the default
+    m = _model(X, "rbf").set_params(screening=True).fit(X, y)
     gone = [int(i) for i in np.random.default_rng(5).choice(600, 25, replace=False)]
     m.decrement(gone, batch=False)
     keep = np.setdiff1d(np.arange(600), gone)
@@ -190,6 +189,7 @@ def test_bad_screening_value_is_refused_and_changes_nothing():
     with pytest.raises(InvalidInputError, match="screening"):
         CPSVM(screening="yes").fit(X, y)
     m = CPSVM(gamma=0.1).fit(X, y)
+    assert m.screening is False  # the default
     digest = m.state_digest()
     m.screening = 1
     with pytest.raises(InvalidInputError, match="screening"):

@@ -957,7 +957,9 @@ cdef class CPEngine:
         self.n_refactorisations = 0
         self.updates_since_check = 0
         self.sigma = 1.0
-        self.screening = True
+        # off by default: measured slower than the plain product at MNIST
+        # n = 10,000 (docs/cp-engine.md, section 10)
+        self.screening = False
         self.n_rated_rows = 0
         self.record_migrations = False
         self.sync_capacity()

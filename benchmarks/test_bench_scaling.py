@@ -97,7 +97,7 @@ def test_scaling_refit(benchmark, results, dataset, n, kind):
     results.track_slope(f"scaling {dataset} SVC refit without {kind}", n, key)
 
 
-@pytest.mark.parametrize("label", ["default", "audit=False", "screening=False"])
+@pytest.mark.parametrize("label", ["default", "audit=False", "screening=True"])
 @pytest.mark.parametrize("kind", ["reserve", "margin", "error", "batch"])
 @pytest.mark.parametrize("dataset,n", POINTS)
 def test_scaling_unlearn(benchmark, results, bench, dataset, n, kind, label):
@@ -109,8 +109,8 @@ def test_scaling_unlearn(benchmark, results, bench, dataset, n, kind, label):
 
     def setup():
         holder["model"] = p.fresh()
-        if label == "screening=False":  # the unscreened path, same events (untimed switch)
-            holder["model"].set_params(screening=False)
+        if label == "screening=True":  # the screened path, same events (untimed switch)
+            holder["model"].set_params(screening=True)
         return (holder["model"],), {}
 
     def unlearn(model):
@@ -168,7 +168,7 @@ def test_scaling_matvec(benchmark, results, bench, dataset, n):
     for kind in ("margin", "error"):
         done = p.check_removal(_ids(p, kind), kind)
         m = done["receipt"].n_migrations
-        for label, suffix in (("audit=False", ""), ("screening=False", " (screening=False)")):
+        for label, suffix in (("audit=False", ""), ("screening=True", " (screening=True)")):
             if m:
                 name = f"{dataset} n={n} {kind}: per migration / matvec{suffix}"
                 results.comparisons[name] = bench.Comparison(

@@ -36,6 +36,8 @@ sys.path.insert(0, str(HERE))
 CURVES = ("CPSVM.fit", "SVC.fit", "decrement reserve", "decrement margin", "decrement error",
           "decrement batch of 50", "decrement reserve audit=False",
           "decrement margin audit=False", "decrement error audit=False",
+          "decrement margin screening=True", "decrement error screening=True",
+          "decrement batch of 50 screening=True",
           "SVC refit without a margin", "SVC refit without an error",
           "numpy margin", "numpy error", "matvec K_S.T @ v")
 
@@ -89,6 +91,10 @@ def _measure(sp, dataset, n):
 
         times[f"decrement {label}"] = sp.time_calls(default_call, fresh, rounds)
         times[f"decrement {label} audit=False"] = sp.time_calls(path_only, fresh, rounds)
+        if kind != "reserve":
+            # the screened path (same events; the switch is outside the timing)
+            times[f"decrement {label} screening=True"] = sp.time_calls(
+                default_call, lambda: (p.fresh().set_params(screening=True),), rounds)
         info[f"{label} migrations"] = done["receipt"].n_migrations
         info[f"{label} steps"] = done["receipt"].n_steps
         info[f"{label}: ids on the path"] = sum(
@@ -168,6 +174,12 @@ RATIOS = (  # (label, numerator, denominator)
     ("refit / margin (audit=False)", "SVC refit without a margin", "decrement margin audit=False"),
     ("refit / error (audit=False)", "SVC refit without an error", "decrement error audit=False"),
     ("refit / batch of 50", "SVC refit without 50", "decrement batch of 50"),
+    ("refit / margin (screening=True)", "SVC refit without a margin",
+     "decrement margin screening=True"),
+    ("refit / error (screening=True)", "SVC refit without an error",
+     "decrement error screening=True"),
+    ("refit / batch of 50 (screening=True)", "SVC refit without 50",
+     "decrement batch of 50 screening=True"),
     ("numpy / eco margin (audit=False)", "numpy margin", "decrement margin audit=False"),
     ("numpy / eco error (audit=False)", "numpy error", "decrement error audit=False"),
 )
@@ -185,6 +197,9 @@ def summarise(points):
             if mv and m:
                 pt["ratios"][f"{kind}: per migration / matvec (audit=False)"] = \
                     med[f"decrement {kind} audit=False"] / m / mv
+                if f"decrement {kind} screening=True" in med:
+                    pt["ratios"][f"{kind}: per migration / matvec (screening=True)"] = \
+                        med[f"decrement {kind} screening=True"] / m / mv
     slopes = {}
     for d in sorted({pt["dataset"] for pt in points}):
         pts = sorted((pt for pt in points if pt["dataset"] == d), key=lambda q: q["n"])

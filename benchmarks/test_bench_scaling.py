@@ -97,10 +97,10 @@ def test_scaling_refit(benchmark, results, dataset, n, kind):
     results.track_slope(f"scaling {dataset} SVC refit without {kind}", n, key)
 
 
-@pytest.mark.parametrize("audit", [True, False], ids=["default", "audit=False"])
+@pytest.mark.parametrize("label", ["default", "audit=False", "screening=True"])
 @pytest.mark.parametrize("kind", ["reserve", "margin", "error", "batch"])
 @pytest.mark.parametrize("dataset,n", POINTS)
-def test_scaling_unlearn(benchmark, results, bench, dataset, n, kind, audit):
+def test_scaling_unlearn(benchmark, results, bench, dataset, n, kind, label):
     p = _point(dataset, n)
     ids = _ids(p, kind)
     done = p.check_removal(ids, kind)
@@ -109,16 +109,18 @@ def test_scaling_unlearn(benchmark, results, bench, dataset, n, kind, audit):
 
     def setup():
         holder["model"] = p.fresh()
+        if label == "screening=True":  # the screened path, same events (untimed switch)
+            holder["model"].set_params(screening=True)
         return (holder["model"],), {}
 
     def unlearn(model):
-        return model.decrement(request) if audit else model.decrement(request, audit=False)
+        return model.decrement(request, audit=False) if label == "audit=False" \
+            else model.decrement(request)
 
     rounds = _rounds(n, "reserve" if kind == "reserve" else "unlearn")
     benchmark.group = f"scaling {dataset} n={n} unlearn"
     benchmark.pedantic(unlearn, setup=setup, rounds=rounds, iterations=1)
     assert holder["model"].state_digest() == done["digest"]
-    label = "default" if audit else "audit=False"
     key = _key(dataset, n, f"decrement {kind} ({label})")
     receipt = done["receipt"]
     results.record(benchmark, key, n=n, dataset=dataset, n_migrations=receipt.n_migrations,
@@ -166,11 +168,11 @@ def test_scaling_matvec(benchmark, results, bench, dataset, n):
     for kind in ("margin", "error"):
         done = p.check_removal(_ids(p, kind), kind)
         m = done["receipt"].n_migrations
-        if m:
-            results.comparisons[f"{dataset} n={n} {kind}: per migration / matvec"] = \
-                bench.Comparison(f"{dataset} n={n} {kind}: per migration / matvec",
-                                 _key(dataset, n, f"decrement {kind} (audit=False)"), key,
-                                 num_scale=m)
+        for label, suffix in (("audit=False", ""), ("screening=True", " (screening=True)")):
+            if m:
+                name = f"{dataset} n={n} {kind}: per migration / matvec{suffix}"
+                results.comparisons[name] = bench.Comparison(
+                    name, _key(dataset, n, f"decrement {kind} ({label})"), key, num_scale=m)
 
 
 @pytest.mark.parametrize("dataset,n", POINTS)

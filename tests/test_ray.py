@@ -111,7 +111,10 @@ def test_loo_equal_across_backends(n_classes):
     # an actor that dies before the call is revived at the committed state, then runs it
     heads = remote.head_set_
     ray.kill(heads.actors[0], no_restart=True)
-    np.testing.assert_array_equal(remote.loo_decision(), local.loo_decision())
+    # the revived heads recompute their gradients and inverse margin matrix
+    # from the checkpoint's primary state: equal up to rounding, not bit for bit
+    np.testing.assert_allclose(remote.loo_decision(), local.loo_decision(),
+                               rtol=0, atol=DECISION_TOL)
     assert heads.n_revivals == 1
     assert remote.state_digest() == local.state_digest()
 

@@ -279,6 +279,13 @@ cdef enum:
 cdef enum:
     PATH_GO_ON = -1
 
+# State of a row on a screened path (CPEngine.scr_state)
+cdef enum:
+    SCR_SCREENED = 0      # its gradient is g_j(0) and a bound proves it is no event
+    SCR_FOLLOWED = 1      # exact gradient and rate every step (a candidate)
+    SCR_IGNORED = 2       # not a reserve or error row at the start (margin, driven, inactive)
+    SCR_TOUCHED = 3       # followed, and its alpha may move (driven, or in S during the path)
+
 
 # ---------------------------------------------------------------------------
 # Kernel values
@@ -1043,6 +1050,38 @@ cdef class CPEngine:
     cdef int pth_kind
     cdef double pth_t_left, pth_t_total, pth_s_drv, pth_usum, pth_tol_base, pth_tol
     cdef double pth_beta_b, pth_tau
+    cdef Py_ssize_t* pth_drv          # the driven set and its direction (for screening)
+    cdef double* pth_dvec
+    cdef Py_ssize_t pth_ndrv
+    cdef double pth_rho               # rounding bound of one raw gradient rate
+    # safe screening of the path (see _scr_begin and docs/cp-engine.md, section 10)
+    cdef public bint screening        # screen rows on the path (False: every row, every step)
+    cdef bint scr_on                  # screening in use on the path being followed
+    cdef double* scr_dA               # per slot: stepped change of alpha since the path start
+    cdef double* scr_key              # per slot: |g_j(0)| - safety, its distance to an event
+    cdef double* scr_s                # per slot: sqrt(K_jj)
+    cdef signed char* scr_state       # per slot: SCR_* below
+    cdef Py_ssize_t* scr_L            # rows followed exactly (candidates and touched)
+    cdef Py_ssize_t* scr_T            # touched rows: driven or in S at some time of the path
+    cdef Py_ssize_t* scr_rows         # screened rows (compacted as they leave)
+    cdef double** scr_Trow            # kernel rows of the touched ones
+    cdef Py_ssize_t scr_nL, scr_nT, scr_nrows
+    # K_LT, the kernel values of the followed rows (L) against the touched
+    # ones (T), row-major (row i = L[i], leading dimension scr_capT), so that
+    # the rates of a step are one contiguous product of |L| x |T|
+    cdef double* scr_KL
+    cdef double* scr_wT               # per touched row: its coefficient in dw (or in Delta w)
+    cdef double* scr_out              # per followed row: the product
+    cdef Py_ssize_t scr_capL, scr_capT
+    cdef Py_ssize_t scr_alloc_n          # length of the per-slot screening buffers
+    cdef int scr_fail                 # a status raised inside a void helper
+    cdef double scr_A, scr_E, scr_db, scr_B, scr_C, scr_eB, scr_eC, scr_W0, scr_DB0
+    cdef double scr_P, scr_dP          # sum_T |dA_k| sqrt(K_kk), and its rate along the step
+    cdef readonly long n_rated_rows   # gradient rates computed on paths (rows, summed over steps)
+    # migration log for tests and benchmarks: (slot, from_set, to_set) per migration
+    cdef public bint record_migrations
+    cdef int* mig_buf
+    cdef Py_ssize_t mig_n, mig_cap
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -1056,6 +1095,24 @@ cdef class CPEngine:
         self.wbuf2 = NULL
         self.ipiv = NULL
         self.r_cap = 0
+        self.scr_on = False
+        self.scr_dA = NULL
+        self.scr_key = NULL
+        self.scr_s = NULL
+        self.scr_state = NULL
+        self.scr_L = NULL
+        self.scr_T = NULL
+        self.scr_rows = NULL
+        self.scr_Trow = NULL
+        self.scr_KL = NULL
+        self.scr_wT = NULL
+        self.scr_out = NULL
+        self.scr_capL = 0
+        self.scr_alloc_n = 0
+        self.scr_capT = 0
+        self.mig_buf = NULL
+        self.mig_n = 0
+        self.mig_cap = 0
 
     def __init__(self, KernelStore store not None, long max_steps=0):
         self.store = store
@@ -1080,6 +1137,11 @@ cdef class CPEngine:
         self.n_refactorisations = 0
         self.updates_since_check = 0
         self.sigma = 1.0
+        # off by default: measured slower than the plain product at MNIST
+        # n = 10,000 (docs/cp-engine.md, section 10)
+        self.screening = False
+        self.n_rated_rows = 0
+        self.record_migrations = False
         self.sync_capacity()
         if self._grow_r(16) != 0:
             raise MemoryError("could not allocate the margin matrix")
@@ -1091,6 +1153,8 @@ cdef class CPEngine:
         for arr in (self._alpha_arr, self._g_arr, self._y_arr, self._C_arr,
                     self._h_arr, self._u_arr):
             _zero_array(arr)
+        self._scr_free()
+        _zfree(self.mig_buf, self.mig_cap * 3 * sizeof(int))
 
     cdef void _free_r(self, double* R, double* v, double* be, double* w, double* w2,
                       blas_int* ip, Py_ssize_t cap) noexcept nogil:
@@ -1536,6 +1600,9 @@ cdef class CPEngine:
         cdef blas_int bn = <blas_int>n, one_i = 1
         self.pth_learning = learning
         self.pth_c = drv[0]
+        self.pth_drv = drv
+        self.pth_dvec = dvec
+        self.pth_ndrv = n_drv
         self.pth_t_left = t_total
         self.pth_t_total = t_total
         self.pth_s_drv = 0.0
@@ -1609,6 +1676,10 @@ cdef class CPEngine:
             wsum += fabs(self.wbuf[p])
         tol = self.tol_event * fabs(bb) + 1e-10 * wsum * self.store.max_diag
         self.pth_tol = tol if tol > 1e-300 else 1e-300
+        self.pth_rho = 1e-10 * wsum * self.store.max_diag
+        if self.scr_on:
+            self._scr_rates()
+            return
         if m > 0:
             # h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
             bn = <blas_int>n
@@ -1619,6 +1690,7 @@ cdef class CPEngine:
         else:
             for j in range(n):
                 self.h[j] = 0.0
+        self.n_rated_rows += n
         for j in range(n):
             if (self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR
                     or (self.pth_learning and j == self.pth_c)):
@@ -1660,17 +1732,29 @@ cdef class CPEngine:
                 self._consider((self.C[k] - self.alpha[k]) / bb, EV_MARGIN_TO_ERROR, k)
             elif bb < -tol_base:
                 self._consider(self.alpha[k] / (-bb), EV_MARGIN_TO_RESERVE, k)
+        if self.scr_on:
+            # the followed rows only; then the screened ones that the bound
+            # cannot exclude at the end of this tentative step join them
+            for j in range(self.scr_nL):
+                self._consider_row(self.scr_L[j])
+            self._scr_check()
+            return
         for j in range(n):
-            if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
-                continue
-            if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
-                continue
-            gam = self.h[j]
-            if self.setof[j] == S_ERROR:
-                if gam > tol:
-                    self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
-            elif gam < -tol:
-                self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
+            self._consider_row(j)
+
+    cdef inline void _consider_row(self, Py_ssize_t j) noexcept nogil:
+        # a reserve or error row whose gradient moves towards 0 (h[j] is its rate)
+        cdef double gam, tol = self.pth_tol
+        if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+            return
+        if self.C[j] <= 0.0 or self.blocked[j] == self.epoch:
+            return
+        gam = self.h[j]
+        if self.setof[j] == S_ERROR:
+            if gam > tol:
+                self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
+        elif gam < -tol:
+            self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
 
     cdef inline int _apply_step(self, Py_ssize_t* drv, double* dvec,
                                 Py_ssize_t n_drv) noexcept nogil:
@@ -1682,6 +1766,8 @@ cdef class CPEngine:
         for p in range(m):
             k = self.margin[p]
             self.alpha[k] += self.beta[p + 1] * tau
+            if self.scr_on:
+                self.scr_dA[k] += self.beta[p + 1] * tau
             # a tied member can pass its bound by a rounding error: it sits
             # at the bound (a zero-length event next step), never outside
             if self.alpha[k] < 0.0:
@@ -1692,10 +1778,15 @@ cdef class CPEngine:
         if self.pth_moves:
             for i in range(n_drv):
                 self.alpha[drv[i]] += dvec[i] * tau
+                if self.scr_on:
+                    self.scr_dA[drv[i]] += dvec[i] * tau
             self.pth_t_left -= tau
-        for j in range(n):
-            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
-                self.g[j] += self.h[j] * tau
+        if self.scr_on:
+            self._scr_advance(tau)
+        else:
+            for j in range(n):
+                if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                    self.g[j] += self.h[j] * tau
         if self.pth_learning:
             self.g[self.pth_c] += self.h[self.pth_c] * tau
         if not isfinite(self.b):
@@ -1708,6 +1799,21 @@ cdef class CPEngine:
         Returns PATH_GO_ON to take another step, else the status that ends the
         path (ST_OK when the operation is complete).
         """
+        cdef Py_ssize_t k = self.pth_slot
+        cdef int kind = self.pth_kind, st, from_set = -9
+        if kind == EV_END or k < 0:
+            return self._migrate_sets()
+        from_set = self.setof[k]
+        if self.scr_on and kind == EV_TO_MARGIN:
+            # its alpha may move from now on (in S, or by a null pivot)
+            if self._scr_touch(k) != 0:
+                return ST_NO_MEMORY
+        st = self._migrate_sets()
+        if self.record_migrations:
+            self._log_migration(k, from_set, self.setof[k])
+        return st
+
+    cdef int _migrate_sets(self) noexcept nogil:
         cdef Py_ssize_t c = self.pth_c, k = self.pth_slot
         cdef int kind = self.pth_kind, st
         cdef double* row
@@ -1774,10 +1880,23 @@ cdef class CPEngine:
         Unlearning: all driven coefficients reach 0 together at t = t_total = 1.
         Keeps every other active example in KKT along the way.
         """
-        cdef long steps = 0, bound = self._step_bound()
-        cdef int st = self._path_init(drv, dvec, n_drv, learning, t_total)
+        cdef int st = self._path_init(drv, dvec, n_drv, learning, t_total), st2
         if st != ST_OK:
             return st
+        if self.screening:
+            st = self._scr_begin()
+            if st != ST_OK:
+                return st
+        st = self._path_steps(drv, dvec, n_drv, t_total)
+        # every screened gradient brought up to date (also on failure: the
+        # state stays consistent for whoever takes over)
+        st2 = self._scr_end()
+        return st if st != ST_OK else st2
+
+    cdef int _path_steps(self, Py_ssize_t* drv, double* dvec, Py_ssize_t n_drv,
+                         double t_total) noexcept nogil:
+        cdef long steps = 0, bound = self._step_bound()
+        cdef int st
         while True:
             if self.pth_t_left <= 0.0:
                 return ST_OK
@@ -1790,6 +1909,8 @@ cdef class CPEngine:
             self._direction()
             self._rates()
             self._next_event()
+            if self.scr_on and self.scr_fail != ST_OK:
+                return self.scr_fail
             if self.pth_kind == EV_NONE and self.pth_t_left <= 1e-9 * t_total:
                 # S emptied a rounding error before the end (the last member
                 # reached its bound at t = 1 - 1e-16): nothing is left to move
@@ -1803,13 +1924,490 @@ cdef class CPEngine:
             if st != PATH_GO_ON:
                 return st
 
+    # -- safe screening of the path ----------------------------------------------
+    #
+    # Most reserve and error rows are far from g = 0 and cannot be the next
+    # event. With Delta w = sum_{k in T} y_k dA_k phi(x_k) (T: the rows whose
+    # alpha a step has moved on this path, dA: those moves) and Delta b the
+    # moves of b, every gradient satisfies g_j = g_j(0) + y_j (<Delta w,
+    # phi(x_j)> + Delta b), so |g_j - g_j(0)| <= sqrt(K_jj) ||Delta w|| +
+    # |Delta b| (Cauchy-Schwarz in the RKHS of a positive semi-definite kernel).
+    # A screened row keeps g_j(0) and gets no rate; ||Delta w||^2 is followed
+    # exactly along each step from the raw rates of the followed rows (it is a
+    # quadratic in the step length). docs/cp-engine.md, section 10, has the
+    # argument that the screened path takes the unscreened path's events.
+
+    cdef void _scr_free(self) noexcept nogil:
+        # zeroed on release like every buffer that held gradients or kernel values
+        cdef size_t n1 = <size_t>self.scr_alloc_n
+        _zfree(self.scr_dA, n1 * sizeof(double))
+        _zfree(self.scr_key, n1 * sizeof(double))
+        _zfree(self.scr_s, n1 * sizeof(double))
+        _zfree(self.scr_state, n1 * sizeof(signed char))
+        _zfree(self.scr_L, n1 * sizeof(Py_ssize_t))
+        _zfree(self.scr_T, n1 * sizeof(Py_ssize_t))
+        _zfree(self.scr_rows, n1 * sizeof(Py_ssize_t))
+        _zfree(self.scr_Trow, n1 * sizeof(double*))
+        _zfree(self.scr_KL, <size_t>(self.scr_capL * self.scr_capT) * sizeof(double))
+        _zfree(self.scr_wT, <size_t>self.scr_capT * sizeof(double))
+        _zfree(self.scr_out, <size_t>self.scr_capL * sizeof(double))
+        self.scr_KL = NULL
+        self.scr_wT = NULL
+        self.scr_out = NULL
+        self.scr_capL = 0
+        self.scr_alloc_n = 0
+        self.scr_capT = 0
+        self.scr_dA = NULL
+        self.scr_key = NULL
+        self.scr_s = NULL
+        self.scr_state = NULL
+        self.scr_L = NULL
+        self.scr_T = NULL
+        self.scr_rows = NULL
+        self.scr_Trow = NULL
+        self.scr_on = False
+
+    cdef int _scr_touch(self, Py_ssize_t j) noexcept nogil:
+        # j's alpha may move on this path: follow it and keep its kernel row
+        # (once K_LT exists: a row of it if j is new to L, and a column)
+        cdef double* row
+        if self.scr_state[j] == SCR_TOUCHED:
+            return 0
+        row = self.store.row(j)
+        if row == NULL:
+            return ST_NO_MEMORY
+        if self.scr_KL != NULL and self._scr_kl_reserve(self.scr_nL + 1, self.scr_nT + 1) != 0:
+            return ST_NO_MEMORY
+        if self.scr_state[j] != SCR_FOLLOWED:
+            self.scr_L[self.scr_nL] = j
+            self.scr_nL += 1
+            if self.scr_KL != NULL:
+                self._scr_kl_fill_row(self.scr_nL - 1)
+        self.scr_state[j] = SCR_TOUCHED
+        self.scr_T[self.scr_nT] = j
+        self.scr_Trow[self.scr_nT] = row
+        self.scr_nT += 1
+        if self.scr_KL != NULL:
+            self._scr_kl_fill_col(self.scr_nT - 1)
+        return 0
+
+    cdef int _scr_kl_reserve(self, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+        # room in K_LT for `rows` x `cols` (grown by half, relaid out when wider)
+        cdef Py_ssize_t capL = self.scr_capL, capT = self.scr_capT, i
+        cdef double* KL
+        cdef double* wT
+        cdef double* out
+        if rows <= capL and cols <= capT and self.scr_KL != NULL:
+            return 0
+        if rows > capL:
+            capL = rows + rows // 2 + 64
+        if cols > capT:
+            capT = cols + cols // 2 + 32
+        # every new buffer first: on failure the old ones stay as they were
+        KL = <double*>_xmalloc(capL * capT * sizeof(double))
+        wT = <double*>_xmalloc(capT * sizeof(double)) if KL != NULL else NULL
+        out = <double*>_xmalloc(capL * sizeof(double)) if wT != NULL else NULL
+        if out == NULL:
+            _zfree(KL, 0)
+            _zfree(wT, 0)
+            return ST_NO_MEMORY
+        if self.scr_KL != NULL:
+            for i in range(self.scr_nL):
+                memcpy(KL + i * capT, self.scr_KL + i * self.scr_capT,
+                       self.scr_nT * sizeof(double))
+        _zfree(self.scr_KL, <size_t>(self.scr_capL * self.scr_capT) * sizeof(double))
+        _zfree(self.scr_wT, <size_t>self.scr_capT * sizeof(double))
+        _zfree(self.scr_out, <size_t>self.scr_capL * sizeof(double))
+        self.scr_KL = KL
+        self.scr_wT = wT
+        self.scr_out = out
+        self.scr_capL = capL
+        self.scr_capT = capT
+        return 0
+
+    cdef void _scr_kl_fill_row(self, Py_ssize_t i) noexcept nogil:
+        cdef Py_ssize_t t, j = self.scr_L[i]
+        cdef double* out = self.scr_KL + i * self.scr_capT
+        for t in range(self.scr_nT):
+            out[t] = self.scr_Trow[t][j]
+
+    cdef void _scr_kl_fill_col(self, Py_ssize_t t) noexcept nogil:
+        cdef Py_ssize_t i, capT = self.scr_capT
+        cdef double* row = self.scr_Trow[t]
+        for i in range(self.scr_nL):
+            self.scr_KL[i * capT + t] = row[self.scr_L[i]]
+
+    cdef int _scr_begin(self) noexcept nogil:
+        """Start a screened path: snapshot the distance of every reserve and
+        error row to an event; rows already close to one are followed."""
+        cdef Py_ssize_t n = self.store.n_slots, j, p
+        cdef int kc = self.store.kernel_code
+        cdef double d, talpha = 0.0, key, smax = 0.0
+        self.scr_on = False
+        # Cauchy-Schwarz needs a positive semi-definite kernel: a precomputed
+        # Gram matrix (or a polynomial kernel with a negative offset) may not be
+        if kc == K_PRECOMPUTED or (kc == K_POLY and (self.store.coef0 < 0.0
+                                                     or self.store.gamma < 0.0)):
+            return ST_OK
+        self.scr_alloc_n = n + 1
+        self.scr_dA = <double*>_xmalloc((n + 1) * sizeof(double))
+        self.scr_key = <double*>_xmalloc((n + 1) * sizeof(double))
+        self.scr_s = <double*>_xmalloc((n + 1) * sizeof(double))
+        self.scr_state = <signed char*>_xmalloc((n + 1) * sizeof(signed char))
+        self.scr_L = <Py_ssize_t*>_xmalloc((n + 1) * sizeof(Py_ssize_t))
+        self.scr_T = <Py_ssize_t*>_xmalloc((n + 1) * sizeof(Py_ssize_t))
+        self.scr_rows = <Py_ssize_t*>_xmalloc((n + 1) * sizeof(Py_ssize_t))
+        self.scr_Trow = <double**>_xmalloc((n + 1) * sizeof(double*))
+        if (self.scr_dA == NULL or self.scr_key == NULL or self.scr_s == NULL
+                or self.scr_state == NULL or self.scr_L == NULL or self.scr_T == NULL
+                or self.scr_rows == NULL or self.scr_Trow == NULL):
+            self._scr_free()
+            return ST_NO_MEMORY
+        self.scr_nL = 0
+        self.scr_nT = 0
+        self.scr_nrows = 0
+        self.scr_A = 0.0
+        self.scr_E = 0.0
+        self.scr_db = 0.0
+        self.scr_W0 = 0.0
+        self.scr_DB0 = 0.0
+        self.scr_P = 0.0
+        for j in range(n):
+            self.scr_dA[j] = 0.0
+            self.scr_state[j] = SCR_IGNORED
+            d = self.store._diag(j)
+            self.scr_s[j] = sqrt(d) if d > 0.0 else 0.0
+            if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
+                talpha += self.alpha[j] * self.scr_s[j]
+            if self.scr_s[j] > smax:
+                smax = self.scr_s[j]
+        for p in range(self.pth_ndrv):
+            talpha += fabs(self.pth_dvec[p]) * self.pth_t_total * self.scr_s[self.pth_drv[p]]
+        if 1e-8 * smax * talpha > 1.0 + fabs(self.b):
+            # the kernel terms of a gradient exceed it by more than 1e8: float64
+            # knows the gradients to a few digits only (docs/cp-engine.md,
+            # section 5), and the unscreened path is followed as it always was
+            self._scr_free()
+            return ST_OK
+        for p in range(self.n_margin):
+            if self._scr_touch(self.margin[p]) != 0:
+                self._scr_free()
+                return ST_NO_MEMORY
+        for p in range(self.pth_ndrv):
+            if self._scr_touch(self.pth_drv[p]) != 0:
+                self._scr_free()
+                return ST_NO_MEMORY
+        for j in range(n):
+            if self.scr_state[j] != SCR_IGNORED:
+                continue
+            if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
+                continue
+            if self.C[j] <= 0.0:
+                key = INFINITY  # never an event; refreshed at the end
+            else:
+                # distance to g = 0 on the side the row sits, less a margin
+                # far above the rounding of any gradient (1e-9 of the size of
+                # the terms it is summed from), so that no rounding difference
+                # between a screened and an unscreened path decides an event
+                key = self.g[j] if self.setof[j] == S_RESERVE else -self.g[j]
+                key -= 1e-9 * (1.0 + fabs(self.b) + self.scr_s[j] * talpha)
+            if key > 0.0:
+                self.scr_key[j] = key
+                self.scr_state[j] = SCR_SCREENED
+                self.scr_rows[self.scr_nrows] = j
+                self.scr_nrows += 1
+            else:
+                self.scr_state[j] = SCR_FOLLOWED
+                self.scr_L[self.scr_nL] = j
+                self.scr_nL += 1
+        if self._scr_kl_reserve(self.scr_nL, self.scr_nT) != 0:
+            self._scr_free()
+            return ST_NO_MEMORY
+        for p in range(self.scr_nT):
+            self._scr_kl_fill_col(p)
+        self.scr_fail = ST_OK
+        self.scr_on = True
+        return ST_OK
+
+    cdef void _scr_rates(self) noexcept nogil:
+        """Rates of the followed rows, and the growth of ||Delta w||^2 along the step.
+
+        With dw = sum_S y_p beta_p phi_p (+ sum_D y_i d_i phi_i when the
+        driven set moves), ||Delta w + t dw||^2 = A + 2 t B + t^2 C with
+        B = <Delta w, dw> = sum_T y_k dA_k r_k and C = ||dw||^2 = sum_S y_p
+        beta_p r_p (+ sum_D y_i d_i r_i), where r_k = <phi_k, dw> is the raw
+        rate of row k: O(|S| |T|), no pass over all rows. eB and eC bound
+        their rounding (pth_rho bounds that of one raw rate).
+        """
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, nL = self.scr_nL, i, j, p
+        cdef bint moves = self.pth_moves
+        cdef double bb = self.pth_beta_b, r, B = 0.0, C = 0.0, aB = 0.0, aC = 0.0
+        cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef, dP = 0.0
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        # K_LS (y_S beta_S) as K_LT wT, wT zero off S: one contiguous product
+        for i in range(self.scr_nT):
+            j = self.scr_T[i]
+            self.scr_wT[i] = self.wbuf[self.pos[j]] if self.setof[j] == S_MARGIN else 0.0
+        if self.scr_nT > 0 and nL > 0:
+            bm = <blas_int>self.scr_nT
+            bn = <blas_int>nL
+            ld = <blas_int>self.scr_capT
+            dgemv(b"T", &bm, &bn, &one, self.scr_KL, &ld, self.scr_wT, &one_i, &zero,
+                  self.scr_out, &one_i)
+            for i in range(nL):
+                self.h[self.scr_L[i]] = self.scr_out[i]
+        else:
+            for i in range(nL):
+                self.h[self.scr_L[i]] = 0.0
+        self.n_rated_rows += nL
+        for i in range(nL):
+            j = self.scr_L[i]
+            r = self.h[j] + (self.u[j] if moves else 0.0)
+            self.h[j] = r
+            if self.scr_state[j] == SCR_TOUCHED and self.scr_dA[j] != 0.0:
+                coef = self.y[j] * self.scr_dA[j]
+                B += coef * r
+                aB += fabs(coef * r)
+                eB += fabs(coef)
+        for p in range(m):
+            j = self.margin[p]
+            C += self.wbuf[p] * self.h[j]
+            aC += fabs(self.wbuf[p] * self.h[j])
+            eC += fabs(self.wbuf[p])
+            dP += fabs(self.wbuf[p]) * self.scr_s[j]
+        if moves:
+            for i in range(self.pth_ndrv):
+                j = self.pth_drv[i]
+                coef = self.y[j] * self.pth_dvec[i]
+                C += coef * self.h[j]
+                aC += fabs(coef * self.h[j])
+                eC += fabs(coef)
+                dP += fabs(coef) * self.scr_s[j]
+        self.scr_B = B
+        self.scr_C = C
+        self.scr_dP = dP
+        self.scr_eB = rho * eB + 1e-12 * aB
+        self.scr_eC = rho * eC + 1e-12 * aC
+        for i in range(nL):
+            j = self.scr_L[i]
+            if (self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR
+                    or (self.pth_learning and j == self.pth_c)):
+                self.h[j] = self.y[j] * (self.h[j] + bb)
+
+    cdef inline void _scr_grow(self, double tau, double* A, double* E) noexcept nogil:
+        # ||Delta w||^2 after a step of length tau, and a bound on its rounding
+        A[0] = self.scr_A + 2.0 * tau * self.scr_B + tau * tau * self.scr_C
+        E[0] = (self.scr_E + 2.0 * tau * self.scr_eB + tau * tau * self.scr_eC
+                + 1e-12 * (fabs(self.scr_A) + 2.0 * tau * fabs(self.scr_B)
+                           + tau * tau * fabs(self.scr_C)))
+
+    cdef inline double _scr_norm(self, double A, double E) noexcept nogil:
+        # an upper bound on ||Delta w|| from its followed square and rounding
+        return sqrt((A if A > 0.0 else 0.0) + E) * (1.0 + 1e-9)
+
+    cdef void _scr_refresh(self, Py_ssize_t j) noexcept nogil:
+        # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b): O(|T|)
+        cdef Py_ssize_t i, k
+        cdef double s = 0.0
+        for i in range(self.scr_nT):
+            k = self.scr_T[i]
+            if self.scr_dA[k] != 0.0:
+                s += self.scr_Trow[i][j] * (self.y[k] * self.scr_dA[k])
+        self.g[j] += self.y[j] * (s + self.scr_db)
+
+    cdef void _scr_check(self) noexcept nogil:
+        """Follow every screened row that might reach g = 0 within the tentative step.
+
+        The bound sqrt(K_jj) ||Delta w(t)|| + |Delta b(t)| is convex in t
+        along the step (a norm and an absolute value of affine functions),
+        so on [0, tau] it is at most its larger endpoint value. A row below
+        both endpoint values cannot reach 0 anywhere in the step, nor in a
+        shorter one: rows that join can only shorten the step, so one round
+        suffices.
+        """
+        cdef double tau = self.pth_tau, A, E, W = 0.0, DB = 0.0, P
+        cdef Py_ssize_t i, j, kept = 0
+        cdef bint every = not isfinite(tau)
+        if not every:
+            self._scr_grow(tau, &A, &E)
+            W = self._scr_norm(A, E)
+            if W < self.scr_W0:
+                W = self.scr_W0
+            # the rounding of the gradients grows with the terms the path
+            # adds to them (sum_T |dA_k| sqrt(K_kk) at most): the margin of
+            # _scr_begin, 1e-9 of the terms, follows it
+            P = self.scr_P + tau * self.scr_dP
+            W += 1e-9 * P
+            DB = fabs(self.scr_db + self.pth_beta_b * tau) * (1.0 + 1e-9)
+            if DB < self.scr_DB0:
+                DB = self.scr_DB0
+        cdef Py_ssize_t first = self.scr_nL, count = 0
+        # the rows that join, appended to L in slot order (scr_rows keeps it)
+        for i in range(self.scr_nrows):
+            j = self.scr_rows[i]
+            if every or self.scr_key[j] <= self.scr_s[j] * W + DB:
+                count += 1
+        if count == 0:
+            return
+        if self._scr_kl_reserve(first + count, self.scr_nT) != 0:
+            self.scr_fail = ST_NO_MEMORY
+            return
+        for i in range(self.scr_nrows):
+            j = self.scr_rows[i]
+            if every or self.scr_key[j] <= self.scr_s[j] * W + DB:
+                self.scr_state[j] = SCR_FOLLOWED
+                self.scr_L[self.scr_nL] = j
+                self.scr_nL += 1
+            else:
+                self.scr_rows[kept] = j
+                kept += 1
+        self.scr_nrows = kept
+        self._scr_kl_fill_rows(first, count)
+        for i in range(first, first + count):
+            self._scr_follow(i)
+
+    cdef void _scr_kl_fill_rows(self, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
+        # rows first..first+count-1 of K_LT. One row at a time reads one value
+        # from each of |T| kernel rows (a cache miss each); many rows at once
+        # read each kernel row in ascending order (nearly a stream when they
+        # are dense), by blocks of 64 rows of K_LT that stay in cache
+        cdef Py_ssize_t i, t, b0, b1, capT = self.scr_capT
+        cdef double* row
+        if 32 * count < self.store.n_slots:
+            for i in range(first, first + count):
+                self._scr_kl_fill_row(i)
+            return
+        b0 = first
+        while b0 < first + count:
+            b1 = b0 + 64
+            if b1 > first + count:
+                b1 = first + count
+            for t in range(self.scr_nT):
+                row = self.scr_Trow[t]
+                for i in range(b0, b1):
+                    self.scr_KL[i * capT + t] = row[self.scr_L[i]]
+            b0 = b1
+
+    cdef void _scr_follow(self, Py_ssize_t i) noexcept nogil:
+        # row i of L has just joined, its row of K_LT filled: exact gradient,
+        # rate, event (scr_wT holds the step's coefficients)
+        cdef Py_ssize_t t, j = self.scr_L[i], k
+        cdef double r = 0.0, s = 0.0
+        cdef double* row = self.scr_KL + i * self.scr_capT
+        for t in range(self.scr_nT):
+            r += row[t] * self.scr_wT[t]
+            k = self.scr_T[t]
+            if self.scr_dA[k] != 0.0:
+                s += row[t] * (self.y[k] * self.scr_dA[k])
+        # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b)
+        self.g[j] += self.y[j] * (s + self.scr_db)
+        if self.pth_moves:
+            r += self.u[j]
+        self.h[j] = self.y[j] * (r + self.pth_beta_b)
+        self.n_rated_rows += 1
+        self._consider_row(j)
+
+    cdef void _scr_advance(self, double tau) noexcept nogil:
+        # the step is taken: ||Delta w||^2, Delta b, the followed gradients
+        cdef Py_ssize_t i, j
+        cdef double A, E
+        self._scr_grow(tau, &A, &E)
+        self.scr_A = A
+        self.scr_E = E
+        self.scr_db += self.pth_beta_b * tau
+        self.scr_W0 = self._scr_norm(A, E)
+        self.scr_DB0 = fabs(self.scr_db) * (1.0 + 1e-9)
+        self.scr_P += tau * self.scr_dP
+        self.scr_W0 += 1e-9 * self.scr_P
+        for i in range(self.scr_nL):
+            j = self.scr_L[i]
+            if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
+                self.g[j] += self.h[j] * tau
+
+    cdef int _scr_end(self) noexcept nogil:
+        """End a screened path: every screened gradient brought up to date,
+        g_j = g_j(0) + y_j (K_jT y_T dA_T + Delta b), in one pass over the
+        rows of T (one product with the packed margin rows for its members
+        in S), or row by row when few rows are left screened."""
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, i, j, k, p
+        cdef double coef
+        cdef blas_int bn, bm, ld, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        if not self.scr_on:
+            return ST_OK
+        if 4 * self.scr_nrows * self.scr_nT < n * (m + 1):
+            for i in range(self.scr_nrows):
+                self._scr_refresh(self.scr_rows[i])
+        else:
+            for j in range(n):
+                self.h[j] = 0.0
+            if m > 0:
+                for p in range(m):
+                    k = self.margin[p]
+                    self.wbuf[p] = self.y[k] * self.scr_dA[k]
+                bn = <blas_int>n
+                bm = <blas_int>m
+                ld = <blas_int>self.ks_ld
+                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                      &self.h[0], &one_i)
+            bn = <blas_int>n
+            for i in range(self.scr_nT):
+                k = self.scr_T[i]
+                if self.setof[k] == S_MARGIN or self.scr_dA[k] == 0.0:
+                    continue
+                coef = self.y[k] * self.scr_dA[k]
+                daxpy(&bn, &coef, self.scr_Trow[i], &one_i, &self.h[0], &one_i)
+            for i in range(self.scr_nrows):
+                j = self.scr_rows[i]
+                self.g[j] += self.y[j] * (self.h[j] + self.scr_db)
+        self._scr_free()
+        return ST_OK
+
+    cdef void _log_migration(self, Py_ssize_t slot, int from_set, int to_set) noexcept nogil:
+        cdef int* grown
+        cdef Py_ssize_t cap
+        if self.mig_n == self.mig_cap:
+            cap = 2 * self.mig_cap if self.mig_cap > 0 else 64
+            grown = <int*>_xmalloc(3 * cap * sizeof(int))
+            if grown == NULL:
+                return  # the log is a test aid: a full log drops entries
+            if self.mig_n > 0:
+                memcpy(grown, self.mig_buf, 3 * self.mig_n * sizeof(int))
+            _zfree(self.mig_buf, 3 * self.mig_cap * sizeof(int))
+            self.mig_buf = grown
+            self.mig_cap = cap
+        self.mig_buf[3 * self.mig_n] = <int>slot
+        self.mig_buf[3 * self.mig_n + 1] = from_set
+        self.mig_buf[3 * self.mig_n + 2] = to_set
+        self.mig_n += 1
+
+    def migration_log(self):
+        """The migrations recorded while ``record_migrations`` was set, and clear the log.
+
+        Returns
+        -------
+        ndarray of shape (n_migrations, 3), int
+            One row per migration of a path: ``(slot, from_set, to_set)``
+            with the ``SET_*`` codes (the event's example; members of S that a
+            null pivot sends to a bound are not listed).
+        """
+        out = np.array([self.mig_buf[i] for i in range(3 * self.mig_n)],
+                       dtype=np.int64).reshape(-1, 3)
+        self.mig_n = 0
+        return out
+
     # For test purposes only: the step helpers one at a time, on the current
     # state, driving `slots` along `d` (learning: one inactive slot set up as
     # a driven example by the caller through set_state).
 
     def path_step_for_tests(self, const Py_ssize_t[::1] slots, const double[::1] d, bint learning,
                         str upto="migrate"):
-        """For test purposes only: run one path step up to `upto`.
+        """For test purposes only: run one path step up to `upto` (unscreened).
+
+        The step runs without screening, every row rated, so that each helper
+        can be checked against NumPy on all rows; tests/test_screening.py
+        checks the screened path against this unscreened one.
 
         `upto` is one of "direction", "rates", "event", "apply", "migrate".
         Returns a dict with beta_b, beta (of S, in margin order), moves,

@@ -88,7 +88,8 @@ class FittedAttributes:
         check_is_fitted(self)
         return ModelState(
             # the backend is where the heads run, not part of the model
-            params={k: v for k, v in self.get_params().items() if k != "backend"}, gamma_=float(self.gamma_),
+            params={k: v for k, v in self.get_params().items() if k not in ("backend", "screening")},
+            gamma_=float(self.gamma_),
             n_features_in_=int(self.n_features_in_), classes_=np.asarray(self.classes_),
             class_weight_=np.asarray(self.class_weight_, dtype=np.float64),
             feature_names_in_=(np.asarray(self.feature_names_in_)

@@ -334,6 +334,11 @@ class HeadSet(SlotTables):
         """The local engine of `head` (for the warm start and eco.testing; local backend only)."""
         return self._engines[head]
 
+    def set_screening(self, flag):
+        """Safe screening on the paths of every engine (``CPEngine.screening``)."""
+        for e in self._engines:
+            e.screening = bool(flag)
+
     def head_state(self, head):
         """Copy of one head's state, an :class:`eco.state.HeadState`."""
         return HeadState.from_engine_dict(self._engines[head].get_state())

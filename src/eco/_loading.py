@@ -59,7 +59,7 @@ def load(path):
     """
     state = read_state(path)
     where = repr(os.fspath(path))
-    known = set(CPSVM().get_params()) - {"backend"}  # an execution setting, not saved
+    known = set(CPSVM().get_params()) - {"backend", "screening"}  # execution settings, not saved
     if set(state.params) != known:
         raise ModelFileError(f"{where}: inconsistent model file: the parameters are "
                              f"{sorted(state.params)[:20]}, expected {sorted(known)}")

@@ -7,7 +7,7 @@ can: the same state moves, bit for bit, into a head set built with them.
 """
 
 _MODEL_PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "class_weight")
-_WORK_PARAMS = ("n_jobs", "max_steps", "precompute", "cache_size")
+_WORK_PARAMS = ("n_jobs", "max_steps", "precompute", "cache_size", "screening")
 _FITTED_ATTRS = ("head_set_", "classes_", "gamma_", "class_weight_", "n_features_in_",
                  "feature_names_in_")
 

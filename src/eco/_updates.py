@@ -10,6 +10,7 @@ that raises has changed nothing; a call that returns is complete.
 import time
 
 from . import _hyper
+from ._validation import apply_screening
 from ._concurrency import interrupt_guard
 from ._headset import id_array
 from .exceptions import UnlearningError
@@ -23,6 +24,7 @@ _PLAN_ATTRIBUTES = ("head_set_", "gamma_", "class_weight_", "hyper_paths_")
 def learn(est, X, labels, sample_weight, ids):
     """Learn validated rows exactly; returns their ids as an array."""
     heads = est.head_set_
+    apply_screening(est, heads)
     new_ids = id_array(ids)
     bounds = float(est.C) * est.class_weight_[labels] * sample_weight
     with heads.transaction():
@@ -38,6 +40,7 @@ def unlearn(est, id_list, slots, batch, audit, t0=None):
     """Unlearn the validated `slots` (named `id_list`) exactly; returns the receipt."""
     t0 = time.perf_counter() if t0 is None else t0
     heads = est.head_set_
+    apply_screening(est, heads)
     reserve = [bool(r) for r in heads.reserve_mask(slots)]
     steps0, migr0 = heads.n_steps, heads.n_migrations
     resolved = ()

@@ -64,6 +64,14 @@ def check_flag(value, name):
     return bool(value)
 
 
+def apply_screening(est, heads):
+    """Switch the engines of `heads` to the estimator's ``screening`` (local heads only)."""
+    flag = check_flag(getattr(est, "screening", False), "screening")
+    configure = getattr(heads, "set_screening", None)
+    if configure is not None:
+        configure(flag)
+
+
 def check_tolerance(value, name):
     """A tolerance: a finite number >= 0 (NaN would make every comparison pass or fail)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) \
@@ -94,6 +102,7 @@ def check_params(est):
                                        or not isinstance(est.max_steps, Integral)
                                        or est.max_steps < 1):
         raise InvalidInputError(f"max_steps must be None or a positive integer, got {est.max_steps!r}")
+    check_flag(getattr(est, "screening", False), "screening")
     if not (est.class_weight is None or est.class_weight == "balanced"
             or isinstance(est.class_weight, dict)):
         raise InvalidInputError(

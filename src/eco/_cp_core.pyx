@@ -2015,6 +2015,9 @@ cdef class CPEngine:
             for i in range(self.scr_nL):
                 memcpy(KL + i * capT, self.scr_KL + i * self.scr_capT,
                        self.scr_nT * sizeof(double))
+            # the coefficients and products of the step in progress carry over
+            memcpy(wT, self.scr_wT, self.scr_capT * sizeof(double))
+            memcpy(out, self.scr_out, self.scr_capL * sizeof(double))
         _zfree(self.scr_KL, <size_t>(self.scr_capL * self.scr_capT) * sizeof(double))
         _zfree(self.scr_wT, <size_t>self.scr_capT * sizeof(double))
         _zfree(self.scr_out, <size_t>self.scr_capL * sizeof(double))

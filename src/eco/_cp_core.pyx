@@ -836,6 +836,7 @@ cdef class CPEngine:
     cdef double* beta
     cdef double* wbuf
     cdef double* wbuf2
+    cdef double* rbuf             # 2 r_cap: scratch of _refine_solve
     cdef blas_int* ipiv
     # work buffers of length capacity
     cdef object _h_arr, _u_arr
@@ -856,6 +857,7 @@ cdef class CPEngine:
     cdef public double tol_kappa      # Schur complement below this (times K_kk) is dependent
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
+    cdef double last_drift            # reading of the last drift probe (before any refactorisation)
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
     cdef long seen_truncations        # store.n_truncations when the slots were last checked
     cdef public double check_tol      # largest relative KKT violation (incremental g) accepted after an operation
@@ -865,6 +867,7 @@ cdef class CPEngine:
     cdef int pth_kind
     cdef double pth_t_left, pth_t_total, pth_s_drv, pth_usum, pth_tol_base, pth_tol
     cdef double pth_beta_b, pth_tau
+    cdef double pth_T                 # sum_j alpha_j sqrt(K_jj) over the path (for the gradient slack)
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -876,6 +879,7 @@ cdef class CPEngine:
         self.beta = NULL
         self.wbuf = NULL
         self.wbuf2 = NULL
+        self.rbuf = NULL
         self.ipiv = NULL
         self.r_cap = 0
 
@@ -895,6 +899,7 @@ cdef class CPEngine:
         self.tol_kappa = 1e-7
         self.drift_tol = 1e-9
         self.drift_check_every = 32
+        self.last_drift = 0.0
         self.fail_at_step = -1
         self.check_tol = 1e-8
         self.n_steps = 0
@@ -913,6 +918,7 @@ cdef class CPEngine:
         free(self.beta)
         free(self.wbuf)
         free(self.wbuf2)
+        free(self.rbuf)
         free(self.ipiv)
 
     # -- capacity -----------------------------------------------------------
@@ -993,6 +999,8 @@ cdef class CPEngine:
             free(self.Rinv)
         self.Rinv = R2
         free(self.vbuf); free(self.beta); free(self.wbuf); free(self.wbuf2); free(self.ipiv)
+        free(self.rbuf)
+        self.rbuf = <double*>malloc(2 * new_cap * sizeof(double))
         self.vbuf = <double*>malloc(new_cap * sizeof(double))
         self.beta = <double*>malloc(new_cap * sizeof(double))
         self.wbuf = <double*>malloc(new_cap * sizeof(double))
@@ -1000,7 +1008,7 @@ cdef class CPEngine:
         self.ipiv = <blas_int*>malloc(new_cap * sizeof(blas_int))
         self.r_cap = new_cap
         if (self.vbuf == NULL or self.beta == NULL or self.wbuf == NULL
-                or self.wbuf2 == NULL or self.ipiv == NULL):
+                or self.wbuf2 == NULL or self.ipiv == NULL or self.rbuf == NULL):
             return ST_NO_MEMORY
         return 0
 
@@ -1132,8 +1140,10 @@ cdef class CPEngine:
             w[0] = self.sigma * yk
             for p in range(m):
                 w[p + 1] = self._q(k, self.margin[p], row_k)
-            # beta_k = -Rinv w
+            # beta_k = -Rinv w, refined: kappa and the null direction of a
+            # dependent k are read from it
             dgemv(b"N", &n_, &n_, &minus_one, self.Rinv, &ld, w, &one_i, &zero, bk, &one_i)
+            self._refine_solve(bk, w)
             # kappa = Q_kk + w'beta_k is a difference of terms of size about
             # Q_kk + sum |w_p beta_p|; below tol_kappa times that it is rounding
             # noise and k is (numerically) a combination of S
@@ -1144,6 +1154,10 @@ cdef class CPEngine:
                 kscale += fabs(w[p] * bk[p])
             if kappa <= self.tol_kappa * kscale:
                 return 1
+            if kappa <= 1e-3 * kscale:
+                # the update below loses about log10(kscale / kappa) digits:
+                # have the next drift probe run now
+                self.updates_since_check = self.drift_check_every
             inv_kappa = 1.0 / kappa
             # Rinv <- [[Rinv, 0], [0, 0]] + [beta_k; 1][beta_k; 1]' / kappa
             for i in range(m1):
@@ -1298,11 +1312,21 @@ cdef class CPEngine:
         return worst
 
     cdef int _maybe_refactorise(self) noexcept nogil:
+        # The probe costs O(|S|^2), like one rank-one update. It runs every
+        # drift_check_every updates while Rinv is accurate; after a reading
+        # above 1e-3 drift_tol (an ill-conditioned margin matrix: the updates
+        # lose digits fast, a single expansion with a small Schur complement
+        # can lose six) it runs after every update, so a Rinv that went astray
+        # is rebuilt before the next step uses it.
         cdef double drift
-        if self.updates_since_check < self.drift_check_every:
+        if self.updates_since_check == 0:
+            return 0
+        if (self.updates_since_check < self.drift_check_every
+                and self.last_drift <= 1e-3 * self.drift_tol):
             return 0
         self.updates_since_check = 0
         drift = self._drift()
+        self.last_drift = drift
         if drift > self.drift_tol or drift != drift:
             return self._refactorise()
         return 0
@@ -1353,6 +1377,10 @@ cdef class CPEngine:
                 dscale = fabs(dvec[i])
             daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
         self.pth_tol_base = self.tol_event * (dscale if dscale > 0 else 1.0)
+        self.pth_T = self._alpha_scale()
+        if learning:
+            row = self.store.row(drv[0])
+            self.pth_T += t_total * sqrt(row[drv[0]] if row[drv[0]] > 0.0 else 0.0)
         return ST_OK
 
     cdef inline void _direction(self) noexcept nogil:
@@ -1371,6 +1399,7 @@ cdef class CPEngine:
             ld = <blas_int>self.r_cap
             dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
                   &zero, self.beta, &one_i)
+            self._refine_solve(self.beta, self.vbuf)
             self.pth_beta_b = self.sigma * self.beta[0]
         elif self.pth_learning:
             # S empty: alpha cannot move alone (sum y alpha = 0); move b so
@@ -1384,6 +1413,38 @@ cdef class CPEngine:
         else:
             self.pth_moves = False
             self.pth_beta_b = self.pth_s_drv
+
+    cdef void _refine_solve(self, double* x, const double* rhs) noexcept nogil:
+        # One step of iterative refinement of A x = -rhs (A the border-scaled
+        # margin matrix, x = -Rinv rhs on entry): r = A x + rhs from the packed
+        # kernel rows, x -= Rinv r. Rinv carries the rounding of its updates
+        # (a relative drift of up to drift_tol); on a hard-margin problem
+        # (C max K ~ 1e13) a direction that far off moves the gradients by
+        # drift C max K per step, orders above what the certificate allows,
+        # and a null move (S a full basis) is no longer null. Refined, x is
+        # accurate to the conditioning of A. Costs two m x m products.
+        cdef Py_ssize_t m = self.n_margin, p, q, kp
+        cdef double* r = self.rbuf
+        cdef double* dx = self.rbuf + self.r_cap
+        cdef double s, sb = 0.0
+        cdef const double* col
+        cdef blas_int bn = <blas_int>(m + 1), ld = <blas_int>self.r_cap, one_i = 1
+        cdef double one = 1.0, zero = 0.0
+        if m == 0 or self.ks_n != self.store.n_slots:
+            return
+        for p in range(m):
+            sb += self.y[self.margin[p]] * x[p + 1]
+        r[0] = self.sigma * sb + rhs[0]
+        for p in range(m):
+            kp = self.margin[p]
+            s = self.sigma * self.y[kp] * x[0]
+            for q in range(m):
+                col = self.KS + q * self.ks_ld
+                s += self.y[kp] * self.y[self.margin[q]] * col[kp] * x[q + 1]
+            r[p + 1] = s + rhs[p + 1]
+        dgemv(b"N", &bn, &bn, &one, self.Rinv, &ld, r, &one_i, &zero, dx, &one_i)
+        for p in range(m + 1):
+            x[p] -= dx[p]
 
     cdef inline void _rates(self) noexcept nogil:
         """h[j] = gamma_j, the gradient rate of every reserve and error example
@@ -1436,10 +1497,21 @@ cdef class CPEngine:
             self.pth_slot = slot
 
     cdef inline void _next_event(self) noexcept nogil:
-        """The smallest step tau to a change of set: pth_tau, pth_kind, pth_slot."""
+        """The smallest step tau to a change of set: pth_tau, pth_kind, pth_slot.
+
+        A gradient rate below pth_tol is rounding noise for the event at
+        g = 0 (no zero-length events among dependent examples), but it is
+        not ignored for good: a long step at a small real rate (hard-margin
+        problems, where rates are 1e-10 of the terms they are summed from)
+        would carry g far past 0. Such an example has its event where g
+        passes 0 by the slack, 1e-2 of what the KKT check after the
+        operation allows it.
+        """
         cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, k, j
         cdef Py_ssize_t c = self.pth_c
-        cdef double bb, gam, tol = self.pth_tol, tol_base = self.pth_tol_base
+        cdef double bb, gam, tol = self.pth_tol, tol_base = self.pth_tol_base, dj
+        cdef double sl0 = 1e-2 * self.check_tol * (1.0 + fabs(self.b))
+        cdef double sl1 = 1e-2 * self.check_tol * CANCEL * self.pth_T
         self.pth_tau = INFINITY
         self.pth_kind = EV_NONE
         self.pth_slot = -1
@@ -1469,8 +1541,16 @@ cdef class CPEngine:
             if self.setof[j] == S_ERROR:
                 if gam > tol:
                     self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
+                elif gam > 0.0:
+                    dj = self.store._diag(j)
+                    self._consider((sl0 + sl1 * (sqrt(dj) if dj > 0.0 else 0.0) - self.g[j]) / gam,
+                                   EV_TO_MARGIN, j)
             elif gam < -tol:
                 self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
+            elif gam < 0.0:
+                dj = self.store._diag(j)
+                self._consider((self.g[j] + sl0 + sl1 * (sqrt(dj) if dj > 0.0 else 0.0)) / (-gam),
+                               EV_TO_MARGIN, j)
 
     cdef inline int _apply_step(self, Py_ssize_t* drv, double* dvec,
                                 Py_ssize_t n_drv) noexcept nogil:
@@ -1888,6 +1968,17 @@ cdef class CPEngine:
         self.b = nb
         return ST_OK
 
+    cdef double _alpha_scale(self) noexcept nogil:
+        # T = sum_j alpha_j sqrt(K_jj): with sqrt(K_ii), a bound on the size of
+        # the terms g_i is summed from (Cauchy-Schwarz)
+        cdef Py_ssize_t j, n = self.store.n_slots
+        cdef double T = 0.0, dj
+        for j in range(n):
+            if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
+                dj = self.store._diag(j)
+                T += self.alpha[j] * (sqrt(dj) if dj > 0.0 else 0.0)
+        return T
+
     cdef double _incremental_violation(self) noexcept nogil:
         # KKT violation measured on the incremental gradients: O(n), cheap
         # enough to run after every path. It catches a path that went astray
@@ -1899,11 +1990,7 @@ cdef class CPEngine:
         # a positive semi-definite kernel): the same for a problem and its
         # rescaled twin.
         cdef Py_ssize_t j, n = self.store.n_slots
-        cdef double worst = 0.0, v, a, Cj, gj, T = 0.0, dj
-        for j in range(n):
-            if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
-                dj = self.store._diag(j)
-                T += self.alpha[j] * (sqrt(dj) if dj > 0.0 else 0.0)
+        cdef double worst = 0.0, v, a, Cj, gj, T = self._alpha_scale(), dj
         for j in range(n):
             if self.setof[j] == S_INACTIVE or self.C[j] <= 0.0:
                 continue

@@ -129,6 +129,7 @@ cdef enum:
     EV_MARGIN_TO_RESERVE = 3
     EV_MARGIN_TO_ERROR = 4
     EV_TO_MARGIN = 5      # an error or reserve example's gradient reached 0
+    EV_SLACK_TO_MARGIN = 6  # the same at a rate below the noise tolerance (at the slack)
 
 # _migrate: the path goes on (any other value is the status that ends it)
 cdef enum:
@@ -867,6 +868,7 @@ cdef class CPEngine:
     cdef double pth_t_left, pth_t_total, pth_s_drv, pth_usum, pth_tol_base, pth_tol
     cdef double pth_beta_b, pth_tau
     cdef double pth_T                 # sum_j alpha_j sqrt(K_jj) over the path (for the gradient slack)
+    cdef bint pth_noisy               # the path met a dependent example or a slack event
 
     def __cinit__(self):
         self.Rinv = NULL
@@ -1543,13 +1545,13 @@ cdef class CPEngine:
                 elif gam > 0.0:
                     dj = self.store._diag(j)
                     self._consider((sl0 + sl1 * (sqrt(dj) if dj > 0.0 else 0.0) - self.g[j]) / gam,
-                                   EV_TO_MARGIN, j)
+                                   EV_SLACK_TO_MARGIN, j)
             elif gam < -tol:
                 self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
             elif gam < 0.0:
                 dj = self.store._diag(j)
                 self._consider((self.g[j] + sl0 + sl1 * (sqrt(dj) if dj > 0.0 else 0.0)) / (-gam),
-                               EV_TO_MARGIN, j)
+                               EV_SLACK_TO_MARGIN, j)
 
     cdef inline int _apply_step(self, Py_ssize_t* drv, double* dvec,
                                 Py_ssize_t n_drv) noexcept nogil:
@@ -1602,6 +1604,7 @@ cdef class CPEngine:
             if st < 0:
                 return -st
             if st == 1:
+                self.pth_noisy = True
                 # c is linearly dependent on S: driving it on is itself a
                 # move along the null direction (no gradient moves) until a
                 # member of S reaches a bound; at alpha_c = 0 it is done
@@ -1619,7 +1622,7 @@ cdef class CPEngine:
             self.alpha[k] = self.C[k]
             self.g[k] = 0.0
             self._remove_from_margin(k, S_ERROR)
-        elif kind == EV_TO_MARGIN:
+        elif kind == EV_TO_MARGIN or kind == EV_SLACK_TO_MARGIN:
             self.g[k] = 0.0
             row = self.store.row(k)
             if row == NULL:
@@ -1627,6 +1630,16 @@ cdef class CPEngine:
             st = self._expand(k, row)
             if st < 0:
                 return -st
+            if st == 1:
+                self.pth_noisy = True
+            if st == 1 and kind == EV_SLACK_TO_MARGIN:
+                # dependent on S, and its rate is rounding noise: it stays at
+                # its bound with g = 0 for the rest of the operation (a pivot
+                # along a direction null only up to that noise would move
+                # the gradients by it, and two such examples can take turns
+                # for ever); the check after the operation judges it
+                self.blocked[k] = self.epoch
+                st = 0
             while st == 1:
                 # dependent on S: pivot. Along the null direction no gradient
                 # moves; alpha_k leaves its bound the way its gradient asks
@@ -1792,6 +1805,7 @@ cdef class CPEngine:
         self.setof[c] = S_DRIVEN
         drv[0] = c
         dvec[0] = 1.0
+        self.pth_noisy = False
         st = self._path(drv, dvec, 1, True, Cc)
         if st != ST_OK:
             return st
@@ -1856,6 +1870,7 @@ cdef class CPEngine:
         if n_drv > 0:
             if self.n_margin > 0 and self.updates_since_check > 0:
                 st = self._maybe_refactorise()
+            self.pth_noisy = False
             if st == ST_OK:
                 st = self._path(drv, dvec, n_drv, False, 1.0)
             if st == ST_OK:
@@ -2113,7 +2128,16 @@ cdef class CPEngine:
         return ST_OK
 
     cdef int _checked_finish(self) noexcept nogil:
-        cdef int st = self._refine()
+        cdef int st
+        if self.pth_noisy:
+            # a path through dependent examples moved along directions that
+            # are null only up to rounding: its incremental gradients are not
+            # to be trusted, recompute them before judging the state
+            self.pth_noisy = False
+            st = self._regradient()
+            if st != ST_OK:
+                return st
+        st = self._refine()
         if st != ST_OK:
             return st
         st = self._finish()

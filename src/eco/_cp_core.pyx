@@ -856,6 +856,8 @@ cdef class CPEngine:
     cdef public long max_steps
     cdef public double tol_event      # |gamma| or |beta| below this (times scale) is no event
     cdef public double tol_kappa      # Schur complement below this (times K_kk) is dependent
+    cdef public double tol_kappa_hard # the same on a hard problem, where beta_k is refined
+    cdef bint hard                    # C max K >= 1e6: solves with Rinv are refined
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
@@ -897,7 +899,9 @@ cdef class CPEngine:
         self.epoch = 0
         self.max_steps = max_steps
         self.tol_event = 1e-11
-        self.tol_kappa = 1e-10
+        self.tol_kappa = 1e-7
+        self.tol_kappa_hard = 1e-10
+        self.hard = False
         self.drift_tol = 1e-9
         self.drift_check_every = 32
         self.fail_at_step = -1
@@ -1071,11 +1075,26 @@ cdef class CPEngine:
         frexp(md, &e)
         return ldexp(1.0, e)
 
+    cdef void _sync_hard(self) noexcept nogil:
+        # C max K >= 1e6 (1e13 for features x1e6 with C = 1; 1e9 and up for
+        # a cubic kernel on features of scale 10): rounding of Rinv at
+        # drift_tol would move gradients by more than the certificate
+        # allows, so its solves are refined (_refine_solve). Below, one
+        # refinement costs more than a step (m^2 scattered reads of the packed
+        # rows) and buys nothing the final _refine does not.
+        cdef Py_ssize_t j
+        cdef double cmax = 0.0
+        for j in range(self.store.n_slots):
+            if self.setof[j] != S_INACTIVE and self.C[j] > cmax:
+                cmax = self.C[j]
+        self.hard = cmax * self.store.max_diag >= 1e6
+
     cdef void _sync_sigma(self) noexcept nogil:
         # follow the store's scale (points added or forgotten): rescaling the
         # border row and column of Rinv by a power of two is exact
         cdef double new = self._store_sigma(), r
         cdef Py_ssize_t j
+        self._sync_hard()
         if new == self.sigma:
             return
         if self.n_margin > 0:
@@ -1143,7 +1162,8 @@ cdef class CPEngine:
             # beta_k = -Rinv w, refined: kappa and the null direction of a
             # dependent k are read from it
             dgemv(b"N", &n_, &n_, &minus_one, self.Rinv, &ld, w, &one_i, &zero, bk, &one_i)
-            self._refine_solve(bk, w)
+            if self.hard:
+                self._refine_solve(bk, w)
             # kappa = Q_kk + w'beta_k is a difference of terms of size about
             # Q_kk + sum |w_p beta_p|; below tol_kappa times that it is rounding
             # noise and k is (numerically) a combination of S
@@ -1152,7 +1172,7 @@ cdef class CPEngine:
             for p in range(m1):
                 kappa += w[p] * bk[p]
                 kscale += fabs(w[p] * bk[p])
-            if kappa <= self.tol_kappa * kscale:
+            if kappa <= (self.tol_kappa_hard if self.hard else self.tol_kappa) * kscale:
                 return 1
             if kappa <= 1e-3 * kscale:
                 # the update below loses about log10(kscale / kappa) digits:
@@ -1252,6 +1272,7 @@ cdef class CPEngine:
         cdef double* work
         cdef Py_ssize_t ldr = self.r_cap
         self.sigma = self._store_sigma()
+        self._sync_hard()
         if m == 0:
             return 0
         self.Rinv[0] = 0.0
@@ -1396,7 +1417,8 @@ cdef class CPEngine:
             ld = <blas_int>self.r_cap
             dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
                   &zero, self.beta, &one_i)
-            self._refine_solve(self.beta, self.vbuf)
+            if self.hard:
+                self._refine_solve(self.beta, self.vbuf)
             self.pth_beta_b = self.sigma * self.beta[0]
         elif self.pth_learning:
             # S empty: alpha cannot move alone (sum y alpha = 0); move b so
@@ -2462,6 +2484,7 @@ cdef class CPEngine:
         cdef double* row
         cdef int st
         self._clear_margin()
+        self._sync_hard()
         for k in range(n):
             if self.setof[k] != S_MARGIN:
                 continue

@@ -857,7 +857,7 @@ cdef class CPEngine:
     cdef public double tol_event      # |gamma| or |beta| below this (times scale) is no event
     cdef public double tol_kappa      # Schur complement below this (times K_kk) is dependent
     cdef public double tol_kappa_hard # the same on a hard problem, where beta_k is refined
-    cdef bint hard                    # C max K >= 1e6: solves with Rinv are refined
+    cdef bint hard                    # solves with Rinv are refined (_sync_hard)
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
@@ -1076,14 +1076,21 @@ cdef class CPEngine:
         return ldexp(1.0, e)
 
     cdef void _sync_hard(self) noexcept nogil:
-        # C max K >= 1e6 (1e13 for features x1e6 with C = 1; 1e9 and up for
-        # a cubic kernel on features of scale 10): rounding of Rinv at
-        # drift_tol would move gradients by more than the certificate
-        # allows, so its solves are refined (_refine_solve). Below, one
-        # refinement costs more than a step (m^2 scattered reads of the packed
-        # rows) and buys nothing the final _refine does not.
+        # Solves with Rinv are refined (_refine_solve) on linear and poly
+        # kernels, whose margin sets are bounded by the dimension of their
+        # feature space (so the m^2 of a refinement is small next to the n m
+        # of a step) and whose low-dimensional, badly scaled or nearly
+        # constant kernels give the ill-conditioned margin matrices; on the
+        # others (rbf, precomputed) when C max K >= 1e6, where rounding of
+        # Rinv at drift_tol would move gradients by more than the
+        # certificate allows. Elsewhere one refinement costs more than a step
+        # (m^2 scattered reads of the packed rows; a 400-vector rbf head
+        # learned twice as slowly) and buys nothing the final _refine does not.
         cdef Py_ssize_t j
         cdef double cmax = 0.0
+        if self.store.kernel_code == K_LINEAR or self.store.kernel_code == K_POLY:
+            self.hard = True
+            return
         for j in range(self.store.n_slots):
             if self.setof[j] != S_INACTIVE and self.C[j] > cmax:
                 cmax = self.C[j]

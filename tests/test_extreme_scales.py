@@ -1,0 +1,93 @@
+"""Effective hardness from 1e-15 to 1e15: fit, increment and decrement stay exact.
+
+``C max K`` is what makes a problem hard for the engine: features scaled by
+``s`` multiply a linear kernel by ``s^2``, so ``C = 1`` on features of scale
+1e6 is the twin of ``C = 1e12`` on unit features (a hard margin, every
+gradient a difference of terms of 1e13), and a poly kernel of degree 3 on
+features of scale 10 has a margin matrix of condition 1e10. The cases marked
+"raised before" made ``fit`` raise ``UnlearningError`` ("KKT violation inf
+after repair") before the engine refined its solves.
+
+Every case is checked by the certificate recomputed here from scratch and by
+the decision values of the same estimator refitted on the remaining rows,
+within a tolerance that follows the size of the terms the decision values are
+summed from (see ``tests/test_rank_deficient.py``).
+"""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from eco import CPSVM
+
+from test_rank_deficient import CERT_TOL, _certificate, _decisions_close, _projected, _terms
+
+
+def _binary(y):
+    return (y == y[0]).astype(int)
+
+
+def _check_against_refit(m, X, y):
+    keep = np.array(m.ids_)
+    assert _certificate(m, X[keep], y[keep]) < CERT_TOL
+    fresh = clone(m).fit(X[keep], y[keep])
+    assert _certificate(fresh, X[keep], y[keep]) < CERT_TOL
+    _decisions_close(m.decision_function(X), fresh.decision_function(X),
+                     terms=_terms([(m, X[keep]), (fresh, X[keep])], X))
+
+
+# ------------------------------------------------- fits that raised before
+
+def test_hard_margin_twin_linear_1e6_features_C_1():
+    # raised before: digits on 8 random directions, features x1e6, C = 1
+    # (the twin of C = 1e12 on unit features)
+    X, y = _projected("digits", 8, n=1000, seed=0, scale=1e6)
+    y = _binary(y)
+    m = CPSVM(C=1.0, kernel="linear").fit(X, y)
+    assert _certificate(m, X, y) < CERT_TOL
+    # an independent path: the rows learned one by one
+    inc = CPSVM(C=1.0, kernel="linear").fit(X, y, method="incremental")
+    assert _certificate(inc, X, y) < CERT_TOL
+    _decisions_close(m.decision_function(X), inc.decision_function(X),
+                     terms=_terms([(m, X), (inc, X)], X))
+
+
+@pytest.mark.parametrize("name, d, C", [("iris", 2, 10.0), ("iris", 2, 0.1), ("wine", 3, 10.0)])
+def test_cubic_kernel_on_features_of_scale_10(name, d, C):
+    # raised before: margin matrices of condition 1e9 to 1e11
+    X, y = _projected(name, d, n=150, seed=0, scale=10.0)
+    y = _binary(y)
+    m = CPSVM(C=C, kernel="poly", degree=3, gamma=1.0, coef0=1.0).fit(X, y)
+    assert _certificate(m, X, y) < CERT_TOL
+    inc = clone(m).fit(X, y, method="incremental")
+    assert _certificate(inc, X, y) < CERT_TOL
+    _decisions_close(m.decision_function(X), inc.decision_function(X),
+                     terms=_terms([(m, X), (inc, X)], X))
+
+
+# ---------------------------------------- a sample of the hardness sweep
+
+@pytest.mark.parametrize("kernel, degree, scale, C, binary", [
+    ("linear", 1, 1e-6, 1e-3, True),     # C max K ~ 1e-14
+    ("linear", 1, 1e-6, 1e3, False),
+    ("linear", 1, 1e6, 1e-3, True),      # C max K ~ 1e10
+    ("linear", 1, 1e6, 1e-1, False),
+    ("linear", 1, 1e3, 1e3, True),
+    ("poly", 2, 1e-3, 1e-1, True),
+    ("poly", 3, 10.0, 1e-1, True),
+])
+def test_updates_across_effective_hardness(kernel, degree, scale, C, binary):
+    X, y = _projected("wine", 3, n=178, seed=1, scale=scale)
+    X = np.ascontiguousarray(np.vstack([X, X[:20]]))  # duplicated rows too
+    y = np.concatenate([y, y[:20]])
+    if binary:
+        y = _binary(y)
+    n = len(y)
+    order = [int(v) for v in np.random.default_rng(1).permutation(n)]
+    m = CPSVM(C=C, kernel=kernel, degree=degree, gamma=1.0, coef0=1.0)
+    m.fit(X[order[:n - 40]], y[order[:n - 40]], ids=order[:n - 40])
+    m.increment(X[order[n - 40:]], y[order[n - 40:]], ids=order[n - 40:])
+    for k in range(3):
+        m.decrement([order[k]], batch=False)
+    m.decrement(order[3:23], batch=True)
+    _check_against_refit(m, X, y)

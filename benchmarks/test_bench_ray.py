@@ -23,14 +23,13 @@ checked to have the same digest before and after the timed requests.
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
 
-import eco  # noqa: E402
+from eco.testing import local_ray_cluster  # noqa: E402
 from eco import CPSVM  # noqa: E402
 
 ROWS = int(os.environ.get("ECO_BENCH_RAY_ROWS", "2000"))
@@ -51,15 +50,8 @@ def _problem():
 
 @pytest.fixture(scope="module")
 def cluster():
-    started = not ray.is_initialized()
-    if started:
-        src = str(Path(eco.__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield
-    if started:
-        ray.shutdown()
+    with local_ray_cluster():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ installs it).
 """
 
 import copy
-import os
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,21 +18,14 @@ pytestmark = pytest.mark.ray
 
 import eco  # noqa: E402
 from eco import CPSVM  # noqa: E402
-from eco.testing import DECISION_TOL, KKT_TOL, InjectedFault, assert_exact  # noqa: E402
+from eco.testing import DECISION_TOL, KKT_TOL, InjectedFault, assert_exact, local_ray_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     """A local cluster whose workers import the same eco as this process."""
-    started = not ray.is_initialized()
-    if started:
-        src = str(Path(eco.__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield
-    if started:
-        ray.shutdown()
+    with local_ray_cluster():
+        yield
 
 
 def _data(n_classes, n=90, d=4, seed=0):

@@ -13,10 +13,8 @@ back) leave the old state.
 """
 
 import faulthandler
-import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +22,8 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-import eco  # noqa: E402
 from eco import CPSVM  # noqa: E402
-from eco.testing import KKT_TOL, InjectedFault  # noqa: E402
+from eco.testing import KKT_TOL, InjectedFault, local_ray_cluster  # noqa: E402
 from exact_helpers import noisy_classes  # noqa: E402
 from test_interrupts import _interrupted_run, _Sender  # noqa: E402
 
@@ -36,15 +33,8 @@ N_FIT, N_NEW, N_REMOVE = 120, 60, 60
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     """A local cluster whose workers import the same eco as this process."""
-    started = not ray.is_initialized()
-    if started:
-        src = str(Path(eco.__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield
-    if started:
-        ray.shutdown()
+    with local_ray_cluster():
+        yield
 
 
 @pytest.fixture(autouse=True)

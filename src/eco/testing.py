@@ -37,6 +37,7 @@ __all__ = [
     "frozen_params", "active_data", "refit_frozen", "assert_exact",
     "fail_on_call", "path_fault", "InjectedFault", "model_lock",
     "engine_alloc_fault", "engine_allocations", "released_buffers",
+    "local_ray_cluster",
 ]
 
 #: Bound on the KKT certificate recomputed from scratch (the fit acceptance bound).
@@ -295,3 +296,34 @@ def released_buffers():
             yield _cp_core.quarantine_report
         finally:
             _cp_core.set_quarantine(False)
+
+
+@contextmanager
+def local_ray_cluster(num_cpus=2):
+    """A local Ray cluster for the block, whose workers import this very eco.
+
+    Starts one (no dashboard) unless Ray is already initialised, in which case
+    the running cluster is used and left running. The workers get this eco's
+    source folder on ``PYTHONPATH``, so that a checkout tested in place (not
+    installed) is what the actors run.
+
+    Parameters
+    ----------
+    num_cpus : int, default=2
+    """
+    import os
+    from pathlib import Path
+
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        src = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

@@ -65,6 +65,25 @@ def test_cubic_kernel_on_features_of_scale_10(name, d, C):
                      terms=_terms([(m, X), (inc, X)], X))
 
 
+@pytest.mark.parametrize("degree", [2, 3])
+def test_poly_kernel_on_features_of_scale_1e_minus_3_ten_classes(degree):
+    # raised before (issue 9): K = (1 + x'y)^degree with x'y ~ 1e-5, so the
+    # informative part sat under the constant 1 (the quadratic part at 1e-10
+    # of every kernel value); the engine's rows now leave the constant out
+    X, y = _projected("digits", 8, n=1000, seed=0, scale=1e-3)
+    m = CPSVM(C=1000.0, kernel="poly", degree=degree, gamma=1.0, coef0=1.0).fit(X, y)
+    # certified on the full kernel, constant included (sklearn's definition)
+    assert _certificate(m, X, y) < CERT_TOL
+    inc = clone(m).fit(X, y, method="incremental")
+    assert _certificate(inc, X, y) < CERT_TOL
+    _decisions_close(m.decision_function(X), inc.decision_function(X),
+                     terms=_terms([(m, X), (inc, X)], X))
+    order = [int(v) for v in np.random.default_rng(2).permutation(len(y))]
+    m.decrement(order[:3], batch=False)
+    m.decrement(order[3:40], batch=True)
+    _check_against_refit(m, X, y)
+
+
 # ---------------------------------------- a sample of the hardness sweep
 
 @pytest.mark.parametrize("kernel, degree, scale, C, binary", [

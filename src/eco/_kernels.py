@@ -7,6 +7,12 @@ A kernel is defined exactly as scikit-learn defines it:
 - ``poly``: ``(gamma <x, x'> + coef0) ** degree``
 - ``precomputed``: the user supplies kernel values.
 
+The compiled kernel (training rows and ``cross_kernel``) computes the poly
+kernel less its constant monomial ``coef0 ** degree`` when ``coef0 > 0``,
+``gamma > 0`` and ``degree >= 1``: the constant changes no dual solution,
+intercept or decision value (``sum_i y_i alpha_i = 0``) but buried the
+informative part on small features (docs/cp-engine.md, section 4).
+
 ``gamma="scale"`` and ``"auto"`` depend on the training data, so they are
 resolved once, at ``fit``, to a number that every later update and every
 comparison with a retrain from scratch uses.

@@ -3889,7 +3889,7 @@ cdef class CPEngine:
         cdef Py_ssize_t n = self.store.n_slots
         cdef Py_ssize_t j, p, k, m, best_slot
         cdef double t_left = 1.0, s_drv = 0.0
-        cdef double tau, cand, gam, bb, rate, tol, tol_base, wsum, beta_b
+        cdef double tau, gam, bb, rate, tol, tol_base, wsum, beta_b
         cdef double* row
         cdef int best_kind, st, from_set
         cdef bint moves
@@ -3962,32 +3962,23 @@ cdef class CPEngine:
                     self.h[j] = 0.0
 
             # ---- smallest step to an event; h[j] becomes the rate of g_j ---------
-            tau = INFINITY
-            best_kind = EV_NONE
-            best_slot = -1
+            # candidates go through _consider, the path's own rule (the
+            # smallest step wins; ties to the end of the drive, then the
+            # smallest slot)
+            self.pth_tau = INFINITY
+            self.pth_kind = EV_NONE
+            self.pth_slot = -1
             if moves:
-                tau = t_left
-                best_kind = EV_END
+                self.pth_tau = t_left
+                self.pth_kind = EV_END
             for p in range(m):
                 k = self.margin[p]
                 bb = self.beta[p + 1]
                 rate = bb - dC[k]  # alpha_k - C_k(t) changes at this rate
                 if rate > tol:
-                    cand = (self.C[k] - self.alpha[k]) / rate
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau:
-                        tau = cand
-                        best_kind = EV_MARGIN_TO_ERROR
-                        best_slot = k
+                    self._consider((self.C[k] - self.alpha[k]) / rate, EV_MARGIN_TO_ERROR, k)
                 if bb < -tol:
-                    cand = self.alpha[k] / (-bb)
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau:
-                        tau = cand
-                        best_kind = EV_MARGIN_TO_RESERVE
-                        best_slot = k
+                    self._consider(self.alpha[k] / (-bb), EV_MARGIN_TO_RESERVE, k)
             for j in range(n):
                 if self.setof[j] != S_RESERVE and self.setof[j] != S_ERROR:
                     continue
@@ -3997,21 +3988,12 @@ cdef class CPEngine:
                     continue
                 if self.setof[j] == S_ERROR:
                     if gam > tol:
-                        cand = -self.g[j] / gam
-                        if cand < 0.0:
-                            cand = 0.0
-                        if cand < tau:
-                            tau = cand
-                            best_kind = EV_TO_MARGIN
-                            best_slot = j
+                        self._consider(-self.g[j] / gam, EV_TO_MARGIN, j)
                 elif gam < -tol:
-                    cand = self.g[j] / (-gam)
-                    if cand < 0.0:
-                        cand = 0.0
-                    if cand < tau:
-                        tau = cand
-                        best_kind = EV_TO_MARGIN
-                        best_slot = j
+                    self._consider(self.g[j] / (-gam), EV_TO_MARGIN, j)
+            tau = self.pth_tau
+            best_kind = self.pth_kind
+            best_slot = self.pth_slot
             if best_kind == EV_NONE or not isfinite(tau):
                 return ST_NO_EVENT
 

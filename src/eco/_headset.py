@@ -133,8 +133,9 @@ class SlotTables:
     """The slot tables every head-set backend keeps on the driver, read-only views.
 
     A backend sets ``_ids``, ``_labels``, ``_C``, ``_given``, ``_n_given``
-    and ``_slot_of``; :class:`HeadSet` and the Ray backend's ``RayHeadSet``
-    share these accessors.
+    and ``_slot_of``, and ``store``, the driver's kernel store (with the
+    ``kernel`` and ``n_slots`` properties); :class:`HeadSet` and the Ray
+    backend's ``RayHeadSet`` share these accessors.
     """
 
     @property
@@ -165,6 +166,29 @@ class SlotTables:
     def slot_of(self, i):
         """Slot of id `i`, or None for an id not held (never given, or removed and erased)."""
         return self._slot_of.get(i)
+
+    def features_of(self, slots):
+        """Stored feature rows of `slots`, shape (len(slots), n_features)."""
+        return self.store.features_of(np.asarray(slots, dtype=np.intp))
+
+    def kernel_block(self, slots):
+        """Kernel rows of `slots` against every stored slot, shape (len(slots), n_slots)."""
+        return self.store.kernel_block(np.asarray(slots, dtype=np.intp))
+
+    def stored_data(self):
+        """Every stored row: the features, or for "precomputed" the kernel matrix of all slots."""
+        if self.kernel == "precomputed":
+            return self.kernel_block(np.arange(self.n_slots))
+        return self.store.features()
+
+    def _forget_slots(self, slots):
+        """The tables' part of an erasure: forget the ids of `slots`, zero their entries."""
+        for i in self._ids[slots].tolist():
+            self._slot_of.pop(i, None)
+        self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None
+        self._labels[slots] = 0
+        self._C[slots] = 0.0
+        self._given[slots] = -1
 
 
 class HeadSet(SlotTables):
@@ -315,20 +339,6 @@ class HeadSet(SlotTables):
     def kernel(self):
         """The kernel's name ("precomputed": the stored rows are kernel rows)."""
         return self.store.kernel
-
-    def features_of(self, slots):
-        """Stored feature rows of `slots`, shape (len(slots), n_features)."""
-        return self.store.features_of(np.asarray(slots, dtype=np.intp))
-
-    def kernel_block(self, slots):
-        """Kernel rows of `slots` against every stored slot, shape (len(slots), n_slots)."""
-        return self.store.kernel_block(np.asarray(slots, dtype=np.intp))
-
-    def stored_data(self):
-        """Every stored row: the features, or for "precomputed" the kernel matrix of all slots."""
-        if self.kernel == "precomputed":
-            return self.kernel_block(np.arange(self.n_slots))
-        return self.store.features()
 
     def engine(self, head):
         """The local engine of `head` (for the warm start and eco.testing; local backend only)."""
@@ -530,12 +540,7 @@ class HeadSet(SlotTables):
         held = self._given >= 0
         held[self.active_slots()] = False
         slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
-        for i in self._ids[slots].tolist():
-            self._slot_of.pop(i, None)
-        self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None
-        self._labels[slots] = 0
-        self._C[slots] = 0.0
-        self._given[slots] = -1
+        self._forget_slots(slots)
         _cp_core.erase_slots(self.store, self._engines, slots, self._given >= 0)
         n_erased = int(np.count_nonzero(self._given < 0))
         if self.kernel != "precomputed" \

@@ -740,20 +740,6 @@ class RayHeadSet(SlotTables):
     def kernel(self):
         return self.spec["kernel"]
 
-    def features_of(self, slots):
-        """Stored feature rows of `slots` (the driver's copy)."""
-        return self.store.features_of(np.asarray(slots, dtype=np.intp))
-
-    def kernel_block(self, slots):
-        """Kernel rows of `slots` against every stored slot."""
-        return self.store.kernel_block(np.asarray(slots, dtype=np.intp))
-
-    def stored_data(self):
-        """Every stored row: the features, or for "precomputed" the kernel matrix of all slots."""
-        if self.kernel == "precomputed":
-            return self.kernel_block(np.arange(self.n_slots))
-        return self.store.features()
-
     def engine(self, head):
         """Not available: the engines live in the actors."""
         raise UnlearningError('backend="ray": the engines live in Ray actors; there is no '
@@ -945,12 +931,7 @@ class RayHeadSet(SlotTables):
 
     def _erase_tables(self, slots):
         """The driver's part of :meth:`erase` (HeadSet.erase and HeadSet.compact on the tables)."""
-        for i in self._ids[slots].tolist():
-            self._slot_of.pop(i, None)
-        self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None
-        self._labels[slots] = 0
-        self._C[slots] = 0.0
-        self._given[slots] = -1
+        self._forget_slots(slots)
         self.store.erase(slots, self._given >= 0)
         n_erased = int(np.count_nonzero(self._given < 0))
         if self.kernel != "precomputed" \

@@ -1935,7 +1935,7 @@ cdef class CPEngine:
         if kind == EV_END or k < 0:
             return self._migrate_sets()
         from_set = self.setof[k]
-        if self.scr_on and kind == EV_TO_MARGIN:
+        if self.scr_on and (kind == EV_TO_MARGIN or kind == EV_SLACK_TO_MARGIN):
             # its alpha may move from now on (in S, or by a null pivot)
             if self._scr_touch(k) != 0:
                 return ST_NO_MEMORY

@@ -1117,21 +1117,7 @@ cdef class CPEngine:
         self.rbuf = NULL
         self.ipiv = NULL
         self.r_cap = 0
-        self.scr_on = False
-        self.scr_dA = NULL
-        self.scr_key = NULL
-        self.scr_s = NULL
-        self.scr_state = NULL
-        self.scr_L = NULL
-        self.scr_T = NULL
-        self.scr_rows = NULL
-        self.scr_Trow = NULL
-        self.scr_KL = NULL
-        self.scr_wT = NULL
-        self.scr_out = NULL
-        self.scr_capL = 0
-        self.scr_alloc_n = 0
-        self.scr_capT = 0
+        self._scr_reset()
         self.mig_buf = NULL
         self.mig_n = 0
         self.mig_cap = 0
@@ -2093,12 +2079,10 @@ cdef class CPEngine:
         _zfree(self.scr_KL, <size_t>(self.scr_capL * self.scr_capT) * sizeof(double))
         _zfree(self.scr_wT, <size_t>self.scr_capT * sizeof(double))
         _zfree(self.scr_out, <size_t>self.scr_capL * sizeof(double))
-        self.scr_KL = NULL
-        self.scr_wT = NULL
-        self.scr_out = NULL
-        self.scr_capL = 0
-        self.scr_alloc_n = 0
-        self.scr_capT = 0
+        self._scr_reset()
+
+    cdef void _scr_reset(self) noexcept nogil:
+        # no screening buffers, no screened path (a new engine, or after _scr_free)
         self.scr_dA = NULL
         self.scr_key = NULL
         self.scr_s = NULL
@@ -2107,6 +2091,12 @@ cdef class CPEngine:
         self.scr_T = NULL
         self.scr_rows = NULL
         self.scr_Trow = NULL
+        self.scr_KL = NULL
+        self.scr_wT = NULL
+        self.scr_out = NULL
+        self.scr_capL = 0
+        self.scr_capT = 0
+        self.scr_alloc_n = 0
         self.scr_on = False
 
     cdef int _scr_touch(self, Py_ssize_t j) noexcept nogil:

@@ -33,7 +33,8 @@ from cpython.pythread cimport (
 from libc.math cimport exp, expm1, log1p, fabs, pow, sqrt, frexp, ldexp, INFINITY, isfinite
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport daxpy, dgemm, dgemv, dger
+from libc.float cimport DBL_EPSILON
+from scipy.linalg.cython_blas cimport daxpy, ddot, dgemm, dgemv, dger
 from scipy.linalg.cython_lapack cimport dgetrf, dgetri
 
 import numpy as np
@@ -108,10 +109,30 @@ cdef int check(int st) except -1:
 cdef extern from *:
     """
     #include <string.h>
+    #include <stdlib.h>
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #endif
     static void *(*const volatile eco_memset_v)(void *, int, size_t) = memset;
     static void eco_secure_zero(void *p, size_t n) { if (p && n) eco_memset_v(p, 0, n); }
+    /* A large block on transparent huge pages where Linux offers them (a
+       hint, madvise mode): an update of one column of KS touches one value
+       in every slot's row, a page apart at a few hundred margin vectors, and
+       on 4 KiB pages each of those is a TLB miss. Released by _zfree; NULL
+       where huge pages are not offered or the block is small. */
+    static void *eco_malloc_huge(size_t n) {
+        void *p = NULL;
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        if (n >= ((size_t)4 << 20)) {
+            if (posix_memalign(&p, (size_t)2 << 20, n) != 0) return NULL;
+            madvise(p, n, MADV_HUGEPAGE);
+        }
+    #endif
+        return p;
+    }
     """
     void eco_secure_zero(void* p, size_t n) noexcept nogil
+    void* eco_malloc_huge(size_t n) noexcept nogil
 
 cdef long long _alloc_countdown = 0   # > 0: the allocation that brings it to 0 fails
 cdef long long _alloc_count = 0       # allocations seen since the hook was armed
@@ -144,6 +165,15 @@ cdef void* _xmalloc(size_t size) noexcept nogil:
     if _alloc_fails():
         return NULL
     return malloc(size if size > 0 else 1)
+
+
+cdef void* _xmalloc_large(size_t size) noexcept nogil:
+    """_xmalloc for a large block that is updated column by column (KS)."""
+    cdef void* p
+    if _alloc_fails():
+        return NULL
+    p = eco_malloc_huge(size)
+    return p if p != NULL else malloc(size if size > 0 else 1)
 
 
 cdef void _zfree(void* p, size_t size) noexcept nogil:
@@ -1026,11 +1056,14 @@ cdef class CPEngine:
     # Rinv = A^-1, column-major, leading dimension r_cap
     cdef double* Rinv
     cdef Py_ssize_t r_cap
-    # KS: the kernel rows of the margin vectors, packed column by column
-    # (column p = row of margin[p] over all slots), so that the matrix-vector
-    # product of every step is one BLAS call over contiguous memory
+    # KS: the kernel values between every slot and the margin vectors, slot
+    # by slot (row j = K(x_j, x_margin[p]) for p < n_margin, leading dimension
+    # ks_ld >= n_margin; ks_rows rows allocated, the first ks_n filled). The
+    # product of every step is one BLAS call over contiguous memory, and the
+    # values of one slot against S are contiguous: what a screened path, a
+    # refinement and the residual of the margin equations read.
     cdef double* KS
-    cdef Py_ssize_t ks_ld, ks_cols, ks_n
+    cdef Py_ssize_t ks_ld, ks_rows, ks_n
     # work buffers of length r_cap
     cdef double* vbuf
     cdef double* beta
@@ -1084,13 +1117,12 @@ cdef class CPEngine:
     cdef Py_ssize_t* scr_rows         # screened rows (compacted as they leave)
     cdef double** scr_Trow            # kernel rows of the touched ones
     cdef Py_ssize_t scr_nL, scr_nT, scr_nrows
-    # K_LT, the kernel values of the followed rows (L) against the touched
-    # ones (T), row-major (row i = L[i], leading dimension scr_capT), so that
-    # the rates of a step are one contiguous product of |L| x |T|
-    cdef double* scr_KL
-    cdef double* scr_wT               # per touched row: its coefficient in dw (or in Delta w)
-    cdef double* scr_out              # per followed row: the product
-    cdef Py_ssize_t scr_capL, scr_capT
+    # Delta w for the refreshes (_scr_delta_coefs): y dA of the members of S
+    # by margin position, and the touched rows outside S that moved
+    cdef double* scr_wdA
+    cdef double** scr_Xrow
+    cdef double* scr_Xc
+    cdef Py_ssize_t scr_nX
     cdef Py_ssize_t scr_alloc_n          # length of the per-slot screening buffers
     cdef int scr_fail                 # a status raised inside a void helper
     cdef double scr_A, scr_E, scr_db, scr_B, scr_C, scr_eB, scr_eC, scr_W0, scr_DB0
@@ -1108,7 +1140,7 @@ cdef class CPEngine:
         self.Rinv = NULL
         self.KS = NULL
         self.ks_ld = 0
-        self.ks_cols = 0
+        self.ks_rows = 0
         self.ks_n = 0
         self.vbuf = NULL
         self.beta = NULL
@@ -1147,9 +1179,10 @@ cdef class CPEngine:
         self.n_refactorisations = 0
         self.updates_since_check = 0
         self.sigma = 1.0
-        # off by default: measured slower than the plain product at MNIST
-        # n = 10,000 (docs/cp-engine.md, section 10)
-        self.screening = False
+        # on by default: the same events at a fraction of the row products
+        # (docs/cp-engine.md, section 10); every engine of every backend
+        # screens alike, so that their states agree bit for bit
+        self.screening = True
         self.n_rated_rows = 0
         self.record_migrations = False
         self.sync_capacity()
@@ -1159,7 +1192,7 @@ cdef class CPEngine:
     def __dealloc__(self):
         self._free_r(self.Rinv, self.vbuf, self.beta, self.wbuf, self.wbuf2, self.rbuf,
                      self.ipiv, self.r_cap)
-        _zfree(self.KS, self.ks_ld * self.ks_cols * sizeof(double))
+        _zfree(self.KS, self.ks_ld * self.ks_rows * sizeof(double))
         for arr in (self._alpha_arr, self._g_arr, self._y_arr, self._C_arr,
                     self._h_arr, self._u_arr):
             _zero_array(arr)
@@ -1283,33 +1316,39 @@ cdef class CPEngine:
         return 0
 
     cdef int _ks_reserve(self, Py_ssize_t cols) noexcept nogil:
-        # room for `cols` packed margin rows with one entry per store slot
-        cdef Py_ssize_t ld = self.store.capacity, new_cols, p
+        # room for `cols` margin vectors in the row of every store slot
+        cdef Py_ssize_t rows = self.store.capacity, new_ld, j
         cdef double* K2
-        if cols <= self.ks_cols and ld <= self.ks_ld:
+        if cols <= self.ks_ld and rows <= self.ks_rows:
             return 0
-        new_cols = self.ks_cols
-        if new_cols < cols:
+        new_ld = self.ks_ld
+        if new_ld < cols:
             # headroom, so that the margin set can grow after a rebuild
             # (restore, load, polish) without another copy of the whole block
-            new_cols = 2 * self.ks_cols
-            if new_cols < cols + cols // 2 + 16:
-                new_cols = cols + cols // 2 + 16
-        K2 = <double*>_xmalloc(ld * new_cols * sizeof(double))
+            new_ld = 2 * self.ks_ld
+            if new_ld < cols + cols // 2 + 16:
+                new_ld = cols + cols // 2 + 16
+        if rows < self.ks_rows:
+            rows = self.ks_rows
+        K2 = <double*>_xmalloc_large(rows * new_ld * sizeof(double))
         if K2 == NULL:
             return ST_NO_MEMORY
         if self.KS != NULL:
-            for p in range(self.n_margin):
-                memcpy(K2 + p * ld, self.KS + p * self.ks_ld, self.ks_n * sizeof(double))
-            _zfree(self.KS, self.ks_ld * self.ks_cols * sizeof(double))
+            if new_ld == self.ks_ld:
+                memcpy(K2, self.KS, self.ks_n * self.ks_ld * sizeof(double))
+            else:
+                for j in range(self.ks_n):
+                    memcpy(K2 + j * new_ld, self.KS + j * self.ks_ld,
+                           self.n_margin * sizeof(double))
+            _zfree(self.KS, self.ks_ld * self.ks_rows * sizeof(double))
         self.KS = K2
-        self.ks_ld = ld
-        self.ks_cols = new_cols
+        self.ks_ld = new_ld
+        self.ks_rows = rows
         return 0
 
     cdef int _ks_sync(self) noexcept nogil:
         # bring the packed rows up to the current slots of the store
-        cdef Py_ssize_t n = self.store.n_slots, p
+        cdef Py_ssize_t n = self.store.n_slots, p, j, j0, j1
         cdef double* row
         if self._ks_reserve(self.n_margin) != 0:
             return ST_NO_MEMORY
@@ -1317,12 +1356,22 @@ cdef class CPEngine:
             self.ks_n = n  # the store was truncated: the packed prefix is still valid
         if self.ks_n == n:
             return 0
+        # a transpose of the members' kernel rows into the slots' rows, by
+        # blocks of 64 slots (64 rows of KS stay in cache while every member
+        # writes its value into each)
         for p in range(self.n_margin):
-            row = self.store.row(self.margin[p])
-            if row == NULL:
+            if self.store.row(self.margin[p]) == NULL:
                 return ST_NO_MEMORY
-            memcpy(self.KS + p * self.ks_ld + self.ks_n, row + self.ks_n,
-                   (n - self.ks_n) * sizeof(double))
+        j0 = self.ks_n
+        while j0 < n:
+            j1 = j0 + 64 if j0 + 64 < n else n
+            for p in range(self.n_margin):
+                row = self.store.row(self.margin[p])
+                if row == NULL:
+                    return ST_NO_MEMORY
+                for j in range(j0, j1):
+                    self.KS[j * self.ks_ld + p] = row[j]
+            j0 = j1
         self.ks_n = n
         return 0
 
@@ -1462,7 +1511,8 @@ cdef class CPEngine:
             dger(&n_, &n_, &inv_kappa, bk, &one_i, bk, &one_i, self.Rinv, &ld)
         if self._ks_reserve(m + 1) != 0:
             return -ST_NO_MEMORY
-        memcpy(self.KS + m * self.ks_ld, row_k, self.ks_n * sizeof(double))
+        for j in range(self.ks_n):
+            self.KS[j * self.ks_ld + m] = row_k[j]
         self.margin[m] = <int>k
         self.pos[k] = <int>m
         self.setof[k] = S_MARGIN
@@ -1493,8 +1543,8 @@ cdef class CPEngine:
             memcpy(self.Rinv + q * ldr, self.Rinv + last * ldr, m1 * sizeof(double))
             for i in range(m1):
                 self.Rinv[q + i * ldr] = self.Rinv[last + i * ldr]
-            memcpy(self.KS + p * self.ks_ld, self.KS + (m - 1) * self.ks_ld,
-                   self.ks_n * sizeof(double))
+            for i in range(self.ks_n):
+                self.KS[i * self.ks_ld + p] = self.KS[i * self.ks_ld + m - 1]
             moved = self.margin[m - 1]
             self.margin[p] = moved
             self.pos[moved] = <int>p
@@ -1520,9 +1570,12 @@ cdef class CPEngine:
                     memset(self.Rinv + j * rc + m1, 0, (o1 - m1) * sizeof(double))
                 else:
                     memset(self.Rinv + j * rc, 0, o1 * sizeof(double))
-        if self.KS != NULL:
-            for j in range(self.n_margin, min(old_m, self.ks_cols)):
-                memset(self.KS + j * self.ks_ld, 0, self.ks_ld * sizeof(double))
+        if self.KS != NULL and self.n_margin < self.ks_ld:
+            if old_m > self.ks_ld:
+                old_m = self.ks_ld
+            for j in range(self.ks_rows):
+                memset(self.KS + j * self.ks_ld + self.n_margin, 0,
+                       (old_m - self.n_margin) * sizeof(double))
 
     cdef int _remove_from_margin(self, Py_ssize_t k, int new_set) noexcept nogil:
         cdef Py_ssize_t p = self.pos[k]
@@ -1733,9 +1786,9 @@ cdef class CPEngine:
         for p in range(m):
             kp = self.margin[p]
             s = self.sigma * self.y[kp] * x[0]
+            col = self.KS + kp * self.ks_ld
             for q in range(m):
-                col = self.KS + q * self.ks_ld
-                s += self.y[kp] * self.y[self.margin[q]] * col[kp] * x[q + 1]
+                s += self.y[kp] * self.y[self.margin[q]] * col[q] * x[q + 1]
             r[p + 1] = s + rhs[p + 1]
         dgemv(b"N", &bn, &bn, &one, self.Rinv, &ld, r, &one_i, &zero, dx, &one_i)
         for p in range(m + 1):
@@ -1774,7 +1827,7 @@ cdef class CPEngine:
             bn = <blas_int>n
             bm = <blas_int>m
             ld = <blas_int>self.ks_ld
-            dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+            dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
                   &self.h[0], &one_i)
         else:
             for j in range(n):
@@ -2076,9 +2129,9 @@ cdef class CPEngine:
         _zfree(self.scr_T, n1 * sizeof(Py_ssize_t))
         _zfree(self.scr_rows, n1 * sizeof(Py_ssize_t))
         _zfree(self.scr_Trow, n1 * sizeof(double*))
-        _zfree(self.scr_KL, <size_t>(self.scr_capL * self.scr_capT) * sizeof(double))
-        _zfree(self.scr_wT, <size_t>self.scr_capT * sizeof(double))
-        _zfree(self.scr_out, <size_t>self.scr_capL * sizeof(double))
+        _zfree(self.scr_wdA, n1 * sizeof(double))
+        _zfree(self.scr_Xrow, n1 * sizeof(double*))
+        _zfree(self.scr_Xc, n1 * sizeof(double))
         self._scr_reset()
 
     cdef void _scr_reset(self) noexcept nogil:
@@ -2091,86 +2144,59 @@ cdef class CPEngine:
         self.scr_T = NULL
         self.scr_rows = NULL
         self.scr_Trow = NULL
-        self.scr_KL = NULL
-        self.scr_wT = NULL
-        self.scr_out = NULL
-        self.scr_capL = 0
-        self.scr_capT = 0
+        self.scr_wdA = NULL
+        self.scr_Xrow = NULL
+        self.scr_Xc = NULL
+        self.scr_nX = 0
         self.scr_alloc_n = 0
         self.scr_on = False
 
     cdef int _scr_touch(self, Py_ssize_t j) noexcept nogil:
-        # j's alpha may move on this path: follow it and keep its kernel row
-        # (once K_LT exists: a row of it if j is new to L, and a column)
+        # j's alpha may move on this path: follow it, and keep its kernel row
+        # for the times it is not in S (in S, its values are KS's column)
         cdef double* row
         if self.scr_state[j] == SCR_TOUCHED:
             return 0
         row = self.store.row(j)
         if row == NULL:
             return ST_NO_MEMORY
-        if self.scr_KL != NULL and self._scr_kl_reserve(self.scr_nL + 1, self.scr_nT + 1) != 0:
-            return ST_NO_MEMORY
         if self.scr_state[j] != SCR_FOLLOWED:
             self.scr_L[self.scr_nL] = j
             self.scr_nL += 1
-            if self.scr_KL != NULL:
-                self._scr_kl_fill_row(self.scr_nL - 1)
         self.scr_state[j] = SCR_TOUCHED
         self.scr_T[self.scr_nT] = j
         self.scr_Trow[self.scr_nT] = row
         self.scr_nT += 1
-        if self.scr_KL != NULL:
-            self._scr_kl_fill_col(self.scr_nT - 1)
         return 0
 
-    cdef int _scr_kl_reserve(self, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-        # room in K_LT for `rows` x `cols` (grown by half, relaid out when wider)
-        cdef Py_ssize_t capL = self.scr_capL, capT = self.scr_capT, i
-        cdef double* KL
-        cdef double* wT
-        cdef double* out
-        if rows <= capL and cols <= capT and self.scr_KL != NULL:
-            return 0
-        if rows > capL:
-            capL = rows + rows // 2 + 64
-        if cols > capT:
-            capT = cols + cols // 2 + 32
-        # every new buffer first: on failure the old ones stay as they were
-        KL = <double*>_xmalloc(capL * capT * sizeof(double))
-        wT = <double*>_xmalloc(capT * sizeof(double)) if KL != NULL else NULL
-        out = <double*>_xmalloc(capL * sizeof(double)) if wT != NULL else NULL
-        if out == NULL:
-            _zfree(KL, 0)
-            _zfree(wT, 0)
-            return ST_NO_MEMORY
-        if self.scr_KL != NULL:
-            for i in range(self.scr_nL):
-                memcpy(KL + i * capT, self.scr_KL + i * self.scr_capT,
-                       self.scr_nT * sizeof(double))
-            # the coefficients and products of the step in progress carry over
-            memcpy(wT, self.scr_wT, self.scr_capT * sizeof(double))
-            memcpy(out, self.scr_out, self.scr_capL * sizeof(double))
-        _zfree(self.scr_KL, <size_t>(self.scr_capL * self.scr_capT) * sizeof(double))
-        _zfree(self.scr_wT, <size_t>self.scr_capT * sizeof(double))
-        _zfree(self.scr_out, <size_t>self.scr_capL * sizeof(double))
-        self.scr_KL = KL
-        self.scr_wT = wT
-        self.scr_out = out
-        self.scr_capL = capL
-        self.scr_capT = capT
-        return 0
-
-    cdef void _scr_kl_fill_row(self, Py_ssize_t i) noexcept nogil:
-        cdef Py_ssize_t t, j = self.scr_L[i]
-        cdef double* out = self.scr_KL + i * self.scr_capT
+    cdef void _scr_delta_coefs(self) noexcept nogil:
+        # Delta w = sum_T y_k dA_k phi_k as the refreshes read it: scr_wdA[p]
+        # for the members of S (their values against any row are that row of
+        # KS), and the kernel rows and coefficients of the touched rows
+        # outside S that have moved (scr_Xrow, scr_Xc; usually few)
+        cdef Py_ssize_t p, t, k
+        for p in range(self.n_margin):
+            k = self.margin[p]
+            self.scr_wdA[p] = self.y[k] * self.scr_dA[k]
+        self.scr_nX = 0
         for t in range(self.scr_nT):
-            out[t] = self.scr_Trow[t][j]
+            k = self.scr_T[t]
+            if self.setof[k] == S_MARGIN or self.scr_dA[k] == 0.0:
+                continue
+            self.scr_Xrow[self.scr_nX] = self.scr_Trow[t]
+            self.scr_Xc[self.scr_nX] = self.y[k] * self.scr_dA[k]
+            self.scr_nX += 1
 
-    cdef void _scr_kl_fill_col(self, Py_ssize_t t) noexcept nogil:
-        cdef Py_ssize_t i, capT = self.scr_capT
-        cdef double* row = self.scr_Trow[t]
-        for i in range(self.scr_nL):
-            self.scr_KL[i * capT + t] = row[self.scr_L[i]]
+    cdef inline double _scr_delta_g(self, Py_ssize_t j) noexcept nogil:
+        # g_j - g_j(0) = y_j (<Delta w, phi_j> + Delta b), from _scr_delta_coefs
+        cdef Py_ssize_t p, x
+        cdef double s = 0.0
+        cdef const double* row = self.KS + j * self.ks_ld
+        for p in range(self.n_margin):
+            s += row[p] * self.scr_wdA[p]
+        for x in range(self.scr_nX):
+            s += self.scr_Xrow[x][j] * self.scr_Xc[x]
+        return self.y[j] * (s + self.scr_db)
 
     cdef int _scr_begin(self) noexcept nogil:
         """Start a screened path: snapshot the distance of every reserve and
@@ -2193,9 +2219,13 @@ cdef class CPEngine:
         self.scr_T = <Py_ssize_t*>_xmalloc((n + 1) * sizeof(Py_ssize_t))
         self.scr_rows = <Py_ssize_t*>_xmalloc((n + 1) * sizeof(Py_ssize_t))
         self.scr_Trow = <double**>_xmalloc((n + 1) * sizeof(double*))
+        self.scr_wdA = <double*>_xmalloc((n + 1) * sizeof(double))
+        self.scr_Xrow = <double**>_xmalloc((n + 1) * sizeof(double*))
+        self.scr_Xc = <double*>_xmalloc((n + 1) * sizeof(double))
         if (self.scr_dA == NULL or self.scr_key == NULL or self.scr_s == NULL
                 or self.scr_state == NULL or self.scr_L == NULL or self.scr_T == NULL
-                or self.scr_rows == NULL or self.scr_Trow == NULL):
+                or self.scr_rows == NULL or self.scr_Trow == NULL or self.scr_wdA == NULL
+                or self.scr_Xrow == NULL or self.scr_Xc == NULL):
             self._scr_free()
             return ST_NO_MEMORY
         self.scr_nL = 0
@@ -2255,11 +2285,7 @@ cdef class CPEngine:
                 self.scr_state[j] = SCR_FOLLOWED
                 self.scr_L[self.scr_nL] = j
                 self.scr_nL += 1
-        if self._scr_kl_reserve(self.scr_nL, self.scr_nT) != 0:
-            self._scr_free()
-            return ST_NO_MEMORY
-        for p in range(self.scr_nT):
-            self._scr_kl_fill_col(p)
+        self.scr_nX = 0
         self.scr_fail = ST_OK
         self.scr_on = True
         return ST_OK
@@ -2280,21 +2306,11 @@ cdef class CPEngine:
         cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef, dP = 0.0
         cdef blas_int bn, bm, ld, one_i = 1
         cdef double one = 1.0, zero = 0.0
-        # K_LS (y_S beta_S) as K_LT wT, wT zero off S: one contiguous product
-        for i in range(self.scr_nT):
-            j = self.scr_T[i]
-            self.scr_wT[i] = self.wbuf[self.pos[j]] if self.setof[j] == S_MARGIN else 0.0
-        if self.scr_nT > 0 and nL > 0:
-            bm = <blas_int>self.scr_nT
-            bn = <blas_int>nL
-            ld = <blas_int>self.scr_capT
-            dgemv(b"T", &bm, &bn, &one, self.scr_KL, &ld, self.scr_wT, &one_i, &zero,
-                  self.scr_out, &one_i)
-            for i in range(nL):
-                self.h[self.scr_L[i]] = self.scr_out[i]
-        else:
-            for i in range(nL):
-                self.h[self.scr_L[i]] = 0.0
+        # K_LS (y_S beta_S): the row of KS of each followed row, m contiguous values
+        bm = <blas_int>m
+        for i in range(nL):
+            j = self.scr_L[i]
+            self.h[j] = ddot(&bm, self.KS + j * self.ks_ld, &one_i, self.wbuf, &one_i) if m > 0 else 0.0
         self.n_rated_rows += nL
         for i in range(nL):
             j = self.scr_L[i]
@@ -2341,15 +2357,10 @@ cdef class CPEngine:
         # an upper bound on ||Delta w|| from its followed square and rounding
         return sqrt((A if A > 0.0 else 0.0) + E) * (1.0 + 1e-9)
 
-    cdef void _scr_refresh(self, Py_ssize_t j) noexcept nogil:
-        # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b): O(|T|)
-        cdef Py_ssize_t i, k
-        cdef double s = 0.0
-        for i in range(self.scr_nT):
-            k = self.scr_T[i]
-            if self.scr_dA[k] != 0.0:
-                s += self.scr_Trow[i][j] * (self.y[k] * self.scr_dA[k])
-        self.g[j] += self.y[j] * (s + self.scr_db)
+    cdef inline void _scr_refresh(self, Py_ssize_t j) noexcept nogil:
+        # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b): O(|S| + |X|),
+        # after _scr_delta_coefs
+        self.g[j] += self._scr_delta_g(j)
 
     cdef void _scr_check(self) noexcept nogil:
         """Follow every screened row that might reach g = 0 within the tentative step.
@@ -2385,9 +2396,7 @@ cdef class CPEngine:
                 count += 1
         if count == 0:
             return
-        if self._scr_kl_reserve(first + count, self.scr_nT) != 0:
-            self.scr_fail = ST_NO_MEMORY
-            return
+        self._scr_delta_coefs()
         for i in range(self.scr_nrows):
             j = self.scr_rows[i]
             if every or self.scr_key[j] <= self.scr_s[j] * W + DB:
@@ -2398,45 +2407,18 @@ cdef class CPEngine:
                 self.scr_rows[kept] = j
                 kept += 1
         self.scr_nrows = kept
-        self._scr_kl_fill_rows(first, count)
         for i in range(first, first + count):
             self._scr_follow(i)
 
-    cdef void _scr_kl_fill_rows(self, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
-        # rows first..first+count-1 of K_LT. One row at a time reads one value
-        # from each of |T| kernel rows (a cache miss each); many rows at once
-        # read each kernel row in ascending order (nearly a stream when they
-        # are dense), by blocks of 64 rows of K_LT that stay in cache
-        cdef Py_ssize_t i, t, b0, b1, capT = self.scr_capT
-        cdef double* row
-        if 32 * count < self.store.n_slots:
-            for i in range(first, first + count):
-                self._scr_kl_fill_row(i)
-            return
-        b0 = first
-        while b0 < first + count:
-            b1 = b0 + 64
-            if b1 > first + count:
-                b1 = first + count
-            for t in range(self.scr_nT):
-                row = self.scr_Trow[t]
-                for i in range(b0, b1):
-                    self.scr_KL[i * capT + t] = row[self.scr_L[i]]
-            b0 = b1
-
     cdef void _scr_follow(self, Py_ssize_t i) noexcept nogil:
-        # row i of L has just joined, its row of K_LT filled: exact gradient,
-        # rate, event (scr_wT holds the step's coefficients)
-        cdef Py_ssize_t t, j = self.scr_L[i], k
-        cdef double r = 0.0, s = 0.0
-        cdef double* row = self.scr_KL + i * self.scr_capT
-        for t in range(self.scr_nT):
-            r += row[t] * self.scr_wT[t]
-            k = self.scr_T[t]
-            if self.scr_dA[k] != 0.0:
-                s += row[t] * (self.y[k] * self.scr_dA[k])
-        # g_j = g_j(0) + y_j (sum_T K_jk y_k dA_k + Delta b)
-        self.g[j] += self.y[j] * (s + self.scr_db)
+        # row i of L has just joined (after _scr_delta_coefs): exact
+        # gradient, rate, event (wbuf holds the step's y_S beta_S)
+        cdef Py_ssize_t j = self.scr_L[i]
+        cdef blas_int bm = <blas_int>self.n_margin, one_i = 1
+        cdef double r = 0.0
+        if self.n_margin > 0:
+            r = ddot(&bm, self.KS + j * self.ks_ld, &one_i, self.wbuf, &one_i)
+        self.g[j] += self._scr_delta_g(j)
         if self.pth_moves:
             r += self.u[j]
         self.h[j] = self.y[j] * (r + self.pth_beta_b)
@@ -2471,7 +2453,9 @@ cdef class CPEngine:
         cdef double one = 1.0, zero = 0.0
         if not self.scr_on:
             return ST_OK
-        if 4 * self.scr_nrows * self.scr_nT < n * (m + 1):
+        if 4 * self.scr_nrows < n:
+            # few rows left screened: each from its row of KS
+            self._scr_delta_coefs()
             for i in range(self.scr_nrows):
                 self._scr_refresh(self.scr_rows[i])
         else:
@@ -2484,7 +2468,7 @@ cdef class CPEngine:
                 bn = <blas_int>n
                 bm = <blas_int>m
                 ld = <blas_int>self.ks_ld
-                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
                       &self.h[0], &one_i)
             bn = <blas_int>n
             for i in range(self.scr_nT):
@@ -2879,29 +2863,51 @@ cdef class CPEngine:
         take a coefficient out of its box is left for the path (the sets are
         what decides the state; refinement only removes rounding).
         """
-        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j, k
-        cdef double s, ysum = 0.0, db
+        cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j, k, n_terms = 0
+        cdef double t, coef, ysum = 0.0, yscale = 0.0, db, noise
+        cdef bint at_rounding = True
         cdef double* r = self.vbuf
         cdef double* sol = self.wbuf2
-        cdef double* col
+        cdef double* size = self.wbuf     # per margin equation: the size of its terms
+        cdef double* row
         cdef blas_int bn, bm, ld, one_i = 1
         cdef double minus_one = -1.0, zero = 0.0, one = 1.0
         if m == 0 or self.ks_n != n:
             return ST_OK
+        # the margin equations sum over the support vectors only (alpha = 0
+        # elsewhere): each adds its row of KS, contiguous, m values
+        for p in range(m + 1):
+            r[p] = 0.0
+            size[p] = 0.0
         for j in range(n):
-            if self.setof[j] != S_INACTIVE and self.setof[j] != S_DRIVEN:
-                self.u[j] = self.alpha[j] * self.y[j]
-                ysum += self.u[j]
-            else:
-                self.u[j] = 0.0
+            if self.setof[j] == S_INACTIVE or self.setof[j] == S_DRIVEN or self.alpha[j] == 0.0:
+                continue
+            coef = self.alpha[j] * self.y[j]
+            ysum += coef
+            yscale += fabs(coef)
+            n_terms += 1
+            row = self.KS + j * self.ks_ld
+            for p in range(m):
+                t = coef * row[p]
+                r[p + 1] += t
+                size[p] += fabs(t)
         r[0] = self.sigma * ysum
+        # A residual below the rounding of its own sums (about sqrt(terms)
+        # units in the last place of their size, and far below the
+        # certificate) is all that float64 can say of an exact solution:
+        # refinement would only trade one rounding for another, at the cost
+        # of a pass over every row. Then the state is left as it is.
+        noise = 4.0 * DBL_EPSILON * sqrt(<double>(n_terms + 1))
+        if fabs(r[0]) > noise * self.sigma * yscale:
+            at_rounding = False
         for p in range(m):
             k = self.margin[p]
-            col = self.KS + p * self.ks_ld
-            s = 0.0
-            for j in range(n):
-                s += col[j] * self.u[j]
-            r[p + 1] = self.y[k] * (s + self.b) - 1.0
+            t = self.y[k] * (r[p + 1] + self.b) - 1.0
+            if fabs(t) > noise * (size[p] + fabs(self.b) + 1.0):
+                at_rounding = False
+            r[p + 1] = t
+        if at_rounding:
+            return ST_OK
         bn = <blas_int>(m + 1)
         ld = <blas_int>self.r_cap
         dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, r, &one_i, &zero, sol, &one_i)
@@ -2918,7 +2924,7 @@ cdef class CPEngine:
         bn = <blas_int>n
         bm = <blas_int>m
         ld = <blas_int>self.ks_ld
-        dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero, &self.h[0], &one_i)
+        dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero, &self.h[0], &one_i)
         for j in range(n):
             if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
                 self.g[j] += self.y[j] * (self.h[j] + db)
@@ -3586,9 +3592,16 @@ cdef class CPEngine:
         out[:, 0] *= self.sigma
         return out
 
-    def get_state(self):
-        """Copy of the whole state as a dict of numpy arrays and numbers."""
-        R = np.ascontiguousarray(self.rinv())
+    def get_state(self, str rinv_order="C"):
+        """Copy of the whole state as a dict of numpy arrays and numbers.
+
+        `rinv_order` is the memory order of the inverse margin matrix: "C"
+        for callers that hash or save it, "F" (the engine's own) for a
+        snapshot that only :meth:`restore` reads (one copy fewer).
+        """
+        if rinv_order not in ("C", "F"):
+            raise ValueError(f"rinv_order must be 'C' or 'F', got {rinv_order!r}")
+        R = self.rinv() if rinv_order == "F" else np.ascontiguousarray(self.rinv())
         return {
             "y": self.y_all,
             "C": self.C_all,
@@ -3723,9 +3736,8 @@ cdef class CPEngine:
             self.g[s] = 0.0
             self.pos[s] = -1
             self.blocked[s] = -1
-            if self.KS != NULL and s < self.ks_ld:
-                for p in range(self.n_margin):
-                    self.KS[p * self.ks_ld + s] = 0.0
+            if self.KS != NULL and s < self.ks_rows:
+                memset(self.KS + s * self.ks_ld, 0, self.ks_ld * sizeof(double))
         # the rows and columns of Rinv and KS beyond the margin set were zeroed
         # when the set shrank (_scrub_beyond)
         if self.Rinv != NULL and self.n_margin == 0:
@@ -3764,12 +3776,14 @@ cdef class CPEngine:
         for i in range(m):
             if self.setof[i] == S_MARGIN:
                 self.margin[self.pos[i]] = <int>i
-        for p in range(self.n_margin):
-            for i in range(ks_new):
-                self.KS[p * self.ks_ld + i] = self.KS[p * self.ks_ld + keep[i]]
-            if self.ks_n > ks_new:
-                memset(self.KS + p * self.ks_ld + ks_new, 0,
-                       (self.ks_n - ks_new) * sizeof(double))
+        # keep is increasing: a row moves down onto one already moved
+        for i in range(ks_new):
+            if keep[i] != i:
+                memcpy(self.KS + i * self.ks_ld, self.KS + keep[i] * self.ks_ld,
+                       self.ks_ld * sizeof(double))
+        if self.ks_n > ks_new:
+            memset(self.KS + ks_new * self.ks_ld, 0,
+                   (self.ks_n - ks_new) * self.ks_ld * sizeof(double))
         self.ks_n = ks_new
         for p in range(self.capacity):
             self.h[p] = 0.0
@@ -3945,7 +3959,7 @@ cdef class CPEngine:
                 bn = <blas_int>n
                 bm = <blas_int>m
                 ld = <blas_int>self.ks_ld
-                dgemv(b"N", &bn, &bm, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
+                dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
                       &self.h[0], &one_i)
             else:
                 for j in range(n):

@@ -202,6 +202,7 @@ def test_estimator_parameter_switches_screening():
     # travels with a pickled model
     on.set_params(screening=False)
     assert pickle.loads(pickle.dumps(on)).screening is False
+    assert CPSVM().screening is True  # the default
     np.testing.assert_array_equal(on.decision_function(X), d_on)
 
 
@@ -211,7 +212,7 @@ def test_bad_screening_value_is_refused_and_changes_nothing():
     with pytest.raises(InvalidInputError, match="screening"):
         CPSVM(screening="yes").fit(X, y)
     m = CPSVM(gamma=0.1).fit(X, y)
-    assert m.screening is False  # the default
+    assert m.screening is True  # the default
     digest = m.state_digest()
     m.screening = 1
     with pytest.raises(InvalidInputError, match="screening"):

@@ -453,11 +453,7 @@ class HeadSet(SlotTables):
         matrices already in the engine's column-major layout), so that the
         rollback allocates as little as possible.
         """
-        heads = []
-        for e in self._engines:
-            st = e.get_state()
-            st["Rinv"] = np.asfortranarray(st["Rinv"])
-            heads.append(st)
+        heads = [e.get_state(rinv_order="F") for e in self._engines]
         return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
                 self._given, self._n_given, heads)
 

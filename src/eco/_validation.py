@@ -66,7 +66,7 @@ def check_flag(value, name):
 
 def apply_screening(est, heads):
     """Switch the engines of `heads` to the estimator's ``screening`` (local heads only)."""
-    flag = check_flag(getattr(est, "screening", False), "screening")
+    flag = check_flag(getattr(est, "screening", True), "screening")
     configure = getattr(heads, "set_screening", None)
     if configure is not None:
         configure(flag)
@@ -102,7 +102,7 @@ def check_params(est):
                                        or not isinstance(est.max_steps, Integral)
                                        or est.max_steps < 1):
         raise InvalidInputError(f"max_steps must be None or a positive integer, got {est.max_steps!r}")
-    check_flag(getattr(est, "screening", False), "screening")
+    check_flag(getattr(est, "screening", True), "screening")
     if not (est.class_weight is None or est.class_weight == "balanced"
             or isinstance(est.class_weight, dict)):
         raise InvalidInputError(

@@ -82,17 +82,18 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         Megabytes of kernel rows kept between calls, least recently used
         evicted beyond it (the rows of the margin vectors are held apart, by
         the heads); as in SVC. Changes speed and memory, never a result.
-    screening : bool, default=False
+    screening : bool, default=True
         Safe screening on the CP paths of ``increment`` and ``decrement``
         (and of the exact fit's repairs): per step, only the rows that a
         proven bound cannot exclude from the next event get exact gradient
         rates. The path takes the same events either way (same migrations,
         same sets, decision values equal to rounding); False follows every
-        row at every step. Off by default: on MNIST at n = 10,000 it rates
-        15-25% of the rows per step but is not faster (see
-        ``docs/cp-engine.md``, section 10). An execution setting, like
-        ``n_jobs``: it keeps the model fitted and saved files do not record
-        it. Applies to the "threads" backend (Ray actors never screen).
+        row at every step (the reference the tests compare it with). On
+        MNIST at n = 10,000 a screened removal rates 5-18% of the rows per
+        step and takes about half the time (``docs/cp-engine.md``, section
+        10). An execution setting, like ``n_jobs``: it keeps the model
+        fitted and saved files do not record it. Applies to the "threads"
+        backend (Ray actors never screen).
     backend : {"threads", "ray"}, default="threads"
         Where the heads live. "threads": in this process, ``n_jobs``
         threads over them. "ray": in Ray actors, several heads per actor
@@ -191,7 +192,7 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         max_steps=None,
         cache_size=200,
         backend="threads",
-        screening=False,
+        screening=True,
     ):
         self.C = C
         self.kernel = kernel

@@ -36,6 +36,8 @@ sys.path.insert(0, str(HERE))
 CURVES = ("CPSVM.fit", "SVC.fit", "decrement reserve", "decrement margin", "decrement error",
           "decrement batch of 50", "decrement margin screening=False",
           "decrement error screening=False", "decrement batch of 50 screening=False",
+          "decrement reserve (warm stream)", "decrement margin (warm stream)",
+          "decrement error (warm stream)",
           "SVC refit without a margin", "SVC refit without an error",
           "numpy margin", "numpy error", "matvec K_S.T @ v")
 
@@ -90,6 +92,10 @@ def _measure(sp, dataset, n):
             # switch is outside the timing)
             times[f"decrement {label} screening=False"] = sp.time_calls(
                 default_call, lambda: (p.fresh().set_params(screening=False),), rounds)
+        if kind != "batch":
+            # one warm model, a request after another (see Point.stream)
+            times[f"decrement {label} (warm stream)"], migr = p.stream(kind, rounds)
+            info[f"{label} (warm stream) migrations"] = migr
         info[f"{label} migrations"] = done["receipt"].n_migrations
         info[f"{label} steps"] = done["receipt"].n_steps
         info[f"{label}: ids on the path"] = sum(
@@ -165,6 +171,12 @@ RATIOS = (  # (label, numerator, denominator)
     ("refit / margin", "SVC refit without a margin", "decrement margin"),
     ("refit / error", "SVC refit without an error", "decrement error"),
     ("refit / batch of 50", "SVC refit without 50", "decrement batch of 50"),
+    ("refit / reserve (warm stream)", "SVC refit without a reserve",
+     "decrement reserve (warm stream)"),
+    ("refit / margin (warm stream)", "SVC refit without a margin",
+     "decrement margin (warm stream)"),
+    ("refit / error (warm stream)", "SVC refit without an error",
+     "decrement error (warm stream)"),
     ("refit / margin (screening=False)", "SVC refit without a margin",
      "decrement margin screening=False"),
     ("refit / error (screening=False)", "SVC refit without an error",
@@ -188,6 +200,11 @@ def summarise(points):
             if mv and m:
                 pt["ratios"][f"{kind}: per migration / matvec"] = \
                     med[f"decrement {kind}"] / m / mv
+                stream = pt["times"].get(f"decrement {kind} (warm stream)")
+                migr = pt["info"].get(f"{kind} (warm stream) migrations")
+                if stream and migr and sum(migr):
+                    pt["ratios"][f"{kind}: per migration / matvec (warm stream)"] = \
+                        sum(stream) / sum(migr) / mv
                 if f"decrement {kind} screening=False" in med:
                     pt["ratios"][f"{kind}: per migration / matvec (screening=False)"] = \
                         med[f"decrement {kind} screening=False"] / m / mv

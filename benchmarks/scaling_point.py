@@ -133,6 +133,38 @@ class Point:
         keep[ids] = False
         return self.X[keep], self.y[keep]
 
+    def stream(self, kind, rounds):
+        """Successive removals from one warm model: `rounds` requests of `kind`.
+
+        Each request removes one id drawn (fixed seed) from the current
+        model's `kind` set, the way a server meets a stream of deletions:
+        the kernel rows earlier requests computed are cached. Returns the
+        wall time and the set migrations of each request (garbage collected
+        before each, untimed) after checking the end state against the same estimator refitted on
+        the rows left (and every receipt: the CP path served it).
+        """
+        model = self.fresh()
+        rng = np.random.default_rng(3)
+        times, migrations, gone = [], [], []
+        for _ in range(rounds):
+            pool = np.asarray(getattr(model, f"{kind}_"))
+            assert len(pool) > 0, f"no {kind} vector left"
+            i = int(rng.choice(pool))
+            gc.collect()
+            t0 = time.perf_counter()
+            receipt = model.decrement(i)
+            times.append(time.perf_counter() - t0)
+            assert receipt.paths[i] in (PATH_RESERVE_DROP, PATH_STEPS), receipt.paths
+            assert receipt.resolved_heads == ()
+            migrations.append(receipt.n_migrations)
+            gone.append(i)
+        assert model.kkt_violation() < KKT_TOL
+        Xr, yr = self.remaining(gone)
+        err = np.max(np.abs(model.decision_function(Xr)
+                            - refit_frozen(model, Xr, yr).decision_function(Xr)))
+        assert err < REFIT_TOL, f"the stream's model differs from the refit by {err:.2e}"
+        return times, migrations
+
     # ---------------------------------------------------------- the checks
 
     def check_fit(self):

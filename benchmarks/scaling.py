@@ -224,7 +224,7 @@ def _fmt(t):
 
 
 def write_markdown(points, slopes, path, command):
-    lines = [f"# eco scaling benchmark", "", f"Command: `{command}`", "",
+    lines = ["# eco scaling benchmark", "", f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"BLAS threads {os.environ.get('ECO_BENCH_BLAS_THREADS', '1')}; "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]

@@ -77,7 +77,6 @@ import os
 import secrets
 import stat
 import zipfile
-import zlib
 from numbers import Integral
 
 import numpy as np

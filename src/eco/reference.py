@@ -164,7 +164,6 @@ def reference_solve(K, y, C, *, max_iter=None, time_limit=None):
 
 def _polish(K, y, C, alpha):
     """Exact coefficients for the sets of `alpha` (float64), or None when that fails."""
-    n = len(y)
     Q = (y[:, None] * y[None, :]) * K
     free = (alpha > 0) & (alpha < C)
     upper = (alpha >= C) & (C > 0)

@@ -1353,7 +1353,12 @@ cdef class CPEngine:
         if self._ks_reserve(self.n_margin) != 0:
             return ST_NO_MEMORY
         if self.ks_n > n:
-            self.ks_n = n  # the store was truncated: the packed prefix is still valid
+            # the store was truncated: the rows of the slots it kept are still
+            # valid; those of the others are zeroed (erasure)
+            if self.KS != NULL:
+                memset(self.KS + n * self.ks_ld, 0,
+                       (self.ks_n - n) * self.ks_ld * sizeof(double))
+            self.ks_n = n
         if self.ks_n == n:
             return 0
         # a transpose of the members' kernel rows into the slots' rows, by
@@ -1376,6 +1381,11 @@ cdef class CPEngine:
         return 0
 
     cdef int _ks_rebuild(self) noexcept nogil:
+        # rows are rewritten, not zeroed, for the slots there are now: zero
+        # those beyond them
+        cdef Py_ssize_t n = self.store.n_slots
+        if self.KS != NULL and self.ks_n > n:
+            memset(self.KS + n * self.ks_ld, 0, (self.ks_n - n) * self.ks_ld * sizeof(double))
         self.ks_n = 0
         return self._ks_sync()
 
@@ -1543,18 +1553,21 @@ cdef class CPEngine:
             memcpy(self.Rinv + q * ldr, self.Rinv + last * ldr, m1 * sizeof(double))
             for i in range(m1):
                 self.Rinv[q + i * ldr] = self.Rinv[last + i * ldr]
+            # one strided pass: the last member's column moves into p and
+            # its old place is zeroed (what _scrub_beyond would do again)
             for i in range(self.ks_n):
                 self.KS[i * self.ks_ld + p] = self.KS[i * self.ks_ld + m - 1]
+                self.KS[i * self.ks_ld + m - 1] = 0.0
             moved = self.margin[m - 1]
             self.margin[p] = moved
             self.pos[moved] = <int>p
         self.margin[m - 1] = -1
         self.n_margin = m - 1
-        self._scrub_beyond(m)
+        self._scrub_beyond(m, q != last)
         self.epoch += 1
         self.updates_since_check += 1
 
-    cdef void _scrub_beyond(self, Py_ssize_t old_m) noexcept nogil:
+    cdef void _scrub_beyond(self, Py_ssize_t old_m, bint ks_done=False) noexcept nogil:
         # Zero what the margin set left behind when it shrank from old_m to
         # n_margin: the rows and columns of Rinv beyond the current order and
         # the packed kernel rows beyond the current set (erasure: they may
@@ -1570,10 +1583,12 @@ cdef class CPEngine:
                     memset(self.Rinv + j * rc + m1, 0, (o1 - m1) * sizeof(double))
                 else:
                     memset(self.Rinv + j * rc, 0, o1 * sizeof(double))
-        if self.KS != NULL and self.n_margin < self.ks_ld:
+        # (rows of KS from ks_n on are zero: _ks_sync and _ks_rebuild zero
+        # what a shrinking store leaves behind)
+        if self.KS != NULL and self.n_margin < self.ks_ld and not ks_done:
             if old_m > self.ks_ld:
                 old_m = self.ks_ld
-            for j in range(self.ks_rows):
+            for j in range(self.ks_n):
                 memset(self.KS + j * self.ks_ld + self.n_margin, 0,
                        (old_m - self.n_margin) * sizeof(double))
 

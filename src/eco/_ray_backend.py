@@ -99,6 +99,10 @@ def _local_labels(labels, heads, n_heads):
     return local
 
 
+def _cat(parts, dtype):
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+
 class PrimaryState:
     """The primary state of some heads as plain arrays: what defines them, no kernel value.
 
@@ -159,26 +163,23 @@ class PrimaryState:
         if n < n_old:
             raise UnlearningError(f"heads hold {n} slots, fewer than the {n_old} committed")
         new = np.arange(n_old, n, dtype=np.int32)
-        parts = {k: [] for k in ("slots", "alpha", "sets", "order")}
+        slots, alpha, sets, orders = [], [], [], []
         b = np.empty(len(heads))
         for k, j in enumerate(heads):
             e = head_set.engine(j)
             a, s = e.alpha_all, e.sets_all
-            moved = (a[:n_old].view(np.int64) != self.alpha[j].view(np.int64)) \
-                | (s[:n_old] != self.sets[j])
-            slots = np.concatenate([np.flatnonzero(moved).astype(np.int32), new])
-            parts["slots"].append(slots)
-            parts["alpha"].append(a[slots])
-            parts["sets"].append(s[slots])
-            parts["order"].append(np.asarray(e.margin_order, dtype=np.int32))
+            moved = a[:n_old].view(np.int64) != self.alpha[j].view(np.int64)
+            moved |= s[:n_old] != self.sets[j]
+            listed = np.concatenate([np.flatnonzero(moved).astype(np.int32), new])
+            slots.append(listed)
+            alpha.append(a[listed])
+            sets.append(s[listed])
+            orders.append(np.asarray(e.margin_order, dtype=np.int32))
             b[k] = e.b
-        cat = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int32 if k in ("slots", "order")
-                                                       else np.float64 if k == "alpha" else np.int8)
-               for k, v in parts.items()}
         return (n, np.asarray(heads, dtype=np.int32),
-                np.array([len(v) for v in parts["slots"]], dtype=np.int64), cat["slots"],
-                cat["alpha"], cat["sets"].astype(np.int8), b,
-                np.array([len(v) for v in parts["order"]], dtype=np.int64), cat["order"])
+                np.array([len(v) for v in slots], dtype=np.int64), _cat(slots, np.int32),
+                _cat(alpha, np.float64), _cat(sets, np.int8), b,
+                np.array([len(v) for v in orders], dtype=np.int64), _cat(orders, np.int32))
 
     def apply(self, delta, rows=None):
         """Apply a delta of :meth:`changes`; its head k is row ``rows[k]`` here (default: k)."""
@@ -356,12 +357,16 @@ class HeadGroup:
         self._delta = self._base.changes(self.set, sorted(self._dirty))
         return self._applied, self._delta
 
-    def erase(self, slots):
-        """Erase `slots` here, as the driver does (HeadSet.erase; compacting alike).
+    def erase(self, slots, txn=None):
+        """Commit `txn` (the request that removed `slots`), then erase `slots` as the driver does.
 
-        Returns (slots held afterwards, seconds).
+        HeadSet.erase, compacting alike. Returns (slots held afterwards,
+        seconds erasing, seconds committing).
         """
         t0 = time.perf_counter()
+        if txn is not None:
+            self.commit(txn)  # one message for both: the driver sent no commit of its own
+        t1 = time.perf_counter()
         slots = np.asarray(slots, dtype=np.intp)
         keep = self.set.slot_given >= 0
         keep[slots] = False
@@ -370,7 +375,7 @@ class HeadGroup:
         self._base.erase(slots)
         if self.set.n_slots != n:
             self._base.compact(np.flatnonzero(keep))
-        return self.set.n_slots, time.perf_counter() - t0
+        return self.set.n_slots, time.perf_counter() - t1, t1 - t0
 
     def loo(self, active):
         """Exact leave-one-out decisions of `active` in every head here: {head: column}.
@@ -568,10 +573,12 @@ class RayHeadSet(SlotTables):
         The heads each actor holds (round robin over the actors).
     n_revivals : int
         Actors restarted after they died.
-    work_s, delta_s : float
+    work_s, delta_s, commit_s : float
         Seconds of work of the slowest actor, summed over the phases of
-        every request so far (the snapshot, the request and the erasure),
-        and seconds the slowest actor spent taking the deltas of its heads.
+        every request so far (the snapshot and the request, then the
+        erasure); seconds the slowest actor spent taking the deltas of its
+        heads, and committing (its snapshot dropped, its delta applied) when
+        an erasure told it to.
     """
 
     def __init__(self, spec, data, labels, C, ids, *, n_jobs=None, given=None, n_given=None):
@@ -602,11 +609,13 @@ class RayHeadSet(SlotTables):
         self._touched = set()   # actors that received a request of it
         self._deltas = {}       # actor -> (number, delta) of its latest request
         self._held = []         # object-store rows held for it (an increment's)
+        self._unsent = None     # (transaction, actors): committed, not yet told to the actors
         self._cache = {}
         self._counts = [0, 0]   # path steps, migrations
         self.n_revivals = 0
         self.work_s = 0.0
         self.delta_s = 0.0
+        self.commit_s = 0.0
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_actors = cpus if n_jobs is None or n_jobs < 0 else int(n_jobs)
         n_actors = max(1, min(n_actors, n_heads))
@@ -729,6 +738,8 @@ class RayHeadSet(SlotTables):
         (as its own type) once every call has finished.
         """
         ray = _ray()
+        if method != "erase":  # an erasure carries the commit itself
+            self._send_commit()
         results, todo = {}, list(actors)
         for attempt in range(_MAX_REVIVALS + 1):
             handles = {a: self.actors[a] for a in todo}
@@ -833,8 +844,16 @@ class RayHeadSet(SlotTables):
             self._primary.apply(delta, self.groups[a])
         self._txn = self._saved = None
         self._held = []  # the actors hold an increment's rows now: the object store need not
-        for a in touched:
-            self.actors[a].commit.remote(self._txn_id)
+        # told to the actors with the next call (an erasure's, or before any other)
+        self._unsent = (self._txn_id, touched)
+
+    def _send_commit(self):
+        """Tell the actors of the last committed transaction (unless told already)."""
+        if self._unsent is not None:
+            txn, touched = self._unsent
+            self._unsent = None
+            for a in touched:
+                self.actors[a].commit.remote(txn)
 
     def _abort(self, saved):
         """Put the driver's tables and every actor back at the committed state (idempotent).
@@ -1091,9 +1110,10 @@ class RayHeadSet(SlotTables):
     def erase(self, slots):
         """Erase removed examples everywhere: actors and driver (HeadSet.erase's rule).
 
-        One round trip: every actor erases `slots` (and any held inactive
-        slot) in its local head set and its copy of the committed state,
-        compacting when HeadSet does. The driver then zeroes them in its
+        One round trip, which also tells the actors that the request that
+        removed them is committed: every actor erases `slots` (and any held
+        inactive slot) in its local head set and its copy of the committed
+        state, compacting when HeadSet does. The driver then zeroes them in its
         tables, its rows and its committed arrays alike (in place), and
         compacts alike. Nothing else holds them: the object store held the
         rows only until the actors had them, and no request is logged. An
@@ -1105,7 +1125,8 @@ class RayHeadSet(SlotTables):
         slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
         if self._txn is not None:
             raise UnlearningError("erase: a request is in progress")
-        got = self._call(range(len(self.actors)), "erase", slots)
+        txn, self._unsent = (self._unsent or (None,))[0], None
+        got = self._call(range(len(self.actors)), "erase", slots, txn)
         with self._lock:
             self._cache.clear()
             self._erase_tables(slots)
@@ -1114,6 +1135,7 @@ class RayHeadSet(SlotTables):
                 raise UnlearningError(f"erase: actors hold {sorted({r[0] for r in got.values()})} "
                                       f"slots, the driver {n}")
             self.work_s += max(r[1] for r in got.values())
+            self.commit_s += max(r[2] for r in got.values())
 
     def _erase_tables(self, slots):
         """The driver's part of :meth:`erase` (HeadSet.erase and HeadSet.compact on its arrays)."""

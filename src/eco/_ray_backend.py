@@ -118,7 +118,8 @@ class PrimaryState:
     counts, slots, alpha, sets, b, order_counts, orders)``: the number of
     slots after the request, the changed heads (row indices), and for each
     of them, concatenated, the changed slots with their new coefficient and
-    set code, its bias and its whole margin order.
+    set code, its bias and its whole margin order if it changed (its length
+    in ``order_counts``, -1 where it did not).
     """
 
     def __init__(self, n_heads, n_slots):
@@ -163,7 +164,7 @@ class PrimaryState:
         if n < n_old:
             raise UnlearningError(f"heads hold {n} slots, fewer than the {n_old} committed")
         new = np.arange(n_old, n, dtype=np.int32)
-        slots, alpha, sets, orders = [], [], [], []
+        slots, alpha, sets, orders, order_counts = [], [], [], [], []
         b = np.empty(len(heads))
         for k, j in enumerate(heads):
             e = head_set.engine(j)
@@ -174,12 +175,17 @@ class PrimaryState:
             slots.append(listed)
             alpha.append(a[listed])
             sets.append(s[listed])
-            orders.append(np.asarray(e.margin_order, dtype=np.int32))
+            order = np.asarray(e.margin_order, dtype=np.int32)
+            # most heads keep their margin order (a request's row was a reserve vector there)
+            kept = np.array_equal(order, self.order[j])
+            order_counts.append(-1 if kept else len(order))
+            if not kept:
+                orders.append(order)
             b[k] = e.b
         return (n, np.asarray(heads, dtype=np.int32),
                 np.array([len(v) for v in slots], dtype=np.int64), _cat(slots, np.int32),
                 _cat(alpha, np.float64), _cat(sets, np.int8), b,
-                np.array([len(v) for v in orders], dtype=np.int64), _cat(orders, np.int32))
+                np.array(order_counts, dtype=np.int64), _cat(orders, np.int32))
 
     def apply(self, delta, rows=None):
         """Apply a delta of :meth:`changes`; its head k is row ``rows[k]`` here (default: k)."""
@@ -192,9 +198,10 @@ class PrimaryState:
         self.alpha[per_entry, slots] = alpha
         self.sets[per_entry, slots] = sets
         self.b[at] = b
-        ends = np.cumsum(order_counts)
-        for r, lo, hi in zip(at.tolist(), (ends - order_counts).tolist(), ends.tolist()):
-            self.order[r] = np.array(orders[lo:hi], dtype=np.int32)
+        ends = np.cumsum(np.maximum(order_counts, 0))
+        for r, m, hi in zip(at.tolist(), np.asarray(order_counts).tolist(), ends.tolist()):
+            if m >= 0:  # -1: the order is unchanged
+                self.order[r] = np.array(orders[hi - m:hi], dtype=np.int32)
 
     def erase(self, slots):
         """Zero the entries of erased `slots` (inactive in every head)."""

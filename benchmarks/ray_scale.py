@@ -22,7 +22,9 @@ share the machine's memory::
     nice -n 10 python benchmarks/ray_scale.py ray 20000 > ray.json
 
 (``PYTHONPATH=src`` from a source checkout.) Ray runs on a local cluster of
-two CPUs with two actors of 50 heads; threads with ``n_jobs=2``.
+two CPUs with two actors of 50 heads, at the priority of this process
+(``RAY_worker_niceness=0``: Ray's default would lower them by 15); threads
+with ``n_jobs=2``.
 """
 
 import json
@@ -104,6 +106,10 @@ def main(argv):
     backend, rows = argv[1], int(argv[2])
     classes = int(argv[3]) if len(argv) > 3 else CLASSES
     if backend == "ray":
+        # the actors at this process's priority, as the threads backend's
+        # threads are: Ray's default lowers its workers by 15, and on a shared
+        # machine they then wait behind every other job at each round trip
+        os.environ.setdefault("RAY_worker_niceness", "0")
         import ray
         src = str(Path(eco.__file__).resolve().parents[1])
         path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)

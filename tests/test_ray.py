@@ -344,6 +344,19 @@ def test_driver_state_follows_every_committed_request(n_classes):
     _assert_driver_holds_the_actors_state(remote)
 
 
+def _kill_and_wait(actor):
+    """ray.kill, then wait until the actor is gone (ray.kill returns before it is)."""
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ready.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_restart_right_after_a_decrement_with_many_migrations():
     X, y = _data(3, n=150, seed=22)
     params = dict(C=2.0, gamma=0.3)
@@ -356,7 +369,7 @@ def test_restart_right_after_a_decrement_with_many_migrations():
     assert receipts[1].n_migrations == receipts[0].n_migrations >= 20
     assert remote.state_digest() == local.state_digest()
     for a in range(len(heads.actors)):
-        ray.kill(heads.actors[a], no_restart=True)
+        _kill_and_wait(heads.actors[a])
         # any call restarts it from the driver's arrays: the committed state, bit for bit
         heads.ping()
         assert heads.n_revivals == a + 1
@@ -372,37 +385,18 @@ def test_restart_right_after_a_decrement_with_many_migrations():
 
 
 def test_a_restart_refuses_a_state_that_is_not_the_svm():
-    # the restart path of an actor (eco file, install_primary, certificate), run in process
-    from eco._ray_backend import HeadGroup, PrimaryState, head_file
-    from eco.exceptions import ModelFileError, UnlearningError
-
+    # a restart installs the driver's arrays through eco's loader and certificate:
+    # a committed state that is not the SVM of the rows is refused, not installed
     X, y = _data(2, n=60, seed=23)
-    model = CPSVM(C=2.0, gamma=0.3).fit(X, y)
-    heads = model.head_set_
-    n = heads.n_slots
-    spec = dict(kernel="rbf", gamma=0.3, degree=3, coef0=0.0, precompute=False, n_heads=1,
-                max_steps=0)
-
-    def restart(state, labels=heads.slot_labels):
-        files = [head_file(state, 0, np.where(labels == 1, 1.0, -1.0), heads.slot_C,
-                           heads.slot_ids, 0.3)]
-        return HeadGroup(spec, [0], [X], labels, heads.slot_C, list(heads.slot_ids),
-                         files=files)
-
-    committed = PrimaryState.of(heads)
-    group = restart(committed)
-    assert group.set.head_state(0).primary().b == heads.head_state(0).b
-    np.testing.assert_array_equal(group.set.alphas(), heads.alphas())
-    tampered = PrimaryState.of(heads)
-    tampered.b[0] += 0.25  # a consistent file, but not the SVM of these rows
-    with pytest.raises(UnlearningError, match="refused.*KKT"):
-        restart(tampered)
-    flipped = heads.slot_labels.copy()
-    flipped[np.flatnonzero(flipped == 1)[:1]] = 0  # labels the driver's tables do not hold
-    with pytest.raises((UnlearningError, ModelFileError)):
-        restart(committed, flipped)
-    assert n == heads.n_slots
-
+    remote = CPSVM(C=2.0, gamma=0.3, backend="ray", n_jobs=1).fit(X, y)
+    heads = remote.head_set_
+    crafted = heads.head_state(0)
+    crafted.b += 0.25  # installed as given (bit for bit), and committed
+    heads.restore_head(0, crafted)
+    assert heads.committed_state(0).b == crafted.b
+    _kill_and_wait(heads.actors[0])
+    with pytest.raises(eco.exceptions.UnlearningError, match="could not restart.*refused"):
+        heads.ping()
 
 # ----------------------------------------------------------------- erasure
 

@@ -722,8 +722,13 @@ class RayHeadSet(SlotTables):
                     else:
                         ray.get(actor.ready.remote())
                 except ray.exceptions.RayActorError as exc:
+                    if exc.actor_init_failed:  # its start raised: it would again
+                        cause = str(exc).strip().splitlines()[-1]
+                        raise UnlearningError(
+                            f"ray backend: could not restart the actor holding heads "
+                            f"{self.groups[a]}: {cause}") from exc
                     last = exc
-                    continue  # the new actor died too (killed, or its node lost), or was refused
+                    continue  # the new actor died too (killed, or its node lost)
                 except ray.exceptions.RayTaskError as exc:
                     raise UnlearningError(
                         f"ray backend: replaying the open request on a restarted actor (heads "

@@ -8,10 +8,12 @@ backend, drawn from a seeded permutation) and prints one JSON object: the fit
 time, every request's wall time, the state digests after the fit and after
 the requests (equal across backends), the peak resident memory of this
 process and, for Ray, of every actor, Ray's round trip to every actor with no
-work (``ping``) and, per request, the work of the slowest actor
-(``RayHeadSet.work_s``), whose difference with the wall time is Ray's
-overhead per request, and the part of it spent checkpointing every head
-after the erasure (``RayHeadSet.checkpoint_s``, slowest actor).
+work (``ping``) and, per request, the work of the slowest actor in each phase
+(``RayHeadSet.work_s``: the snapshot and the path, then the erasure), whose
+difference with the wall time is Ray's overhead per request, and the part of
+that overhead the slowest actor spent taking the deltas of its heads
+(``RayHeadSet.delta_s``) and committing (``RayHeadSet.commit_s``). The bytes the driver holds to restart actors
+(``checkpoint_files``) are reported too.
 
 One backend per process, one after the other, so that the two models never
 share the machine's memory::
@@ -20,7 +22,9 @@ share the machine's memory::
     nice -n 10 python benchmarks/ray_scale.py ray 20000 > ray.json
 
 (``PYTHONPATH=src`` from a source checkout.) Ray runs on a local cluster of
-two CPUs with two actors of 50 heads; threads with ``n_jobs=2``.
+two CPUs with two actors of 50 heads, at the priority of this process
+(``RAY_worker_niceness=0``: Ray's default would lower them by 15); threads
+with ``n_jobs=2``.
 """
 
 import json
@@ -61,24 +65,26 @@ def run(backend, rows, classes=CLASSES):
     heads = model.head_set_
     order = np.random.default_rng(SEED).permutation(rows).tolist()
     for k in (1, 50):
-        walls, work, ckpt = [], [], []
+        walls, work, delta, commit = [], [], [], []
         for _ in range(ROUNDS):
             ids, order = order[:k], order[k:]
             w0 = getattr(heads, "work_s", 0.0)
-            c0 = getattr(heads, "checkpoint_s", 0.0)
+            d0 = getattr(heads, "delta_s", 0.0)
+            c0 = getattr(heads, "commit_s", 0.0)
             t0 = time.perf_counter()
             model.decrement(ids, audit=False)
             walls.append(time.perf_counter() - t0)
             work.append(getattr(heads, "work_s", 0.0) - w0)
-            ckpt.append(getattr(heads, "checkpoint_s", 0.0) - c0)
+            delta.append(getattr(heads, "delta_s", 0.0) - d0)
+            commit.append(getattr(heads, "commit_s", 0.0) - c0)
         out[f"decrement_{k}_s"] = walls
         if backend == "ray":
             out[f"decrement_{k}_slowest_actor_work_s"] = work
             out[f"decrement_{k}_overhead_s"] = [a - b for a, b in zip(walls, work)]
-            # of which: the erasure's checkpoint of every head (slowest actor)
-            out[f"decrement_{k}_checkpoint_s"] = ckpt
-            out[f"decrement_{k}_overhead_without_checkpoint_s"] = [
-                a - b - c for a, b, c in zip(walls, work, ckpt)]
+            # of which: the actors taking the deltas of their heads, and
+            # committing (the snapshot dropped, the delta applied; slowest actor)
+            out[f"decrement_{k}_delta_s"] = delta
+            out[f"decrement_{k}_commit_s"] = commit
     out["digest_end"] = model.state_digest()
     out["rss_peak_bytes"] = _rss_peak()
     if backend == "ray":
@@ -100,6 +106,10 @@ def main(argv):
     backend, rows = argv[1], int(argv[2])
     classes = int(argv[3]) if len(argv) > 3 else CLASSES
     if backend == "ray":
+        # the actors at this process's priority, as the threads backend's
+        # threads are: Ray's default lowers its workers by 15, and on a shared
+        # machine they then wait behind every other job at each round trip
+        os.environ.setdefault("RAY_worker_niceness", "0")
         import ray
         src = str(Path(eco.__file__).resolve().parents[1])
         path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)

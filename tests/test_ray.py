@@ -270,7 +270,7 @@ def test_eco_nn_with_a_ray_head(tmp_path):
                                   models[0].predict(X.astype(np.float32)))
 
 
-def test_precomputed_kernel_and_revival_from_a_later_checkpoint():
+def test_precomputed_kernel_and_revival_after_increments():
     X, y = _data(2, n=60)
     X_new, y_new = _data(2, n=6, seed=5)
     gram = np.vstack([X, X_new]) @ np.vstack([X, X_new]).T
@@ -280,7 +280,7 @@ def test_precomputed_kernel_and_revival_from_a_later_checkpoint():
         m.increment(gram[60:63, :63], y_new[:3])
         m.decrement([4, 9])
     heads = models[1].head_set_
-    heads.checkpoint()  # now over two chunks of rows of different widths
+    # rows given in two chunks of different widths; a restart gets them as one block
     for m in models:
         m.increment(gram[63:, :], y_new[3:])
     ray.kill(heads.actors[0], no_restart=True)
@@ -289,6 +289,114 @@ def test_precomputed_kernel_and_revival_from_a_later_checkpoint():
     assert heads.n_revivals == 1
     _same_model(models[0], models[1], gram[:5])
 
+
+# ------------------------------------------------ committed state on the driver
+
+
+def _primary_bytes(state, active):
+    """The digested primary fields of a head on `active`, as bytes (-0.0 is not 0.0)."""
+    return [np.asarray(state.alpha)[active].tobytes(), np.asarray(state.sets)[active].tobytes(),
+            np.float64(state.b).tobytes(), np.asarray(state.margin_order, np.int64).tobytes()]
+
+
+def _assert_driver_holds_the_actors_state(model):
+    heads = model.head_set_
+    active = heads.active_slots()
+    for h in range(heads.n_heads):
+        held, live = heads.committed_state(h), heads.head_state(h)
+        assert _primary_bytes(held, active) == _primary_bytes(live, active), f"head {h}"
+        np.testing.assert_array_equal(np.asarray(held.y)[active], np.asarray(live.y)[active])
+        np.testing.assert_array_equal(np.asarray(held.C)[active], np.asarray(live.C)[active])
+    np.testing.assert_array_equal(heads.alphas()[:, active],
+                                  np.stack([heads.head_state(h).alpha for h in
+                                            range(heads.n_heads)])[:, active])
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_driver_state_follows_every_committed_request(n_classes):
+    # the deltas the actors return rebuild, on the driver, their committed state bit for bit
+    local, remote, X, y = _pair(n_classes)
+    _assert_driver_holds_the_actors_state(remote)
+    X_new, y_new = _data(n_classes, n=10, seed=21)
+    heads = remote.head_set_
+    requests = [
+        lambda m: m.decrement([0, 1, 2, 3, 5, 8, 13, 21]),
+        lambda m: m.increment(X_new[:5], y_new[:5]),
+        lambda m: m.decrement([34, 55], batch=False),
+        lambda m: m.increment(X_new[5:], y_new[5:], ids=[f"n{i}" for i in range(5)]),
+        lambda m: m.decrement(["n1", 40]),
+    ]
+    for request in requests:
+        request(local)
+        request(remote)
+        assert remote.state_digest() == local.state_digest()
+        _assert_driver_holds_the_actors_state(remote)
+        assert heads.held_objects() == []  # no rows left in the object store between requests
+    # a failed request leaves the driver's arrays as they were
+    before = [heads.committed_state(h) for h in range(heads.n_heads)]
+    heads.arm_fault(len(heads.actors) - 1, "unlearn", 1, True)
+    with pytest.raises(InjectedFault):
+        remote.decrement([60, 61, 62])
+    active = heads.active_slots()
+    for h in range(heads.n_heads):
+        assert _primary_bytes(heads.committed_state(h), active) == \
+            _primary_bytes(before[h], active)
+    _assert_driver_holds_the_actors_state(remote)
+
+
+def _kill_and_wait(actor):
+    """ray.kill, then wait until the actor is gone (ray.kill returns before it is)."""
+    ray.kill(actor, no_restart=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ready.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the killed actor still answers")
+
+
+def test_restart_right_after_a_decrement_with_many_migrations():
+    X, y = _data(3, n=150, seed=22)
+    params = dict(C=2.0, gamma=0.3)
+    local = CPSVM(**params).fit(X, y)
+    remote = CPSVM(backend="ray", n_jobs=2, **params).fit(X, y)
+    heads = remote.head_set_
+    # the support vectors of every head, removed in one batch path
+    gone = [int(i) for i in local.support_ids_[:30]]
+    receipts = local.decrement(gone), remote.decrement(gone)
+    assert receipts[1].n_migrations == receipts[0].n_migrations >= 20
+    assert remote.state_digest() == local.state_digest()
+    for a in range(len(heads.actors)):
+        _kill_and_wait(heads.actors[a])
+        # any call restarts it from the driver's arrays: the committed state, bit for bit
+        heads.ping()
+        assert heads.n_revivals == a + 1
+        assert remote.state_digest() == local.state_digest()
+        _assert_driver_holds_the_actors_state(remote)
+    assert heads.n_revivals == len(heads.actors)
+    assert remote.kkt_violation() < KKT_TOL
+    more = [int(i) for i in local.ids_[:5]]
+    for m in (local, remote):
+        m.decrement(more)
+    _same_model(local, remote, X)
+    assert remote.verify(reference=True).ok
+
+
+def test_a_restart_refuses_a_state_that_is_not_the_svm():
+    # a restart installs the driver's arrays through eco's loader and certificate:
+    # a committed state that is not the SVM of the rows is refused, not installed
+    X, y = _data(2, n=60, seed=23)
+    remote = CPSVM(C=2.0, gamma=0.3, backend="ray", n_jobs=1).fit(X, y)
+    heads = remote.head_set_
+    crafted = heads.head_state(0)
+    crafted.b += 0.25  # installed as given (bit for bit), and committed
+    heads.restore_head(0, crafted)
+    assert heads.committed_state(0).b == crafted.b
+    _kill_and_wait(heads.actors[0])
+    with pytest.raises(eco.exceptions.UnlearningError, match="could not restart.*refused"):
+        heads.ping()
 
 # ----------------------------------------------------------------- erasure
 

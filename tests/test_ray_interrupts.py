@@ -94,7 +94,7 @@ def test_interrupts_leave_old_or_new_on_ray(op, n_classes):
             op(m, X, y)
         else:
             m.decision_function(X[:3])
-            heads.checkpoint()  # a call to every actor: the killed one is revived
+            heads.ping()  # a call to every actor: the killed one is restarted
         assert heads.n_revivals == 1
         assert m.state_digest() == new
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

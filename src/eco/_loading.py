@@ -15,20 +15,12 @@ numerically meaningless margin set shows there).
 
 import os
 
-import numpy as np
-
 from .exceptions import ModelFileError
 from .persistence import read_state
+from .state import CERTIFY_TOL, head_set_problem
 from .svm import CPSVM
 
 __all__ = ["load", "load_model", "CERTIFY_TOL"]
-
-#: Largest KKT violation (the engine's relative certificate) and relative
-#: inverse residual ``|Rinv A - I|`` a loaded model may show. An exact model
-#: shows about 1e-12; on degenerate data (poly on features scaled by 1e-3,
-#: C = 100) a live model was measured at 3.8e-6 after a decrement, and a file
-#: must load what the model was. Tampering shows as 0.1 to 100.
-CERTIFY_TOL = 1e-5
 
 
 def load(path):
@@ -81,36 +73,9 @@ def load(path):
 def certificate_problem(model, tol=CERTIFY_TOL):
     """None when `model` is an exact SVM state, else a sentence naming the first problem.
 
-    Checks every head from scratch: the KKT conditions on gradients
-    recomputed from the kernel, and the inverse bordered margin matrix
-    against the matrix rebuilt from the kernel.
+    :func:`eco.state.head_set_problem` on the model's heads.
     """
-    heads = model.head_set_
-    for h in range(heads.n_heads):
-        viol = heads.violation(h)
-        if not viol <= tol:
-            return f"head {h}: KKT violation {viol:.3g} (coefficients or bias are not the SVM's)"
-        res = _inverse_residual(heads, heads.head_state(h))
-        if not res <= tol:
-            return (f"head {h}: the margin matrix is numerically singular (|Rinv A - I| = "
-                    f"{res:.3g} after refactorisation)")
-    return None
-
-
-def _inverse_residual(heads, st):
-    """max |Rinv A - I| / max(1, max|Rinv| max|A|), A = [[0, y_S'], [y_S, Q_SS]]."""
-    S = np.asarray(st.margin_order, dtype=np.intp)
-    if len(S) == 0:
-        return 0.0
-    y = np.asarray(st.y)[S]
-    A = np.empty((len(S) + 1, len(S) + 1))
-    A[0, 0] = 0.0
-    A[0, 1:] = A[1:, 0] = y
-    A[1:, 1:] = heads.kernel_block(S)[:, S] * np.outer(y, y)
-    R = np.asarray(st.Rinv, dtype=np.float64)
-    # relative to the sizes of the factors: an ill-conditioned but exact inverse passes
-    scale = max(1.0, float(np.max(np.abs(R))) * float(np.max(np.abs(A))))
-    return float(np.max(np.abs(R @ A - np.eye(len(S) + 1)))) / scale
+    return head_set_problem(model.head_set_, tol)
 
 
 #: Alias of :func:`load`.

@@ -1,30 +1,45 @@
 """The Ray backend: the heads of one model held by Ray actors, behind HeadSet's interface.
 
 :class:`RayHeadSet` stands in for :class:`eco._headset.HeadSet` when
-``CPSVM(backend="ray")``. The driver keeps the slot tables, the active mask
-and a copy of the stored rows (for ``decision_function`` and the audits);
-the heads live in actors, several heads per actor, each actor a local
-:class:`~eco._headset.HeadSet` of its heads over its own kernel store. The
-rows go once into Ray's object store (``ray.put``) and every actor fetches
-them from there.
+``CPSVM(backend="ray")``. The heads live in actors, several heads per actor,
+each actor a local :class:`~eco._headset.HeadSet` of its heads over its own
+kernel store. The driver keeps the slot tables, the active mask, the rows
+once (its own kernel store, which it can zero in place) and the committed
+*primary* state of every head as plain arrays (:class:`PrimaryState`:
+coefficients, set codes, bias, margin order; O(n) numbers per head, no
+kernel value). That state is the checkpoint, and it is always current.
 
-Every mutation is a two-phase transaction across the actors: each actor
-snapshots its heads and applies the request (prepare), and reports; the
-driver commits when every actor succeeded, else tells every actor to roll
-back. The commit point is the driver appending the request to its redo log.
-SIGINT is deferred for the whole transaction (:mod:`eco._concurrency`): an
-interrupt stops it at a safe point and it is rolled back; the begin, the
-commit and the rollback run with further interrupts deferred, and an actor
-that cannot roll back is replaced at the committed state.
+Every mutation is a two-phase transaction across the actors. Prepare: the
+first request of a transaction that reaches an actor snapshots its heads,
+and every request returns, besides its result, what it changed in the heads
+there since the committed state (a sparse delta: the slots whose
+coefficient or set changed, the bias and the margin order of each changed
+head; O(|S| + migrations) numbers per head for a path). Commit: when every
+actor succeeded, the driver applies the deltas to its arrays (the commit
+point) and tells the actors, which apply the same delta to their own copy
+of the committed state; else every actor rolls back. SIGINT is deferred for
+the whole transaction (:mod:`eco._concurrency`): an interrupt stops it at a
+safe point and it is rolled back; the commit and the rollback run with
+further interrupts deferred, and an actor that cannot roll back is replaced
+at the committed state. No redo log is kept: nothing per request is
+O(n * d), and the erasure of removed rows touches only the driver's arrays
+(zeroed in place) and the actors' stores.
+
+Rows go into Ray's object store only to start actors (the fit's rows, an
+increment's new rows while its transaction is open, a restart's rows put
+again from the driver's copy) and are dropped by the driver as soon as the
+actors hold them: an object-store object is immutable and could not be
+erased later.
 
 Faults: an actor that dies (``ray.kill``, out of memory, node lost) is
-replaced by a new one restored from the last checkpoint of its heads
-(eco's own file format, :func:`eco.persistence.state_to_bytes`, no pickle;
-built in memory by the actor, held by the driver) and the redo log since, which
-reproduces the last committed state exactly (the checkpoint holds the
-primary state bit for bit; gradients and the inverse margin matrix are
-recomputed from it, as at any load, so later states may differ from an
-actor that never died in the last bits). A request in flight is then replayed on the new actor and
+replaced by a new one over the driver's rows, its heads installed from the
+driver's arrays through eco's file format and its loader
+(:func:`eco.persistence.state_to_bytes`, :func:`eco.state.install_primary`:
+the inverse margin matrix refactorised, the gradients recomputed, then the
+certificate :func:`eco.state.head_set_problem`), so that a state that is not
+an exact SVM is refused. The primary state is restored bit for bit; the
+derived state equals the lost one up to the last bits, and so may later
+states. A request in flight is then replayed on the new actor and
 completes; after ``_MAX_REVIVALS`` deaths within one request every head is
 left at the previous committed state and :class:`UnlearningError` says so.
 
@@ -45,17 +60,17 @@ from ._concurrency import interrupt_guard
 from ._headset import COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out
 from .exceptions import UnlearningError
 from .persistence import state_from_bytes, state_to_bytes
-from .state import HeadState, ModelState
+from .state import HeadState, ModelState, head_set_problem
 
-__all__ = ["RayHeadSet"]
+__all__ = ["RayHeadSet", "PrimaryState"]
 
-# A checkpoint of every actor is taken after this many committed requests
-# since the last one (the redo log replays at most this many on a revival).
-_CHECKPOINT_EVERY = 32
 # Deaths of actors tolerated within one request before it is given up.
 _MAX_REVIVALS = 3
-# Requests whose replay costs about a fit: checkpoint right after them.
-_HEAVY_OPS = ("solve_all", "solve", "restore_head")
+# The engine's set code of a slot that is not active in a head.
+_INACTIVE = -1
+# Requests that change one head (its index first) and those that change every head.
+_ONE_HEAD = ("learn_head", "unlearn_head", "solve", "restore_head")
+_ALL_HEADS = ("solve_all", "learn", "unlearn", "drop_reserve")
 
 
 def _ray():
@@ -84,6 +99,157 @@ def _local_labels(labels, heads, n_heads):
     return local
 
 
+def _cat(parts, dtype):
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype=dtype)
+
+
+class PrimaryState:
+    """The primary state of some heads as plain arrays: what defines them, no kernel value.
+
+    ``alpha`` and ``sets`` hold one row per head and one column per slot,
+    ``b`` one bias per head, ``order`` each head's margin order (slots, in
+    the order of its bordered margin matrix). The labels and bounds are the
+    slot tables'. The driver holds one for every head of a model (the
+    committed state, from which a dead actor is restarted); every actor one
+    for its heads (the committed state, against which it reports what a
+    request changed: :meth:`changes`).
+
+    A delta (:meth:`changes`, :meth:`apply`) is a tuple ``(n_slots, heads,
+    counts, slots, alpha, sets, b, order_counts, orders)``: the number of
+    slots after the request, the changed heads (row indices), and for each
+    of them, concatenated, the changed slots with their new coefficient and
+    set code, its bias and its whole margin order if it changed (its length
+    in ``order_counts``, -1 where it did not).
+    """
+
+    def __init__(self, n_heads, n_slots):
+        self.alpha = np.zeros((n_heads, n_slots))
+        self.sets = np.full((n_heads, n_slots), _INACTIVE, dtype=np.int8)
+        self.b = np.zeros(n_heads)
+        self.order = [np.zeros(0, dtype=np.int32) for _ in range(n_heads)]
+
+    @classmethod
+    def of(cls, head_set):
+        """The primary state of every head of a local :class:`~eco._headset.HeadSet`."""
+        out = cls(head_set.n_heads, head_set.n_slots)
+        for j in range(head_set.n_heads):
+            e = head_set.engine(j)
+            out.alpha[j], out.sets[j], out.b[j] = e.alpha_all, e.sets_all, e.b
+            out.order[j] = np.asarray(e.margin_order, dtype=np.int32)
+        return out
+
+    @property
+    def n_slots(self):
+        return self.alpha.shape[1]
+
+    def resize(self, n):
+        """Keep the first `n` slots, or add inactive ones up to `n`."""
+        m = self.n_slots
+        if n < m:
+            self.alpha, self.sets = self.alpha[:, :n].copy(), self.sets[:, :n].copy()
+        elif n > m:
+            k = len(self.b)
+            self.alpha = np.concatenate([self.alpha, np.zeros((k, n - m))], axis=1)
+            self.sets = np.concatenate(
+                [self.sets, np.full((k, n - m), _INACTIVE, dtype=np.int8)], axis=1)
+
+    def changes(self, head_set, heads):
+        """The delta that takes this state to that of `heads` (row indices) of `head_set`.
+
+        A slot is listed when its coefficient (bit pattern: -0.0 is not 0.0,
+        which the digest would see) or its set code differs, and every slot
+        stored since; O(n_slots) comparisons per head, no kernel value.
+        """
+        n_old, n = self.n_slots, head_set.n_slots
+        if n < n_old:
+            raise UnlearningError(f"heads hold {n} slots, fewer than the {n_old} committed")
+        new = np.arange(n_old, n, dtype=np.int32)
+        slots, alpha, sets, orders, order_counts = [], [], [], [], []
+        b = np.empty(len(heads))
+        for k, j in enumerate(heads):
+            e = head_set.engine(j)
+            a, s = e.alpha_all, e.sets_all
+            moved = a[:n_old].view(np.int64) != self.alpha[j].view(np.int64)
+            moved |= s[:n_old] != self.sets[j]
+            listed = np.concatenate([np.flatnonzero(moved).astype(np.int32), new])
+            slots.append(listed)
+            alpha.append(a[listed])
+            sets.append(s[listed])
+            order = np.asarray(e.margin_order, dtype=np.int32)
+            # most heads keep their margin order (a request's row was a reserve vector there)
+            kept = np.array_equal(order, self.order[j])
+            order_counts.append(-1 if kept else len(order))
+            if not kept:
+                orders.append(order)
+            b[k] = e.b
+        return (n, np.asarray(heads, dtype=np.int32),
+                np.array([len(v) for v in slots], dtype=np.int64), _cat(slots, np.int32),
+                _cat(alpha, np.float64), _cat(sets, np.int8), b,
+                np.array(order_counts, dtype=np.int64), _cat(orders, np.int32))
+
+    def apply(self, delta, rows=None):
+        """Apply a delta of :meth:`changes`; its head k is row ``rows[k]`` here (default: k)."""
+        n, heads, counts, slots, alpha, sets, b, order_counts, orders = delta
+        if n > self.n_slots:
+            self.resize(n)
+        heads = np.asarray(heads, dtype=np.intp)
+        at = heads if rows is None else np.asarray(rows, dtype=np.intp)[heads]
+        per_entry = np.repeat(at, counts)
+        self.alpha[per_entry, slots] = alpha
+        self.sets[per_entry, slots] = sets
+        self.b[at] = b
+        ends = np.cumsum(np.maximum(order_counts, 0))
+        for r, m, hi in zip(at.tolist(), np.asarray(order_counts).tolist(), ends.tolist()):
+            if m >= 0:  # -1: the order is unchanged
+                self.order[r] = np.array(orders[hi - m:hi], dtype=np.int32)
+
+    def erase(self, slots):
+        """Zero the entries of erased `slots` (inactive in every head)."""
+        slots = np.asarray(slots, dtype=np.intp)
+        self.alpha[:, slots] = 0.0
+        self.sets[:, slots] = _INACTIVE
+
+    def compact(self, keep):
+        """Renumber the slots to the kept ones (in order), as HeadSet.compact does."""
+        keep = np.asarray(keep, dtype=np.intp)
+        renumber = np.full(self.n_slots, -1, dtype=np.int32)
+        renumber[keep] = np.arange(len(keep), dtype=np.int32)
+        order = [renumber[o] for o in self.order]
+        if any(np.any(o < 0) for o in order):
+            raise UnlearningError("compaction would drop a margin vector")
+        self.alpha, self.sets, self.order = self.alpha[:, keep], self.sets[:, keep], order
+
+    def head(self, r, y, C):
+        """Row `r` as a primary :class:`eco.state.HeadState` with labels `y` and bounds `C`."""
+        return HeadState(y=y, C=C, alpha=self.alpha[r].copy(), g=None, sets=self.sets[r].copy(),
+                         b=float(self.b[r]), margin_order=self.order[r].copy(), Rinv=None)
+
+    def arrays(self):
+        """Every array held (test hook: erasure is searched in them)."""
+        return [self.alpha, self.sets, self.b] + list(self.order)
+
+
+def head_file(state, h, y, C, ids, gamma):
+    """Head `h` of a :class:`PrimaryState` as an eco state file (uint8 array of its bytes).
+
+    A binary model of this head alone over its active slots, with no rows
+    (zero feature columns): eco's own format, read back by
+    :func:`eco.persistence.state_from_bytes`, which validates it. `y`, `C`
+    and `ids` are the head's labels, the bounds and the ids of every slot.
+    """
+    n = state.n_slots
+    act = np.flatnonzero(state.sets[h] != _INACTIVE)
+    model = ModelState(
+        params={"eco_ray_checkpoint": 1, "head": int(h)}, gamma_=float(gamma),
+        n_features_in_=0, classes_=np.array([0, 1]), class_weight_=np.ones(2),
+        slot_labels=(y[act] > 0).astype(np.int64), slot_C=np.array(C[act], dtype=np.float64),
+        slot_ids=ids[act], data=np.zeros((len(act), 0)),
+        heads=[state.head(h, y, C).restricted(act)], slot_index=act.astype(np.int64),
+        n_slots=n, slot_given=act.astype(np.int64), n_given=n)
+    # a uint8 array, not bytes: Ray hands it on without a copy
+    return np.frombuffer(state_to_bytes(model), dtype=np.uint8)
+
+
 class HeadGroup:
     """Some heads of a model over a local kernel store: what one actor holds.
 
@@ -101,12 +267,13 @@ class HeadGroup:
         Position at which each row was given (-1: erased); None: 0, 1, ...
     n_given : int or None
         Number of examples ever given (with `given`).
-    checkpoint : list of bytes or None
-        One eco state file per head (:meth:`checkpoint`), or empty heads.
+    files : list of uint8 arrays or None
+        One eco state file per head (:func:`head_file`), installed and
+        certified; None: every head empty.
     """
 
     def __init__(self, spec, heads, chunks, labels, C, ids, given=None, n_given=None,
-                 checkpoint=None):
+                 files=None):
         self.spec = dict(spec)
         self.heads = [int(h) for h in heads]
         self._local = {h: j for j, h in enumerate(self.heads)}
@@ -126,70 +293,96 @@ class HeadGroup:
             self.set.append(rows, labels[n:n + m], C[n:n + m], ids[n:n + m])
             n += m
         if given is not None:
-            self._set_given(np.asarray(given, dtype=np.int64), int(n_given))
+            self.set.adopt_layout(np.asarray(given, dtype=np.int64), int(n_given))
         self._snapshot = None
-        self._begin_s = 0.0   # time of the last begin, reported with the next apply
-        if checkpoint is not None:
-            self._restore_checkpoint(checkpoint)
+        self._txn = None        # the transaction open here (the driver's number)
+        self._applied = 0       # requests applied in it (orders their deltas)
+        self._dirty = set()     # heads (local) its requests may have changed
+        self._delta = None      # what it changed, applied to _base at its commit
+        if files is not None:
+            self._install(files)
+            self._base = PrimaryState.of(self.set)
+        else:
+            # a new model: every head empty, as the driver has them
+            self._base = PrimaryState(len(self.heads), self.set.n_slots)
 
-    def _set_given(self, given, n_given):
-        """Mark erased slots as the driver has them (heads empty), via HeadSet.adopt_layout.
-
-        The local head set then erases and compacts exactly when the
-        driver's tables and every other actor's do.
-        """
-        self.set.adopt_layout(given, n_given)
+    def ready(self):
+        """Number of slots held (a restarted actor answers once its heads are installed)."""
+        return self.set.n_slots
 
     def adopt_layout(self, given, n_given):
         """The driver's :meth:`RayHeadSet.adopt_layout` on this actor's head set."""
-        self._set_given(np.asarray(given, dtype=np.int64), int(n_given))
+        given = np.asarray(given, dtype=np.int64)
+        self.set.adopt_layout(given, int(n_given))
+        self._base.erase(np.flatnonzero(given < 0))
 
     # ------------------------------------------------------- two phases
 
-    def begin(self):
-        """Snapshot every head here (phase one starts)."""
-        t0 = time.perf_counter()
+    def begin(self, txn):
+        """Snapshot every head here: transaction `txn` opens on this actor."""
         self._snapshot = None  # a begin that fails leaves no transaction open
+        self._txn, self._applied, self._dirty, self._delta = None, 0, set(), None
         self._snapshot = self.set.snapshot()
-        self._begin_s = time.perf_counter() - t0
+        self._txn = txn
 
-    def commit(self):
-        self._snapshot = None
+    def commit(self, txn):
+        """Transaction `txn` is committed: its delta becomes the committed state here."""
+        if txn == self._txn and self._delta is not None:
+            self._base.apply(self._delta)
+        self._snapshot, self._txn, self._delta = None, None, None
 
     def rollback(self):
         """Back to the snapshot of :meth:`begin` (idempotent: a second call does nothing)."""
         if self._snapshot is not None:
             self.set.restore(self._snapshot)
-            self._snapshot = None
+        self._snapshot, self._txn, self._delta = None, None, None
 
-    def apply(self, op):
-        """Run one request on the heads here, inside a transaction (after :meth:`begin`).
+    def apply(self, op, txn):
+        """Run one request of transaction `txn` on the heads here (opened by the first one).
 
         Returns (result, path steps, migrations, seconds of work here: the
-        request and the snapshot of the begin before it).
+        snapshot and the request, the delta of every request of `txn` so
+        far (:meth:`PrimaryState.changes`), its number, seconds taking the delta).
         """
-        if self._snapshot is None:
-            # begin failed (out of memory): nothing could be rolled back
-            raise UnlearningError(f"heads {self.heads}: no transaction is open (its snapshot "
-                                  "could not be taken); the request was not applied")
         t0 = time.perf_counter()
+        if txn != self._txn:
+            self.begin(txn)
         steps0, migr0 = self.set.n_steps, self.set.n_migrations
         result = self._dispatch(op)
-        work = time.perf_counter() - t0 + self._begin_s
-        self._begin_s = 0.0
-        return result, self.set.n_steps - steps0, self.set.n_migrations - migr0, work
+        t1 = time.perf_counter()
+        self._delta = self._base.changes(self.set, sorted(self._dirty))
+        self._applied += 1
+        return (result, self.set.n_steps - steps0, self.set.n_migrations - migr0, t1 - t0,
+                self._delta, self._applied, time.perf_counter() - t1)
 
-    def erase_checkpoint(self, slots):
-        """Erase `slots` here, then checkpoint every head (one round trip for both).
+    def replay(self, ops, txn):
+        """Open `txn` and apply its requests so far (on a restarted actor); returns (number, delta)."""
+        self.begin(txn)
+        for op in ops:
+            self._dispatch(op)
+            self._applied += 1
+        self._delta = self._base.changes(self.set, sorted(self._dirty))
+        return self._applied, self._delta
 
-        Returns (slots held afterwards, :meth:`checkpoint`'s files, seconds
-        erasing, seconds checkpointing).
+    def erase(self, slots, txn=None):
+        """Commit `txn` (the request that removed `slots`), then erase `slots` as the driver does.
+
+        HeadSet.erase, compacting alike. Returns (slots held afterwards,
+        seconds erasing, seconds committing).
         """
         t0 = time.perf_counter()
-        self.set.erase(np.asarray(slots, dtype=np.intp))
+        if txn is not None:
+            self.commit(txn)  # one message for both: the driver sent no commit of its own
         t1 = time.perf_counter()
-        files = self.checkpoint()
-        return self.set.n_slots, files, t1 - t0, time.perf_counter() - t1
+        slots = np.asarray(slots, dtype=np.intp)
+        keep = self.set.slot_given >= 0
+        keep[slots] = False
+        n = self.set.n_slots
+        self.set.erase(slots)
+        self._base.erase(slots)
+        if self.set.n_slots != n:
+            self._base.compact(np.flatnonzero(keep))
+        return self.set.n_slots, time.perf_counter() - t1, t1 - t0
 
     def loo(self, active):
         """Exact leave-one-out decisions of `active` in every head here: {head: column}.
@@ -206,17 +399,11 @@ class HeadGroup:
                 loo_head(self.set, j, active, self.set.head_state(j), out)
         return {h: out[:, j].copy() for j, h in enumerate(self.heads)}
 
-    def replay(self, ops):
-        """Apply logged requests in order ("begin" opens a transaction)."""
-        for op in ops:
-            if op[0] == "begin":
-                self.begin()
-            else:
-                self._dispatch(op)
-
     def _dispatch(self, op):
         name, args = op[0], op[1:]
         s = self.set
+        if name in _ALL_HEADS:
+            self._dirty.update(range(len(self.heads)))
         if name == "append":
             rows, labels, C, ids = args
             s.append(self._rows(rows), _local_labels(labels, self.heads, self.spec["n_heads"]),
@@ -228,11 +415,12 @@ class HeadGroup:
             return tuple(self.heads[j] for j in getattr(s, name)(*args))
         if name == "drop_reserve":
             return s.drop_reserve(*args)
-        if name == "erase":  # logged by an erase (replayed on a revival)
-            s.erase(*args)
-            return s.n_slots
+        if name not in _ONE_HEAD:
+            raise UnlearningError(f"unknown request {name!r}")
         # one head: args[0] is the model's head index
-        return getattr(s, name)(self._local[args[0]], *args[1:])
+        j = self._local[args[0]]
+        self._dirty.add(j)
+        return getattr(s, name)(j, *args[1:])
 
     def _rows(self, rows):
         return rows
@@ -240,33 +428,32 @@ class HeadGroup:
     # ------------------------------------------------------------ reads
 
     def read(self, what, *args):
-        """A read of every head here, as a dict head -> value (or one value for "reserve")."""
+        """A read of every head here, as a dict head -> value (one value: "reserve", "decision")."""
         s = self.set
         if what == "reserve":
             return s.reserve_mask(*args)
         if what == "decision":
             head, slot = args
             return s.decision_of(self._local[head], slot)
-        if what == "alpha":
-            return dict(zip(self.heads, s.alphas()))
         if what == "coef":
             return dict(zip(self.heads, s.coefficients().T))
-        if what == "b":
-            return dict(zip(self.heads, s.biases()))
-        fn = {"sets": lambda j: s.sets(j).copy(), "state": s.head_state,
-              "violation": s.violation}[what]
+        if what in ("alpha", "b", "sets"):  # inside a transaction: the prepared state
+            values = {"alpha": s.alphas, "b": s.biases,
+                      "sets": lambda: [s.sets(j) for j in range(len(self.heads))]}[what]()
+            return dict(zip(self.heads, values))
+        fn = {"state": s.head_state, "violation": s.violation}[what]
         return {h: fn(j) for j, h in enumerate(self.heads)}
 
     def local_arrays(self):
         """Every array this actor holds of the model (test hook: erasure is searched in them).
 
         The stored rows (features and kernel rows, cache included), the slot
-        tables, and every engine's state arrays.
+        tables, every engine's state arrays and the committed primary state.
         """
         s = self.set
         every = np.arange(s.n_slots, dtype=np.intp)
         out = [s.stored_data(), s.kernel_block(every), s.slot_ids, s.slot_labels, s.slot_C,
-               s.slot_given, s.alphas(), s.coefficients()]
+               s.slot_given, s.alphas(), s.coefficients()] + self._base.arrays()
         if s.kernel != "precomputed":
             out.append(s.features_of(every))
         for j in range(s.n_heads):
@@ -285,38 +472,29 @@ class HeadGroup:
         except (OSError, ValueError, StopIteration):
             return None
 
-    # ----------------------------------------------------- checkpoints
+    def _install(self, files):
+        """Install one eco state file per head (:func:`head_file`), then certify every head.
 
-    def checkpoint(self):
-        """Every head here as one eco state file each (uint8 arrays of the file's bytes, built in
-        memory; no pickle, no rows)."""
+        The file is validated as any eco file (:func:`eco.persistence.state_from_bytes`)
+        and must describe this actor's slots (labels, bounds, ids); the
+        derived state is recomputed (:func:`eco.state.install_primary`) and
+        the heads must pass :func:`eco.state.head_set_problem`.
+        """
         s = self.set
         n = s.n_slots
-        act = s.active_slots()
-        out = []
-        for j, h in enumerate(self.heads):
-            # a binary model of this head alone; the rows are not repeated
-            # (the driver holds them): zero feature columns (a state holds
-            # the active examples only, with their slots)
-            state = ModelState(
-                params={"eco_ray_checkpoint": 1, "head": h}, gamma_=float(self.spec["gamma"]),
-                n_features_in_=0, classes_=np.array([0, 1]), class_weight_=np.ones(2),
-                slot_labels=(s.head_labels(j)[act] > 0).astype(np.int64),
-                slot_C=np.array(s.slot_C[act], dtype=np.float64), slot_ids=s.slot_ids[act],
-                data=np.zeros((len(act), 0)), heads=[s.head_state(j).restricted(act)],
-                slot_index=act.astype(np.int64), n_slots=n,
-                slot_given=act.astype(np.int64), n_given=n)
-            # uint8 arrays, not bytes: Ray hands them to the driver without a copy
-            out.append(np.frombuffer(state_to_bytes(state), dtype=np.uint8))
-        return out
-
-    def _restore_checkpoint(self, files):
-        n = self.set.n_slots
         for j, (h, blob) in enumerate(zip(self.heads, files)):
-            state = state_from_bytes(np.asarray(blob).tobytes(), f"checkpoint of head {h}")
-            if state.params.get("head") != h or state.n_slots != n:
-                raise UnlearningError(f"checkpoint of head {h} does not match the actor")
-            self.set.restore_head(j, state.heads[0].expanded(state.slot_index, n))
+            where = f"restart state of head {h}"
+            state = state_from_bytes(np.asarray(blob).tobytes(), where)
+            at = np.asarray(state.slot_index, dtype=np.intp)
+            if state.params.get("head") != h or state.n_slots != n \
+                    or not np.array_equal(state.slot_labels, s.head_labels(j)[at] > 0) \
+                    or not np.array_equal(state.slot_C, s.slot_C[at]) \
+                    or state.slot_ids.tolist() != s.slot_ids[at].tolist():
+                raise UnlearningError(f"{where} does not match the actor's slots")
+            s.restore_head(j, state.heads[0].expanded(at, n))
+        problem = head_set_problem(s)
+        if problem is not None:
+            raise UnlearningError(f"restart state of heads {self.heads} refused: {problem}")
 
     # ------------------------------------------------------------ tests
 
@@ -347,13 +525,12 @@ class _HeadActor(HeadGroup):
     """The actor: a HeadGroup whose rows are fetched from the object store."""
 
     def __init__(self, spec, heads, chunks, labels, C, ids, given=None, n_given=None,
-                 checkpoint=None):
+                 files=None):
         super().__init__(spec, heads, _ray().get(list(chunks)), labels, C, ids, given, n_given,
-                         checkpoint)
+                         files)
 
     def _rows(self, rows):
         return _ray().get(rows[0])
-
 
 
 _ACTOR = None
@@ -365,8 +542,8 @@ def _actor_class():
         # No CPU reserved: the actors of several models share the cluster
         # (a reservation would leave a new model's actors pending forever once
         # the CPUs are taken); n_jobs sizes them and SPREAD places them.
-        # max_restarts=0: a dead actor is revived by the driver, from a
-        # checkpoint and the redo log, not re-run by Ray from its arguments.
+        # max_restarts=0: a dead actor is restarted by the driver, from its
+        # arrays, not re-run by Ray from its arguments.
         _ACTOR = _ray().remote(num_cpus=0, max_restarts=0)(_HeadActor)
     return _ACTOR
 
@@ -403,6 +580,12 @@ class RayHeadSet(SlotTables):
         The heads each actor holds (round robin over the actors).
     n_revivals : int
         Actors restarted after they died.
+    work_s, delta_s, commit_s : float
+        Seconds of work of the slowest actor, summed over the phases of
+        every request so far (the snapshot and the request, then the
+        erasure); seconds the slowest actor spent taking the deltas of its
+        heads, and committing (its snapshot dropped, its delta applied) when
+        an erasure told it to.
     """
 
     def __init__(self, spec, data, labels, C, ids, *, n_jobs=None, given=None, n_given=None):
@@ -410,7 +593,7 @@ class RayHeadSet(SlotTables):
         self.spec = dict(spec)
         self.n_jobs = n_jobs
         n_features = 0 if spec["kernel"] == "precomputed" else data.shape[1]
-        # the driver's copy of the rows (decision_function, audits): no kernel cache
+        # the rows, once: decision_function, audits, restarts (no kernel cache)
         self.store = _cp_core.KernelStore(n_features, spec["kernel"], spec["gamma"],
                                           int(spec["degree"]), float(spec["coef0"]), False)
         data = np.ascontiguousarray(data, dtype=np.float64)
@@ -424,27 +607,34 @@ class RayHeadSet(SlotTables):
         self._n_given = len(data) if n_given is None else int(n_given)
         self._map_ids()
         self._active = np.zeros(len(self._ids), dtype=bool)
-        # rows in the object store, one chunk per fit/increment: (ref, n_rows)
-        self._chunks = [(ray.put(data), len(data))]
+        n_heads = int(spec["n_heads"])
+        self._primary = PrimaryState(n_heads, len(data))  # committed; every head empty
         self._lock = threading.RLock()
-        self._txn = None
-        self._txn_heavy = False
-        self._log = []                        # committed requests since the checkpoint
-        # (per actor: its heads' state files, bytes held here; rows; n_given) of the checkpoint
-        self._ckpt = (None, len(data), self._n_given)
+        self._txn = None        # requests of the open transaction: (target actor or None, op)
+        self._txn_id = 0
+        self._saved = None      # the committed tables while a transaction is open
+        self._touched = set()   # actors that received a request of it
+        self._deltas = {}       # actor -> (number, delta) of its latest request
+        self._held = []         # object-store rows held for it (an increment's)
+        self._unsent = None     # (transaction, actors): committed, not yet told to the actors
         self._cache = {}
-        self._counts = [0, 0]                 # path steps, migrations
+        self._counts = [0, 0]   # path steps, migrations
         self.n_revivals = 0
         self.work_s = 0.0
-        self.checkpoint_s = 0.0
-        n_heads = int(spec["n_heads"])
+        self.delta_s = 0.0
+        self.commit_s = 0.0
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n_actors = cpus if n_jobs is None or n_jobs < 0 else int(n_jobs)
         n_actors = max(1, min(n_actors, n_heads))
         # round robin: the heads of neighbouring classes on different actors
         self.groups = [list(range(a, n_heads, n_actors)) for a in range(n_actors)]
         self._owner = {h: a for a, g in enumerate(self.groups) for h in g}
-        self.actors = [self._new_actor(a) for a in range(n_actors)]
+        # one object for every actor, dropped here at once: Ray keeps it
+        # until the actors have been created over it
+        rows = ray.put(data)
+        self.actors = [self._new_actor(a, rows, len(data), self._n_given)
+                       for a in range(n_actors)]
+        del rows
 
     @classmethod
     def from_data(cls, data, *, kernel, gamma, degree, coef0, precompute, n_heads, labels, C,
@@ -477,15 +667,16 @@ class RayHeadSet(SlotTables):
         """Take the slot layout of another head set over the same stored rows (HeadSet's rule).
 
         Erased slots (``given < 0``) stay erased here, on the driver and on
-        every actor (a revived actor gets the layout from the driver's tables).
+        every actor (a restarted actor gets the layout from the driver's tables).
         """
         given = np.array(given, dtype=np.int64)
         if given.shape != (self.n_slots,):
             raise ValueError(f"given must have one entry per slot ({self.n_slots})")
         self._given, self._n_given = given, int(n_given)
         self._map_ids()
-        self.store.erase(np.flatnonzero(given < 0).astype(np.intp), given >= 0)
-        self._ckpt = (self._ckpt[0], self._ckpt[1], self._n_given)
+        dead = np.flatnonzero(given < 0).astype(np.intp)
+        self.store.erase(dead, given >= 0)
+        self._primary.erase(dead)
         self._call(range(len(self.actors)), "adopt_layout", given, self._n_given)
 
     def _map_ids(self):
@@ -494,59 +685,63 @@ class RayHeadSet(SlotTables):
 
     # ------------------------------------------------------------ actors
 
-    def _new_actor(self, a, checkpoint=None, n_rows=None, n_given=None):
-        """A new actor for group `a` over the first `n_rows` stored rows (default: all)."""
-        n = self.store.n_slots if n_rows is None else n_rows
-        n_given = self._n_given if n_given is None else n_given
-        chunks, total = [], 0
-        for ref, m in self._chunks:
-            if total >= n:
-                break
-            chunks.append(self._put_base(m) if ref is None else ref)
-            total += m
+    def _new_actor(self, a, rows, n, n_given, files=None):
+        """A new actor for group `a` over the first `n` slots (rows: an object ref to them)."""
         return _actor_class().options(scheduling_strategy="SPREAD").remote(
-            self.spec, self.groups[a], chunks, self._labels[:n], self._C[:n], self._ids[:n],
-            self._given[:n], n_given, checkpoint)
+            self.spec, self.groups[a], [rows], self._labels[:n], self._C[:n], self._ids[:n],
+            self._given[:n], n_given, files)
 
-    def _put_base(self, m):
-        """Put the first `m` stored rows in the object store (the first chunk, after an erase).
-
-        An erase drops every chunk of rows (they hold the removed ones)
-        rather than putting the rows again; they are put from the driver's
-        copy only when an actor has to be started over them.
-        """
-        every = np.arange(m, dtype=np.intp)
-        rows = self.kernel_block(every)[:, :m] if self.kernel == "precomputed" \
+    def _committed_rows(self, n):
+        """The first `n` stored rows, put in the object store (for a restart, dropped after it)."""
+        every = np.arange(n, dtype=np.intp)
+        rows = self.kernel_block(every)[:, :n] if self.kernel == "precomputed" \
             else self.features_of(every)
-        ref = _ray().put(np.ascontiguousarray(rows))
-        self._chunks[0] = (ref, m)
-        return ref
+        return _ray().put(np.ascontiguousarray(rows))
 
-    def _revive(self, a, dead_handle, pending=None):
-        """Replace dead actor `a`: last checkpoint, redo log, then `pending` (an open request)."""
+    def _files(self, a, n):
+        """The committed state of group `a`'s heads, one eco state file each (:func:`head_file`)."""
+        return [head_file(self._primary, h, self.head_labels(h)[:n], self._C[:n], self._ids[:n],
+                          self.spec["gamma"]) for h in self.groups[a]]
+
+    def _revive(self, a, dead_handle):
+        """Replace dead actor `a`: the committed state, then the open transaction's requests."""
         ray = _ray()
         with self._lock:
             if self.actors[a] is not dead_handle:
                 return  # another thread revived it already
-            files, n_rows, n_given = self._ckpt
-            ops = self._log + list(pending or [])
-            ops = [op for target, op in ops if target is None or target == a]
+            n = self._primary.n_slots
+            n_given = self._n_given if self._saved is None else self._saved[-1]
+            ops = [op for target, op in (self._txn or []) if target is None or target == a]
+            files, last = self._files(a, n), None
             for _ in range(_MAX_REVIVALS):
-                actor = self._new_actor(a, None if files is None else files[a], n_rows, n_given)
+                rows = self._committed_rows(n)
+                actor = self._new_actor(a, rows, n, n_given, files)
                 try:
-                    ray.get(actor.replay.remote(ops))
-                except ray.exceptions.RayActorError:
+                    if ops:  # its delta is the transaction's on the new actor
+                        self._deltas[a] = ray.get(actor.replay.remote(ops, self._txn_id))
+                    else:
+                        ray.get(actor.ready.remote())
+                except ray.exceptions.RayActorError as exc:
+                    if exc.actor_init_failed:  # its start raised: it would again
+                        cause = str(exc).strip().splitlines()[-1]
+                        raise UnlearningError(
+                            f"ray backend: could not restart the actor holding heads "
+                            f"{self.groups[a]}: {cause}") from exc
+                    last = exc
                     continue  # the new actor died too (killed, or its node lost)
                 except ray.exceptions.RayTaskError as exc:
                     raise UnlearningError(
-                        f"ray backend: replaying the redo log on a restarted actor (heads "
+                        f"ray backend: replaying the open request on a restarted actor (heads "
                         f"{self.groups[a]}) failed: {exc.cause!r}") from exc
+                finally:
+                    del rows  # the actor holds them now: the object store need not
                 self.actors[a] = actor
                 self.n_revivals += 1
+                self._cache.clear()  # its derived state is recomputed: read it anew
                 return
             raise UnlearningError(
                 f"ray backend: could not restart the actor holding heads {self.groups[a]} "
-                f"from its checkpoint ({_MAX_REVIVALS} tries)")
+                f"from the committed state ({_MAX_REVIVALS} tries; last: {last})")
 
     def _call(self, actors, method, *args):
         """``method(*args)`` on `actors`, reviving dead ones and calling them again.
@@ -555,10 +750,17 @@ class RayHeadSet(SlotTables):
         (as its own type) once every call has finished.
         """
         ray = _ray()
+        if method != "erase":  # an erasure carries the commit itself
+            self._send_commit()
         results, todo = {}, list(actors)
         for attempt in range(_MAX_REVIVALS + 1):
             handles = {a: self.actors[a] for a in todo}
             refs = {a: getattr(h, method).remote(*args) for a, h in handles.items()}
+            try:  # one wait for all of them: the usual case
+                results.update(zip(refs, ray.get(list(refs.values()))))
+                return results
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
+                pass  # sorted out one by one below, once every call has finished
             dead, error = [], None
             for a, ref in refs.items():
                 try:
@@ -576,7 +778,7 @@ class RayHeadSet(SlotTables):
             if attempt == _MAX_REVIVALS:
                 break
             for a in dead:
-                self._revive(a, handles[a], self._txn)
+                self._revive(a, handles[a])
             todo = dead
         raise UnlearningError(
             f"ray backend: the actors holding heads {[self.groups[a] for a in dead]} died "
@@ -589,15 +791,22 @@ class RayHeadSet(SlotTables):
                 return self._request(op, target)
         actors = range(len(self.actors)) if target is None else [target]
         _safe_point()  # an interrupt that arrived stops the request here (rolled back)
-        got = self._call(actors, "apply", op)
+        with self._lock:
+            self._touched.update(actors)
+        got = self._call(actors, "apply", op, self._txn_id)
         with self._lock:
             self._txn.append((target, op))
-            self._txn_heavy = self._txn_heavy or op[0] in _HEAVY_OPS
             self._cache.clear()
-            for _, steps, migrations, _ in got.values():
+            for a, (_, steps, migrations, _, delta, number, _) in got.items():
+                if delta[0] != self.store.n_slots:
+                    raise UnlearningError(f"ray backend: an actor holds {delta[0]} slots, the "
+                                          f"driver {self.store.n_slots}")
                 self._counts[0] += steps
                 self._counts[1] += migrations
+                if number > self._deltas.get(a, (0,))[0]:
+                    self._deltas[a] = (number, delta)
             self.work_s += max(r[3] for r in got.values())
+            self.delta_s += max(r[6] for r in got.values())
         return [got[a][0] for a in actors]
 
     # ------------------------------------------------------- transaction
@@ -606,15 +815,17 @@ class RayHeadSet(SlotTables):
     def transaction(self):
         """All-or-nothing block across the actors (two-phase; nested blocks join the outer one).
 
-        Every actor snapshots its heads on entry; on an exception every actor
-        rolls back (one that died, or whose rollback failed, is replaced by a
-        new one at the last committed state) and the driver's tables are put
-        back; on success the requests are logged (the commit point) and
-        every actor commits. SIGINT is deferred for the whole block, as in
+        The first request that reaches an actor snapshots its heads there
+        (prepare) and every request returns what it changed; on success the
+        driver applies those changes to its committed arrays (the commit
+        point) and the actors commit; on an exception every actor that took
+        part rolls back (one that died, or whose rollback failed, is
+        replaced by a new one at the committed state) and the driver's
+        tables are put back. SIGINT is deferred for the whole block, as in
         :meth:`eco._headset.HeadSet.transaction`: an interrupt stops the
         request at the next safe point (before each request to the actors,
-        and before the commit), and the begin, the commit and the rollback
-        run with every further interrupt deferred.
+        and before the commit), and the commit and the rollback run with
+        every further interrupt deferred.
         """
         if self._txn is not None:
             yield self
@@ -622,53 +833,63 @@ class RayHeadSet(SlotTables):
         with interrupt_guard() as guard:
             with guard.deferred():
                 saved = (self.store.n_slots, self._labels, self._C, self._ids,
-                         dict(self._slot_of), self._active.copy(), list(self._chunks),
-                         self._given, self._n_given)
-                self._txn, self._txn_heavy = [(None, ("begin",))], False
-                for actor in self.actors:
-                    actor.begin.remote()  # ordered before this driver's next call to it
+                         self._active.copy(), self._given, self._n_given)
+                self._txn_id += 1
+                self._txn, self._saved, self._touched, self._deltas = [], saved, set(), {}
             try:
                 yield self
                 # last safe point: an interrupt that arrived during the
                 # request undoes it rather than surfacing after the commit
                 _safe_point()
+                # the only allocation of the commit, before its point
+                self._primary.resize(self.store.n_slots)
             except BaseException:
                 with guard.deferred():
-                    self._txn = None
                     self._abort(saved)
                 raise
             with guard.deferred():
                 self._commit()
 
     def _commit(self):
-        ops, self._txn = self._txn[1:], None
-        self._log.extend(ops)  # the commit point
-        for actor in self.actors:
-            actor.commit.remote()
-        if ops and (self._txn_heavy or len(self._log) >= _CHECKPOINT_EVERY):
-            try:
-                self.checkpoint()
-            except Exception:  # the request is committed; the redo log still covers it
-                pass
+        deltas, touched = self._deltas, sorted(self._touched)
+        for a, (_, delta) in deltas.items():  # the commit point
+            self._primary.apply(delta, self.groups[a])
+        self._txn = self._saved = None
+        self._held = []  # the actors hold an increment's rows now: the object store need not
+        # told to the actors with the next call (an erasure's, or before any other)
+        self._unsent = (self._txn_id, touched)
+
+    def _send_commit(self):
+        """Tell the actors of the last committed transaction (unless told already)."""
+        if self._unsent is not None:
+            txn, touched = self._unsent
+            self._unsent = None
+            for a in touched:
+                self.actors[a].commit.remote(txn)
 
     def _abort(self, saved):
         """Put the driver's tables and every actor back at the committed state (idempotent).
 
-        Cannot stop halfway: every actor is asked to roll back; one that
-        died, or whose rollback raised, is killed and replaced by a new one
-        started from the checkpoint and the redo log (the committed state).
+        Cannot stop halfway: every actor that took part is asked to roll
+        back; one that died, or whose rollback raised, is killed and
+        replaced by a new one started from the committed state.
         """
         ray = _ray()
-        n, self._labels, self._C, self._ids, self._slot_of, self._active, self._chunks, \
-            self._given, self._n_given = saved
+        n = saved[0]
+        for i in self._ids[n:].tolist():  # ids of rows stored by the failed request
+            self._slot_of.pop(i, None)
+        _, self._labels, self._C, self._ids, self._active, self._given, self._n_given = saved
+        self._txn = self._saved = None
+        self._held = []
         self._cache.clear()
+        self._primary.resize(n)
         # rows of a failed increment leave no trace in the driver's store either
         self.store.erase(np.arange(n, self.store.n_slots, dtype=np.intp))
         self.store.truncate(n)
-        handles = list(self.actors)
-        refs = [h.rollback.remote() for h in handles]
+        handles = {a: self.actors[a] for a in sorted(self._touched)}
+        refs = {a: h.rollback.remote() for a, h in handles.items()}
         failed = []
-        for a, ref in enumerate(refs):
+        for a, ref in refs.items():
             try:
                 ray.get(ref)
             except Exception:  # dead, or its rollback failed: its state is unknown
@@ -686,22 +907,10 @@ class RayHeadSet(SlotTables):
         if error is not None:
             raise error
 
-    def checkpoint(self):
-        """Checkpoint every head (eco state files, held by the driver); the redo log restarts."""
-        if self._txn is not None:
-            raise UnlearningError("checkpoint: a request is in progress (only committed "
-                                  "states are checkpointed)")
-        t0 = time.perf_counter()
-        got = self._call(range(len(self.actors)), "checkpoint")
-        self._ckpt = ([got[a] for a in range(len(self.actors))], self.store.n_slots,
-                      self._n_given)
-        self._log = []
-        self.checkpoint_s += time.perf_counter() - t0
-
     # ------------------------------------------------------------ read
 
     def _read(self, what):
-        """{head: value} of a per-head read, cached until the next mutation."""
+        """{head: value} of a per-head read of the actors, cached until the next mutation."""
         cached = self._cache.get(what)
         if cached is None:
             cached = {}
@@ -746,11 +955,20 @@ class RayHeadSet(SlotTables):
                               "local engine (use head_state)")
 
     def head_state(self, head):
-        """Copy of one head's state, an :class:`eco.state.HeadState`."""
+        """Copy of one head's state, an :class:`eco.state.HeadState` (read on its actor)."""
         return self._read("state")[head]
 
+    def committed_state(self, head):
+        """The driver's committed primary state of `head` (what a restart installs).
+
+        An :class:`eco.state.HeadState` over every slot, without derived fields.
+        """
+        return self._primary.head(head, self.head_labels(head), self._C.copy())
+
     def alphas(self):
-        """alpha of every slot, shape (n_heads, n_slots)."""
+        """alpha of every slot, shape (n_heads, n_slots) (the driver's arrays between requests)."""
+        if self._txn is None:
+            return self._primary.alpha.copy()
         a = self._read("alpha")
         return np.stack([a[h] for h in range(self.n_heads)])
 
@@ -760,11 +978,15 @@ class RayHeadSet(SlotTables):
         return np.stack([c[h] for h in range(self.n_heads)], axis=1)
 
     def biases(self):
+        if self._txn is None:
+            return self._primary.b.copy()
         b = self._read("b")
         return np.array([b[h] for h in range(self.n_heads)])
 
     def sets(self, head):
         """Set code of every slot in `head`."""
+        if self._txn is None:
+            return self._primary.sets[head].copy()
         return self._read("sets")[head]
 
     def decision_of(self, head, slot):
@@ -834,8 +1056,8 @@ class RayHeadSet(SlotTables):
         ids = list(ids)
         with self.transaction():
             ref = ray.put(X)
+            self._held.append(ref)
             slots = np.asarray(self.store.append(X), dtype=np.intp)
-            self._chunks.append((ref, len(X)))
             self._labels = np.concatenate([self._labels, labels.astype(np.intp)])
             self._C = np.concatenate([self._C, C])
             self._ids = id_array(list(self._ids) + ids)
@@ -878,8 +1100,10 @@ class RayHeadSet(SlotTables):
         return bool(np.all(self.reserve_mask(slots)))
 
     def reserve_mask(self, slots):
-        """Per slot: alpha = 0 in every head."""
+        """Per slot: alpha = 0 in every head (the driver's arrays between requests)."""
         slots = np.asarray(slots, dtype=np.intp)
+        if self._txn is None:
+            return np.all(self._primary.alpha[:, slots] == 0.0, axis=0)
         key = ("reserve", slots.tobytes())
         if key not in self._cache:
             got = self._call(range(len(self.actors)), "read", "reserve", slots)
@@ -896,26 +1120,25 @@ class RayHeadSet(SlotTables):
     # --------------------------------------------------------- erasure
 
     def erase(self, slots):
-        """Erase removed examples everywhere: actors, driver, object store (HeadSet.erase's rule).
+        """Erase removed examples everywhere: actors and driver (HeadSet.erase's rule).
 
-        One round trip: every actor erases `slots` (and any held inactive
-        slot) in its local head set, compacting when HeadSet does, and
-        returns a checkpoint of its heads taken right after. The driver then
-        erases its tables and store alike, keeps the new checkpoints and
-        drops the old ones, the redo log and every chunk of rows in the
-        object store (which hold the removed rows, their ids and
-        coefficients; Ray frees them). The rows are put again, from the
-        driver's copy, only if an actor has to be restarted. An actor that
-        dies during the erase is revived at the committed state before it
-        and erases again.
+        One round trip, which also tells the actors that the request that
+        removed them is committed: every actor erases `slots` (and any held
+        inactive slot) in its local head set and its copy of the committed
+        state, compacting when HeadSet does. The driver then zeroes them in its
+        tables, its rows and its committed arrays alike (in place), and
+        compacts alike. Nothing else holds them: the object store held the
+        rows only until the actors had them, and no request is logged. An
+        actor that dies during the erase is restarted at the committed
+        state before it and erases again.
         """
         held = self._given >= 0
         held[self._active] = False
         slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
         if self._txn is not None:
             raise UnlearningError("erase: a request is in progress")
-        everyone = range(len(self.actors))
-        got = self._call(everyone, "erase_checkpoint", slots)
+        txn, self._unsent = (self._unsent or (None,))[0], None
+        got = self._call(range(len(self.actors)), "erase", slots, txn)
         with self._lock:
             self._cache.clear()
             self._erase_tables(slots)
@@ -923,16 +1146,14 @@ class RayHeadSet(SlotTables):
             if any(r[0] != n for r in got.values()):
                 raise UnlearningError(f"erase: actors hold {sorted({r[0] for r in got.values()})} "
                                       f"slots, the driver {n}")
-            self._chunks = [(None, n)]
-            self._ckpt = ([got[a][1] for a in everyone], n, self._n_given)
-            self._log = []
-            self.work_s += max(r[2] for r in got.values())
-            self.checkpoint_s += max(r[3] for r in got.values())
+            self.work_s += max(r[1] for r in got.values())
+            self.commit_s += max(r[2] for r in got.values())
 
     def _erase_tables(self, slots):
-        """The driver's part of :meth:`erase` (HeadSet.erase and HeadSet.compact on the tables)."""
+        """The driver's part of :meth:`erase` (HeadSet.erase and HeadSet.compact on its arrays)."""
         self._forget_slots(slots)
         self.store.erase(slots, self._given >= 0)
+        self._primary.erase(slots)
         n_erased = int(np.count_nonzero(self._given < 0))
         if self.kernel != "precomputed" \
                 and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
@@ -941,21 +1162,33 @@ class RayHeadSet(SlotTables):
             self._labels, self._C = self._labels[keep], self._C[keep]
             self._ids, self._given = self._ids[keep], self._given[keep]
             self._active = self._active[keep]
+            self._primary.compact(keep)
             self._map_ids()
 
     def held_objects(self):
-        """Every object this head set keeps in Ray's object store (row chunks)."""
-        return [ref for ref, _ in self._chunks if ref is not None]
+        """Every object this head set keeps in Ray's object store (an open increment's rows)."""
+        return list(self._held)
 
     def checkpoint_files(self):
-        """The bytes of every head's last checkpoint (test hook: erasure is searched in them)."""
-        return [bytes(blob) for files in (self._ckpt[0] or []) for blob in files]
+        """Every byte the driver holds to restart actors (test hook: erasure is searched in them).
+
+        The eco state file of every head as a restart would install it, and
+        the arrays it is built from: the rows, the slot tables and the
+        committed primary state.
+        """
+        n = self._primary.n_slots
+        files = [bytes(f) for a in range(len(self.actors)) for f in self._files(a, n)]
+        ids = self._ids if self._ids.dtype.kind != "O" else np.array(
+            [str(i) for i in self._ids.tolist()])
+        arrays = [self.stored_data(), self._labels, self._C, ids, self._given] \
+            + self._primary.arrays()
+        return files + [np.ascontiguousarray(v).tobytes() for v in arrays]
 
     def loo_decision(self, active):
         """Exact leave-one-out decisions of the `active` slots, shape (len(active), n_heads).
 
         One call per actor for the whole batch (:meth:`HeadGroup.loo`); the
-        heads are restored on the actors, so nothing is committed or logged.
+        heads are restored on the actors, so nothing is committed.
         """
         active = np.asarray(active, dtype=np.intp)
         out = np.empty((len(active), self.n_heads))

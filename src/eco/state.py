@@ -15,11 +15,20 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["HeadState", "ModelState", "state_digest", "install_primary"]
+__all__ = ["HeadState", "ModelState", "state_digest", "install_primary", "head_set_problem",
+           "CERTIFY_TOL"]
 
 # set codes of the engine (eco._cp_core): inactive, reserve, margin, error
 _SET_CODES = (-1, 0, 1, 2)
 _SET_RESERVE, _SET_MARGIN, _SET_ERROR = 0, 1, 2
+
+#: Largest KKT violation (the engine's relative certificate) and relative
+#: inverse residual ``|Rinv A - I|`` an installed primary state may show
+#: (:func:`head_set_problem`; :func:`eco.load`). An exact model shows about
+#: 1e-12; on degenerate data (poly on features scaled by 1e-3, C = 100) a live
+#: model was measured at 3.8e-6 after a decrement, and a file must load what
+#: the model was. Tampering shows as 0.1 to 100.
+CERTIFY_TOL = 1e-5
 
 
 def _meta(*, per_slot=False, digest=True):
@@ -378,3 +387,40 @@ def install_primary(engine, head):
     # second pass: the recomputed gradients, Rinv as just computed (exact:
     # rinv() and set_state scale its border by the same power of two)
     engine.set_state(y, C, alpha, b, sets, order, g, engine.rinv())
+
+
+def head_set_problem(heads, tol=CERTIFY_TOL):
+    """None when every head of `heads` is an exact SVM state, else a sentence naming the problem.
+
+    The certificate of a state installed from its primary part (a loaded
+    file, a restarted Ray actor): every head from scratch, the KKT
+    conditions on gradients recomputed from the kernel, and the inverse
+    bordered margin matrix against the matrix rebuilt from the kernel.
+    `heads` is a head set (``n_heads``, ``violation``, ``head_state``,
+    ``kernel_block``).
+    """
+    for h in range(heads.n_heads):
+        viol = heads.violation(h)
+        if not viol <= tol:
+            return f"head {h}: KKT violation {viol:.3g} (coefficients or bias are not the SVM's)"
+        res = _inverse_residual(heads, heads.head_state(h))
+        if not res <= tol:
+            return (f"head {h}: the margin matrix is numerically singular (|Rinv A - I| = "
+                    f"{res:.3g} after refactorisation)")
+    return None
+
+
+def _inverse_residual(heads, st):
+    """max |Rinv A - I| / max(1, max|Rinv| max|A|), A = [[0, y_S'], [y_S, Q_SS]]."""
+    S = np.asarray(st.margin_order, dtype=np.intp)
+    if len(S) == 0:
+        return 0.0
+    y = np.asarray(st.y)[S]
+    A = np.empty((len(S) + 1, len(S) + 1))
+    A[0, 0] = 0.0
+    A[0, 1:] = A[1:, 0] = y
+    A[1:, 1:] = heads.kernel_block(S)[:, S] * np.outer(y, y)
+    R = np.asarray(st.Rinv, dtype=np.float64)
+    # relative to the sizes of the factors: an ill-conditioned but exact inverse passes
+    scale = max(1.0, float(np.max(np.abs(R))) * float(np.max(np.abs(A))))
+    return float(np.max(np.abs(R @ A - np.eye(len(S) + 1)))) / scale

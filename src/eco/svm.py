@@ -93,7 +93,8 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         step and takes about half the time (``docs/cp-engine.md``, section
         10). An execution setting, like ``n_jobs``: it keeps the model
         fitted and saved files do not record it. Applies to the "threads"
-        backend (Ray actors never screen).
+        backend; Ray actors always screen (their engines' default), so that
+        both backends reach the same state bit for bit by default.
     backend : {"threads", "ray"}, default="threads"
         Where the heads live. "threads": in this process, ``n_jobs``
         threads over them. "ray": in Ray actors, several heads per actor

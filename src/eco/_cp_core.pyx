@@ -1446,6 +1446,24 @@ cdef class CPEngine:
         # Q_ij = y_i y_j K_ij, given the kernel row of i
         return self.y[i] * self.y[j] * row_i[j]
 
+    cdef inline double* _margin_values(self, Py_ssize_t si) noexcept nogil:
+        # K(x_si, x_S) for a member si: its row of KS when KS covers the
+        # store (no kernel row needed: the cache may have evicted it, and at
+        # 10^5 rows recomputing |S| of them costs seconds), else its kernel
+        # row (read by _q_s by slot). The values are the same bit for bit:
+        # the kernel is computed symmetrically.
+        if self.ks_n == self.store.n_slots and self.KS != NULL:
+            return self.KS + si * self.ks_ld
+        return self.store.row(si)
+
+    cdef inline double _q_s(self, Py_ssize_t si, Py_ssize_t i, Py_ssize_t j,
+                            double* vals) noexcept nogil:
+        # Q between members at margin positions i (slot si) and j, from
+        # _margin_values(si)
+        if self.ks_n == self.store.n_slots and self.KS != NULL:
+            return self.y[si] * self.y[self.margin[j]] * vals[j]
+        return self.y[si] * self.y[self.margin[j]] * vals[self.margin[j]]
+
     cdef void _set_active(self, Py_ssize_t slot, double yv, int delta) noexcept nogil:
         self.n_active += delta
         if yv > 0:
@@ -1619,13 +1637,13 @@ cdef class CPEngine:
         self.Rinv[0] = 0.0
         for i in range(m):
             si = self.margin[i]
-            row_i = self.store.row(si)
+            row_i = self._margin_values(si)
             if row_i == NULL:
                 return ST_NO_MEMORY
             self.Rinv[(i + 1)] = self.sigma * self.y[si]
             self.Rinv[(i + 1) * ldr] = self.sigma * self.y[si]
             for j in range(m):
-                self.Rinv[(i + 1) + (j + 1) * ldr] = self._q(si, self.margin[j], row_i)
+                self.Rinv[(i + 1) + (j + 1) * ldr] = self._q_s(si, i, j, row_i)
         dgetrf(&n_, &n_, self.Rinv, &ld, self.ipiv, &info)
         if info != 0:
             return ST_SINGULAR
@@ -1659,12 +1677,12 @@ cdef class CPEngine:
         ax[0] = self.sigma * s
         for i in range(m):
             si = self.margin[i]
-            row_i = self.store.row(si)
+            row_i = self._margin_values(si)
             if row_i == NULL:
                 return INFINITY
             s = self.sigma * self.y[si]
             for j in range(m):
-                s += self._q(si, self.margin[j], row_i) / (j + 2.0)
+                s += self._q_s(si, i, j, row_i) / (j + 2.0)
             ax[i + 1] = s
         dgemv(b"N", &n_, &n_, &one, self.Rinv, &ld, ax, &one_i, &zero, out, &one_i)
         for i in range(m1):
@@ -2167,14 +2185,17 @@ cdef class CPEngine:
         self.scr_on = False
 
     cdef int _scr_touch(self, Py_ssize_t j) noexcept nogil:
-        # j's alpha may move on this path: follow it, and keep its kernel row
-        # for the times it is not in S (in S, its values are KS's column)
-        cdef double* row
+        # j's alpha may move on this path: follow it. Its kernel row is
+        # needed only for the times it is outside S (in S, its values are
+        # KS's column): fetched then (_scr_x_row), not here, since the cache
+        # need not hold the rows of S
+        cdef double* row = NULL
         if self.scr_state[j] == SCR_TOUCHED:
             return 0
-        row = self.store.row(j)
-        if row == NULL:
-            return ST_NO_MEMORY
+        if self.setof[j] != S_MARGIN:
+            row = self.store.row(j)
+            if row == NULL:
+                return ST_NO_MEMORY
         if self.scr_state[j] != SCR_FOLLOWED:
             self.scr_L[self.scr_nL] = j
             self.scr_nL += 1
@@ -2183,6 +2204,15 @@ cdef class CPEngine:
         self.scr_Trow[self.scr_nT] = row
         self.scr_nT += 1
         return 0
+
+    cdef inline double* _scr_x_row(self, Py_ssize_t t) noexcept nogil:
+        # the kernel row of touched row t, fetched the first time it is read
+        # (NULL when memory runs out: scr_fail says so)
+        if self.scr_Trow[t] == NULL:
+            self.scr_Trow[t] = self.store.row(self.scr_T[t])
+            if self.scr_Trow[t] == NULL:
+                self.scr_fail = ST_NO_MEMORY
+        return self.scr_Trow[t]
 
     cdef void _scr_delta_coefs(self) noexcept nogil:
         # Delta w = sum_T y_k dA_k phi_k as the refreshes read it: scr_wdA[p]
@@ -2198,6 +2228,8 @@ cdef class CPEngine:
             k = self.scr_T[t]
             if self.setof[k] == S_MARGIN or self.scr_dA[k] == 0.0:
                 continue
+            if self._scr_x_row(t) == NULL:
+                continue  # scr_fail is set: the path stops at this step
             self.scr_Xrow[self.scr_nX] = self.scr_Trow[t]
             self.scr_Xc[self.scr_nX] = self.y[k] * self.scr_dA[k]
             self.scr_nX += 1
@@ -2464,6 +2496,7 @@ cdef class CPEngine:
         in S), or row by row when few rows are left screened."""
         cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, i, j, k, p
         cdef double coef
+        cdef double* row
         cdef blas_int bn, bm, ld, one_i = 1
         cdef double one = 1.0, zero = 0.0
         if not self.scr_on:
@@ -2471,6 +2504,9 @@ cdef class CPEngine:
         if 4 * self.scr_nrows < n:
             # few rows left screened: each from its row of KS
             self._scr_delta_coefs()
+            if self.scr_fail != ST_OK:
+                self._scr_free()
+                return ST_NO_MEMORY
             for i in range(self.scr_nrows):
                 self._scr_refresh(self.scr_rows[i])
         else:
@@ -2491,7 +2527,11 @@ cdef class CPEngine:
                 if self.setof[k] == S_MARGIN or self.scr_dA[k] == 0.0:
                     continue
                 coef = self.y[k] * self.scr_dA[k]
-                daxpy(&bn, &coef, self.scr_Trow[i], &one_i, &self.h[0], &one_i)
+                row = self._scr_x_row(i)
+                if row == NULL:
+                    self._scr_free()
+                    return ST_NO_MEMORY
+                daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
             for i in range(self.scr_nrows):
                 j = self.scr_rows[i]
                 self.g[j] += self.y[j] * (self.h[j] + self.scr_db)

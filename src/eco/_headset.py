@@ -267,6 +267,9 @@ class HeadSet(SlotTables):
         hs._map_ids()
         dead = np.flatnonzero(hs._given < 0).astype(np.intp)
         _cp_core.erase_slots(hs.store, hs._engines, dead, hs._given >= 0)
+        # rebuilding the heads computed the kernel rows of every margin
+        # vector: back to cache_size now, not inside the first request
+        hs.store.trim()
         return hs
 
     def adopt_layout(self, given, n_given):

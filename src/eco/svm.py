@@ -80,8 +80,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         ``50 + 10 * n_active``. Past it the head is re-solved exactly.
     cache_size : float, default=200
         Megabytes of kernel rows kept between calls, least recently used
-        evicted beyond it (the rows of the margin vectors are held apart, by
-        the heads); as in SVC. Changes speed and memory, never a result.
+        evicted beyond it (the values of every row against the margin
+        vectors are held apart, by the heads); as in SVC. Changes speed and
+        memory, never a result.
     screening : bool, default=True
         Safe screening on the CP paths of ``increment`` and ``decrement``
         (and of the exact fit's repairs): per step, only the rows that a

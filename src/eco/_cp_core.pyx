@@ -458,6 +458,7 @@ cdef class KernelStore:
     cdef long long[::1] last_use          # per slot: tick of its last use (LRU)
     cdef long long tick
     cdef readonly long n_truncations      # engines check their slots after a truncate
+    cdef readonly long n_rows_computed    # kernel rows computed and cached so far
     cdef object _truncated_to             # n_slots after each truncate, in order
 
     def __cinit__(self):
@@ -477,6 +478,7 @@ cdef class KernelStore:
             raise ValueError("gamma and coef0 must be finite")
         self.kernel_code = _check_kernel(kernel)
         self.n_truncations = 0
+        self.n_rows_computed = 0
         self._truncated_to = []
         self.gamma = gamma
         self.degree = degree
@@ -684,6 +686,7 @@ cdef class KernelStore:
         if self.rows[slot] == NULL:
             self.rows[slot] = r
             self.n_cached += 1
+            self.n_rows_computed += 1
         else:
             _zfree(r, self.capacity * sizeof(double))
             r = self.rows[slot]
@@ -768,6 +771,7 @@ cdef class KernelStore:
                     if self.rows[todo[b]] == NULL:
                         self.rows[todo[b]] = outs[b]
                         self.n_cached += 1
+                        self.n_rows_computed += 1
                     else:
                         _zfree(outs[b], self.capacity * sizeof(double))
                 PyThread_release_lock(self.lock)

@@ -1412,9 +1412,8 @@ cdef class CPEngine:
         # constant kernels give the ill-conditioned margin matrices; on the
         # others (rbf, precomputed) when C max K >= 1e6, where rounding of
         # Rinv at drift_tol would move gradients by more than the
-        # certificate allows. Elsewhere one refinement costs more than a step
-        # (m^2 scattered reads of the packed rows; a 400-vector rbf head
-        # learned twice as slowly) and buys nothing the final _refine does not.
+        # certificate allows. Elsewhere one refinement (two m x m products)
+        # costs time on every step and buys nothing the final _refine does not.
         cdef Py_ssize_t j
         cdef double cmax = 0.0
         if self.store.kernel_code == K_LINEAR or self.store.kernel_code == K_POLY:
@@ -1460,9 +1459,8 @@ cdef class CPEngine:
             return self.KS + si * self.ks_ld
         return self.store.row(si)
 
-    cdef inline double _q_s(self, Py_ssize_t si, Py_ssize_t i, Py_ssize_t j,
-                            double* vals) noexcept nogil:
-        # Q between members at margin positions i (slot si) and j, from
+    cdef inline double _q_s(self, Py_ssize_t si, Py_ssize_t j, double* vals) noexcept nogil:
+        # Q between member si and the member at margin position j, from
         # _margin_values(si)
         if self.ks_n == self.store.n_slots and self.KS != NULL:
             return self.y[si] * self.y[self.margin[j]] * vals[j]
@@ -1592,8 +1590,8 @@ cdef class CPEngine:
     cdef void _scrub_beyond(self, Py_ssize_t old_m, bint ks_done=False) noexcept nogil:
         # Zero what the margin set left behind when it shrank from old_m to
         # n_margin: the rows and columns of Rinv beyond the current order and
-        # the packed kernel rows beyond the current set (erasure: they may
-        # hold kernel values of an example later removed). Nothing reads them.
+        # the columns of KS beyond the current set (erasure: they may hold
+        # kernel values of an example later removed). Nothing reads them.
         cdef Py_ssize_t j, m1 = self.n_margin + 1, o1 = old_m + 1, rc = self.r_cap
         if old_m <= self.n_margin:
             return
@@ -1647,7 +1645,7 @@ cdef class CPEngine:
             self.Rinv[(i + 1)] = self.sigma * self.y[si]
             self.Rinv[(i + 1) * ldr] = self.sigma * self.y[si]
             for j in range(m):
-                self.Rinv[(i + 1) + (j + 1) * ldr] = self._q_s(si, i, j, row_i)
+                self.Rinv[(i + 1) + (j + 1) * ldr] = self._q_s(si, j, row_i)
         dgetrf(&n_, &n_, self.Rinv, &ld, self.ipiv, &info)
         if info != 0:
             return ST_SINGULAR
@@ -1686,7 +1684,7 @@ cdef class CPEngine:
                 return INFINITY
             s = self.sigma * self.y[si]
             for j in range(m):
-                s += self._q_s(si, i, j, row_i) / (j + 2.0)
+                s += self._q_s(si, j, row_i) / (j + 2.0)
             ax[i + 1] = s
         dgemv(b"N", &n_, &n_, &one, self.Rinv, &ld, ax, &one_i, &zero, out, &one_i)
         for i in range(m1):
@@ -2355,8 +2353,7 @@ cdef class CPEngine:
         cdef bint moves = self.pth_moves
         cdef double bb = self.pth_beta_b, r, B = 0.0, C = 0.0, aB = 0.0, aC = 0.0
         cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef, dP = 0.0
-        cdef blas_int bn, bm, ld, one_i = 1
-        cdef double one = 1.0, zero = 0.0
+        cdef blas_int bm, one_i = 1
         # K_LS (y_S beta_S): the row of KS of each followed row, m contiguous values
         bm = <blas_int>m
         for i in range(nL):

@@ -130,9 +130,20 @@ cdef extern from *:
     #endif
         return p;
     }
+    /* A hint that the line at p will be written soon. A pass over one column
+       of KS reads or writes one value per slot, ks_ld doubles apart: a stride
+       beyond what the hardware prefetchers follow, so without the hint every
+       row waits for its own miss (a quarter of a margin removal's time at
+       10,000 rows). */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define eco_prefetch_w(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #else
+    #define eco_prefetch_w(p) ((void)0)
+    #endif
     """
     void eco_secure_zero(void* p, size_t n) noexcept nogil
     void* eco_malloc_huge(size_t n) noexcept nogil
+    void eco_prefetch_w(const void* p) noexcept nogil
 
 cdef long long _alloc_countdown = 0   # > 0: the allocation that brings it to 0 fails
 cdef long long _alloc_count = 0       # allocations seen since the hook was armed
@@ -295,6 +306,10 @@ def _check_kernel(kernel):
 # are large and cancel (features scaled by 1e6: terms of 1e11 for decision
 # values of 10). Invariant under rescaling (features times s, C over s^2).
 cdef double CANCEL = 1e-6
+# Rows ahead at which a strided pass over one column of KS prefetches (the
+# misses of about this many rows are then in flight at once)
+cdef enum:
+    KS_AHEAD = 16
 
 # Kinds of event that end a step.
 cdef enum:
@@ -1488,6 +1503,7 @@ cdef class CPEngine:
         cdef double kappa, kscale, yk = self.y[k]
         cdef double* w = self.wbuf
         cdef double* bk = self.wbuf2
+        cdef double* dst
         cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, one_i = 1
         cdef double one = 1.0, minus_one = -1.0, zero = 0.0, inv_kappa
         cdef int st
@@ -1541,8 +1557,11 @@ cdef class CPEngine:
             dger(&n_, &n_, &inv_kappa, bk, &one_i, bk, &one_i, self.Rinv, &ld)
         if self._ks_reserve(m + 1) != 0:
             return -ST_NO_MEMORY
+        dst = self.KS + m
         for j in range(self.ks_n):
-            self.KS[j * self.ks_ld + m] = row_k[j]
+            if j + KS_AHEAD < self.ks_n:
+                eco_prefetch_w(dst + (j + KS_AHEAD) * self.ks_ld)
+            dst[j * self.ks_ld] = row_k[j]
         self.margin[m] = <int>k
         self.pos[k] = <int>m
         self.setof[k] = S_MARGIN
@@ -1555,7 +1574,9 @@ cdef class CPEngine:
     cdef void _contract(self, Py_ssize_t p) noexcept nogil:
         """Remove the margin vector at position p from Rinv (Schur contraction)."""
         cdef Py_ssize_t m = self.n_margin, m1 = m + 1, q = p + 1, last = m, i
-        cdef Py_ssize_t ldr = self.r_cap
+        cdef Py_ssize_t ldr = self.r_cap, ksld = self.ks_ld
+        cdef double* src
+        cdef double* dst
         cdef double* col = self.wbuf
         cdef double* rowv = self.wbuf2
         cdef double scale
@@ -1575,9 +1596,14 @@ cdef class CPEngine:
                 self.Rinv[q + i * ldr] = self.Rinv[last + i * ldr]
             # one strided pass: the last member's column moves into p and
             # its old place is zeroed (what _scrub_beyond would do again)
+            src = self.KS + m - 1
+            dst = self.KS + p
             for i in range(self.ks_n):
-                self.KS[i * self.ks_ld + p] = self.KS[i * self.ks_ld + m - 1]
-                self.KS[i * self.ks_ld + m - 1] = 0.0
+                if i + KS_AHEAD < self.ks_n:
+                    eco_prefetch_w(src + (i + KS_AHEAD) * ksld)
+                    eco_prefetch_w(dst + (i + KS_AHEAD) * ksld)
+                dst[i * ksld] = src[i * ksld]
+                src[i * ksld] = 0.0
             moved = self.margin[m - 1]
             self.margin[p] = moved
             self.pos[moved] = <int>p
@@ -1609,6 +1635,8 @@ cdef class CPEngine:
             if old_m > self.ks_ld:
                 old_m = self.ks_ld
             for j in range(self.ks_n):
+                if j + KS_AHEAD < self.ks_n:
+                    eco_prefetch_w(self.KS + (j + KS_AHEAD) * self.ks_ld + self.n_margin)
                 memset(self.KS + j * self.ks_ld + self.n_margin, 0,
                        (old_m - self.n_margin) * sizeof(double))
 
@@ -3363,11 +3391,19 @@ cdef class CPEngine:
         box are put at the bound they passed. Gradients are not touched: the
         caller polishes (solves the bordered system) afterwards.
         """
-        cdef Py_ssize_t n = self.store.n_slots, k, guard
+        cdef Py_ssize_t n = self.store.n_slots, k, guard, count = 0
         cdef double* row
         cdef int st
         self._clear_margin()
         self._sync_hard()
+        # room for every candidate at once: grown one expansion at a time,
+        # KS would be copied (into freshly faulted pages) about log2 |S| times,
+        # a seventh of a fit at 5,000 rows
+        for k in range(n):
+            if self.setof[k] == S_MARGIN and 0.0 < self.alpha[k] < self.C[k]:
+                count += 1
+        if self._grow_r(count + 1) != 0 or self._ks_reserve(count) != 0:
+            return ST_NO_MEMORY
         for k in range(n):
             if self.setof[k] != S_MARGIN:
                 continue

@@ -307,3 +307,25 @@ def test_one_step_keeps_the_gradients_exact():
     np.testing.assert_allclose(engine.g_all[others], g_true[others], atol=1e-9)
     assert np.all(np.abs(g_true[sets == _cp_core.SET_MARGIN]) < 1e-9)
     assert abs(np.dot(y[act], a[act])) < 1e-9
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_erasure_recomputes_the_largest_diagonal_over_the_live_slots(kernel):
+    # max_diag scales tolerances, so it must depend on no erased row; the
+    # scan may stop early only when a live slot still reaches the old value
+    X, _ = _data(n=40)
+    X = X * np.linspace(0.5, 3.0, len(X))[:, None]  # distinct norms: distinct diagonals (but rbf's)
+    store = KernelStore(X.shape[1], kernel, 0.2, 3, 0.5)
+    store.append(X)
+    diag = np.diag(store.kernel_block(np.arange(len(X), dtype=np.intp)))
+    live = np.ones(len(X), dtype=bool)
+    assert store.max_diag == pytest.approx(np.max(np.abs(diag)), rel=1e-14)
+    # the largest first, then one that is not the largest, then all but one
+    for erased in ([int(np.argmax(np.abs(diag)))], [0], list(range(1, len(X) - 1))):
+        erased = [s for s in erased if live[s]]
+        live[erased] = False
+        store.erase(np.asarray(erased, dtype=np.intp), live)
+        assert store.max_diag == pytest.approx(np.max(np.abs(diag[live])), rel=1e-14)
+    live[:] = False
+    store.erase(np.flatnonzero(~live).astype(np.intp), live)
+    assert store.max_diag == 0.0

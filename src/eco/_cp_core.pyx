@@ -2272,15 +2272,16 @@ cdef class CPEngine:
             self.scr_nX += 1
 
     cdef inline double _scr_delta_g(self, Py_ssize_t j) noexcept nogil:
-        # g_j - g_j(0) = y_j (<Delta w, phi_j> + Delta b), from _scr_delta_coefs
-        cdef Py_ssize_t p, x
-        cdef double s = 0.0
-        cdef const double* row = self.KS + j * self.ks_ld
-        for p in range(self.n_margin):
-            s += row[p] * self.scr_wdA[p]
+        # g_j - g_j(0) = y_j (<Delta w, phi_j> + Delta b), from _scr_delta_coefs,
+        # summed as _scr_join sums it
+        cdef Py_ssize_t x
+        cdef double s = 0.0, moved = 0.0
+        cdef blas_int bm = <blas_int>self.n_margin, one_i = 1
+        if self.n_margin > 0:
+            s = ddot(&bm, self.KS + j * self.ks_ld, &one_i, self.scr_wdA, &one_i)
         for x in range(self.scr_nX):
-            s += self.scr_Xrow[x][j] * self.scr_Xc[x]
-        return self.y[j] * (s + self.scr_db)
+            moved += self.scr_Xrow[x][j] * self.scr_Xc[x]
+        return self.y[j] * (s + moved + self.scr_db)
 
     cdef int _scr_begin(self) noexcept nogil:
         """Start a screened path: snapshot the distance of every reserve and
@@ -2490,23 +2491,43 @@ cdef class CPEngine:
                 self.scr_rows[kept] = j
                 kept += 1
         self.scr_nrows = kept
-        for i in range(first, first + count):
-            self._scr_follow(i)
+        self._scr_join(first, count)
 
-    cdef void _scr_follow(self, Py_ssize_t i) noexcept nogil:
-        # row i of L has just joined (after _scr_delta_coefs): exact
-        # gradient, rate, event (wbuf holds the step's y_S beta_S)
-        cdef Py_ssize_t j = self.scr_L[i]
+    cdef void _scr_join(self, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
+        # rows first .. first + count - 1 of L have just joined (after
+        # _scr_delta_coefs; wbuf holds the step's y_S beta_S): the exact
+        # gradient, rate and event of each. The moved rows outside S add
+        # their part of the gradient one kernel row at a time, read in slot
+        # order (the joining rows are in slot order), not one scattered read
+        # per (joining row, moved row) pair: a third less time on an error
+        # removal at MNIST 10k, where 40% of the rows join. h is free for a
+        # row that joins until its rate is written.
+        cdef Py_ssize_t i, j, x, end = first + count
+        cdef const double* row
+        cdef const double* xrow
+        cdef double c, dg, r
         cdef blas_int bm = <blas_int>self.n_margin, one_i = 1
-        cdef double r = 0.0
-        if self.n_margin > 0:
-            r = ddot(&bm, self.KS + j * self.ks_ld, &one_i, self.wbuf, &one_i)
-        self.g[j] += self._scr_delta_g(j)
-        if self.pth_moves:
-            r += self.u[j]
-        self.h[j] = self.y[j] * (r + self.pth_beta_b)
-        self.n_rated_rows += 1
-        self._consider_row(j)
+        for i in range(first, end):
+            self.h[self.scr_L[i]] = 0.0
+        for x in range(self.scr_nX):
+            xrow = self.scr_Xrow[x]
+            c = self.scr_Xc[x]
+            for i in range(first, end):
+                j = self.scr_L[i]
+                self.h[j] += xrow[j] * c
+        for i in range(first, end):
+            j = self.scr_L[i]
+            dg = r = 0.0
+            if self.n_margin > 0:
+                row = self.KS + j * self.ks_ld
+                dg = ddot(&bm, row, &one_i, self.scr_wdA, &one_i)
+                r = ddot(&bm, row, &one_i, self.wbuf, &one_i)
+            self.g[j] += self.y[j] * (dg + self.h[j] + self.scr_db)
+            if self.pth_moves:
+                r += self.u[j]
+            self.h[j] = self.y[j] * (r + self.pth_beta_b)
+            self._consider_row(j)
+        self.n_rated_rows += count
 
     cdef void _scr_advance(self, double tau) noexcept nogil:
         # the step is taken: ||Delta w||^2, Delta b, the followed gradients

@@ -145,6 +145,193 @@ cdef extern from *:
     void* eco_malloc_huge(size_t n) noexcept nogil
     void eco_prefetch_w(const void* p) noexcept nogil
 
+
+# ---------------------------------------------------------------------------
+# The second core. A screened step's row products (the rates of the followed
+# rows, the refresh of the screened gradients at the end of a path) are cut
+# into chunks of rows that the calling thread and one helper thread claim
+# from a shared counter. The caller never waits for a helper that is not
+# running: it claims chunks itself until none is left, then waits only for
+# the chunks the helper has claimed and is computing. On a loaded machine a
+# descheduled helper costs nothing (BLAS threads and OpenMP wait at a
+# barrier for every thread, which made a request 5-10x slower on the shared
+# 2-core machine). Every row is computed by one call of the same routine
+# over the same chunk bounds whoever runs it, so the results are bit for bit
+# those of one thread. One job at a time per process: a caller that finds
+# the helper busy (heads in parallel) computes alone.
+
+cdef extern from *:
+    r"""
+    #if defined(__unix__) || defined(__APPLE__)
+    #define ECO_POOL 1
+    #include <pthread.h>
+    #include <signal.h>
+    #include <unistd.h>
+    #include <sched.h>
+    #else
+    #define ECO_POOL 0
+    #endif
+    typedef void (*eco_task_fn)(void *ctx, long begin, long end) ;
+    #if ECO_POOL
+    typedef struct {
+        pthread_mutex_t busy;     /* one job at a time (trylock) */
+        pthread_mutex_t m;        /* guards the job's fields and gen */
+        pthread_cond_t cv;        /* wakes a sleeping helper */
+        int started;
+        pid_t pid;                /* the process that started the helper */
+        eco_task_fn fn;
+        void *ctx;
+        long n, chunk, nchunks;
+        long gen;                 /* job number, bumped under m */
+        long long claim;          /* (gen << 32) | next chunk, atomic */
+        long done;                /* chunks finished in this job, atomic */
+        long long helped;         /* chunks the helper has run, ever (atomic) */
+    } eco_pool_t;
+    static eco_pool_t eco_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+                                  PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    /* test hook: the caller waits until the helper has claimed the first
+       chunk of every shared product, so that tests run every product on
+       both threads however small it is */
+    static int eco_helper_first = 0;
+
+    /* Claim and run chunks of job `gen` until none is left or another job
+       has replaced it (the generation in the claim word differs). */
+    static void eco_pool_work(long gen, eco_task_fn fn, void *ctx, long n, long chunk,
+                              long nchunks, int helper) {
+        long long v, idx, b, e;
+        for (;;) {
+            v = __atomic_load_n(&eco_pool.claim, __ATOMIC_ACQUIRE);
+            if ((v >> 32) != (long long)(gen & 0x7fffffff)) return;
+            idx = v & 0xffffffffLL;
+            if (idx >= nchunks) return;
+            if (!__atomic_compare_exchange_n(&eco_pool.claim, &v, v + 1, 0,
+                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                continue;
+            b = idx * chunk;
+            e = b + chunk < n ? b + chunk : n;
+            fn(ctx, (long)b, (long)e);
+            if (helper) __atomic_fetch_add(&eco_pool.helped, 1, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&eco_pool.done, 1, __ATOMIC_RELEASE);
+        }
+    }
+
+    static void *eco_pool_helper(void *arg) {
+        long seen = 0, gen, n, chunk, nchunks, spins;
+        eco_task_fn fn;
+        void *ctx;
+        sigset_t all;
+        (void)arg;
+        sigfillset(&all);   /* signals are the main thread's (Python's handlers) */
+        pthread_sigmask(SIG_BLOCK, &all, NULL);
+        for (;;) {
+            /* steps follow each other within microseconds: look for the next
+               job a little while before sleeping */
+            for (spins = 0; spins < 2000
+                 && __atomic_load_n(&eco_pool.gen, __ATOMIC_ACQUIRE) == seen; spins++)
+                sched_yield();
+            pthread_mutex_lock(&eco_pool.m);
+            while (eco_pool.gen == seen)
+                pthread_cond_wait(&eco_pool.cv, &eco_pool.m);
+            gen = seen = eco_pool.gen;
+            fn = eco_pool.fn; ctx = eco_pool.ctx;
+            n = eco_pool.n; chunk = eco_pool.chunk; nchunks = eco_pool.nchunks;
+            pthread_mutex_unlock(&eco_pool.m);
+            eco_pool_work(gen, fn, ctx, n, chunk, nchunks, 1);
+        }
+        return NULL;
+    }
+
+    /* A forked child has no helper, and only the thread that forked: its
+       locks start afresh (one held at the fork would never be released). */
+    static void eco_pool_atfork_child(void) {
+        pthread_mutex_init(&eco_pool.busy, NULL);
+        pthread_mutex_init(&eco_pool.m, NULL);
+        pthread_cond_init(&eco_pool.cv, NULL);
+        eco_pool.started = 0;
+    }
+
+    /* A helper for this process (started on first use); 0 if none can be. */
+    static int eco_pool_ready(void) {
+        static int atfork_done = 0;
+        pthread_t t;
+        pthread_attr_t attr;
+        if (eco_pool.started && eco_pool.pid == getpid()) return 1;
+        if (!atfork_done) {
+            if (pthread_atfork(NULL, NULL, eco_pool_atfork_child) != 0) return 0;
+            atfork_done = 1;
+        }
+        if (pthread_attr_init(&attr) != 0) return 0;
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, eco_pool_helper, NULL) != 0) {
+            pthread_attr_destroy(&attr);
+            return 0;
+        }
+        pthread_attr_destroy(&attr);
+        eco_pool.started = 1;
+        eco_pool.pid = getpid();
+        return 1;
+    }
+    #endif
+
+    /* fn over [0, n) in chunks of `chunk`, with the helper when `helped` and
+       it is free; returns 1 when the helper was offered the job. */
+    static int eco_parallel_for(eco_task_fn fn, void *ctx, long n, long chunk, int helped) {
+        long b, nchunks = (n + chunk - 1) / chunk, gen;
+    #if ECO_POOL
+        if (helped && nchunks > 1 && pthread_mutex_trylock(&eco_pool.busy) == 0) {
+            if (eco_pool_ready()) {
+                pthread_mutex_lock(&eco_pool.m);
+                eco_pool.fn = fn; eco_pool.ctx = ctx;
+                eco_pool.n = n; eco_pool.chunk = chunk; eco_pool.nchunks = nchunks;
+                __atomic_store_n(&eco_pool.done, 0, __ATOMIC_RELEASE);
+                gen = __atomic_add_fetch(&eco_pool.gen, 1, __ATOMIC_ACQ_REL);
+                __atomic_store_n(&eco_pool.claim, (long long)(gen & 0x7fffffff) << 32,
+                                 __ATOMIC_RELEASE);
+                pthread_cond_signal(&eco_pool.cv);
+                pthread_mutex_unlock(&eco_pool.m);
+                while (eco_helper_first
+                       && (__atomic_load_n(&eco_pool.claim, __ATOMIC_ACQUIRE) & 0xffffffffLL) == 0)
+                    sched_yield();
+                eco_pool_work(gen, fn, ctx, n, chunk, nchunks, 0);
+                /* only chunks the helper claimed, and is running, are left;
+                   yield, in case it shares this core */
+                while (__atomic_load_n(&eco_pool.done, __ATOMIC_ACQUIRE) < nchunks)
+                    sched_yield();
+                pthread_mutex_unlock(&eco_pool.busy);
+                return 1;
+            }
+            pthread_mutex_unlock(&eco_pool.busy);
+        }
+    #endif
+        (void)helped; (void)gen;
+        for (b = 0; b < nchunks; b++)
+            fn(ctx, b * chunk, (b + 1) * chunk < n ? (b + 1) * chunk : n);
+        return 0;
+    }
+
+    static long long eco_helper_chunks(void) {
+    #if ECO_POOL
+        return __atomic_load_n(&eco_pool.helped, __ATOMIC_RELAXED);
+    #else
+        return 0;
+    #endif
+    }
+    static int eco_set_helper_first(int on) {
+    #if ECO_POOL
+        int old = eco_helper_first;
+        eco_helper_first = on;
+        return old;
+    #else
+        (void)on;
+        return 0;
+    #endif
+    }
+    """
+    ctypedef void (*eco_task_fn)(void* ctx, long begin, long end) noexcept nogil
+    int eco_parallel_for(eco_task_fn fn, void* ctx, long n, long chunk, int helped) noexcept nogil
+    long long eco_helper_chunks() noexcept nogil
+    int eco_set_helper_first(int on) noexcept nogil
+
 cdef long long _alloc_countdown = 0   # > 0: the allocation that brings it to 0 fails
 cdef long long _alloc_count = 0       # allocations seen since the hook was armed
 cdef bint _alloc_fired = False
@@ -310,6 +497,73 @@ cdef double CANCEL = 1e-6
 # misses of about this many rows are then in flight at once)
 cdef enum:
     KS_AHEAD = 16
+
+# Row products shared with the helper thread (eco_parallel_for): the rows of
+# one chunk, and the least work (multiply-adds) of a product worth offering.
+# Below it, waking the helper (tens of microseconds) costs more than it saves.
+cdef enum:
+    ROW_CHUNK = 64
+# One core, or ECO_HELPER_THREAD=0 in the environment: no helper thread.
+# ECO_PARALLEL_MIN_WORK overrides the threshold (0: every product of two or
+# more chunks, how the test suite can be run through the helper).
+import os as _os
+cdef double _parallel_min_work = (
+    INFINITY if (_os.cpu_count() or 1) < 2 or _os.environ.get("ECO_HELPER_THREAD", "1") == "0"
+    else float(_os.environ.get("ECO_PARALLEL_MIN_WORK", "2e5")))
+
+
+def set_parallel_min_work(double work):
+    """Least work (multiply-adds) of a row product that the helper thread shares.
+
+    Returns the previous value. ``inf`` turns the helper off (as
+    ``ECO_HELPER_THREAD=0`` does at import); 0 shares every product of two
+    or more chunks (the tests' setting). Results are the same bit for bit
+    whatever the setting.
+    """
+    global _parallel_min_work
+    old = _parallel_min_work
+    _parallel_min_work = work
+    return old
+
+
+def helper_chunks():
+    """Chunks of row products the helper thread has computed in this process."""
+    return eco_helper_chunks()
+
+
+def set_helper_first(bint on):
+    """Test hook: the caller of a shared product waits until the helper has
+    claimed its first chunk (every shared product then runs on both threads).
+    Returns the previous setting."""
+    return bool(eco_set_helper_first(on))
+
+
+cdef struct RowProduct:
+    # out[j] = KS[j, :m] . w for the rows j = rows[i] (or j = i when rows is NULL)
+    const double* KS
+    Py_ssize_t ld
+    blas_int ld_b
+    const Py_ssize_t* rows
+    const double* w
+    double* out
+    blas_int m
+
+
+cdef void _row_product_task(void* ctx, long begin, long end) noexcept nogil:
+    cdef RowProduct* t = <RowProduct*>ctx
+    cdef blas_int one_i = 1, nb
+    cdef double one = 1.0, zero = 0.0
+    cdef long i
+    cdef Py_ssize_t j
+    if t.rows == NULL:
+        # a block of consecutive rows: one transposed product
+        nb = <blas_int>(end - begin)
+        dgemv(b"T", &t.m, &nb, &one, t.KS + begin * t.ld, &t.ld_b, t.w, &one_i, &zero,
+              t.out + begin, &one_i)
+        return
+    for i in range(begin, end):
+        j = t.rows[i]
+        t.out[j] = ddot(&t.m, t.KS + j * t.ld, &one_i, t.w, &one_i)
 
 # Kinds of event that end a step.
 cdef enum:
@@ -1864,6 +2118,27 @@ cdef class CPEngine:
         for p in range(m + 1):
             x[p] -= dx[p]
 
+    cdef void _row_product(self, const Py_ssize_t* rows, Py_ssize_t count,
+                           const double* w, double* out) noexcept nogil:
+        # out[j] = KS[j, :m] . w for j = rows[0 .. count-1] (every j < count
+        # when rows is NULL), in chunks of ROW_CHUNK rows shared with the
+        # helper thread when the product is large enough (same bits either way)
+        cdef RowProduct t
+        cdef Py_ssize_t i
+        if self.n_margin == 0:
+            for i in range(count):
+                out[rows[i] if rows != NULL else i] = 0.0
+            return
+        t.KS = self.KS
+        t.ld = self.ks_ld
+        t.ld_b = <blas_int>self.ks_ld
+        t.rows = rows
+        t.w = w
+        t.out = out
+        t.m = <blas_int>self.n_margin
+        eco_parallel_for(_row_product_task, &t, count, ROW_CHUNK,
+                         <double>count * self.n_margin >= _parallel_min_work)
+
     cdef inline void _rates(self) noexcept nogil:
         """h[j] = gamma_j, the gradient rate of every reserve and error example
         and of the learned one; sets pth_tol, the tolerance of those rates.
@@ -1880,8 +2155,6 @@ cdef class CPEngine:
         cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j
         cdef double wsum, bb = self.pth_beta_b, tol
         cdef bint moves = self.pth_moves
-        cdef blas_int bn, bm, ld, one_i = 1
-        cdef double one = 1.0, zero = 0.0
         wsum = self.pth_usum if moves else 0.0
         for p in range(m):
             self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
@@ -1892,16 +2165,8 @@ cdef class CPEngine:
         if self.scr_on:
             self._scr_rates()
             return
-        if m > 0:
-            # h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
-            bn = <blas_int>n
-            bm = <blas_int>m
-            ld = <blas_int>self.ks_ld
-            dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
-                  &self.h[0], &one_i)
-        else:
-            for j in range(n):
-                self.h[j] = 0.0
+        # h = K_.S (y_S beta_S): the matrix-vector pass over the margin rows
+        self._row_product(NULL, n, self.wbuf, &self.h[0])
         self.n_rated_rows += n
         for j in range(n):
             if (self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR
@@ -2389,12 +2654,8 @@ cdef class CPEngine:
         cdef bint moves = self.pth_moves
         cdef double bb = self.pth_beta_b, r, B = 0.0, C = 0.0, aB = 0.0, aC = 0.0
         cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef, dP = 0.0
-        cdef blas_int bm, one_i = 1
         # K_LS (y_S beta_S): the row of KS of each followed row, m contiguous values
-        bm = <blas_int>m
-        for i in range(nL):
-            j = self.scr_L[i]
-            self.h[j] = ddot(&bm, self.KS + j * self.ks_ld, &one_i, self.wbuf, &one_i) if m > 0 else 0.0
+        self._row_product(self.scr_L, nL, self.wbuf, &self.h[0])
         self.n_rated_rows += nL
         for i in range(nL):
             j = self.scr_L[i]
@@ -2554,8 +2815,7 @@ cdef class CPEngine:
         cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, i, j, k, p
         cdef double coef
         cdef double* row
-        cdef blas_int bn, bm, ld, one_i = 1
-        cdef double one = 1.0, zero = 0.0
+        cdef blas_int bn, one_i = 1
         if not self.scr_on:
             return ST_OK
         if 4 * self.scr_nrows < n:
@@ -2567,17 +2827,10 @@ cdef class CPEngine:
             for i in range(self.scr_nrows):
                 self._scr_refresh(self.scr_rows[i])
         else:
-            for j in range(n):
-                self.h[j] = 0.0
-            if m > 0:
-                for p in range(m):
-                    k = self.margin[p]
-                    self.wbuf[p] = self.y[k] * self.scr_dA[k]
-                bn = <blas_int>n
-                bm = <blas_int>m
-                ld = <blas_int>self.ks_ld
-                dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
-                      &self.h[0], &one_i)
+            for p in range(m):
+                k = self.margin[p]
+                self.wbuf[p] = self.y[k] * self.scr_dA[k]
+            self._row_product(NULL, n, self.wbuf, &self.h[0])
             bn = <blas_int>n
             for i in range(self.scr_nT):
                 k = self.scr_T[i]
@@ -2982,8 +3235,8 @@ cdef class CPEngine:
         cdef double* sol = self.wbuf2
         cdef double* size = self.wbuf     # per margin equation: the size of its terms
         cdef double* row
-        cdef blas_int bn, bm, ld, one_i = 1
-        cdef double minus_one = -1.0, zero = 0.0, one = 1.0
+        cdef blas_int bn, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0
         if m == 0 or self.ks_n != n:
             return ST_OK
         # the margin equations sum over the support vectors only (alpha = 0
@@ -3033,10 +3286,7 @@ cdef class CPEngine:
             self.alpha[k] += sol[p + 1]
             self.wbuf[p] = self.y[k] * sol[p + 1]
         self.b += db
-        bn = <blas_int>n
-        bm = <blas_int>m
-        ld = <blas_int>self.ks_ld
-        dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero, &self.h[0], &one_i)
+        self._row_product(NULL, n, self.wbuf, &self.h[0])
         for j in range(n):
             if self.setof[j] == S_RESERVE or self.setof[j] == S_ERROR:
                 self.g[j] += self.y[j] * (self.h[j] + db)
@@ -4018,8 +4268,8 @@ cdef class CPEngine:
         cdef int best_kind, st, from_set
         cdef bint moves
         cdef long steps = 0, bound = self._step_bound()
-        cdef blas_int bn, bm, ld, one_i = 1
-        cdef double minus_one = -1.0, zero = 0.0, one = 1.0
+        cdef blas_int bn, ld, one_i = 1
+        cdef double minus_one = -1.0, zero = 0.0
 
         # u = sum_E y_j dC_j K_.j: the kernel-space direction of the driven set
         for j in range(n):
@@ -4076,14 +4326,7 @@ cdef class CPEngine:
                 # a rate below the rounding noise of this sum is no event
                 if 1e-10 * wsum * self.store.max_diag > tol:
                     tol = 1e-10 * wsum * self.store.max_diag
-                bn = <blas_int>n
-                bm = <blas_int>m
-                ld = <blas_int>self.ks_ld
-                dgemv(b"T", &bm, &bn, &one, self.KS, &ld, self.wbuf, &one_i, &zero,
-                      &self.h[0], &one_i)
-            else:
-                for j in range(n):
-                    self.h[j] = 0.0
+            self._row_product(NULL, n, self.wbuf, &self.h[0])
 
             # ---- smallest step to an event; h[j] becomes the rate of g_j ---------
             # candidates go through _consider, the path's own rule (the

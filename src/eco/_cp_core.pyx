@@ -2757,36 +2757,35 @@ cdef class CPEngine:
     cdef void _scr_join(self, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
         # rows first .. first + count - 1 of L have just joined (after
         # _scr_delta_coefs; wbuf holds the step's y_S beta_S): the exact
-        # gradient, rate and event of each. The moved rows outside S add
-        # their part of the gradient one kernel row at a time, read in slot
-        # order (the joining rows are in slot order), not one scattered read
-        # per (joining row, moved row) pair: a third less time on an error
-        # removal at MNIST 10k, where 40% of the rows join. h is free for a
-        # row that joins until its rate is written.
-        cdef Py_ssize_t i, j, x, end = first + count
-        cdef const double* row
+        # gradient, rate and event of each. Their two sums over S (the change
+        # of the gradient, the rate) are row products (_row_product: the
+        # helper thread may share them), into scr_key (dead once a row has
+        # joined) and h. The moved rows outside S add their part of the
+        # gradient one kernel row at a time, read in slot order (the joining
+        # rows are in slot order), not one scattered read per (joining row,
+        # moved row) pair.
+        cdef Py_ssize_t i, j, x
+        cdef const Py_ssize_t* rows = self.scr_L + first
         cdef const double* xrow
-        cdef double c, dg, r
-        cdef blas_int bm = <blas_int>self.n_margin, one_i = 1
-        for i in range(first, end):
-            self.h[self.scr_L[i]] = 0.0
+        cdef double c
+        self._row_product(rows, count, self.scr_wdA, self.scr_key)
+        for i in range(count):
+            self.h[rows[i]] = 0.0
         for x in range(self.scr_nX):
             xrow = self.scr_Xrow[x]
             c = self.scr_Xc[x]
-            for i in range(first, end):
-                j = self.scr_L[i]
+            for i in range(count):
+                j = rows[i]
                 self.h[j] += xrow[j] * c
-        for i in range(first, end):
-            j = self.scr_L[i]
-            dg = r = 0.0
-            if self.n_margin > 0:
-                row = self.KS + j * self.ks_ld
-                dg = ddot(&bm, row, &one_i, self.scr_wdA, &one_i)
-                r = ddot(&bm, row, &one_i, self.wbuf, &one_i)
-            self.g[j] += self.y[j] * (dg + self.h[j] + self.scr_db)
+        for i in range(count):
+            j = rows[i]
+            self.g[j] += self.y[j] * (self.scr_key[j] + self.h[j] + self.scr_db)
+        self._row_product(rows, count, self.wbuf, &self.h[0])
+        for i in range(count):
+            j = rows[i]
             if self.pth_moves:
-                r += self.u[j]
-            self.h[j] = self.y[j] * (r + self.pth_beta_b)
+                self.h[j] += self.u[j]
+            self.h[j] = self.y[j] * (self.h[j] + self.pth_beta_b)
             self._consider_row(j)
         self.n_rated_rows += count
 

@@ -110,3 +110,32 @@ def test_a_forked_child_starts_its_own_helper(helper_on_every_product):
     digests, by_helper = got
     assert by_helper > 0  # the child's own helper ran
     assert digests == parent
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "poly", "linear"])
+def test_kernel_rows_are_the_same_bits_with_the_helper(kernel):
+    # tiles of 512 columns shared with the helper; appended rows extend the
+    # cached ones from a column that is not a tile boundary
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(1400, 9))
+    slots = np.array([0, 7, 700, 1399], dtype=np.intp)
+
+    def rows(min_work):
+        old = _cp_core.set_parallel_min_work(min_work)
+        first = _cp_core.set_helper_first(min_work == 0.0)
+        try:
+            store = _cp_core.KernelStore(X.shape[1], kernel, 0.1, 3, 0.5)
+            store.append(X[:1100])
+            store.ensure_rows(slots[:3])         # cached, then extended by the append
+            store.append(X[1100:])
+            return [store.get_row(int(s)) for s in slots]
+        finally:
+            _cp_core.set_helper_first(first)
+            _cp_core.set_parallel_min_work(old)
+
+    before = _cp_core.helper_chunks()
+    helped = rows(0.0)
+    assert _cp_core.helper_chunks() > before
+    alone = rows(float("inf"))
+    for a, b in zip(helped, alone):
+        assert a.tobytes() == b.tobytes()

@@ -526,6 +526,54 @@ def set_parallel_min_work(double work):
     return old
 
 
+cdef enum:
+    FILL_TILE = 512     # columns of kernel rows computed together
+
+
+cdef struct FillJob:
+    # kernel rows outs[b][j] = K(x_slots[b], x_j), j in [j0, j1), by tiles
+    const double* XT
+    Py_ssize_t ld, d, nb, j0, j1
+    const double* sqnorm
+    int kernel_code
+    double gamma, coef0, degree
+    const Py_ssize_t* slots
+    double** outs
+    const double* xs
+
+
+cdef void _fill_task(void* ctx, long begin, long end) noexcept nogil:
+    # tiles begin .. end - 1 of a FillJob
+    cdef FillJob* t = <FillJob*>ctx
+    cdef Py_ssize_t b, k, j, jt, je, d = t.d
+    cdef double xk
+    cdef double* o
+    cdef const double* col
+    cdef long tile
+    for tile in range(begin, end):
+        jt = t.j0 + tile * FILL_TILE
+        je = jt + FILL_TILE
+        if je > t.j1:
+            je = t.j1
+        for b in range(t.nb):
+            o = t.outs[b]
+            for j in range(jt, je):
+                o[j] = 0.0
+        for k in range(d):
+            col = t.XT + k * t.ld
+            for b in range(t.nb):
+                xk = t.xs[b * d + k]
+                o = t.outs[b]
+                for j in range(jt, je):
+                    o[j] = o[j] + xk * col[j]
+        if t.kernel_code != K_LINEAR:
+            for b in range(t.nb):
+                o = t.outs[b]
+                for j in range(jt, je):
+                    o[j] = _transform(t.kernel_code, o[j], t.sqnorm[t.slots[b]],
+                                      t.sqnorm[j], t.gamma, t.coef0, t.degree)
+
+
 def helper_chunks():
     """Chunks of row products the helper thread has computed in this process."""
     return eco_helper_chunks()
@@ -967,39 +1015,31 @@ cdef class KernelStore:
         # outs[b][j] = K(x_slots[b], x_j) for j in [j0, j1): several rows at once,
         # in tiles of columns, so that each tile of features is read once for
         # all of them. Every value is the sum over k = 0, 1, ... from 0.0, in that order,
-        # so a row is bit for bit the same however and whenever it is computed.
-        cdef Py_ssize_t d = self.n_features, ld = self.capacity
-        cdef Py_ssize_t b, k, j, jt, je
-        cdef double xk
-        cdef double* o
-        cdef const double* col
-        cdef const double* XT = &self.XT[0, 0] if d > 0 else NULL
+        # so a row is bit for bit the same however and whenever it is computed
+        # (and whichever thread computes which tile: the helper may share them).
+        cdef Py_ssize_t d = self.n_features, b, k
+        cdef FillJob t
+        if j1 <= j0:
+            return
         for b in range(nb):
             for k in range(d):
                 xs[b * d + k] = self.XT[k, slots[b]]
-        jt = j0
-        while jt < j1:
-            je = jt + 512
-            if je > j1:
-                je = j1
-            for b in range(nb):
-                o = outs[b]
-                for j in range(jt, je):
-                    o[j] = 0.0
-            for k in range(d):
-                col = XT + k * ld
-                for b in range(nb):
-                    xk = xs[b * d + k]
-                    o = outs[b]
-                    for j in range(jt, je):
-                        o[j] = o[j] + xk * col[j]
-            if self.kernel_code != K_LINEAR:
-                for b in range(nb):
-                    o = outs[b]
-                    for j in range(jt, je):
-                        o[j] = _transform(self.kernel_code, o[j], self.sqnorm[slots[b]],
-                                          self.sqnorm[j], self.gamma, self.coef0, self.degree)
-            jt = je
+        t.XT = &self.XT[0, 0] if d > 0 else NULL
+        t.ld = self.capacity
+        t.d = d
+        t.sqnorm = &self.sqnorm[0]
+        t.kernel_code = self.kernel_code
+        t.gamma = self.gamma
+        t.coef0 = self.coef0
+        t.degree = self.degree
+        t.slots = slots
+        t.nb = nb
+        t.outs = outs
+        t.xs = xs
+        t.j0 = j0
+        t.j1 = j1
+        eco_parallel_for(_fill_task, &t, (j1 - j0 + FILL_TILE - 1) // FILL_TILE, 1,
+                         <double>nb * (j1 - j0) * (d + 1) >= _parallel_min_work)
 
     cdef int _ensure_rows(self, const Py_ssize_t* slots, Py_ssize_t count) noexcept nogil:
         # compute the missing rows among `slots`, eight at a time

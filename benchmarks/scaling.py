@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 CURVES = ("CPSVM.fit", "SVC.fit", "decrement reserve", "decrement margin", "decrement error",
           "decrement batch of 50", "decrement margin screening=False",
           "decrement error screening=False", "decrement batch of 50 screening=False",
+          "decrement margin one thread", "decrement error one thread",
           "decrement reserve (warm stream)", "decrement margin (warm stream)",
           "decrement error (warm stream)",
           "SVC refit without a margin", "SVC refit without an error",
@@ -74,6 +75,7 @@ def _measure(sp, dataset, n):
                        "n_margin": len(p.model.margin_), "n_error": len(p.model.error_),
                        "n_reserve": len(p.model.reserve_)}
     times["CPSVM.fit"] = sp.time_calls(p.fit, rounds=r["fit"])
+    times["CPSVM.fit one thread"] = _one_thread(lambda: sp.time_calls(p.fit, rounds=r["fit"]))
     times["SVC.fit"] = sp.time_calls(p.svc_fit, rounds=r["fit"])
     fresh = lambda: (p.fresh(),)  # noqa: E731
     for kind in sp.KINDS + ("batch",):
@@ -92,6 +94,9 @@ def _measure(sp, dataset, n):
             # switch is outside the timing)
             times[f"decrement {label} screening=False"] = sp.time_calls(
                 default_call, lambda: (p.fresh().set_params(screening=False),), rounds)
+            # without the helper thread of the row products (same bits)
+            times[f"decrement {label} one thread"] = _one_thread(
+                lambda: sp.time_calls(default_call, fresh, rounds))
         if kind != "batch":
             # one warm model, a request after another (see Point.stream)
             times[f"decrement {label} (warm stream)"], migr = p.stream(kind, rounds)
@@ -114,6 +119,17 @@ def _measure(sp, dataset, n):
     info["wall_s"] = time.perf_counter() - t_start
     return {"dataset": dataset, "n": n, "times": times, "info": info,
             "peak_rss_mb_whole_run": _peak_mb()}
+
+
+def _one_thread(measure):
+    """`measure()` with eco's helper thread off (docs/cp-engine.md section 12)."""
+    from eco import _cp_core
+
+    old = _cp_core.set_parallel_min_work(float("inf"))
+    try:
+        return measure()
+    finally:
+        _cp_core.set_parallel_min_work(old)
 
 
 def _copy_state(state):
@@ -185,6 +201,11 @@ RATIOS = (  # (label, numerator, denominator)
      "decrement batch of 50 screening=False"),
     ("numpy / eco margin", "numpy margin", "decrement margin"),
     ("numpy / eco error", "numpy error", "decrement error"),
+    ("one thread / default, fit", "CPSVM.fit one thread", "CPSVM.fit"),
+    ("one thread / default, margin", "decrement margin one thread", "decrement margin"),
+    ("one thread / default, error", "decrement error one thread", "decrement error"),
+    ("one thread / default, batch of 50", "decrement batch of 50 one thread",
+     "decrement batch of 50"),
 )
 
 
@@ -231,7 +252,8 @@ def write_markdown(points, slopes, path, command):
     for d in sorted(slopes):
         pts = sorted((pt for pt in points if pt["dataset"] == d), key=lambda q: q["n"])
         lines += [f"## {d}: {pts[0]['info']['source']}", "",
-                  "Medians (the default call unless marked screening=False):", "",
+                  "Medians (the default call unless marked screening=False, or one thread:"
+                  " eco's helper thread of the row products off):", "",
                   "| measurement | " + " | ".join(f"n={pt['n']}" for pt in pts) + " | slope |",
                   "|---" * (len(pts) + 2) + "|"]
         keys = list(dict.fromkeys(k for pt in pts for k in pt["medians"]))

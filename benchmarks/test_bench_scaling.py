@@ -26,6 +26,8 @@ import pytest
 
 import scaling_point as sp
 
+from eco import _cp_core
+
 POINTS = sp.sweep_points()
 _POINTS = {}
 
@@ -98,7 +100,7 @@ def test_scaling_refit(benchmark, results, dataset, n, kind):
     results.track_slope(f"scaling {dataset} SVC refit without {kind}", n, key)
 
 
-@pytest.mark.parametrize("label", ["default", "screening=False"])
+@pytest.mark.parametrize("label", ["default", "screening=False", "one thread"])
 @pytest.mark.parametrize("kind", ["reserve", "margin", "error", "batch"])
 @pytest.mark.parametrize("dataset,n", POINTS)
 def test_scaling_unlearn(benchmark, results, bench, dataset, n, kind, label):
@@ -120,7 +122,13 @@ def test_scaling_unlearn(benchmark, results, bench, dataset, n, kind, label):
 
     rounds = _rounds(n, "reserve" if kind == "reserve" else "unlearn")
     benchmark.group = f"scaling {dataset} n={n} unlearn"
-    benchmark.pedantic(unlearn, setup=setup, rounds=rounds, iterations=1)
+    # "one thread": eco's helper thread of the row products off (same bits)
+    previous = _cp_core.set_parallel_min_work(float("inf")) if label == "one thread" else None
+    try:
+        benchmark.pedantic(unlearn, setup=setup, rounds=rounds, iterations=1)
+    finally:
+        if previous is not None:
+            _cp_core.set_parallel_min_work(previous)
     assert holder["model"].state_digest() == done["digest"]
     key = _key(dataset, n, f"decrement {kind} ({label})")
     receipt = done["receipt"]

@@ -562,11 +562,9 @@ def test_compaction_on_actors_matches_threads():
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_delta_found_in_the_engine_equals_the_full_comparison(n_classes):
-    # CPEngine.changed_slots (the actors' delta, compared in C) lists exactly
-    # the slots that copies of the engine's arrays compared in numpy list,
-    # after paths, reserve drops and increments: comparing every slot (by
-    # blocks of 64), and comparing only the named slots and those in S or E
-    # before or after (PrimaryState.changes's argument); applied, the delta
+    # CPEngine.changed_slots (the actors' delta, compared in C by blocks of 64
+    # slots) lists exactly the slots that copies of the engine's arrays compared
+    # in numpy list, after paths, reserve drops and increments; applied, it
     # gives the new state bit for bit
     from eco._ray_backend import PrimaryState
 
@@ -579,26 +577,22 @@ def test_delta_found_in_the_engine_equals_the_full_comparison(n_classes):
     n_listed = 0
     for r in range(16):
         base = PrimaryState.of(heads)
-        whole = ()
         if r % 4 == 3:
-            named = np.zeros(0, dtype=np.intp)  # the new rows' slots: listed as stored since
             model.increment(X_new[10 * (r // 4):10 * (r // 4) + 10],
                             y_new[10 * (r // 4):10 * (r // 4) + 10])
         else:  # 1 to 8 ids; fewer than 64 in all, so that nothing is compacted
-            gone = rng.choice(model.ids_, size=1 + r % 8, replace=False).tolist()
-            named = np.array([heads.slot_of(i) for i in gone], dtype=np.intp)
-            whole = model.decrement(gone, batch=bool(r % 2)).resolved_heads
+            model.decrement(rng.choice(model.ids_, size=1 + r % 8, replace=False).tolist(),
+                            batch=bool(r % 2))
         assert heads.n_slots >= base.n_slots
-        full = base.changes(heads, every, full=True)
-        for cheap in (base.changes(heads, every), base.changes(heads, every, named, whole)):
-            assert cheap[0] == full[0] == heads.n_slots
-            for a, b in zip(cheap[1:], full[1:]):
-                assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
-        wire = PrimaryState.unpack(PrimaryState.pack(full))
-        assert wire[0] == full[0]
-        for a, b in zip(wire[1:], full[1:]):
+        cheap, full = base.changes(heads, every), base.changes(heads, every, full=True)
+        assert cheap[0] == full[0] == heads.n_slots
+        for a, b in zip(cheap[1:], full[1:]):
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
-        n_listed += len(full[3])
+        wire = PrimaryState.unpack(PrimaryState.pack(cheap))
+        assert wire[0] == cheap[0]
+        for a, b in zip(wire[1:], cheap[1:]):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        n_listed += len(cheap[3])
         base.apply(wire)
         now = PrimaryState.of(heads)
         assert base.alpha.tobytes() == now.alpha.tobytes()
@@ -607,23 +601,14 @@ def test_delta_found_in_the_engine_equals_the_full_comparison(n_classes):
         assert all(np.array_equal(o, p) for o, p in zip(base.order, now.order))
     assert n_listed > 16 * heads.n_heads  # paths moved coefficients, not only the ids
     # bit patterns: a committed -0.0 where the engine holds 0.0 is a change, in
-    # the first block and in the last (partial) one; outside S and E it is
-    # compared only once the state knows it as odd
+    # the first block and in the last (partial) one
     base = PrimaryState.of(heads)
-    zeros = np.flatnonzero((base.alpha[0].view(np.int64) == 0) & (base.sets[0] >= 0))
+    zeros = np.flatnonzero(base.alpha[0].view(np.int64) == 0)
     first, last = int(zeros[0]), int(zeros[-1])
     assert last >= 64 * (heads.n_slots // 64)
-    assert base.odd == {}
-    odd = np.array([first, last], dtype=np.int32)
-    base.apply((heads.n_slots, np.array([0], dtype=np.int32), np.array([2]), odd,
-                np.array([-0.0, -0.0]), base.sets[0, odd], base.b[:1], np.array([-1]),
-                np.zeros(0, dtype=np.int32)))
-    np.testing.assert_array_equal(base.odd[0], odd)  # reserve vectors at -0.0: odd
-    none = np.zeros(0, dtype=np.intp)
-    for got in (base.changes(heads, every), base.changes(heads, every, none)):
-        np.testing.assert_array_equal(got[3][:got[2][0]], odd)
-    base.apply(base.changes(heads, every, none))
-    assert base.odd == {}
+    base.alpha[0, [first, last]] = -0.0
+    got = base.changes(heads, every)
+    np.testing.assert_array_equal(got[3][:got[2][0]], [first, last])
 
 
 @pytest.mark.parametrize("after", [False, True])

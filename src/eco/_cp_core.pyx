@@ -4115,12 +4115,11 @@ cdef class CPEngine:
 
     # -- read-only: what changed since a committed state -----------------------------
 
-    def changed_slots(self, const double[::1] alpha0, const signed char[::1] sets0,
-                      const Py_ssize_t[::1] extra=None):
+    def changed_slots(self, const double[::1] alpha0, const signed char[::1] sets0):
         """Slots whose coefficient or set code differs from a committed state, and new slots.
 
-        In C, without copying the per-slot arrays (the Ray backend's delta,
-        ``eco._ray_backend.PrimaryState.changes``).
+        One pass in C over the per-slot arrays, without copying them (the Ray
+        backend's delta, ``eco._ray_backend.PrimaryState.changes``).
 
         Parameters
         ----------
@@ -4129,16 +4128,12 @@ cdef class CPEngine:
             Compared bit for bit: -0.0 differs from 0.0, as in the digest.
         sets0 : ndarray of int8, same length
             Their committed set codes.
-        extra : ndarray of intp, optional
-            None: every slot is compared. Else only the slots in `extra`
-            and those in S or E, committed or now (the set codes are read,
-            one byte a slot; a coefficient only where it is compared).
 
         Returns
         -------
         slots : ndarray of intp
-            Increasing: the compared slots below ``len(alpha0)`` that
-            differ, then every slot stored since.
+            Increasing: the slots below ``len(alpha0)`` that differ, then
+            every slot stored since.
         alpha, sets : ndarray of float64, ndarray of int8
             Their coefficients and set codes now.
         """
@@ -4147,18 +4142,9 @@ cdef class CPEngine:
             raise ValueError(f"changed_slots: {n0} coefficients, {sets0.shape[0]} set codes, "
                              f"{n} slots stored")
         self.sync_capacity()
-        cdef bint every = extra is None
-        marked = np.zeros(0 if every else n0, dtype=np.int8)
-        cdef signed char[::1] mark = marked
-        if not every:
-            for j in range(extra.shape[0]):
-                if not 0 <= extra[j] < n:
-                    raise IndexError(f"changed_slots: slot {extra[j]} is outside the store")
-                if extra[j] < n0:
-                    mark[extra[j]] = 1
         # bit patterns, not values: -0.0 == 0.0 would hide a change the digest sees.
-        # All slots: blocks of 64 are compared first (a branch-free reduction
-        # the compiler vectorises) and most, equal, are skipped whole.
+        # Blocks of 64 slots are compared first (a branch-free reduction the
+        # compiler vectorises); most are equal and skipped whole.
         cdef Py_ssize_t lo, hi, k, q, n_blocks = (n0 + 63) // 64, n_diff = 0
         cdef const double* a0 = &alpha0[0] if n0 else NULL
         cdef const signed char* s0 = &sets0[0] if n0 else NULL
@@ -4170,22 +4156,14 @@ cdef class CPEngine:
         with nogil:
             for q in range(n_blocks):
                 lo, hi, acc = 64 * q, min(64 * q + 64, n0), 0
-                if every:
-                    for j in range(lo, hi):
-                        memcpy(&u, a0 + j, 8)
-                        memcpy(&v, a1 + j, 8)
-                        acc |= (u ^ v) | <unsigned char>(s0[j] ^ s1[j])
-                else:
-                    for j in range(lo, hi):
-                        acc |= mark[j] | (s0[j] == S_MARGIN) | (s0[j] == S_ERROR) \
-                            | (s1[j] == S_MARGIN) | (s1[j] == S_ERROR)
-                if acc == 0:
-                    continue
-                blocks[n_diff] = q
-                n_diff += 1
                 for j in range(lo, hi):
-                    if every or mark[j] or s0[j] == S_MARGIN or s0[j] == S_ERROR \
-                            or s1[j] == S_MARGIN or s1[j] == S_ERROR:
+                    memcpy(&u, a0 + j, 8)
+                    memcpy(&v, a1 + j, 8)
+                    acc |= (u ^ v) | <unsigned char>(s0[j] ^ s1[j])
+                if acc != 0:
+                    blocks[n_diff] = q
+                    n_diff += 1
+                    for j in range(lo, hi):
                         memcpy(&u, a0 + j, 8)
                         memcpy(&v, a1 + j, 8)
                         m += u != v or s0[j] != s1[j]
@@ -4200,13 +4178,11 @@ cdef class CPEngine:
             for q in range(n_diff):
                 lo, hi = 64 * blocks[q], min(64 * blocks[q] + 64, n0)
                 for j in range(lo, hi):
-                    if every or mark[j] or s0[j] == S_MARGIN or s0[j] == S_ERROR \
-                            or s1[j] == S_MARGIN or s1[j] == S_ERROR:
-                        memcpy(&u, a0 + j, 8)
-                        memcpy(&v, a1 + j, 8)
-                        if u != v or s0[j] != s1[j]:
-                            out[k], a[k], c[k] = j, a1[j], s1[j]
-                            k += 1
+                    memcpy(&u, a0 + j, 8)
+                    memcpy(&v, a1 + j, 8)
+                    if u != v or s0[j] != s1[j]:
+                        out[k], a[k], c[k] = j, a1[j], s1[j]
+                        k += 1
             for j in range(n0, n):
                 out[k], a[k], c[k] = j, a1[j], s1[j]
                 k += 1

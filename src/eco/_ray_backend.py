@@ -593,42 +593,11 @@ class HeadGroup:
         setattr(self.set, method, wrapper)
 
 
-# glibc's mallopt parameters (malloc.h) and the values an actor sets (see _keep_heap)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_TRIM_THRESHOLD, _MMAP_THRESHOLD = 256 << 20, 32 << 20
-
-
-def _keep_heap():
-    """Keep freed memory in this process for reuse (glibc; elsewhere nothing is done).
-
-    Every request snapshots the heads of an actor and drops the snapshot at
-    its commit: tens of MB of arrays, each 0.1-2 MB. With glibc's default
-    thresholds those are mapped fresh and given back to the system each
-    time, and their page faults and unmapping cost more than the copy (100
-    heads at 6,000 rows, in one process: a snapshot took 40 ms and its drop
-    3 ms, against 17 and 0.4 ms so). Freed memory up to 256 MB is kept instead, and
-    blocks under 32 MB come from the heap (glibc's own ceiling for them):
-    the actor's resident memory stays at its peak, a request's, between
-    requests. Returns True when the thresholds were set.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): their defaults stay
-        return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) \
-        and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
-
-
 class _HeadActor(HeadGroup):
     """The actor: a HeadGroup whose rows are fetched from the object store."""
 
     def __init__(self, spec, heads, chunks, labels, C, ids, given=None, n_given=None,
                  files=None):
-        _keep_heap()  # this process is the actor's own: the driver's allocator is left alone
         super().__init__(spec, heads, _ray().get(list(chunks)), labels, C, ids, given, n_given,
                          files)
 

@@ -115,11 +115,14 @@ class PrimaryState:
     request changed: :meth:`changes`).
 
     A delta (:meth:`changes`, :meth:`apply`) is a tuple ``(n_slots, heads,
-    counts, slots, alpha, sets, b, order_counts, orders)``: the number of
-    slots after the request, the changed heads (row indices), and for each
-    of them, concatenated, the changed slots with their new coefficient and
-    set code, its bias and its whole margin order if it changed (its length
-    in ``order_counts``, -1 where it did not).
+    counts, slots, alpha, sets, b, order_counts, order_pairs, order_pos,
+    orders)``: the number of slots after the request, the changed heads (row
+    indices), and for each of them, concatenated, the changed slots with
+    their new coefficient and set code, its bias and, where its margin order
+    changed, the new length (``order_counts``, -1 where it did not) and the
+    positions that differ with their new slots (``order_pairs`` of them:
+    ``order_pos``, ``orders``; the engine removes a margin vector by moving
+    the last one into its place, so a path changes few positions).
     """
 
     def __init__(self, n_heads, n_slots):
@@ -172,7 +175,7 @@ class PrimaryState:
         n_old, n = self.n_slots, head_set.n_slots
         if n < n_old:
             raise UnlearningError(f"heads hold {n} slots, fewer than the {n_old} committed")
-        slots, alpha, sets, orders, order_counts = [], [], [], [], []
+        slots, alpha, sets, orders, order_counts, order_pos = [], [], [], [], [], []
         b = np.empty(len(heads))
         for k, j in enumerate(heads):
             e = head_set.engine(j)
@@ -181,17 +184,22 @@ class PrimaryState:
             slots.append(listed)
             alpha.append(a)
             sets.append(s)
-            order = np.asarray(e.margin_order, dtype=np.int32)
+            order, old = np.asarray(e.margin_order, dtype=np.int32), self.order[j]
             # most heads keep their margin order (a request's row was a reserve vector there)
-            kept = np.array_equal(order, self.order[j])
+            kept = np.array_equal(order, old)
             order_counts.append(-1 if kept else len(order))
-            if not kept:
-                orders.append(order)
+            m = min(len(order), len(old))
+            pos = np.zeros(0, dtype=np.intp) if kept else np.concatenate(
+                [np.flatnonzero(order[:m] != old[:m]), np.arange(m, len(order))])
+            order_pos.append(pos)
+            orders.append(order[pos])
             b[k] = e.b
         return (n, np.asarray(heads, dtype=np.int32),
                 np.array([len(v) for v in slots], dtype=np.int64), _cat(slots, np.int32),
                 _cat(alpha, np.float64), _cat(sets, np.int8), b,
-                np.array(order_counts, dtype=np.int64), _cat(orders, np.int32))
+                np.array(order_counts, dtype=np.int64),
+                np.array([len(v) for v in order_pos], dtype=np.int64),
+                _cat(order_pos, np.int32), _cat(orders, np.int32))
 
     def _compared(self, e, j):
         """(slots, alpha, sets) of :meth:`changes` for engine `e` at row `j`, from full copies."""
@@ -204,9 +212,11 @@ class PrimaryState:
 
     # the arrays of a delta after n_slots, widest type first (each starts aligned)
     _WIRE = (("alpha", np.float64), ("b", np.float64), ("counts", np.int64),
-             ("order_counts", np.int64), ("heads", np.int32), ("slots", np.int32),
-             ("orders", np.int32), ("sets", np.int8))
-    _FIELDS = ("n", "heads", "counts", "slots", "alpha", "sets", "b", "order_counts", "orders")
+             ("order_counts", np.int64), ("order_pairs", np.int64), ("heads", np.int32),
+             ("slots", np.int32), ("order_pos", np.int32), ("orders", np.int32),
+             ("sets", np.int8))
+    _FIELDS = ("n", "heads", "counts", "slots", "alpha", "sets", "b", "order_counts",
+               "order_pairs", "order_pos", "orders")
 
     @classmethod
     def pack(cls, delta):
@@ -235,7 +245,8 @@ class PrimaryState:
 
     def apply(self, delta, rows=None):
         """Apply a delta of :meth:`changes`; its head k is row ``rows[k]`` here (default: k)."""
-        n, heads, counts, slots, alpha, sets, b, order_counts, orders = delta
+        n, heads, counts, slots, alpha, sets, b, order_counts, order_pairs, order_pos, orders \
+            = delta
         if n > self.n_slots:
             self.resize(n)
         heads = np.asarray(heads, dtype=np.intp)
@@ -246,10 +257,15 @@ class PrimaryState:
         self.alpha.ravel()[at_entry] = alpha
         self.sets.ravel()[at_entry] = sets
         self.b[at] = b
-        ends = np.cumsum(np.maximum(order_counts, 0))
-        for r, m, hi in zip(at.tolist(), np.asarray(order_counts).tolist(), ends.tolist()):
+        ends = np.cumsum(order_pairs).tolist()
+        for r, m, p, hi in zip(at.tolist(), np.asarray(order_counts).tolist(),
+                               np.asarray(order_pairs).tolist(), ends):
             if m >= 0:  # -1: the order is unchanged
-                self.order[r] = np.array(orders[hi - m:hi], dtype=np.int32)
+                old = self.order[r]
+                order = np.empty(m, dtype=np.int32)
+                order[:min(m, len(old))] = old[:m]
+                order[order_pos[hi - p:hi]] = orders[hi - p:hi]
+                self.order[r] = order
 
     def erase(self, slots):
         """Zero the entries of erased `slots` (inactive in every head)."""

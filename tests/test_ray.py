@@ -57,6 +57,7 @@ def _pair(n_classes, **params):
     params = {"C": 2.0, "gamma": 0.3, **params}
     local = CPSVM(**params).fit(X, y)
     remote = CPSVM(backend="ray", n_jobs=2, **params).fit(X, y)
+    remote.head_set_.check_deltas()  # every delta held to the full comparison
     return local, remote, X, y
 
 
@@ -363,6 +364,7 @@ def test_restart_right_after_a_decrement_with_many_migrations():
     local = CPSVM(**params).fit(X, y)
     remote = CPSVM(backend="ray", n_jobs=2, **params).fit(X, y)
     heads = remote.head_set_
+    heads.check_deltas()
     # the support vectors of every head, removed in one batch path
     gone = [int(i) for i in local.support_ids_[:30]]
     receipts = local.decrement(gone), remote.decrement(gone)
@@ -554,3 +556,85 @@ def test_compaction_on_actors_matches_threads():
     assert remote.state_digest() == local.state_digest()
     np.testing.assert_array_equal(remote.decision_function(X), local.decision_function(X))
     assert_exact(local)
+
+
+# ------------------------------------------------------------------- deltas
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_delta_found_in_the_engine_equals_the_full_comparison(n_classes):
+    # CPEngine.changed_slots (the actors' delta, compared in C by blocks of 64
+    # slots) lists exactly the slots that copies of the engine's arrays compared
+    # in numpy list, after paths, reserve drops and increments; applied, it
+    # gives the new state bit for bit
+    from eco._ray_backend import PrimaryState
+
+    X, y = _data(n_classes, n=200, seed=31)
+    model = CPSVM(C=2.0, gamma=0.3).fit(X, y)
+    heads = model.head_set_
+    every = list(range(heads.n_heads))
+    X_new, y_new = _data(n_classes, n=40, seed=32)
+    rng = np.random.default_rng(33)
+    n_listed = 0
+    for r in range(16):
+        base = PrimaryState.of(heads)
+        if r % 4 == 3:
+            model.increment(X_new[10 * (r // 4):10 * (r // 4) + 10],
+                            y_new[10 * (r // 4):10 * (r // 4) + 10])
+        else:  # 1 to 8 ids; fewer than 64 in all, so that nothing is compacted
+            model.decrement(rng.choice(model.ids_, size=1 + r % 8, replace=False).tolist(),
+                            batch=bool(r % 2))
+        assert heads.n_slots >= base.n_slots
+        cheap, full = base.changes(heads, every), base.changes(heads, every, full=True)
+        assert cheap[0] == full[0] == heads.n_slots
+        for a, b in zip(cheap[1:], full[1:]):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        wire = PrimaryState.unpack(PrimaryState.pack(cheap))
+        assert wire[0] == cheap[0]
+        for a, b in zip(wire[1:], cheap[1:]):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+        n_listed += len(cheap[3])
+        base.apply(wire)
+        now = PrimaryState.of(heads)
+        assert base.alpha.tobytes() == now.alpha.tobytes()
+        assert base.sets.tobytes() == now.sets.tobytes()
+        assert base.b.tobytes() == now.b.tobytes()
+        assert all(np.array_equal(o, p) for o, p in zip(base.order, now.order))
+    assert n_listed > 16 * heads.n_heads  # paths moved coefficients, not only the ids
+    # bit patterns: a committed -0.0 where the engine holds 0.0 is a change, in
+    # the first block and in the last (partial) one
+    base = PrimaryState.of(heads)
+    zeros = np.flatnonzero(base.alpha[0].view(np.int64) == 0)
+    first, last = int(zeros[0]), int(zeros[-1])
+    assert last >= 64 * (heads.n_slots // 64)
+    base.alpha[0, [first, last]] = -0.0
+    got = base.changes(heads, every)
+    np.testing.assert_array_equal(got[3][:got[2][0]], [first, last])
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_an_actor_whose_erase_fails_is_replaced_from_the_erased_arrays(after, tmp_path):
+    # the driver erases its own arrays while the actors erase theirs: an actor
+    # whose erase raises (before or after erasing) is replaced by one started
+    # from the driver's arrays, which hold nothing of the removed rows
+    X, y = _data(3)
+    ids = [BIG + k for k in range(len(X))]  # distinctive bytes
+    local, remote = (CPSVM(C=2.0, gamma=0.3, backend=b, n_jobs=2).fit(X, y, ids=ids)
+                     for b in ("threads", "ray"))
+    heads = remote.head_set_
+    heads.check_deltas()
+    support = [int(i) for i in local.support_ids_]
+    gone = support[:6] + [next(int(i) for i in local.ids_ if int(i) not in support)]
+    removed = {i: _row_of(remote, i) for i in gone}
+    heads.arm_fault(1, "erase", 1, after)
+    for m in (local, remote):
+        m.decrement(gone)
+    assert heads.n_revivals == 1
+    assert remote.state_digest() == local.state_digest()
+    _assert_driver_holds_the_actors_state(remote)
+    _assert_erased(remote, removed, tmp_path)
+    X_new, y_new = _data(3, n=6, seed=34)
+    for m in (local, remote):
+        m.increment(X_new, y_new)
+        m.decrement([BIG + 10, BIG + 11, BIG + 12])
+    _same_model(local, remote, X)
+    assert remote.verify(reference=True).ok

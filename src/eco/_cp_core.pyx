@@ -4459,6 +4459,81 @@ cdef class CPEngine:
             if st != 0:
                 return st
 
+    # -- read-only: what changed since a committed state -----------------------------
+
+    def changed_slots(self, const double[::1] alpha0, const signed char[::1] sets0):
+        """Slots whose coefficient or set code differs from a committed state, and new slots.
+
+        One pass in C over the per-slot arrays, without copying them (the Ray
+        backend's delta, ``eco._ray_backend.PrimaryState.changes``).
+
+        Parameters
+        ----------
+        alpha0 : ndarray of float64
+            Committed coefficients of the first ``len(alpha0)`` slots.
+            Compared bit for bit: -0.0 differs from 0.0, as in the digest.
+        sets0 : ndarray of int8, same length
+            Their committed set codes.
+
+        Returns
+        -------
+        slots : ndarray of intp
+            Increasing: the slots below ``len(alpha0)`` that differ, then
+            every slot stored since.
+        alpha, sets : ndarray of float64, ndarray of int8
+            Their coefficients and set codes now.
+        """
+        cdef Py_ssize_t n0 = alpha0.shape[0], n = self.store.n_slots, j, m = 0
+        if sets0.shape[0] != n0 or n0 > n:
+            raise ValueError(f"changed_slots: {n0} coefficients, {sets0.shape[0]} set codes, "
+                             f"{n} slots stored")
+        self.sync_capacity()
+        # bit patterns, not values: -0.0 == 0.0 would hide a change the digest sees.
+        # Blocks of 64 slots are compared first (a branch-free reduction the
+        # compiler vectorises); most are equal and skipped whole.
+        cdef Py_ssize_t lo, hi, k, q, n_blocks = (n0 + 63) // 64, n_diff = 0
+        cdef const double* a0 = &alpha0[0] if n0 else NULL
+        cdef const signed char* s0 = &sets0[0] if n0 else NULL
+        cdef double* a1 = &self.alpha[0] if n else NULL
+        cdef signed char* s1 = &self.setof[0] if n else NULL
+        cdef unsigned long long u, v, acc
+        differ = np.empty(n_blocks, dtype=np.intp)
+        cdef Py_ssize_t[::1] blocks = differ
+        with nogil:
+            for q in range(n_blocks):
+                lo, hi, acc = 64 * q, min(64 * q + 64, n0), 0
+                for j in range(lo, hi):
+                    memcpy(&u, a0 + j, 8)
+                    memcpy(&v, a1 + j, 8)
+                    acc |= (u ^ v) | <unsigned char>(s0[j] ^ s1[j])
+                if acc != 0:
+                    blocks[n_diff] = q
+                    n_diff += 1
+                    for j in range(lo, hi):
+                        memcpy(&u, a0 + j, 8)
+                        memcpy(&v, a1 + j, 8)
+                        m += u != v or s0[j] != s1[j]
+        slots = np.empty(m + n - n0, dtype=np.intp)
+        alpha = np.empty(m + n - n0)
+        sets = np.empty(m + n - n0, dtype=np.int8)
+        cdef Py_ssize_t[::1] out = slots
+        cdef double[::1] a = alpha
+        cdef signed char[::1] c = sets
+        k = 0
+        with nogil:
+            for q in range(n_diff):
+                lo, hi = 64 * blocks[q], min(64 * blocks[q] + 64, n0)
+                for j in range(lo, hi):
+                    memcpy(&u, a0 + j, 8)
+                    memcpy(&v, a1 + j, 8)
+                    if u != v or s0[j] != s1[j]:
+                        out[k], a[k], c[k] = j, a1[j], s1[j]
+                        k += 1
+            for j in range(n0, n):
+                out[k], a[k], c[k] = j, a1[j], s1[j]
+                k += 1
+        return slots, alpha, sets
+
 
 def drop_reserve(list engines, const Py_ssize_t[::1] slots):
     """Remove `slots`, whose alpha is 0 in every engine, from all `engines`.

@@ -147,10 +147,11 @@ cdef extern from *:
 
 
 # ---------------------------------------------------------------------------
-# The second core. A screened step's row products (the rates of the followed
-# rows, the refresh of the screened gradients at the end of a path) are cut
-# into chunks of rows that the calling thread and one helper thread claim
-# from a shared counter. The caller never waits for a helper that is not
+# The second core. The products over many rows of KS (_row_product: the
+# rates of a step, the joins and the end-of-path refresh of a screened path,
+# refinement, the bound path) and the tiles of kernel rows (_fill_rows) are
+# cut into chunks that the calling thread and one helper thread claim from a
+# shared counter. The caller never waits for a helper that is not
 # running: it claims chunks itself until none is left, then waits only for
 # the chunks the helper has claimed and is computing. On a loaded machine a
 # descheduled helper costs nothing (BLAS threads and OpenMP wait at a

@@ -74,8 +74,10 @@ class _Sender:
                     self.armed = False
                 self.thread.join()
                 # a signal taken by another thread is seen by the main thread
-                # at its next bytecode check (not during a sleep): spin past it
-                end = time.perf_counter() + 0.005
+                # at its next bytecode check (not during a sleep): spin past it,
+                # long enough for a loaded machine (5 ms once let one through
+                # to pytest, in a Ray test of a fresh clone's run)
+                end = time.perf_counter() + 0.05
                 while time.perf_counter() < end:
                     pass
                 return

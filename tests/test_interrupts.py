@@ -20,6 +20,7 @@ import pytest
 from eco import CPSVM
 from eco.testing import DECISION_TOL, KKT_TOL, refit_frozen
 from exact_helpers import noisy_classes
+from interrupt_harness import run_interrupted
 
 N_FIT, N_NEW, N_REMOVE = 300, 150, 200
 TRIALS = 2
@@ -45,64 +46,9 @@ def _copy(m):
     return CPSVM.from_state(m.to_state())
 
 
-class _Sender:
-    """A thread that sends `count` SIGINTs 0.5 ms apart after `delay`, while armed.
-
-    Disarming (under the lock that each send holds) guarantees that no
-    signal is sent afterwards; the test's own code then only meets the
-    signals already sent, which :meth:`disarm` absorbs.
-    """
-
-    def __init__(self, delay, count):
-        self.lock = threading.Lock()
-        self.armed = True
-        self.thread = threading.Thread(target=self._send, args=(delay, count))
-
-    def _send(self, delay, count):
-        time.sleep(delay)
-        for _ in range(count):
-            with self.lock:
-                if not self.armed:
-                    return
-                os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.0005)
-
-    def disarm(self):
-        while True:
-            try:
-                with self.lock:
-                    self.armed = False
-                self.thread.join()
-                # a signal taken by another thread is seen by the main thread
-                # at its next bytecode check (not during a sleep): spin past it,
-                # long enough for a loaded machine (5 ms once let one through
-                # to pytest, in a Ray test of a fresh clone's run)
-                end = time.perf_counter() + 0.05
-                while time.perf_counter() < end:
-                    pass
-                return
-            except KeyboardInterrupt:
-                continue
-
-
 def _interrupted_run(op, m, X, y, delay, count):
     """Run ``op`` under SIGINTs; True when it raised KeyboardInterrupt."""
-    sender = _Sender(delay, count)
-    interrupted = None
-    while interrupted is None:
-        # an interrupt landing in this harness (after the update) is still
-        # an interrupted call: the model must then be old or new all the same
-        try:
-            try:
-                sender.thread.start()
-                op(m, X, y)
-                interrupted = False
-            except KeyboardInterrupt:
-                interrupted = True
-        except KeyboardInterrupt:
-            interrupted = True
-    sender.disarm()
-    return interrupted
+    return run_interrupted(lambda: op(m, X, y), delay, count) is not None
 
 
 @pytest.mark.parametrize("n_jobs", [None, 2])

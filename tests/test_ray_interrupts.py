@@ -25,7 +25,8 @@ pytestmark = pytest.mark.ray
 from eco import CPSVM  # noqa: E402
 from eco.testing import KKT_TOL, InjectedFault, local_ray_cluster  # noqa: E402
 from exact_helpers import noisy_classes  # noqa: E402
-from test_interrupts import _interrupted_run, _Sender  # noqa: E402
+from interrupt_harness import run_interrupted  # noqa: E402
+from test_interrupts import _interrupted_run  # noqa: E402
 
 N_FIT, N_NEW, N_REMOVE = 120, 60, 60
 
@@ -115,19 +116,9 @@ def test_interrupts_through_a_failing_request_leave_old(n_classes):
     heads.arm_fault(len(heads.actors) - 1, "unlearn", after=True)
     # three interrupts 0.5 ms apart (as tests/test_interrupts.py sends): more,
     # at random places, would also land in finalizers and the test runner
-    sender = _Sender(0.2 * duration, 3)
-    raised = None
-    while raised is None:
-        try:
-            try:
-                sender.thread.start()
-                _decrement(m, X, y)
-                raised = "none"
-            except (KeyboardInterrupt, InjectedFault) as exc:
-                raised = type(exc).__name__
-        except KeyboardInterrupt:
-            raised = "KeyboardInterrupt"
-    sender.disarm()
+    error = run_interrupted(lambda: _decrement(m, X, y), 0.2 * duration, 3,
+                            catch=(InjectedFault,))
+    raised = type(error).__name__ if error is not None else "none"
     assert raised in ("KeyboardInterrupt", "InjectedFault")
     assert m.state_digest() == old
     assert m.kkt_violation() < KKT_TOL

@@ -18,7 +18,7 @@ another thread take the GIL only at such a point. So:
 An earlier harness cleared its flag in a method call: the call's own start
 was a check point outside every ``try``, the sender (which had been waiting
 for the GIL) sent its next signal exactly there, and the KeyboardInterrupt
-stopped pytest (CI of 2026-11-29).
+stopped pytest (the CI run of the previous stop, on c305d8d).
 """
 
 import os

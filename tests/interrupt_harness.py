@@ -45,12 +45,15 @@ class InterruptSender:
         self.thread = threading.Thread(target=self._send, args=(delay, count), daemon=True)
 
     def _send(self, delay, count):
+        pid, sigint = os.getpid(), signal.SIGINT  # no call between the test and the send
         time.sleep(delay)
         for _ in range(count):
-            # the test and the send, with no check point between them
+            # the test and the send, with no check point between them (the
+            # return of a call, os.getpid() included, is one: this thread could
+            # hand the GIL to the main thread there)
             if not self.sending:
                 return
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(pid, sigint)
             time.sleep(_SPACING_S)
 
     def settle(self):
@@ -97,7 +100,10 @@ def run_interrupted(call, delay, count, catch=()):
             call()
         except caught as exc:
             error = exc
-        sender.sending = False  # no signal is sent after this store
+        finally:
+            # no signal is sent after this store (on any other exception
+            # too, which then fails the test rather than pytest's session)
+            sender.sending = False
         sender.settle()
     except KeyboardInterrupt:
         # the one signal sent before the store and not taken then; there is

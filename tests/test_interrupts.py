@@ -80,7 +80,8 @@ def test_interrupts_leave_old_or_new(op, n_classes, n_jobs):
             digest = m.state_digest()
             assert digest in (old, new), f"trial {trial}, {count} interrupt(s): a mixed state"
             if not interrupted:
-                assert digest == new
+                assert digest == new, (f"{count} interrupt(s): the call returned, yet the "
+                                       f"model is {'old' if digest == old else 'mixed'}")
             assert m.kkt_violation() < KKT_TOL
             outcomes.append("old" if digest == old else "new")
             # the model keeps working: the update completes from where it was left

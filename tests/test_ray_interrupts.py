@@ -84,7 +84,8 @@ def test_interrupts_leave_old_or_new_on_ray(op, n_classes):
         digest = m.state_digest()
         assert digest in (old, new), f"{count} interrupt(s): a mixed state"
         if not interrupted:
-            assert digest == new
+            assert digest == new, (f"{count} interrupt(s): the call returned, yet the "
+                                   f"model is {'old' if digest == old else 'mixed'}")
         assert m.kkt_violation() < KKT_TOL
         outcomes.append("old" if digest == old else "new")
         # no actor holds an uncommitted request: one killed now is revived at
@@ -96,7 +97,7 @@ def test_interrupts_leave_old_or_new_on_ray(op, n_classes):
         else:
             m.decision_function(X[:3])
             heads.ping()  # a call to every actor: the killed one is restarted
-        assert heads.n_revivals == 1
+        assert heads.n_revivals == 1, f"{count} interrupt(s): {heads.n_revivals} revivals"
         assert m.state_digest() == new
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

@@ -4484,14 +4484,16 @@ cdef class CPEngine:
         alpha, sets : ndarray of float64, ndarray of int8
             Their coefficients and set codes now.
         """
-        cdef Py_ssize_t n0 = alpha0.shape[0], n = self.store.n_slots, j, m = 0
+        cdef Py_ssize_t n0 = alpha0.shape[0], n = self.store.n_slots, j
         if sets0.shape[0] != n0 or n0 > n:
             raise ValueError(f"changed_slots: {n0} coefficients, {sets0.shape[0]} set codes, "
                              f"{n} slots stored")
         self.sync_capacity()
         # bit patterns, not values: -0.0 == 0.0 would hide a change the digest sees.
         # Blocks of 64 slots are compared first (a branch-free reduction the
-        # compiler vectorises); most are equal and skipped whole.
+        # compiler vectorises); most are equal and skipped whole. The differing
+        # blocks are then gathered from once, into arrays sized for all of their
+        # slots, and the filled part is returned.
         cdef Py_ssize_t lo, hi, k, q, n_blocks = (n0 + 63) // 64, n_diff = 0
         cdef const double* a0 = &alpha0[0] if n0 else NULL
         cdef const signed char* s0 = &sets0[0] if n0 else NULL
@@ -4510,13 +4512,10 @@ cdef class CPEngine:
                 if acc != 0:
                     blocks[n_diff] = q
                     n_diff += 1
-                    for j in range(lo, hi):
-                        memcpy(&u, a0 + j, 8)
-                        memcpy(&v, a1 + j, 8)
-                        m += u != v or s0[j] != s1[j]
-        slots = np.empty(m + n - n0, dtype=np.intp)
-        alpha = np.empty(m + n - n0)
-        sets = np.empty(m + n - n0, dtype=np.int8)
+        cdef Py_ssize_t bound = min(64 * n_diff, n0) + n - n0
+        slots = np.empty(bound, dtype=np.intp)
+        alpha = np.empty(bound)
+        sets = np.empty(bound, dtype=np.int8)
         cdef Py_ssize_t[::1] out = slots
         cdef double[::1] a = alpha
         cdef signed char[::1] c = sets
@@ -4533,7 +4532,7 @@ cdef class CPEngine:
             for j in range(n0, n):
                 out[k], a[k], c[k] = j, a1[j], s1[j]
                 k += 1
-        return slots, alpha, sets
+        return slots[:k], alpha[:k], sets[:k]
 
 
 def drop_reserve(list engines, const Py_ssize_t[::1] slots):

@@ -832,6 +832,14 @@ class RayHeadSet(SlotTables):
                 f"ray backend: could not restart the actor holding heads {self.groups[a]} "
                 f"from the committed state ({_MAX_REVIVALS} tries; last: {last})")
 
+    def _replace(self, a, handle):
+        """Kill actor `a` (`handle`), whose state is unknown, and revive it at the committed state."""
+        try:
+            _ray().kill(handle, no_restart=True)
+        except Exception:  # already gone
+            pass
+        self._revive(a, handle)
+
     def _call(self, actors, method, *args):
         """``method(*args)`` on `actors`, reviving dead ones and calling them again.
 
@@ -839,8 +847,7 @@ class RayHeadSet(SlotTables):
         (as its own type) once every call has finished.
         """
         ray = _ray()
-        if method != "erase":  # an erasure carries the commit itself
-            self._send_commit()
+        self._send_commit()  # first (erase, which does not come here, carries its own)
         results, todo = {}, list(actors)
         for attempt in range(_MAX_REVIVALS + 1):
             handles = {a: self.actors[a] for a in todo}
@@ -987,11 +994,7 @@ class RayHeadSet(SlotTables):
         error = None
         for a in failed:  # every one of them, even when one cannot be restarted
             try:
-                ray.kill(handles[a], no_restart=True)
-            except Exception:  # already gone
-                pass
-            try:
-                self._revive(a, handles[a])
+                self._replace(a, handles[a])
             except UnlearningError as exc:
                 error = error or exc
         if error is not None:
@@ -1248,11 +1251,7 @@ class RayHeadSet(SlotTables):
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
                 failed.append(a)  # dead, or erased only in part: replaced below
         for a in failed:
-            try:
-                ray.kill(handles[a], no_restart=True)
-            except Exception:  # already gone
-                pass
-            self._revive(a, handles[a])
+            self._replace(a, handles[a])
         n = self.store.n_slots
         if any(r[0] != n for r in got.values()):
             raise UnlearningError(f"erase: actors hold {sorted({r[0] for r in got.values()})} "

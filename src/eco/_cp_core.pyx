@@ -140,10 +140,131 @@ cdef extern from *:
     #else
     #define eco_prefetch_w(p) ((void)0)
     #endif
+    /* The vector kernels below (eco_fill_dots, eco_rbf_tile) are built for
+       the CPU's widest vectors (target_clones: picked at load time, where
+       GCC offers it) and with no-trapping-math, which lets the selects of
+       eco_exp vectorise (FP exceptions are never looked at here; no value
+       changes). eco_exp carries the same options so that it inlines there.
+       The module is built with -ffp-contract=off: no fused multiply-add, so
+       every lane of a vector does exactly the rounded operations written,
+       and the bits are the same at every vector width and on every CPU. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #define ECO_NO_TRAP __attribute__((optimize("no-trapping-math")))
+    #else
+    #define ECO_NO_TRAP
+    #endif
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define ECO_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default"))) ECO_NO_TRAP
+    #else
+    #define ECO_VECTOR_CLONES ECO_NO_TRAP
+    #endif
+    /* exp(x) in plain IEEE arithmetic (no libm): x = k ln2 + r with
+       |r| <= ln2 / 2 (Cody-Waite, k by the round-to-nearest of adding
+       1.5 2^52), exp(r) by its Taylor series to r^13 (truncation below
+       1e-17 relative), times 2^k as two normal powers of two so that the
+       subnormal range rounds once, like any product. Within a few units in
+       the last place of the correctly rounded value (tests/test_cache.py
+       measures it), and branch free: a loop of it vectorises, and every
+       lane computes the same bits as the scalar code. libm's exp differs
+       between libraries and versions; this one gives the same kernel values
+       on every machine. exp(0) is exactly 1. */
+    ECO_NO_TRAP static inline double eco_exp(double x) {
+        const double shift = 6755399441055744.0;            /* 1.5 * 2^52 */
+        const double ln2_hi = 6.93147180369123816490e-01;   /* ln2, 32 bits: k ln2_hi exact */
+        const double ln2_lo = 1.90821492927058770002e-10;
+        double kf, r, p;
+        long long k, k1, k2;
+        union { double d; long long i; } u, s1, s2;
+        x = x < -750.0 ? -750.0 : x;
+        x = x > 710.0 ? 710.0 : x;
+        u.d = x * 1.44269504088896338700 + shift;
+        kf = u.d - shift;
+        k = u.i - 0x4338000000000000LL;                     /* the integer kf, from the bits */
+        r = (x - kf * ln2_hi) - kf * ln2_lo;
+        p = 1.0 / 6227020800.0;
+        p = 1.0 / 479001600.0 + r * p;
+        p = 1.0 / 39916800.0 + r * p;
+        p = 1.0 / 3628800.0 + r * p;
+        p = 1.0 / 362880.0 + r * p;
+        p = 1.0 / 40320.0 + r * p;
+        p = 1.0 / 5040.0 + r * p;
+        p = 1.0 / 720.0 + r * p;
+        p = 1.0 / 120.0 + r * p;
+        p = 1.0 / 24.0 + r * p;
+        p = 1.0 / 6.0 + r * p;
+        p = 0.5 + r * p;
+        p = 1.0 + r * p;
+        p = 1.0 + r * p;
+        k1 = k >> 1;
+        k2 = k - k1;
+        s1.i = (k1 + 1023) << 52;
+        s2.i = (k2 + 1023) << 52;
+        return (p * s1.d) * s2.d;
+    }
+    /* The dot products of a tile of kernel rows: outs[b][j] = sum_k
+       xs[b d + k] XT[k ld + j] for j in [jt, je), each summed from 0.0 over
+       k = 0, 1, ... in that order, one rounded product and one rounded sum
+       per term: the result of the plain loop, on every machine. Four
+       features per pass over the outputs (the order of the terms of each
+       sum unchanged): a quarter of the loads and stores of a pass per
+       feature. */
+    ECO_VECTOR_CLONES
+    static void eco_fill_dots(const double *XT, Py_ssize_t ld, Py_ssize_t d, const double *xs,
+                              Py_ssize_t nb, double **outs, Py_ssize_t jt, Py_ssize_t je) {
+        Py_ssize_t b, k, j;
+        for (b = 0; b < nb; b++) {
+            double *o = outs[b];
+            for (j = jt; j < je; j++) o[j] = 0.0;
+        }
+        for (k = 0; k + 4 <= d; k += 4) {
+            const double *__restrict__ c0 = XT + k * ld;
+            const double *__restrict__ c1 = c0 + ld;
+            const double *__restrict__ c2 = c1 + ld;
+            const double *__restrict__ c3 = c2 + ld;
+            for (b = 0; b < nb; b++) {
+                double *__restrict__ o = outs[b];
+                const double x0 = xs[b * d + k], x1 = xs[b * d + k + 1];
+                const double x2 = xs[b * d + k + 2], x3 = xs[b * d + k + 3];
+                for (j = jt; j < je; j++) {
+                    double s = o[j];
+                    s = s + x0 * c0[j];
+                    s = s + x1 * c1[j];
+                    s = s + x2 * c2[j];
+                    s = s + x3 * c3[j];
+                    o[j] = s;
+                }
+            }
+        }
+        for (; k < d; k++) {
+            const double *__restrict__ c0 = XT + k * ld;
+            for (b = 0; b < nb; b++) {
+                double *__restrict__ o = outs[b];
+                const double x0 = xs[b * d + k];
+                for (j = jt; j < je; j++) o[j] = o[j] + x0 * c0[j];
+            }
+        }
+    }
+    /* The rbf values of one tile of a kernel row from its dot products:
+       o[j] = exp(-gamma max(sq_i + sq[j] - 2 o[j], 0)), as _transform does. */
+    ECO_VECTOR_CLONES
+    static void eco_rbf_tile(double *o, const double *sq, double sq_i, double gamma,
+                             Py_ssize_t jt, Py_ssize_t je) {
+        Py_ssize_t j;
+        for (j = jt; j < je; j++) {
+            double d2 = sq_i + sq[j] - 2.0 * o[j];
+            d2 = d2 < 0.0 ? 0.0 : d2;
+            o[j] = eco_exp(-gamma * d2);
+        }
+    }
     """
     void eco_secure_zero(void* p, size_t n) noexcept nogil
     void* eco_malloc_huge(size_t n) noexcept nogil
     void eco_prefetch_w(const void* p) noexcept nogil
+    void eco_fill_dots(const double* XT, Py_ssize_t ld, Py_ssize_t d, const double* xs,
+                       Py_ssize_t nb, double** outs, Py_ssize_t jt, Py_ssize_t je) noexcept nogil
+    void eco_rbf_tile(double* o, const double* sq, double sq_i, double gamma,
+                      Py_ssize_t jt, Py_ssize_t je) noexcept nogil
+    double eco_exp(double x) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -546,28 +667,19 @@ cdef struct FillJob:
 cdef void _fill_task(void* ctx, long begin, long end) noexcept nogil:
     # tiles begin .. end - 1 of a FillJob
     cdef FillJob* t = <FillJob*>ctx
-    cdef Py_ssize_t b, k, j, jt, je, d = t.d
-    cdef double xk
+    cdef Py_ssize_t b, j, jt, je, d = t.d
     cdef double* o
-    cdef const double* col
     cdef long tile
     for tile in range(begin, end):
         jt = t.j0 + tile * FILL_TILE
         je = jt + FILL_TILE
         if je > t.j1:
             je = t.j1
-        for b in range(t.nb):
-            o = t.outs[b]
-            for j in range(jt, je):
-                o[j] = 0.0
-        for k in range(d):
-            col = t.XT + k * t.ld
+        eco_fill_dots(t.XT, t.ld, d, t.xs, t.nb, t.outs, jt, je)
+        if t.kernel_code == K_RBF:
             for b in range(t.nb):
-                xk = t.xs[b * d + k]
-                o = t.outs[b]
-                for j in range(jt, je):
-                    o[j] = o[j] + xk * col[j]
-        if t.kernel_code != K_LINEAR:
+                eco_rbf_tile(t.outs[b], t.sqnorm, t.sqnorm[t.slots[b]], t.gamma, jt, je)
+        elif t.kernel_code != K_LINEAR:
             for b in range(t.nb):
                 o = t.outs[b]
                 for j in range(jt, je):
@@ -645,7 +757,10 @@ cdef enum:
 # function of its two rows, whatever block it is computed in and whenever it is
 # computed, so the kernel cache, save/load and the order of increments never
 # change a result by one bit. The loops run over contiguous columns and
-# vectorise.
+# vectorise (eco_fill_dots, eco_rbf_tile in the prologue): one rounded
+# product and one rounded sum per term, in the order of the features, and
+# eco's own exp, so that a kernel value has the same bits on every CPU and
+# every C library (tests/test_kernel_values.py rebuilds them in NumPy).
 
 
 cdef inline double _transform(int kernel, double dot, double sq_i, double sq_j,
@@ -655,7 +770,7 @@ cdef inline double _transform(int kernel, double dot, double sq_i, double sq_j,
         d2 = sq_i + sq_j - 2.0 * dot
         if d2 < 0.0:
             d2 = 0.0
-        return exp(-gamma * d2)
+        return eco_exp(-gamma * d2)
     elif kernel == K_POLY:
         if coef0 > 0.0 and gamma > 0.0 and degree >= 1.0:
             # the constant monomial coef0^degree is left out: it adds the same

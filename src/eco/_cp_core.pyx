@@ -211,12 +211,34 @@ cdef extern from *:
     ECO_VECTOR_CLONES
     static void eco_fill_dots(const double *XT, Py_ssize_t ld, Py_ssize_t d, const double *xs,
                               Py_ssize_t nb, double **outs, Py_ssize_t jt, Py_ssize_t je) {
-        Py_ssize_t b, k, j;
-        for (b = 0; b < nb; b++) {
-            double *o = outs[b];
-            for (j = jt; j < je; j++) o[j] = 0.0;
+        Py_ssize_t b, k = 0, j;
+        if (d >= 4) {
+            /* the first four features start each sum at 0.0 (no pass to zero o) */
+            const double *__restrict__ c0 = XT;
+            const double *__restrict__ c1 = c0 + ld;
+            const double *__restrict__ c2 = c1 + ld;
+            const double *__restrict__ c3 = c2 + ld;
+            for (b = 0; b < nb; b++) {
+                double *__restrict__ o = outs[b];
+                const double x0 = xs[b * d], x1 = xs[b * d + 1];
+                const double x2 = xs[b * d + 2], x3 = xs[b * d + 3];
+                for (j = jt; j < je; j++) {
+                    double s = 0.0;
+                    s = s + x0 * c0[j];
+                    s = s + x1 * c1[j];
+                    s = s + x2 * c2[j];
+                    s = s + x3 * c3[j];
+                    o[j] = s;
+                }
+            }
+            k = 4;
+        } else {
+            for (b = 0; b < nb; b++) {
+                double *o = outs[b];
+                for (j = jt; j < je; j++) o[j] = 0.0;
+            }
         }
-        for (k = 0; k + 4 <= d; k += 4) {
+        for (; k + 4 <= d; k += 4) {
             const double *__restrict__ c0 = XT + k * ld;
             const double *__restrict__ c1 = c0 + ld;
             const double *__restrict__ c2 = c1 + ld;

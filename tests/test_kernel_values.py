@@ -97,8 +97,16 @@ def test_rbf_rows_of_digits_are_rebuilt_bit_for_bit():
     np.testing.assert_array_equal(rows, eco_exp_numpy(-gamma * d2))
 
 
-def _ulps(got, want):
-    return np.abs(got - want) / np.spacing(want)
+def _ulps_from_exp(got, args):
+    """|got - exp(args)| in units in the last place of the double nearest exp(args).
+
+    exp is taken in long double where that is wider than double (x86-64:
+    64 bits of mantissa), so the reference's own error is negligible.
+    """
+    wide = np.finfo(np.longdouble).eps < np.finfo(np.float64).eps
+    want = np.exp(args.astype(np.longdouble)) if wide else np.exp(args)
+    unit = np.spacing(want.astype(np.float64)).astype(want.dtype)
+    return np.abs(got.astype(want.dtype) - want) / unit, wide
 
 
 def exp_via_store(x):
@@ -122,15 +130,18 @@ def test_eco_exp_is_within_two_units_in_the_last_place():
                         -np.logspace(-300, 2.85, 5_000), [0.0, -1e-300]])
     args, got = exp_via_store(x)
     np.testing.assert_array_equal(got, eco_exp_numpy(args))
-    # measured: at most 1 unit from NumPy's exp (itself within a unit)
-    assert _ulps(got, np.exp(args)).max() <= 2.0
+    # measured on 2.2 million arguments: at most 1.12 units from exp taken in
+    # long double (1.0 from NumPy's exp, itself within about a unit)
+    ulps, wide = _ulps_from_exp(got, args)
+    assert ulps.max() <= (2.0 if wide else 3.0)
     assert got[-2] == 1.0 and got[-1] == 1.0  # exp(0) is exactly 1
 
 
 def test_eco_exp_subnormal_and_underflow():
     args, got = exp_via_store([-708.0, -720.0, -740.0, -744.4, -745.2, -760.0, -1e4])
     np.testing.assert_array_equal(got, eco_exp_numpy(args))
-    want = np.exp(args)
     # a subnormal result is rounded once, as a product: within a step or two
-    assert np.all(np.abs(got - want) <= 2 * np.spacing(0.0) + 2 * np.spacing(want))
+    # (a unit in the last place of a subnormal is the smallest subnormal)
+    ulps, wide = _ulps_from_exp(got, args)
+    assert ulps.max() <= (2.0 if wide else 3.0)
     assert got[-1] == 0.0 and got[-2] == 0.0 and got[-3] == 0.0

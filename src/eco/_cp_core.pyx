@@ -162,9 +162,9 @@ cdef extern from *:
        |r| <= ln2 / 2 (Cody-Waite, k by the round-to-nearest of adding
        1.5 2^52), exp(r) by its Taylor series to r^13 (truncation below
        1e-17 relative), times 2^k as two normal powers of two so that the
-       subnormal range rounds once, like any product. Within a few units in
-       the last place of the correctly rounded value (tests/test_cache.py
-       measures it), and branch free: a loop of it vectorises, and every
+       subnormal range rounds once, like any product. Within 2 units in the
+       last place of exp (1.12 measured; tests/test_kernel_values.py checks
+       it), and branch free: a loop of it vectorises, and every
        lane computes the same bits as the scalar code. libm's exp differs
        between libraries and versions; this one gives the same kernel values
        on every machine. exp(0) is exactly 1. */

@@ -48,6 +48,16 @@ def dots_in_feature_order(A, B):
     return out
 
 
+def rbf_rows_in_numpy(X, slots, gamma):
+    """The rbf rows of `slots` with the compiled code's operations, in NumPy."""
+    sq = np.zeros(len(X))
+    for k in range(X.shape[1]):
+        sq = sq + X[:, k] * X[:, k]
+    d2 = np.maximum(sq[slots][:, None] + sq[None, :] - 2.0 * dots_in_feature_order(X[slots], X),
+                    0.0)
+    return eco_exp_numpy(-gamma * d2)
+
+
 def store_rows(X, slots, kernel, **params):
     store = _cp_core.KernelStore(X.shape[1], kernel, **params)
     half = len(X) // 2  # two appends: the rows also cover columns added later
@@ -78,11 +88,7 @@ def test_rbf_rows_are_eco_exp_of_the_ordered_distances(d, gamma):
     X = _data(1100, d, 1.0, seed=10 + d)
     slots = [0, 5, 549, 550, 1099]
     rows = store_rows(X, slots, "rbf", gamma=gamma)
-    sq = np.zeros(len(X))
-    for k in range(d):
-        sq = sq + X[:, k] * X[:, k]
-    d2 = np.maximum(sq[slots][:, None] + sq[None, :] - 2.0 * dots_in_feature_order(X[slots], X), 0.0)
-    np.testing.assert_array_equal(rows, eco_exp_numpy(-gamma * d2))
+    np.testing.assert_array_equal(rows, rbf_rows_in_numpy(X, slots, gamma))
 
 
 def test_rbf_rows_of_digits_are_rebuilt_bit_for_bit():
@@ -90,11 +96,7 @@ def test_rbf_rows_of_digits_are_rebuilt_bit_for_bit():
     gamma = 1.0 / (X.shape[1] * X.var())
     slots = list(range(0, 900, 37))
     rows = store_rows(X, slots, "rbf", gamma=gamma)
-    sq = np.zeros(len(X))
-    for k in range(X.shape[1]):
-        sq = sq + X[:, k] * X[:, k]
-    d2 = np.maximum(sq[slots][:, None] + sq[None, :] - 2.0 * dots_in_feature_order(X[slots], X), 0.0)
-    np.testing.assert_array_equal(rows, eco_exp_numpy(-gamma * d2))
+    np.testing.assert_array_equal(rows, rbf_rows_in_numpy(X, slots, gamma))
 
 
 def _ulps_from_exp(got, args):

@@ -266,17 +266,22 @@ cdef extern from *:
             }
         }
     }
-    /* The rbf values of one tile of a kernel row from its dot products:
-       o[j] = exp(-gamma max(sq_i + sq[j] - 2 o[j], 0)), as _transform does. */
+    /* The rbf kernel value from a dot product and the two squared norms:
+       exp(-gamma max(sq_i + sq_j - 2 dot, 0)). The one definition: the
+       tiles below and every scalar value (_transform) use it. */
+    ECO_NO_TRAP static inline double eco_rbf(double dot, double sq_i, double sq_j,
+                                             double gamma) {
+        double d2 = sq_i + sq_j - 2.0 * dot;
+        d2 = d2 < 0.0 ? 0.0 : d2;
+        return eco_exp(-gamma * d2);
+    }
+    /* The rbf values of one tile of a kernel row, in place of its dot
+       products: o[j] = eco_rbf(o[j], sq_i, sq[j], gamma). */
     ECO_VECTOR_CLONES
     static void eco_rbf_tile(double *o, const double *sq, double sq_i, double gamma,
                              Py_ssize_t jt, Py_ssize_t je) {
         Py_ssize_t j;
-        for (j = jt; j < je; j++) {
-            double d2 = sq_i + sq[j] - 2.0 * o[j];
-            d2 = d2 < 0.0 ? 0.0 : d2;
-            o[j] = eco_exp(-gamma * d2);
-        }
+        for (j = jt; j < je; j++) o[j] = eco_rbf(o[j], sq_i, sq[j], gamma);
     }
     """
     void eco_secure_zero(void* p, size_t n) noexcept nogil
@@ -286,7 +291,7 @@ cdef extern from *:
                        Py_ssize_t nb, double** outs, Py_ssize_t jt, Py_ssize_t je) noexcept nogil
     void eco_rbf_tile(double* o, const double* sq, double sq_i, double gamma,
                       Py_ssize_t jt, Py_ssize_t je) noexcept nogil
-    double eco_exp(double x) noexcept nogil
+    double eco_rbf(double dot, double sq_i, double sq_j, double gamma) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -789,10 +794,7 @@ cdef inline double _transform(int kernel, double dot, double sq_i, double sq_j,
                               double gamma, double coef0, double degree) noexcept nogil:
     cdef double d2
     if kernel == K_RBF:
-        d2 = sq_i + sq_j - 2.0 * dot
-        if d2 < 0.0:
-            d2 = 0.0
-        return eco_exp(-gamma * d2)
+        return eco_rbf(dot, sq_i, sq_j, gamma)
     elif kernel == K_POLY:
         if coef0 > 0.0 and gamma > 0.0 and degree >= 1.0:
             # the constant monomial coef0^degree is left out: it adds the same
@@ -867,6 +869,9 @@ def kernel_matrix(const double[:, ::1] A, const double[:, ::1] B, str kernel,
                     s = s + B[j, k] * B[j, k]
                 sqb[j] = s
             for i in range(m):
+                if code == K_RBF:  # vectorised, the same values as _transform
+                    eco_rbf_tile(&K[i, 0], &sqb[0], sqa[i], gamma, 0, n)
+                    continue
                 for j in range(n):
                     K[i, j] = _transform(code, K[i, j], sqa[i], sqb[j], gamma, coef0, degree)
     return out

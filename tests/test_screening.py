@@ -77,14 +77,17 @@ def _model(X, kernel):
     return CPSVM(**kw)
 
 
-def _run(model, screening, update):
+def _run(model, screening, update, restart=None):
     model.set_params(screening=screening)
     engine = model.head_set_.engine(0)
+    if restart is not None:
+        engine.screening_restart = restart
     engine.record_migrations = True
     engine.migration_log()
-    rated = engine.n_rated_rows
+    rated, restarts = engine.n_rated_rows, engine.n_screen_restarts
     update(model)
-    return engine.migration_log(), engine.n_rated_rows - rated
+    return (engine.migration_log(), engine.n_rated_rows - rated,
+            engine.n_screen_restarts - restarts)
 
 
 def _updates(model, X, y):
@@ -119,16 +122,22 @@ def _canonical(log, first):
     return out
 
 
-def _same_path(X, y, kernel):
+def _same_path(X, y, kernel, restart=None):
+    """Run each update screened and unscreened; returns (rates saved, migrations, restarts).
+
+    `restart`: the screened engine's ``screening_restart`` (None: its default).
+    """
     first = _duplicate_groups(X, y)
     fitted = _model(X, kernel).fit(X, y)
     blob = pickle.dumps(fitted)
     saved = 0
     moved = 0
+    restarts = 0
     for name, update in _updates(fitted, X, y).items():
         off, on = pickle.loads(blob), pickle.loads(blob)
-        log_off, rated_off = _run(off, False, update)
-        log_on, rated_on = _run(on, True, update)
+        log_off, rated_off, _ = _run(off, False, update)
+        log_on, rated_on, restarted = _run(on, True, update, restart)
+        restarts += restarted
         assert log_on.shape == log_off.shape, name
         np.testing.assert_array_equal(_canonical(log_on, first), _canonical(log_off, first),
                                       err_msg=name)
@@ -141,7 +150,7 @@ def _same_path(X, y, kernel):
         assert rated_on <= rated_off
         saved += rated_off - rated_on
         moved += len(log_off)
-    return saved, moved
+    return saved, moved, restarts
 
 
 @pytest.mark.parametrize("data, kernel", [
@@ -151,9 +160,23 @@ def _same_path(X, y, kernel):
 ])
 def test_screened_path_takes_the_same_events(data, kernel):
     X, y = DATA[data]()
-    saved, moved = _same_path(X, y, kernel)
+    saved, moved, _ = _same_path(X, y, kernel)
     assert moved > 0  # the updates did take migrations
     assert saved > 0  # and screening spared gradient rates on the way
+
+
+@pytest.mark.parametrize("data, kernel", [
+    ("digits", "rbf"), ("mnist", "rbf"), ("mixture", "rbf"), ("mixture", "poly"),
+    ("rankdef", "linear"),
+])
+def test_screening_restarted_at_every_step_takes_the_same_events(data, kernel):
+    # screening_restart = 0: the screening starts again after every step that
+    # followed a new row (every screened gradient brought up to date, every
+    # key taken anew), the most restarts a path can take
+    X, y = DATA[data]()
+    saved, moved, restarts = _same_path(X, y, kernel, restart=0.0)
+    assert moved > 0
+    assert restarts > 0  # the restarts did happen
 
 
 def test_screening_keeps_unlearning_exact():

@@ -1590,6 +1590,12 @@ cdef class CPEngine:
     cdef int scr_fail                 # a status raised inside a void helper
     cdef double scr_A, scr_E, scr_db, scr_B, scr_C, scr_eB, scr_eC, scr_W0, scr_DB0
     cdef double scr_P, scr_dP          # sum_T |dA_k| sqrt(K_kk), and its rate along the step
+    cdef Py_ssize_t scr_nL0           # rows followed when the screening (re)started
+    cdef long scr_step0               # the path's step at which it (re)started
+    # restart the screening when the rows followed since its start, times the
+    # steps since then, exceed this many times the rows (_scr_maybe_restart)
+    cdef public double screening_restart
+    cdef readonly long n_screen_restarts  # restarts of the screening, summed over paths
     cdef readonly long n_rated_rows   # gradient rates computed on paths (rows, summed over steps)
     # migration log for tests and benchmarks: (slot, from_set, to_set) per migration
     cdef public bint record_migrations
@@ -1646,6 +1652,8 @@ cdef class CPEngine:
         # (docs/cp-engine.md, section 10); every engine of every backend
         # screens alike, so that their states agree bit for bit
         self.screening = True
+        self.screening_restart = 2.0
+        self.n_screen_restarts = 0
         self.n_rated_rows = 0
         self.record_migrations = False
         self.sync_capacity()
@@ -2586,6 +2594,7 @@ cdef class CPEngine:
             st = self._scr_begin()
             if st != ST_OK:
                 return st
+            self.scr_step0 = 0
         st = self._path_steps(drv, dvec, n_drv, t_total)
         # every screened gradient brought up to date (also on failure: the
         # state stays consistent for whoever takes over)
@@ -2622,6 +2631,10 @@ cdef class CPEngine:
             st = self._migrate()
             if st != PATH_GO_ON:
                 return st
+            if self.scr_on:
+                st = self._scr_maybe_restart(steps)
+                if st != ST_OK:
+                    return st
 
     # -- safe screening of the path ----------------------------------------------
     #
@@ -2820,6 +2833,7 @@ cdef class CPEngine:
                 self.scr_nL += 1
         self.scr_nX = 0
         self.scr_fail = ST_OK
+        self.scr_nL0 = self.scr_nL
         self.scr_on = True
         return ST_OK
 
@@ -3029,6 +3043,37 @@ cdef class CPEngine:
                 self.g[j] += self.y[j] * (self.h[j] + self.scr_db)
         self._scr_free()
         return ST_OK
+
+    cdef int _scr_maybe_restart(self, long steps) noexcept nogil:
+        """Start the screening again from the current point of the path, when it pays.
+
+        The bound of a screened row grows with ||Delta w|| since the start
+        of the screening, and a row that has joined is rated at every later
+        step, even once its exact gradient has moved away from 0 again. On a
+        long path (an error example) the followed rows pile up. A restart
+        brings every screened gradient up to date as the end of a path does
+        (_scr_end), then measures every distance anew from the current point
+        (_scr_begin): the rows far from an event go back to screening, and
+        ||Delta w|| counts from here. It costs about one unscreened step, so
+        it is taken once the rows followed beyond those of the last start,
+        times the steps since then, exceed `screening_restart` times the
+        rows (a rent-or-buy rule: the rates paid for the extra rows never
+        exceed about twice what the restarts cost). The restarted path takes
+        the same events: the argument of docs/cp-engine.md, section 10,
+        holds from any starting point, with its margin against rounding.
+        """
+        cdef double extra = <double>(self.scr_nL - self.scr_nL0)
+        cdef int st
+        if extra <= 0.0 or extra * <double>(steps - self.scr_step0) \
+                <= self.screening_restart * <double>self.store.n_slots:
+            return ST_OK
+        st = self._scr_end()
+        if st != ST_OK:
+            return st
+        self.n_screen_restarts += 1
+        st = self._scr_begin()
+        self.scr_step0 = steps
+        return st
 
     cdef void _log_migration(self, Py_ssize_t slot, int from_set, int to_set) noexcept nogil:
         cdef int* grown

@@ -52,9 +52,12 @@ def _decisions(m, X):
     return np.asarray(m.decision_function(X))
 
 
-def _check_faults(base, op, X_eval):
-    """Fail the k-th allocation of `op` for every k it reaches; returns the outcomes."""
-    want = copy.deepcopy(base)
+def _check_faults(base, op, X_eval, prepare=lambda m: m):
+    """Fail the k-th allocation of `op` for every k it reaches; returns the outcomes.
+
+    `prepare` is applied to every copy of `base` before `op` runs on it.
+    """
+    want = prepare(copy.deepcopy(base))
     with engine_allocations() as counted:
         op(want)
     assert counted.count > 0
@@ -62,7 +65,7 @@ def _check_faults(base, op, X_eval):
     outcomes = {"raised": 0, "absorbed": 0}
     k = 1
     while True:
-        m = copy.deepcopy(base)
+        m = prepare(copy.deepcopy(base))
         err = None
         with engine_alloc_fault(k) as fault:
             try:
@@ -96,6 +99,28 @@ def test_every_allocation_failure_leaves_the_model_unchanged(n_classes, name):
     base, X, y, X_new, y_new = _base(n_classes)
     op = _ops(X, y, X_new, y_new)[name]
     n_faults, outcomes = _check_faults(base, op, np.vstack([X, X_new]))
+    assert n_faults >= 1
+
+
+@pytest.mark.parametrize("name", ["decrement_batch", "decrement_single", "increment"])
+def test_allocation_failures_around_screening_restarts(name):
+    # a restart after every step that followed a new row (screening_restart
+    # = 0): the restart frees the screening buffers and allocates them again,
+    # and every one of those allocations may fail (mid-path: the path goes on
+    # unscreened, or the call fails and the model is as it was)
+    base, X, y, X_new, y_new = _base(3)
+    op = _ops(X, y, X_new, y_new)[name]
+
+    def restarting(m):
+        for h in range(m.head_set_.n_heads):
+            m.head_set_.engine(h).screening_restart = 0.0
+        return m
+
+    probe = restarting(copy.deepcopy(base))
+    op(probe)
+    assert sum(probe.head_set_.engine(h).n_screen_restarts
+               for h in range(probe.head_set_.n_heads)) > 0
+    n_faults, outcomes = _check_faults(base, op, np.vstack([X, X_new]), restarting)
     assert n_faults >= 1
 
 

@@ -3071,9 +3071,11 @@ cdef class CPEngine:
         if st != ST_OK:
             return st
         self.n_screen_restarts += 1
-        st = self._scr_begin()
         self.scr_step0 = steps
-        return st
+        # every gradient is exact here: if the buffers cannot be had again,
+        # the path goes on unscreened (as it does when _scr_begin declines)
+        self._scr_begin()
+        return ST_OK
 
     cdef void _log_migration(self, Py_ssize_t slot, int from_set, int to_set) noexcept nogil:
         cdef int* grown

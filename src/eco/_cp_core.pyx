@@ -3057,8 +3057,9 @@ cdef class CPEngine:
         ||Delta w|| counts from here. It costs about one unscreened step, so
         it is taken once the rows followed beyond those of the last start,
         times the steps since then, exceed `screening_restart` times the
-        rows (a rent-or-buy rule: the rates paid for the extra rows never
-        exceed about twice what the restarts cost). The restarted path takes
+        rows (a rent-or-buy rule: the rates paid for the extra rows between
+        two restarts stay within about `screening_restart` times what one
+        restart costs). The restarted path takes
         the same events: the argument of docs/cp-engine.md, section 10,
         holds from any starting point, with its margin against rounding.
         """

@@ -105,9 +105,10 @@ def test_every_allocation_failure_leaves_the_model_unchanged(n_classes, name):
 @pytest.mark.parametrize("name", ["decrement_batch", "decrement_single", "increment"])
 def test_allocation_failures_around_screening_restarts(name):
     # a restart after every step that followed a new row (screening_restart
-    # = 0): the restart frees the screening buffers and allocates them again,
-    # and every one of those allocations may fail (mid-path: the path goes on
-    # unscreened, or the call fails and the model is as it was)
+    # = 0): a restart may fetch kernel rows (of the driven rows, and of moved
+    # rows for the refresh), and every allocation of the call may fail
+    # (mid-path: the path goes on unscreened, or the call fails and the
+    # model is as it was)
     base, X, y, X_new, y_new = _base(3)
     op = _ops(X, y, X_new, y_new)[name]
 

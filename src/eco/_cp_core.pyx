@@ -211,34 +211,14 @@ cdef extern from *:
     ECO_VECTOR_CLONES
     static void eco_fill_dots(const double *XT, Py_ssize_t ld, Py_ssize_t d, const double *xs,
                               Py_ssize_t nb, double **outs, Py_ssize_t jt, Py_ssize_t je) {
-        Py_ssize_t b, k = 0, j;
-        if (d >= 4) {
-            /* the first four features start each sum at 0.0 (no pass to zero o) */
-            const double *__restrict__ c0 = XT;
-            const double *__restrict__ c1 = c0 + ld;
-            const double *__restrict__ c2 = c1 + ld;
-            const double *__restrict__ c3 = c2 + ld;
-            for (b = 0; b < nb; b++) {
-                double *__restrict__ o = outs[b];
-                const double x0 = xs[b * d], x1 = xs[b * d + 1];
-                const double x2 = xs[b * d + 2], x3 = xs[b * d + 3];
-                for (j = jt; j < je; j++) {
-                    double s = 0.0;
-                    s = s + x0 * c0[j];
-                    s = s + x1 * c1[j];
-                    s = s + x2 * c2[j];
-                    s = s + x3 * c3[j];
-                    o[j] = s;
-                }
-            }
-            k = 4;
-        } else {
+        Py_ssize_t b, k, j;
+        if (d < 4) {
             for (b = 0; b < nb; b++) {
                 double *o = outs[b];
                 for (j = jt; j < je; j++) o[j] = 0.0;
             }
         }
-        for (; k + 4 <= d; k += 4) {
+        for (k = 0; k + 4 <= d; k += 4) {
             const double *__restrict__ c0 = XT + k * ld;
             const double *__restrict__ c1 = c0 + ld;
             const double *__restrict__ c2 = c1 + ld;
@@ -248,7 +228,8 @@ cdef extern from *:
                 const double x0 = xs[b * d + k], x1 = xs[b * d + k + 1];
                 const double x2 = xs[b * d + k + 2], x3 = xs[b * d + k + 3];
                 for (j = jt; j < je; j++) {
-                    double s = o[j];
+                    /* the first four features start each sum at 0.0 (no pass to zero o) */
+                    double s = k == 0 ? 0.0 : o[j];
                     s = s + x0 * c0[j];
                     s = s + x1 * c1[j];
                     s = s + x2 * c2[j];
@@ -1591,6 +1572,7 @@ cdef class CPEngine:
     cdef double scr_A, scr_E, scr_db, scr_B, scr_C, scr_eB, scr_eC, scr_W0, scr_DB0
     cdef double scr_P, scr_dP          # sum_T |dA_k| sqrt(K_kk), and its rate along the step
     cdef Py_ssize_t scr_nL0           # rows followed when the screening (re)started
+    cdef double scr_smax              # max_j sqrt(K_jj) over the path's rows
     cdef long scr_step0               # the path's step at which it (re)started
     # restart the screening when the rows followed since its start, times the
     # steps since then, exceed this many times the rows (_scr_maybe_restart)
@@ -2594,7 +2576,6 @@ cdef class CPEngine:
             st = self._scr_begin()
             if st != ST_OK:
                 return st
-            self.scr_step0 = 0
         st = self._path_steps(drv, dvec, n_drv, t_total)
         # every screened gradient brought up to date (also on failure: the
         # state stays consistent for whoever takes over)
@@ -2745,11 +2726,11 @@ cdef class CPEngine:
         return self.y[j] * (s + moved + self.scr_db)
 
     cdef int _scr_begin(self) noexcept nogil:
-        """Start a screened path: snapshot the distance of every reserve and
-        error row to an event; rows already close to one are followed."""
-        cdef Py_ssize_t n = self.store.n_slots, j, p
+        """Start a screened path: the buffers and sqrt(K_jj) of every row
+        (once per path), then the keys (_scr_take_keys)."""
+        cdef Py_ssize_t n = self.store.n_slots, j
         cdef int kc = self.store.kernel_code
-        cdef double d, talpha = 0.0, key, smax = 0.0
+        cdef double d
         self.scr_on = False
         # Cauchy-Schwarz needs a positive semi-definite kernel: a precomputed
         # Gram matrix (or a polynomial kernel with a negative offset) may not be
@@ -2774,6 +2755,22 @@ cdef class CPEngine:
                 or self.scr_Xrow == NULL or self.scr_Xc == NULL):
             self._scr_free()
             return ST_NO_MEMORY
+        self.scr_smax = 0.0
+        for j in range(n):
+            d = self.store._diag(j)
+            self.scr_s[j] = sqrt(d) if d > 0.0 else 0.0
+            if self.scr_s[j] > self.scr_smax:
+                self.scr_smax = self.scr_s[j]
+        return self._scr_take_keys(0)
+
+    cdef int _scr_take_keys(self, long step) noexcept nogil:
+        """Screen from the current point of the path (every gradient exact):
+        the distance of every reserve and error row to an event; rows
+        already close to one are followed. `step`: the path's step here.
+        At the start of a path and at each restart (_scr_maybe_restart)."""
+        cdef Py_ssize_t n = self.store.n_slots, j, p
+        cdef double talpha = 0.0, key
+        self.scr_on = False
         self.scr_nL = 0
         self.scr_nT = 0
         self.scr_nrows = 0
@@ -2786,15 +2783,11 @@ cdef class CPEngine:
         for j in range(n):
             self.scr_dA[j] = 0.0
             self.scr_state[j] = SCR_IGNORED
-            d = self.store._diag(j)
-            self.scr_s[j] = sqrt(d) if d > 0.0 else 0.0
             if self.setof[j] != S_INACTIVE and self.alpha[j] > 0.0:
                 talpha += self.alpha[j] * self.scr_s[j]
-            if self.scr_s[j] > smax:
-                smax = self.scr_s[j]
         for p in range(self.pth_ndrv):
             talpha += fabs(self.pth_dvec[p]) * self.pth_t_total * self.scr_s[self.pth_drv[p]]
-        if 1e-8 * smax * talpha > 1.0 + fabs(self.b):
+        if 1e-8 * self.scr_smax * talpha > 1.0 + fabs(self.b):
             # the kernel terms of a gradient exceed it by more than 1e8: float64
             # knows the gradients to a few digits only (docs/cp-engine.md,
             # section 5), and the unscreened path is followed as it always was
@@ -2834,6 +2827,7 @@ cdef class CPEngine:
         self.scr_nX = 0
         self.scr_fail = ST_OK
         self.scr_nL0 = self.scr_nL
+        self.scr_step0 = step
         self.scr_on = True
         return ST_OK
 
@@ -3004,21 +2998,28 @@ cdef class CPEngine:
                 self.g[j] += self.h[j] * tau
 
     cdef int _scr_end(self) noexcept nogil:
-        """End a screened path: every screened gradient brought up to date,
-        g_j = g_j(0) + y_j (K_jT y_T dA_T + Delta b), in one pass over the
-        rows of T (one product with the packed margin rows for its members
-        in S), or row by row when few rows are left screened."""
+        """End a screened path: every screened gradient brought up to date
+        (_scr_bring_up_to_date), the buffers released."""
+        cdef int st
+        if not self.scr_on:
+            return ST_OK
+        st = self._scr_bring_up_to_date()
+        self._scr_free()
+        return st
+
+    cdef int _scr_bring_up_to_date(self) noexcept nogil:
+        """Every screened gradient, g_j = g_j(0) + y_j (K_jT y_T dA_T + Delta b),
+        in one pass over the rows of T (one product with the packed margin
+        rows for its members in S), or row by row when few rows are left
+        screened."""
         cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, i, j, k, p
         cdef double coef
         cdef double* row
         cdef blas_int bn, one_i = 1
-        if not self.scr_on:
-            return ST_OK
         if 4 * self.scr_nrows < n:
             # few rows left screened: each from its row of KS
             self._scr_delta_coefs()
             if self.scr_fail != ST_OK:
-                self._scr_free()
                 return ST_NO_MEMORY
             for i in range(self.scr_nrows):
                 self._scr_refresh(self.scr_rows[i])
@@ -3035,13 +3036,11 @@ cdef class CPEngine:
                 coef = self.y[k] * self.scr_dA[k]
                 row = self._scr_x_row(i)
                 if row == NULL:
-                    self._scr_free()
                     return ST_NO_MEMORY
                 daxpy(&bn, &coef, row, &one_i, &self.h[0], &one_i)
             for i in range(self.scr_nrows):
                 j = self.scr_rows[i]
                 self.g[j] += self.y[j] * (self.h[j] + self.scr_db)
-        self._scr_free()
         return ST_OK
 
     cdef int _scr_maybe_restart(self, long steps) noexcept nogil:
@@ -3052,9 +3051,10 @@ cdef class CPEngine:
         step, even once its exact gradient has moved away from 0 again. On a
         long path (an error example) the followed rows pile up. A restart
         brings every screened gradient up to date as the end of a path does
-        (_scr_end), then measures every distance anew from the current point
-        (_scr_begin): the rows far from an event go back to screening, and
-        ||Delta w|| counts from here. It costs about one unscreened step, so
+        (_scr_bring_up_to_date), then measures every distance anew from the
+        current point (_scr_take_keys, in the same buffers): the rows far
+        from an event go back to screening, and ||Delta w|| counts from
+        here. It costs about one unscreened step, so
         it is taken once the rows followed beyond those of the last start,
         times the steps since then, exceed `screening_restart` times the
         rows (a rent-or-buy rule: the rates paid for the extra rows between
@@ -3068,14 +3068,15 @@ cdef class CPEngine:
         if extra <= 0.0 or extra * <double>(steps - self.scr_step0) \
                 <= self.screening_restart * <double>self.store.n_slots:
             return ST_OK
-        st = self._scr_end()
+        st = self._scr_bring_up_to_date()
         if st != ST_OK:
+            self._scr_free()
             return st
         self.n_screen_restarts += 1
-        self.scr_step0 = steps
-        # every gradient is exact here: if the buffers cannot be had again,
-        # the path goes on unscreened (as it does when _scr_begin declines)
-        self._scr_begin()
+        # every gradient is exact here: if a driven row's kernel row cannot
+        # be had, or the keys cannot be trusted, _scr_take_keys releases the
+        # buffers and the path goes on unscreened
+        self._scr_take_keys(steps)
         return ST_OK
 
     cdef void _log_migration(self, Py_ssize_t slot, int from_set, int to_set) noexcept nogil:

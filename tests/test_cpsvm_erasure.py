@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from eco import CPSVM, load
-from eco._headset import COMPACT_MIN
+from eco._headset import COMPACT_MIN, HeadSet
+from eco._ray_backend import HeadGroup
 from eco.exceptions import UnknownIdError
-from eco.testing import assert_exact, fail_on_call
+from eco.testing import InjectedFault, assert_exact, fail_on_call
 
 RNG = np.random.default_rng(20261130)
 N, D = 70, 5
@@ -158,6 +159,86 @@ def test_single_id_decrements_one_by_one(kind, tmp_path):
     loaded = load(tmp_path / "m.eco")
     assert loaded.state_digest() == m.state_digest()
     _assert_erased(loaded, removed, tmp_path)
+
+
+def _snapshot_arrays(snapshot):
+    return [v for state in snapshot[-1] for v in state.values() if isinstance(v, np.ndarray)]
+
+
+class _SnapshotSpy:
+    """Records every snapshot a head set takes, and whether it held anything when taken."""
+
+    def __init__(self, monkeypatch):
+        self.taken, self.held = [], []
+        snapshot = HeadSet.snapshot
+
+        def spy(heads):
+            snap = snapshot(heads)
+            self.taken.append(snap)
+            self.held.append(any(v.any() for v in self.arrays(snap)) and bool(snap[4]))
+            return snap
+
+        monkeypatch.setattr(HeadSet, "snapshot", spy)
+
+    @staticmethod
+    def arrays(snap):
+        return [v for state in snap[-1] for v in state.values() if isinstance(v, np.ndarray)]
+
+    def assert_zeroed(self, snap):
+        assert not snap[4], "the snapshot's id table still lists ids"
+        for v in self.arrays(snap):
+            assert not v.any(), "a snapshot array was dropped without being zeroed"
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_rollback_snapshot_is_zeroed_when_the_removal_commits(kind, monkeypatch):
+    # the copy of the heads a transaction takes for its rollback holds the
+    # removed rows' labels, coefficients and gradients and the inverse
+    # margin matrices they took part in: zeroed, not just dropped
+    m = _fit(kind)
+    spy = _SnapshotSpy(monkeypatch)
+    alphas = np.max(np.atleast_2d(m.alpha_), axis=0)
+    ids = list(m.ids_)
+    margin = [ids[k] for k in np.flatnonzero((alphas > 0) & (alphas < 2.0))[:2]]
+    bounded = [ids[k] for k in np.flatnonzero(alphas == 2.0)[:1]]
+    m.decrement(margin + bounded)
+    m.decrement([ids[k] for k in np.flatnonzero(alphas == 0)[:1]], audit=True)
+    assert len(spy.taken) == 2 and all(spy.held)
+    for snap in spy.taken:
+        spy.assert_zeroed(snap)
+    # a removal that fails restores from its snapshot (not zeroed) and leaves the model as it was
+    spy.taken.clear()
+    digest = m.state_digest()
+    alphas, ids = np.max(np.atleast_2d(m.alpha_), axis=0), list(m.ids_)
+    with fail_on_call(m, "unlearn_head", 1, after=True):
+        with pytest.raises(InjectedFault):
+            m.decrement([ids[k] for k in np.flatnonzero(alphas > 0)[:2]])
+    assert len(spy.taken) == 1 and any(v.any() for v in spy.arrays(spy.taken[0]))
+    assert m.state_digest() == digest
+    assert_exact(m)
+
+
+def test_actor_snapshot_is_zeroed_when_the_removal_commits(monkeypatch):
+    # the Ray actor's side (HeadGroup, run here without Ray): the snapshot
+    # of its begin is zeroed by the commit that the erasure carries
+    rows = np.arange(N)
+    spec = dict(kernel="rbf", gamma=0.4, degree=3, coef0=0.0, precompute=False, n_heads=3,
+                max_steps=0, cache_size=200.0)
+    group = HeadGroup(spec, [0, 2], [X_ALL[rows]], Y3[rows], np.full(N, 2.0), list(rows))
+    group.apply(("solve_all", rows.astype(np.intp), "batch"), 1)
+    group.commit(1)
+    spy = _SnapshotSpy(monkeypatch)
+    alphas = group.set.alphas().max(axis=0)
+    support = np.flatnonzero(alphas > 0).astype(np.intp)
+    group.apply(("unlearn", support[:3], True), 2)
+    assert len(spy.taken) == 1 and spy.held[0]
+    group.erase(support[:3], 2)
+    spy.assert_zeroed(spy.taken[0])
+    # a rolled-back transaction restores its snapshot instead
+    group.apply(("unlearn", support[3:5], True), 3)
+    assert group.set.alphas().max(axis=0)[support[3:5]].max() == 0.0
+    group.rollback()
+    assert group.set.alphas().max(axis=0)[support[3:5]].min() > 0.0
 
 
 def test_removed_id_is_unknown_afterwards():

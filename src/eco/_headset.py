@@ -191,6 +191,24 @@ class SlotTables:
         self._given[slots] = -1
 
 
+def wipe_snapshot(snapshot):
+    """Zero what a :meth:`HeadSet.snapshot` copied, once it will not be restored.
+
+    A snapshot taken before a removal holds the heads as they were: the
+    removed rows' labels, bounds, coefficients and gradients, and inverse
+    margin matrices that a removed margin vector took part in. Dropping it
+    would leave those bytes in freed memory (the compiled engine zeroes its
+    own buffers before freeing them, see ``_zfree``), so its arrays are
+    zeroed in place and its copy of the id table is emptied first. The
+    tables it shares with the live head set are left alone.
+    """
+    snapshot[4].clear()  # the copy of the id -> slot table
+    for state in snapshot[-1]:
+        for value in state.values():
+            if isinstance(value, np.ndarray):
+                value.fill(0)
+
+
 class HeadSet(SlotTables):
     """The heads of one model, their kernel store and slot tables.
 
@@ -435,7 +453,8 @@ class HeadSet(SlotTables):
         ``KeyboardInterrupt``) truncates the store and puts every table and
         head back, bit for bit. SIGINT is deferred for the whole block (see
         :func:`eco._concurrency.interrupt_guard`), so no interrupt can land
-        between the failure and the end of the rollback.
+        between the failure and the end of the rollback. On success the
+        snapshot is zeroed (:func:`wipe_snapshot`).
         """
         with interrupt_guard() as guard:
             snapshot = self.snapshot()
@@ -448,6 +467,7 @@ class HeadSet(SlotTables):
                 with guard.deferred():
                     self.restore(snapshot)
                 raise
+            wipe_snapshot(snapshot)
 
     def snapshot(self):
         """An opaque copy of the whole head set (rows stored, slot tables, every head).
@@ -461,7 +481,7 @@ class HeadSet(SlotTables):
                 self._given, self._n_given, heads)
 
     def restore(self, snapshot):
-        """Put back a :meth:`snapshot` of this head set.
+        """Put back a :meth:`snapshot` of this head set (not one :func:`wipe_snapshot` zeroed).
 
         Rows stored since are erased (a failed increment leaves no trace of
         its rows) and forgotten. Idempotent: when memory runs out half-way

@@ -57,7 +57,8 @@ import numpy as np
 from . import _cp_core
 from ._concurrency import checkpoint as _safe_point
 from ._concurrency import interrupt_guard
-from ._headset import COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out
+from ._headset import (COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out,
+                       wipe_snapshot)
 from .exceptions import UnlearningError
 from .persistence import state_from_bytes, state_to_bytes
 from .state import HeadState, ModelState, head_set_problem
@@ -387,6 +388,8 @@ class HeadGroup:
 
     def begin(self, txn):
         """Snapshot every head here: transaction `txn` opens on this actor."""
+        if self._snapshot is not None:  # left by a transaction never rolled back: committed
+            wipe_snapshot(self._snapshot)
         self._snapshot = None  # a begin that fails leaves no transaction open
         self._txn, self._applied, self._dirty, self._delta = None, 0, set(), None
         self._snapshot = self.set.snapshot()
@@ -396,6 +399,8 @@ class HeadGroup:
         """Transaction `txn` is committed: its delta becomes the committed state here."""
         if txn == self._txn and self._delta is not None:
             self._base.apply(self._delta)
+        if self._snapshot is not None:
+            wipe_snapshot(self._snapshot)  # nothing of a removed row stays in freed memory
         self._snapshot, self._txn, self._delta = None, None, None
 
     def rollback(self):

@@ -218,6 +218,38 @@ def test_rollback_snapshot_is_zeroed_when_the_removal_commits(kind, monkeypatch)
     assert_exact(m)
 
 
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_audit_digests_copy_no_derived_state_and_are_zeroed(kind, monkeypatch):
+    # an audited removal digests the model before and after it: the copies it
+    # hashes (taken before the removal: the removed rows' labels, bounds,
+    # coefficients) are zeroed once hashed, and no inverse margin matrix is copied
+    m = _fit(kind)
+    states = []
+    primary_state = HeadSet.primary_state
+
+    def spy(heads, h):
+        st = primary_state(heads, h)
+        states.append((st, all(getattr(st, k).any() for k in ("y", "C", "alpha"))))
+        return st
+
+    monkeypatch.setattr(HeadSet, "primary_state", spy)
+    full = [m.head_set_.head_state(h) for h in range(m.head_set_.n_heads)]
+    for h, st in enumerate(full):  # the same digested fields as the full state's
+        p = primary_state(m.head_set_, h)
+        assert p.Rinv is None and p.g is None and p.b == st.b
+        for k in st.ARRAYS:
+            assert getattr(p, k).tobytes() == np.asarray(getattr(st, k)).tobytes(), k
+    alphas = np.max(np.atleast_2d(m.alpha_), axis=0)
+    ids = list(m.ids_)
+    receipt = m.decrement([ids[k] for k in np.flatnonzero(alphas > 0)[:2]], audit=True)
+    assert receipt.digest_before != receipt.digest_after
+    assert receipt.digest_after == m.state_digest()
+    assert len(states) == 3 * m.head_set_.n_heads and all(held for _, held in states)
+    for st, _ in states:
+        for k in st.ARRAYS:
+            assert not getattr(st, k).any(), f"a digest's copy of {k} was not zeroed"
+
+
 def test_actor_snapshot_is_zeroed_when_the_removal_commits(monkeypatch):
     # the Ray actor's side (HeadGroup, run here without Ray): the snapshot
     # of its begin is zeroed by the commit that the erasure carries

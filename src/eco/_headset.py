@@ -374,6 +374,16 @@ class HeadSet(SlotTables):
         """Copy of one head's state, an :class:`eco.state.HeadState`."""
         return HeadState.from_engine_dict(self._engines[head].get_state())
 
+    def primary_state(self, head):
+        """Copy of one head's primary state (no gradients, no inverse margin matrix).
+
+        What a digest reads, without copying the O(|S|^2) matrix; the same
+        values, bit for bit, as those fields of :meth:`head_state`.
+        """
+        e = self._engines[head]
+        return HeadState(y=e.y_all, C=e.C_all, alpha=e.alpha_all, g=None, sets=e.sets_all,
+                         b=float(e.b), margin_order=e.margin_order, Rinv=None)
+
     def alphas(self):
         """alpha of every slot, shape (n_heads, n_slots)."""
         return np.stack([e.alpha_all for e in self._engines])

@@ -191,22 +191,29 @@ class SlotTables:
         self._given[slots] = -1
 
 
+def _zero_arrays(values):
+    """Zero in place every numpy array among `values` (copies about to be dropped).
+
+    Dropped unzeroed, a copy taken before a removal would leave the removed
+    rows' values in freed memory; the compiled engine zeroes its own buffers
+    before freeing them (``_zfree``), these are the Python layer's copies.
+    """
+    for value in values:
+        if isinstance(value, np.ndarray):
+            value.fill(0)
+
+
 def wipe_snapshot(snapshot):
     """Zero what a :meth:`HeadSet.snapshot` copied, once it will not be restored.
 
     A snapshot taken before a removal holds the heads as they were: the
     removed rows' labels, bounds, coefficients and gradients, and inverse
-    margin matrices that a removed margin vector took part in. Dropping it
-    would leave those bytes in freed memory (the compiled engine zeroes its
-    own buffers before freeing them, see ``_zfree``), so its arrays are
-    zeroed in place and its copy of the id table is emptied first. The
-    tables it shares with the live head set are left alone.
+    margin matrices that a removed margin vector took part in. Its arrays
+    are zeroed in place and its copy of the id table is emptied; the tables
+    it shares with the live head set are left alone.
     """
     snapshot[4].clear()  # the copy of the id -> slot table
-    for state in snapshot[-1]:
-        for value in state.values():
-            if isinstance(value, np.ndarray):
-                value.fill(0)
+    _zero_arrays(v for state in snapshot[-1] for v in state.values())
 
 
 class HeadSet(SlotTables):
@@ -383,6 +390,20 @@ class HeadSet(SlotTables):
         e = self._engines[head]
         return HeadState(y=e.y_all, C=e.C_all, alpha=e.alpha_all, g=None, sets=e.sets_all,
                          b=float(e.b), margin_order=e.margin_order, Rinv=None)
+
+    @contextmanager
+    def digest_states(self):
+        """Every head's :meth:`primary_state`, for a digest; zeroed when the block ends.
+
+        Nobody keeps these copies, and one taken before a removal (an
+        audited decrement digests the model first) holds the removed rows'
+        labels, bounds and coefficients.
+        """
+        states = [self.primary_state(h) for h in range(self.n_heads)]
+        try:
+            yield states
+        finally:
+            _zero_arrays(getattr(st, name) for st in states for name in HeadState.ARRAYS)
 
     def alphas(self):
         """alpha of every slot, shape (n_heads, n_slots)."""

@@ -388,8 +388,6 @@ class HeadGroup:
 
     def begin(self, txn):
         """Snapshot every head here: transaction `txn` opens on this actor."""
-        if self._snapshot is not None:  # left by a transaction never rolled back: committed
-            wipe_snapshot(self._snapshot)
         self._snapshot = None  # a begin that fails leaves no transaction open
         self._txn, self._applied, self._dirty, self._delta = None, 0, set(), None
         self._snapshot = self.set.snapshot()
@@ -1055,6 +1053,15 @@ class RayHeadSet(SlotTables):
     def head_state(self, head):
         """Copy of one head's state, an :class:`eco.state.HeadState` (read on its actor)."""
         return self._read("state")[head]
+
+    @contextmanager
+    def digest_states(self):
+        """Every head's state, for a digest (HeadSet.digest_states' interface).
+
+        They are this head set's cached reads of the actors (until the next
+        request), so they are not zeroed here.
+        """
+        yield [self.head_state(h) for h in range(self.n_heads)]
 
     def committed_state(self, head):
         """The driver's committed primary state of `head` (what a restart installs).

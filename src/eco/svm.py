@@ -383,20 +383,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         heads = self.head_set_
-        # the threads backend copies only the digested fields, and zeroes the
-        # copies afterwards: a digest taken before a removal (audit=True)
-        # leaves nothing of the removed rows in freed memory
-        primary = getattr(heads, "primary_state", None)
-        states = [primary(h) if primary is not None else heads.head_state(h)
-                  for h in range(heads.n_heads)]
-        try:
+        with heads.digest_states() as states:
             return state_digest(self.get_params(), self.gamma_, self.classes_,
                                 self.class_weight_, heads.slot_ids, states, heads.slot_given)
-        finally:
-            if primary is not None:
-                for state in states:
-                    for name in state.ARRAYS:
-                        getattr(state, name).fill(0)
 
     # -------------------------------------------------------- certificates
 

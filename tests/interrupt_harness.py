@@ -19,8 +19,16 @@ An earlier harness cleared its flag in a method call: the call's own start
 was a check point outside every ``try``, the sender (which had been waiting
 for the GIL) sent its next signal exactly there, and the KeyboardInterrupt
 stopped pytest (the CI run of the previous stop, on c305d8d).
+
+The garbage collector is off while signals can come. Once a hypothesis test
+has run, hypothesis keeps a Python callback in ``gc.callbacks``; a
+collection during the burst runs it, a signal taken inside it raises there,
+where nothing can catch it, and pytest's hook for such "unraisable"
+exceptions was itself interrupted while formatting it (a full-suite run
+failed that way on test_interrupts_leave_old_or_new[increment-3-None]).
 """
 
+import gc
 import os
 import signal
 import threading
@@ -94,19 +102,25 @@ def run_interrupted(call, delay, count, catch=()):
     caught = (KeyboardInterrupt, *catch)
     sender = InterruptSender(delay, count)
     error = None
+    collecting = gc.isenabled()
+    gc.disable()  # no gc callback runs while a signal can come (module docstring)
     try:
         try:
-            sender.thread.start()
-            call()
-        except caught as exc:
-            error = exc
-        finally:
-            # no signal is sent after this store (on any other exception
-            # too, which then fails the test rather than pytest's session)
-            sender.sending = False
-        sender.settle()
-    except KeyboardInterrupt:
-        # the one signal sent before the store and not taken then; there is
-        # no other (Python keeps one per signal number, and no more are sent)
-        sender.settle()
+            try:
+                sender.thread.start()
+                call()
+            except caught as exc:
+                error = exc
+            finally:
+                # no signal is sent after this store (on any other exception
+                # too, which then fails the test rather than pytest's session)
+                sender.sending = False
+            sender.settle()
+        except KeyboardInterrupt:
+            # the one signal sent before the store and not taken then; there is
+            # no other (Python keeps one per signal number, and no more are sent)
+            sender.settle()
+    finally:
+        if collecting:
+            gc.enable()
     return error

@@ -110,6 +110,62 @@ def test_rinv_is_the_inverse_of_the_bordered_matrix(kernel):
             np.testing.assert_allclose(engine.rinv() @ A, np.eye(len(A)), atol=1e-9)
 
 
+def _kept_triangle(engine):
+    """The engine's own Rinv buffer: what a rollback snapshot copies."""
+    return engine.get_state(rinv_order="F")["Rinv"]
+
+
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
+def test_rinv_is_kept_as_an_upper_triangle_with_zeros_below(kernel):
+    # the engine updates the upper triangle only (dsymv, dsyr): below it
+    # nothing may be left of an earlier margin set (erasure), and the copy
+    # it hands out is the symmetric matrix
+    X, y = _data()
+    _, engine = _fitted_engine(X, y, kernel)
+    rng = np.random.default_rng(2)
+    for step in range(12):
+        active = np.flatnonzero(engine.sets_all != _cp_core.SET_INACTIVE)
+        engine.unlearn(rng.choice(active, 2, replace=False).astype(np.int64))
+        if step % 4 == 3:
+            engine.refactorise()
+        if engine.n_margin:
+            kept = _kept_triangle(engine)
+            assert np.all(np.tril(kept, -1) == 0.0)
+            full = engine.rinv()
+            assert np.array_equal(full, full.T)
+            assert np.array_equal(np.triu(full), kept)
+            # a snapshot restores bit for bit
+            before = engine.get_state()
+            engine.restore(engine.get_state(rinv_order="F"))
+            assert np.array_equal(engine.rinv(), before["Rinv"])
+
+
+def test_refactorisation_of_an_ill_conditioned_margin_matrix_has_a_small_residual():
+    # a cubic kernel on features of scale 10: margin matrices of condition
+    # 1e9 and more. The symmetric factorisation of the unscaled border keeps
+    # |Rinv A - I| near 1e-9 here; the upper triangle of an LU inverse, or
+    # Bunch-Kaufman on the sigma-scaled border, read 1e-4 and more
+    rng = np.random.default_rng(0)
+    X = np.ascontiguousarray(10.0 * rng.normal(size=(150, 2)))
+    y = np.where(X[:, 0] + 0.3 * X[:, 1] ** 2 / 10 > 0, 1.0, -1.0)
+    store = KernelStore(2, "poly", 1.0, 3, 1.0)
+    store.append(X)
+    engine = CPEngine(store)
+    worst_cond = 0.0
+    for s in range(len(y)):
+        try:
+            engine.learn(s, y[s], 10.0)
+        except EngineError:
+            pass  # a path that cannot finish leaves a state; Rinv is still refactorised below
+        if s % 10 == 9 and engine.n_margin > 2:
+            engine.refactorise()
+            A = _bordered(engine)
+            worst_cond = max(worst_cond, np.linalg.cond(A))
+            residual = np.abs(engine.rinv() @ A - np.eye(len(A))).max()
+            assert residual < 1e-6, (s, residual, np.linalg.cond(A))
+    assert worst_cond > 1e8  # the test is about ill-conditioned matrices
+
+
 def test_incremental_gradients_match_a_recomputation():
     X, y = _data()
     _, engine = _fitted_engine(X, y)

@@ -34,8 +34,8 @@ from libc.math cimport exp, expm1, log1p, fabs, pow, sqrt, frexp, ldexp, INFINIT
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from libc.float cimport DBL_EPSILON
-from scipy.linalg.cython_blas cimport daxpy, ddot, dgemm, dgemv, dger
-from scipy.linalg.cython_lapack cimport dgetrf, dgetri
+from scipy.linalg.cython_blas cimport daxpy, ddot, dgemm, dgemv, dsymv, dsyr
+from scipy.linalg.cython_lapack cimport dsytrf, dsytri
 
 import numpy as np
 
@@ -1891,9 +1891,6 @@ cdef class CPEngine:
 
     # -- small helpers --------------------------------------------------------
 
-    cdef inline double _r(self, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
-        return self.Rinv[i + j * self.r_cap]
-
     cdef double _q(self, Py_ssize_t i, Py_ssize_t j, double* row_i) noexcept nogil:
         # Q_ij = y_i y_j K_ij, given the kernel row of i
         return self.y[i] * self.y[j] * row_i[j]
@@ -1947,7 +1944,7 @@ cdef class CPEngine:
                 return -st
             # Rinv = inverse of [[0, s y_k], [s y_k, Q_kk]] (s = sigma)
             self.Rinv[0] = -row_k[k] / (self.sigma * self.sigma)
-            self.Rinv[1] = yk / self.sigma
+            self.Rinv[1] = 0.0  # the strict lower triangle is kept at zero
             self.Rinv[self.r_cap] = yk / self.sigma
             self.Rinv[1 + self.r_cap] = 0.0
         else:
@@ -1963,7 +1960,7 @@ cdef class CPEngine:
                 w[p + 1] = self._q(k, self.margin[p], row_k)
             # beta_k = -Rinv w, refined: kappa and the null direction of a
             # dependent k are read from it
-            dgemv(b"N", &n_, &n_, &minus_one, self.Rinv, &ld, w, &one_i, &zero, bk, &one_i)
+            dsymv(b"U", &n_, &minus_one, self.Rinv, &ld, w, &one_i, &zero, bk, &one_i)
             if self.hard:
                 self._refine_solve(bk, w)
             # kappa = Q_kk + w'beta_k is a difference of terms of size about
@@ -1988,7 +1985,7 @@ cdef class CPEngine:
             self.Rinv[m1 + m1 * self.r_cap] = 0.0
             bk[m1] = 1.0
             n_ = <blas_int>(m1 + 1)
-            dger(&n_, &n_, &inv_kappa, bk, &one_i, bk, &one_i, self.Rinv, &ld)
+            dsyr(b"U", &n_, &inv_kappa, bk, &one_i, self.Rinv, &ld)
         if self._ks_reserve(m + 1) != 0:
             return -ST_NO_MEMORY
         dst = self.KS + m
@@ -2012,22 +2009,25 @@ cdef class CPEngine:
         cdef double* src
         cdef double* dst
         cdef double* col = self.wbuf
-        cdef double* rowv = self.wbuf2
         cdef double scale
         cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, one_i = 1
         cdef int moved
-        # Rinv <- Rinv - Rinv[:, q] Rinv[q, :] / Rinv[q, q]  (row/col q become junk)
-        for i in range(m1):
+        # Rinv <- Rinv - Rinv[:, q] Rinv[q, :] / Rinv[q, q]  (row/col q become
+        # junk); column q of the symmetric Rinv, read from its upper triangle
+        for i in range(q + 1):
             col[i] = self.Rinv[i + q * ldr]
-            rowv[i] = self.Rinv[q + i * ldr]
+        for i in range(q + 1, m1):
+            col[i] = self.Rinv[q + i * ldr]
         scale = -1.0 / col[q]
-        dger(&n_, &n_, &scale, col, &one_i, rowv, &one_i, self.Rinv, &ld)
-        # move the last row and column into position q (column first, then row,
-        # which brings the old diagonal entry along)
+        dsyr(b"U", &n_, &scale, col, &one_i, self.Rinv, &ld)
+        # move the last row and column into position q: in the upper triangle,
+        # entry (i, q) for i < q, (q, q) and (q, j) for q < j < last are entries
+        # (i, last), (last, last) and (j, last) of the last column
         if q != last:
-            memcpy(self.Rinv + q * ldr, self.Rinv + last * ldr, m1 * sizeof(double))
-            for i in range(m1):
-                self.Rinv[q + i * ldr] = self.Rinv[last + i * ldr]
+            memcpy(self.Rinv + q * ldr, self.Rinv + last * ldr, q * sizeof(double))
+            self.Rinv[q + q * ldr] = self.Rinv[last + last * ldr]
+            for i in range(q + 1, last):
+                self.Rinv[q + i * ldr] = self.Rinv[i + last * ldr]
             # one strided pass: the last member's column moves into p and
             # its old place is zeroed (what _scrub_beyond would do again)
             src = self.KS + m - 1
@@ -2088,7 +2088,8 @@ cdef class CPEngine:
         return 0
 
     cdef int _refactorise(self) noexcept nogil:
-        """Rebuild Rinv = A^-1 from the kernel rows (LU through LAPACK)."""
+        """Rebuild Rinv = A^-1 from the kernel rows (symmetric indefinite
+        factorisation, Bunch-Kaufman, through LAPACK)."""
         cdef Py_ssize_t m = self.n_margin, m1 = m + 1, i, j, si
         cdef double* row_i
         cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, info = 0, lwork
@@ -2098,27 +2099,40 @@ cdef class CPEngine:
         self._sync_hard()
         if m == 0:
             return 0
+        # the upper triangle of A (all that LAPACK reads); zeros below, as
+        # the engine keeps Rinv
         self.Rinv[0] = 0.0
         for i in range(m):
             si = self.margin[i]
             row_i = self._margin_values(si)
             if row_i == NULL:
                 return ST_NO_MEMORY
-            self.Rinv[(i + 1)] = self.sigma * self.y[si]
-            self.Rinv[(i + 1) * ldr] = self.sigma * self.y[si]
-            for j in range(m):
+            self.Rinv[(i + 1) * ldr] = self.y[si]
+            for j in range(i, m):
                 self.Rinv[(i + 1) + (j + 1) * ldr] = self._q_s(si, j, row_i)
-        dgetrf(&n_, &n_, self.Rinv, &ld, self.ipiv, &info)
-        if info != 0:
-            return ST_SINGULAR
+        for j in range(m):
+            memset(self.Rinv + j * ldr + j + 1, 0, (m - j) * sizeof(double))
+        # a symmetric factorisation keeps the inverse symmetric with a small
+        # residual; the upper triangle of an LU inverse would not (its two
+        # triangles carry different rounding, of size cond(A) eps). It is
+        # taken of the unscaled border: with the border at the scale of Q,
+        # the Bunch-Kaufman pivots eliminate it first and the residual grows
+        # to cond(A) eps (measured: 1e-4 against 4e-9 at cond 6e9)
         lwork = <blas_int>(m1 * 64)
         work = <double*>_xmalloc(lwork * sizeof(double))
         if work == NULL:
             return ST_NO_MEMORY
-        dgetri(&n_, self.Rinv, &ld, self.ipiv, work, &lwork, &info)
+        dsytrf(b"U", &n_, self.Rinv, &ld, self.ipiv, work, &lwork, &info)
+        if info == 0:
+            dsytri(b"U", &n_, self.Rinv, &ld, self.ipiv, work, &info)
         _zfree(work, lwork * sizeof(double))
         if info != 0:
             return ST_SINGULAR
+        # to the border-scaled inverse: row and column 0 over sigma (exact,
+        # sigma is a power of two)
+        self.Rinv[0] /= self.sigma * self.sigma
+        for j in range(1, m1):
+            self.Rinv[j * ldr] /= self.sigma
         self.n_refactorisations += 1
         self.updates_since_check = 0
         return 0
@@ -2148,7 +2162,7 @@ cdef class CPEngine:
             for j in range(m):
                 s += self._q_s(si, j, row_i) / (j + 2.0)
             ax[i + 1] = s
-        dgemv(b"N", &n_, &n_, &one, self.Rinv, &ld, ax, &one_i, &zero, out, &one_i)
+        dsymv(b"U", &n_, &one, self.Rinv, &ld, ax, &one_i, &zero, out, &one_i)
         for i in range(m1):
             s = fabs(out[i] - 1.0 / (i + 1.0))
             if s > worst or s != s:
@@ -2241,7 +2255,7 @@ cdef class CPEngine:
                 self.vbuf[p + 1] = self.y[k] * self.u[k]
             bn = <blas_int>(m + 1)
             ld = <blas_int>self.r_cap
-            dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
+            dsymv(b"U", &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
                   &zero, self.beta, &one_i)
             if self.hard:
                 self._refine_solve(self.beta, self.vbuf)
@@ -2287,7 +2301,7 @@ cdef class CPEngine:
             for q in range(m):
                 s += self.y[kp] * self.y[self.margin[q]] * col[q] * x[q + 1]
             r[p + 1] = s + rhs[p + 1]
-        dgemv(b"N", &bn, &bn, &one, self.Rinv, &ld, r, &one_i, &zero, dx, &one_i)
+        dsymv(b"U", &bn, &one, self.Rinv, &ld, r, &one_i, &zero, dx, &one_i)
         for p in range(m + 1):
             x[p] -= dx[p]
 
@@ -3506,7 +3520,7 @@ cdef class CPEngine:
             return ST_OK
         bn = <blas_int>(m + 1)
         ld = <blas_int>self.r_cap
-        dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, r, &one_i, &zero, sol, &one_i)
+        dsymv(b"U", &bn, &minus_one, self.Rinv, &ld, r, &one_i, &zero, sol, &one_i)
         for p in range(m):
             k = self.margin[p]
             if self.alpha[k] + sol[p + 1] < 0.0 or self.alpha[k] + sol[p + 1] > self.C[k]:
@@ -3787,7 +3801,7 @@ cdef class CPEngine:
                 rhs[p + 1] = 1.0 - self.y[i] * s
             if not failed:
                 # [b; alpha_S] = Rinv rhs
-                dgemv(b"N", &bn, &bn, &one, self.Rinv, &ld, rhs, &one_i, &zero, sol, &one_i)
+                dsymv(b"U", &bn, &one, self.Rinv, &ld, rhs, &one_i, &zero, sol, &one_i)
                 self.b = self.sigma * sol[0]
                 for p in range(m):
                     self.alpha[self.margin[p]] = sol[p + 1]
@@ -4170,39 +4184,67 @@ cdef class CPEngine:
     # -- views of the state ---------------------------------------------------
 
     cdef _copy_in_r(self, const double[::1] flat, Py_ssize_t m1):
-        # flat holds an m1 x m1 matrix in column-major order
+        # flat holds an m1 x m1 matrix in column-major order: its upper
+        # triangle is taken (Rinv is symmetric; the engine keeps the upper
+        # triangle and zeros below it)
         cdef Py_ssize_t j
         for j in range(m1):
-            memcpy(self.Rinv + j * self.r_cap, &flat[j * m1], m1 * sizeof(double))
+            memcpy(self.Rinv + j * self.r_cap, &flat[j * m1], (j + 1) * sizeof(double))
+            memset(self.Rinv + j * self.r_cap + j + 1, 0, (m1 - j - 1) * sizeof(double))
+
+    cdef _rinv_copy(self, bint full):
+        # the engine's buffer (upper triangle, zeros below) in an (m1, m1)
+        # column-major array, mirrored into the lower triangle when `full`;
+        # scaled to the plain inverse (exact: sigma is a power of two)
+        cdef Py_ssize_t m1 = self.n_margin + 1, i, j, i0, j0, i1, j1
+        cdef Py_ssize_t B = 64
+        if self.n_margin == 0:
+            return np.zeros((1, 1), order="F")
+        out = np.empty((m1, m1), order="F")
+        cdef double[::1, :] R = out
+        with nogil:
+            for j in range(m1):
+                memcpy(&R[0, j], self.Rinv + j * self.r_cap, m1 * sizeof(double))
+            if full:
+                # R[i, j] = R[j, i] for i > j, by tiles that stay in cache
+                j0 = 0
+                while j0 < m1:
+                    j1 = j0 + B if j0 + B < m1 else m1
+                    i0 = j0
+                    while i0 < m1:
+                        i1 = i0 + B if i0 + B < m1 else m1
+                        for j in range(j0, j1):
+                            for i in range(i0 if i0 > j + 1 else j + 1, i1):
+                                R[i, j] = R[j, i]
+                        i0 = i1
+                    j0 = j1
+        out[0, :] *= self.sigma
+        out[:, 0] *= self.sigma
+        return out
 
     def rinv(self):
         """Copy of the inverse bordered margin matrix, shape (|S|+1, |S|+1).
 
         With no margin vector there is no bordered matrix; the 1 x 1 result
         is then 0 (the buffer is not read, so digests stay deterministic).
+        The engine updates the upper triangle only (symmetric rank-one
+        updates, half the memory traffic); the copy is the symmetric matrix.
         """
-        cdef Py_ssize_t m1 = self.n_margin + 1, j
-        if self.n_margin == 0:
-            return np.zeros((1, 1), order="F")
-        out = np.empty((m1, m1), order="F")
-        cdef double[::1, :] R = out
-        for j in range(m1):
-            memcpy(&R[0, j], self.Rinv + j * self.r_cap, m1 * sizeof(double))
-        # the inverse of the border-scaled matrix to the plain inverse (exact)
-        out[0, :] *= self.sigma
-        out[:, 0] *= self.sigma
-        return out
+        return self._rinv_copy(True)
 
     def get_state(self, str rinv_order="C"):
         """Copy of the whole state as a dict of numpy arrays and numbers.
 
         `rinv_order` is the memory order of the inverse margin matrix: "C"
         for callers that hash or save it, "F" (the engine's own) for a
-        snapshot that only :meth:`restore` reads (one copy fewer).
+        snapshot that only :meth:`restore` reads (one copy fewer, and only
+        its upper triangle, the part the engine keeps, is filled in).
         """
         if rinv_order not in ("C", "F"):
             raise ValueError(f"rinv_order must be 'C' or 'F', got {rinv_order!r}")
-        R = self.rinv() if rinv_order == "F" else np.ascontiguousarray(self.rinv())
+        # "F": the buffer as the engine keeps it, the upper triangle with
+        # zeros below (restore reads the upper triangle only)
+        R = self._rinv_copy(False) if rinv_order == "F" else np.ascontiguousarray(self.rinv())
         return {
             "y": self.y_all,
             "C": self.C_all,
@@ -4535,7 +4577,7 @@ cdef class CPEngine:
                     self.vbuf[p + 1] = self.y[k] * self.u[k]
                 bn = <blas_int>(m + 1)
                 ld = <blas_int>self.r_cap
-                dgemv(b"N", &bn, &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
+                dsymv(b"U", &bn, &minus_one, self.Rinv, &ld, self.vbuf, &one_i,
                       &zero, self.beta, &one_i)
                 beta_b = self.sigma * self.beta[0]
             elif fabs(s_drv) <= tol:

@@ -1524,9 +1524,11 @@ cdef class CPEngine:
     cdef long updates_since_check
     # Rinv is the inverse of the border-scaled matrix [[0, sigma y'], [sigma y, Q]]:
     # sigma, a power of two near the largest kernel diagonal, puts the border
-    # on the scale of Q, so that LU and rank-one updates keep their accuracy
-    # when the features are scaled by 1e6 or 1e-6. Powers of two make the
+    # on the scale of Q, so that the rank-one updates keep their accuracy
+    # when the features are scaled by 1e6 or 1e-6 (the refactorisation
+    # factors the unscaled border: _refactorise). Powers of two make the
     # conversion to and from the plain inverse exact (rinv, set_state).
+    # Only its upper triangle is kept, with zeros below (symmetric BLAS).
     cdef double sigma
     # tuning
     cdef public long max_steps

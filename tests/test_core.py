@@ -97,14 +97,20 @@ def test_precomputed_store_takes_user_rows():
         store.append(np.ascontiguousarray(K[:2, :10]))
 
 
+def _unlearn_pairs(engine, rounds, seed):
+    """Unlearn two random active examples `rounds` times; yields the round after each."""
+    rng = np.random.default_rng(seed)
+    for step in range(rounds):
+        active = np.flatnonzero(engine.sets_all != _cp_core.SET_INACTIVE)
+        engine.unlearn(rng.choice(active, 2, replace=False).astype(np.int64))
+        yield step
+
+
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 def test_rinv_is_the_inverse_of_the_bordered_matrix(kernel):
     X, y = _data()
     _, engine = _fitted_engine(X, y, kernel)
-    rng = np.random.default_rng(1)
-    for _ in range(15):
-        active = np.flatnonzero(engine.sets_all != _cp_core.SET_INACTIVE)
-        engine.unlearn(rng.choice(active, 2, replace=False).astype(np.int64))
+    for _ in _unlearn_pairs(engine, 15, seed=1):
         if engine.n_margin:
             A = _bordered(engine)
             np.testing.assert_allclose(engine.rinv() @ A, np.eye(len(A)), atol=1e-9)
@@ -122,10 +128,7 @@ def test_rinv_is_kept_as_an_upper_triangle_with_zeros_below(kernel):
     # it hands out is the symmetric matrix
     X, y = _data()
     _, engine = _fitted_engine(X, y, kernel)
-    rng = np.random.default_rng(2)
-    for step in range(12):
-        active = np.flatnonzero(engine.sets_all != _cp_core.SET_INACTIVE)
-        engine.unlearn(rng.choice(active, 2, replace=False).astype(np.int64))
+    for step in _unlearn_pairs(engine, 12, seed=2):
         if step % 4 == 3:
             engine.refactorise()
         if engine.n_margin:

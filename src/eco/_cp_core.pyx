@@ -1988,13 +1988,17 @@ cdef class CPEngine:
             bk[m1] = 1.0
             n_ = <blas_int>(m1 + 1)
             dsyr(b"U", &n_, &inv_kappa, bk, &one_i, self.Rinv, &ld)
-        if self._ks_reserve(m + 1) != 0:
-            return -ST_NO_MEMORY
-        dst = self.KS + m
-        for j in range(self.ks_n):
-            if j + KS_AHEAD < self.ks_n:
-                eco_prefetch_w(dst + (j + KS_AHEAD) * self.ks_ld)
-            dst[j * self.ks_ld] = row_k[j]
+        if self.ks_n == self.store.n_slots:
+            if self._ks_reserve(m + 1) != 0:
+                return -ST_NO_MEMORY
+            dst = self.KS + m
+            for j in range(self.ks_n):
+                if j + KS_AHEAD < self.ks_n:
+                    eco_prefetch_w(dst + (j + KS_AHEAD) * self.ks_ld)
+                dst[j * self.ks_ld] = row_k[j]
+        else:
+            # KS out of date (purify): rebuilt whole by the next _ks_sync
+            self.ks_n = 0
         self.margin[m] = <int>k
         self.pos[k] = <int>m
         self.setof[k] = S_MARGIN
@@ -2031,7 +2035,8 @@ cdef class CPEngine:
             for i in range(q + 1, last):
                 self.Rinv[q + i * ldr] = self.Rinv[i + last * ldr]
             # one strided pass: the last member's column moves into p and
-            # its old place is zeroed (what _scrub_beyond would do again)
+            # its old place is zeroed (what _scrub_beyond would do again);
+            # none while KS is out of date (ks_n = 0: purify)
             src = self.KS + m - 1
             dst = self.KS + p
             for i in range(self.ks_n):
@@ -3784,10 +3789,15 @@ cdef class CPEngine:
         cdef blas_int bn = <blas_int>(m + 1), ld = <blas_int>self.r_cap, one_i = 1
         cdef double one = 1.0, zero = 0.0
         cdef bint failed = False
+        # the error slots in increasing order (the sums below run over them
+        # only, in the order a pass over every slot would take them)
+        errors_a = np.flatnonzero(self._set_arr[:n] == S_ERROR).astype(np.intp)
+        cdef const Py_ssize_t[::1] errors = errors_a
+        cdef Py_ssize_t e, n_err = errors.shape[0]
         with nogil:
-            for j in range(n):
-                if self.setof[j] == S_ERROR:
-                    yCsum += self.y[j] * self.C[j]
+            for e in range(n_err):
+                j = errors[e]
+                yCsum += self.y[j] * self.C[j]
             rhs[0] = -self.sigma * yCsum
             for p in range(m):
                 i = self.margin[p]
@@ -3797,9 +3807,9 @@ cdef class CPEngine:
                     break
                 # 1 - (Q_SE C_E)_p = 1 - y_i sum_{j in E} y_j C_j K_ij
                 s = 0.0
-                for j in range(n):
-                    if self.setof[j] == S_ERROR:
-                        s += self.y[j] * self.C[j] * row[j]
+                for e in range(n_err):
+                    j = errors[e]
+                    s += self.y[j] * self.C[j] * row[j]
                 rhs[p + 1] = 1.0 - self.y[i] * s
             if not failed:
                 # [b; alpha_S] = Rinv rhs
@@ -3921,14 +3931,23 @@ cdef class CPEngine:
         cdef int st
         self._clear_margin()
         self._sync_hard()
-        # room for every candidate at once: grown one expansion at a time,
-        # KS would be copied (into freshly faulted pages) about log2 |S| times,
-        # a seventh of a fit at 5,000 rows
         for k in range(n):
             if self.setof[k] == S_MARGIN and 0.0 < self.alpha[k] < self.C[k]:
                 count += 1
-        if self._grow_r(count + 1) != 0 or self._ks_reserve(count) != 0:
+        if self._grow_r(count + 1) != 0:
             return ST_NO_MEMORY
+        if self.hard:
+            # the refined solves of _expand read KS: room for every candidate
+            # at once (grown one expansion at a time, KS would be copied into
+            # freshly faulted pages about log2 |S| times)
+            if self._ks_reserve(count) != 0:
+                return ST_NO_MEMORY
+        else:
+            # nothing reads KS here, and polish rebuilds it for the final set
+            # in one blocked pass: the column writes of every expansion (one
+            # strided pass over all rows each, about a tenth of a fit) are
+            # skipped (_expand, _contract), KS is marked out of date
+            self.ks_n = 0
         for k in range(n):
             if self.setof[k] != S_MARGIN:
                 continue

@@ -1877,19 +1877,23 @@ cdef class CPEngine:
 
     cdef void _sync_sigma(self) noexcept nogil:
         # follow the store's scale (points added or forgotten): rescaling the
-        # border row and column of Rinv by a power of two is exact
-        cdef double new = self._store_sigma(), r
-        cdef Py_ssize_t j
+        # border of Rinv by a power of two is exact
+        cdef double new = self._store_sigma()
         self._sync_hard()
         if new == self.sigma:
             return
         if self.n_margin > 0:
-            r = self.sigma / new
-            self.Rinv[0] *= r * r
-            for j in range(1, self.n_margin + 1):
-                self.Rinv[j] *= r
-                self.Rinv[j * self.r_cap] *= r
+            self._scale_border(self.sigma / new)
         self.sigma = new
+
+    cdef void _scale_border(self, double r) noexcept nogil:
+        # Rinv's border (row 0 of the kept upper triangle) times r, its corner
+        # times r^2: the inverse for a border scaled by 1/r (exact when r is
+        # a power of two)
+        cdef Py_ssize_t j
+        self.Rinv[0] *= r * r
+        for j in range(1, self.n_margin + 1):
+            self.Rinv[j * self.r_cap] *= r
 
     # -- small helpers --------------------------------------------------------
 
@@ -2135,11 +2139,8 @@ cdef class CPEngine:
         _zfree(work, lwork * sizeof(double))
         if info != 0:
             return ST_SINGULAR
-        # to the border-scaled inverse: row and column 0 over sigma (exact,
-        # sigma is a power of two)
-        self.Rinv[0] /= self.sigma * self.sigma
-        for j in range(1, m1):
-            self.Rinv[j * ldr] /= self.sigma
+        # to the border-scaled inverse (exact, sigma is a power of two)
+        self._scale_border(1.0 / self.sigma)
         self.n_refactorisations += 1
         self.updates_since_check = 0
         return 0

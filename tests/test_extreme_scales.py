@@ -52,6 +52,22 @@ def test_hard_margin_twin_linear_1e6_features_C_1():
                      terms=_terms([(m, X), (inc, X)], X))
 
 
+def test_cubic_kernel_whose_values_overflow_libsvm_fits_without_a_seed():
+    # raised before: digits on 8 random directions, features x1e6, cubic
+    # kernel (values up to 1e36): libsvm's seed fails ("dual coefficients or
+    # intercepts are not finite", sklearn's ValueError) and fit raised it;
+    # the rows are learned one by one instead
+    X, y = _projected("digits", 8, n=300, seed=3, scale=1e6)
+    y = _binary(y)
+    m = CPSVM(C=1.0, kernel="poly", degree=3, gamma=1.0, coef0=1.0).fit(X, y)
+    assert _certificate(m, X, y) < CERT_TOL
+    inc = clone(m).fit(X, y, method="incremental")
+    _decisions_close(m.decision_function(X), inc.decision_function(X),
+                     terms=_terms([(m, X), (inc, X)], X))
+    m.decrement([int(i) for i in np.asarray(m.margin_)[:3]])
+    _check_against_refit(m, X, y)
+
+
 @pytest.mark.parametrize("name, d, C", [("iris", 2, 10.0), ("iris", 2, 0.1), ("wine", 3, 10.0)])
 def test_cubic_kernel_on_features_of_scale_10(name, d, C):
     # raised before: margin matrices of condition 1e9 to 1e11

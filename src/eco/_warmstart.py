@@ -140,7 +140,13 @@ def seed_and_polish(store, engine, active, y, C):
     with warnings.catch_warnings():
         # a seed cut short by max_iter is still a seed: settle makes it exact
         warnings.simplefilter("ignore", ConvergenceWarning)
-        svc.fit(Xs, y[keep], sample_weight=C[keep])
+        try:
+            svc.fit(Xs, y[keep], sample_weight=C[keep])
+        except ValueError:
+            # libsvm's float64 solve overflowed (kernel values of 1e36 and
+            # more: "dual coefficients or intercepts are not finite"): no
+            # seed; the caller learns the rows one by one instead
+            return False
     alpha = np.zeros(n)
     alpha[keep[svc.support_]] = np.abs(svc.dual_coef_[0])
     upper = alpha >= C * (1 - 1e-12)

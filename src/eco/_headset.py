@@ -88,7 +88,10 @@ def blas_threads_for(n_slots, n_margin, n_jobs):
 
 def id_array(ids):
     """Ids as an int64 array when they are all integers that fit, else an object array."""
-    if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+    # one test per distinct type, not per id (0.2 instead of 0.6 ms for
+    # 5,000 ids); bool is an int subclass but never an id number
+    if all(issubclass(t, (int, np.integer)) and not issubclass(t, bool)
+           for t in set(map(type, ids))):
         try:
             return np.asarray(ids, dtype=np.int64).reshape(-1)
         except OverflowError:

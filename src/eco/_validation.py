@@ -218,6 +218,8 @@ def check_new_ids(ids, n, default_start):
         ids = as_id_list(ids)
     if len(ids) != n:
         raise InvalidInputError(f"ids must have one entry per row: {len(ids)} ids for {n} rows")
+    if not any(issubclass(t, float) for t in set(map(type, ids))) and len(set(ids)) == len(ids):
+        return ids  # no float id that could be NaN, none repeated: the common case in C
     seen = set()
     for i in ids:
         if isinstance(i, float) and np.isnan(i):

@@ -93,6 +93,113 @@ def test_interrupt_after_a_head_restores_everything(exc, fail_after, batch, n_jo
         twin.decrement(support, batch=batch, audit=True).digest_after
 
 
+def _support_of_one_head(m, k=1):
+    """Ids that are support vectors of head 0 only (reserve vectors of every other head)."""
+    alpha = np.atleast_2d(m.alpha_)
+    only = np.flatnonzero((alpha[0] > 0) & np.all(alpha[1:] == 0, axis=0))
+    assert len(only) >= k
+    return [m.ids_[i] for i in only[:k]]
+
+
+class _LightSpy:
+    """Records, for every snapshot a head set opens, the heads kept as drop records."""
+
+    def __init__(self, monkeypatch):
+        self.light = []
+        opened = HeadSet.open_snapshot
+
+        def spy(heads, removing=None):
+            snap = opened(heads, removing)
+            self.light.append(heads.drop_record_heads)
+            return snap
+
+        monkeypatch.setattr(HeadSet, "open_snapshot", spy)
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+@pytest.mark.parametrize("batch", [True, False])
+def test_rollback_of_heads_kept_as_drop_records(exc, batch, n_jobs, monkeypatch):
+    # a removal that is a reserve drop in most heads keeps those heads in
+    # its snapshot as drop records; a failure once every head has taken its
+    # part puts them back bit for bit, as it does the copied head
+    X, y = _data(n=90, n_classes=4, seed=6)
+    m = CPSVM(C=1.0, n_jobs=n_jobs, gamma=0.3).fit(X, y)  # numeric: the heads' paths run
+    twin = _copy(m)
+    before = m.state_digest()
+    remove = _support_of_one_head(m, 2)
+    spy = _LightSpy(monkeypatch)
+    with pytest.raises(exc, match="after the last head"):
+        with fail_on_call(m, "unlearn_head", 4, exc("after the last head"), after=True):
+            m.decrement(remove, batch=batch)
+    assert spy.light == [[1, 2, 3]]  # head 0 copied, the others kept as records
+    assert m.state_digest() == before
+    assert m.n_active_ == len(y)
+    r = m.decrement(remove, batch=batch, audit=True)
+    assert r.digest_after == twin.decrement(remove, batch=batch, audit=True).digest_after
+    assert r.n_steps > 0  # head 0 ran a path
+    _assert_equals_scratch_fit(m, X, y, np.setdiff1d(np.arange(len(y)), remove))
+
+
+def test_an_unlearning_transaction_refuses_other_changes_to_its_drop_heads():
+    # the record of a reserve drop undoes that drop only: anything else in
+    # the head is refused (and the whole update rolled back)
+    X, y = _data(n=90, n_classes=4, seed=6)
+    m = CPSVM(C=1.0, gamma=0.3).fit(X, y)
+    before = m.state_digest()
+    heads = m.head_set_
+    slots = np.array([heads.slot_of(i) for i in _support_of_one_head(m)], dtype=np.intp)
+    for change in (lambda: heads.solve(1, heads.active_slots()),
+                   lambda: heads.learn_head(2, slots),
+                   lambda: heads.move_bounds(heads.slot_C)):
+        with pytest.raises(eco.exceptions.UnlearningError, match="drop records"):
+            with heads.transaction(removing=slots):
+                heads.unlearn(slots)
+                change()
+        assert m.state_digest() == before
+    # the copied head may re-solve (what a path that cannot finish does)
+    with heads.transaction(removing=slots):
+        heads.unlearn(slots)
+        heads.solve(0, np.setdiff1d(heads.active_slots(), slots))
+    assert m.state_digest() != before
+
+
+def test_actor_rollback_and_delta_of_heads_kept_as_drop_records():
+    # a Ray actor's side (HeadGroup, here without Ray): the driver names the
+    # slots an unlearning request removes; the heads where that is a reserve
+    # drop are snapshotted as records, rolled back bit for bit, and their
+    # delta (read from the record) is the full comparison's
+    from eco._ray_backend import HeadGroup, PrimaryState
+
+    X, y = _data(n=90, n_classes=4, seed=6)
+    rows = np.arange(len(y))
+    spec = dict(kernel="rbf", gamma=0.3, degree=3, coef0=0.0, precompute=False, n_heads=4,
+                max_steps=0, cache_size=200.0)
+    group = HeadGroup(spec, [0, 1, 2, 3], [X], y, np.full(len(y), 1.0), list(rows))
+    group.apply(("solve_all", rows.astype(np.intp), "batch"), 1)
+    group.commit(1)
+    group.check_deltas()  # every delta held to the full comparison in numpy
+    alpha = group.set.alphas()
+    slots = np.flatnonzero((alpha[0] > 0) & np.all(alpha[1:] == 0, axis=0))[:2].astype(np.intp)
+    assert len(slots) == 2
+    states = [group.set.engine(h).get_state() for h in range(4)]
+    group.apply(("unlearn", slots, True), 2, slots)
+    assert group.set.drop_record_heads == [1, 2, 3]
+    group.rollback()
+    assert not group.set.drop_record_heads
+    for h in range(4):
+        now = group.set.engine(h).get_state()
+        assert all(np.asarray(now[k]).tobytes() == np.asarray(v).tobytes()
+                   for k, v in states[h].items()), f"head {h}"
+    _, _, _, _, blob, _, _ = group.apply(("unlearn", slots, True), 3, slots)
+    delta = PrimaryState.unpack(blob)
+    assert sorted(delta[1].tolist()) == [0, 1, 2, 3]
+    assert delta[3][delta[2][0]:].tolist() == sorted(slots.tolist()) * 3  # the drop heads' entries
+    group.erase(slots, 3)
+    assert not group.set.drop_record_heads
+    assert np.all(group.set.alphas()[:, slots] == 0)
+
+
 def test_interrupt_during_increment_resolve_restores_everything():
     X, y = _data(n=90, n_classes=3, seed=4)
     m = CPSVM(C=1.0, gamma=0.3).fit(X[:70], y[:70])  # numeric: the heads' paths run

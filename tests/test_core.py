@@ -245,6 +245,66 @@ def test_drop_reserve_refuses_examples_that_carry_weight():
     assert all(np.array_equal(before[k], after[k]) for k in ("alpha", "sets", "g"))
 
 
+def _same_state(a, b):
+    return all(np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes() for k in a)
+
+
+def test_drop_record_undoes_a_reserve_drop_bit_for_bit():
+    # the light rollback record of a head in which a removal only drops
+    # reserve examples: undo_drop puts back exactly the state before, from
+    # after the drop or from before it (a rollback that comes first), twice
+    X, y = _data()
+    _, engine = _fitted_engine(X, y)
+    reserve = np.flatnonzero(engine.sets_all == _cp_core.SET_RESERVE)[:5].astype(np.intp)
+    before = engine.get_state()
+    record = engine.drop_record(reserve)
+    assert record is not None
+    assert np.array_equal(record["drop_slots"], reserve) and record["b"] == engine.b
+    assert np.any(record["g"] != 0.0)  # the removed rows' gradients are what it keeps
+    engine.undo_drop(record)  # nothing was dropped yet
+    assert _same_state(engine.get_state(), before)
+    _cp_core.drop_reserve([engine], reserve)
+    dropped = engine.get_state()
+    assert np.all(dropped["sets"][reserve] == _cp_core.SET_INACTIVE)
+    assert not _same_state(dropped, before)
+    for _ in range(2):
+        engine.undo_drop(record)
+        assert _same_state(engine.get_state(), before)
+        assert engine.n_active == len(y)
+    # and the engine goes on as if nothing happened
+    twin = _fitted_engine(X, y)[1]
+    engine.unlearn(reserve[:2])
+    twin.unlearn(reserve[:2])
+    assert _same_state(engine.get_state(), twin.get_state())
+
+
+def test_drop_record_is_none_when_the_removal_moves_more():
+    X, y = _data()
+    _, engine = _fitted_engine(X, y)
+    sets = engine.sets_all
+    margin = np.flatnonzero(sets == _cp_core.SET_MARGIN)[:1].astype(np.intp)
+    error = np.flatnonzero(sets == _cp_core.SET_ERROR)[:1].astype(np.intp)
+    reserve = np.flatnonzero(sets == _cp_core.SET_RESERVE)[:1].astype(np.intp)
+    assert len(margin) and len(error) and len(reserve)
+    assert engine.drop_record(margin) is None  # a path runs
+    assert engine.drop_record(np.concatenate([reserve, error])) is None
+    with pytest.raises(ValueError, match="twice"):
+        engine.drop_record(np.concatenate([reserve, reserve]))
+    # no margin vector strictly inside its box: b is an interval, and a
+    # removal can move its midpoint (and every gradient with it)
+    n = len(y)
+    _, flat = _fitted_engine(X, y)
+    flat.set_state(y, np.ones(n), np.zeros(n), 0.5, np.full(n, _cp_core.SET_RESERVE, np.int8),
+                   np.zeros(0, np.int32), np.zeros(n), None)
+    assert flat.n_margin == 0
+    assert flat.drop_record(reserve) is None
+    # a record is refused on slots that are not dropped reserve examples
+    record = engine.drop_record(reserve)
+    bad = dict(record, drop_slots=margin)
+    with pytest.raises(ValueError, match="not a dropped reserve example"):
+        engine.undo_drop(bad)
+
+
 def test_one_class_left_is_the_canonical_state():
     X, y = _data()
     _, engine = _fitted_engine(X, y)

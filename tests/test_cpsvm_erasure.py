@@ -172,8 +172,8 @@ class _SnapshotSpy:
         self.taken, self.held = [], []
         snapshot = HeadSet.snapshot
 
-        def spy(heads):
-            snap = snapshot(heads)
+        def spy(heads, removing=None):
+            snap = snapshot(heads, removing)
             self.taken.append(snap)
             self.held.append(any(v.any() for v in self.arrays(snap)) and bool(snap[4]))
             return snap

@@ -3335,6 +3335,29 @@ cdef class CPEngine:
         self.pos[k] = -1
         self._set_active(k, self.y[k], -1)
 
+    cdef bint _margin_at_bounds(self) noexcept nogil:
+        """True when every margin coefficient is at a bound (b is then not unique).
+
+        "At a bound" allows a relative rounding of 1e-12: a coefficient that
+        the path left at C - 1e-17 is at C, and then b is an interval.
+        It must also be negligible for the gradients: moving alpha_k by d
+        moves g_j by at most d sqrt(K_kk max_j K_jj), so on a kernel of
+        scale 1e12 a coefficient of 1e-13 is not at 0 (its rescaled twin is
+        0.1). True with no margin vector.
+        """
+        cdef Py_ssize_t p, k
+        cdef double dist, kk
+        for p in range(self.n_margin):
+            k = self.margin[p]
+            dist = self.alpha[k]
+            if self.C[k] - self.alpha[k] < dist:
+                dist = self.C[k] - self.alpha[k]
+            kk = self.store._diag(k) * self.store.max_diag
+            if (dist > 1e-12 * self.C[k]
+                    or dist * (sqrt(kk) if kk > 0.0 else 0.0) > 1e-12 * (1.0 + fabs(self.b))):
+                return False
+        return True
+
     cdef int _finish(self) noexcept nogil:
         """Put the state in its canonical form after an operation.
 
@@ -3347,7 +3370,6 @@ cdef class CPEngine:
         """
         cdef Py_ssize_t n = self.store.n_slots, j, p, k
         cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc, dist, kk
-        cdef bint all_at_bounds
         if self.n_weighted == 0:
             # no example (or only zero-weight ones, which count as absent)
             self._clear_margin()
@@ -3368,24 +3390,7 @@ cdef class CPEngine:
                     self.setof[j] = S_RESERVE
                     self.g[j] = self.y[j] * yc - 1.0
             return ST_OK
-        # "At a bound" allows a relative rounding of 1e-12: a coefficient that
-        # the path left at C - 1e-17 is at C, and then b is an interval.
-        # It must also be negligible for the gradients: moving alpha_k by d
-        # moves g_j by at most d sqrt(K_kk max_j K_jj), so on a kernel of
-        # scale 1e12 a coefficient of 1e-13 is not at 0 (its rescaled twin is
-        # 0.1).
-        all_at_bounds = True
-        for p in range(self.n_margin):
-            k = self.margin[p]
-            dist = self.alpha[k]
-            if self.C[k] - self.alpha[k] < dist:
-                dist = self.C[k] - self.alpha[k]
-            kk = self.store._diag(k) * self.store.max_diag
-            if (dist > 1e-12 * self.C[k]
-                    or dist * (sqrt(kk) if kk > 0.0 else 0.0) > 1e-12 * (1.0 + fabs(self.b))):
-                all_at_bounds = False
-                break
-        if not all_at_bounds:
+        if not self._margin_at_bounds():
             return ST_OK
         # a margin vector at a bound is a reserve (alpha = 0) or error (= C) one
         for p in range(self.n_margin):
@@ -4291,6 +4296,71 @@ cdef class CPEngine:
         # the drift check runs every drift_check_every updates of Rinv: keep
         # its phase so that a restored state refactorises when the original would
         self.updates_since_check = state.get("updates_since_check", 0)
+
+    def drop_record(self, const Py_ssize_t[::1] slots):
+        """What undoes the removal of `slots` when it moves nothing else; None otherwise.
+
+        Removing reserve examples (alpha = 0, not in S) changes only their
+        own entries (set, gradient, the active counts) as long as b stays
+        unique: a margin coefficient strictly inside its box remains and
+        both classes keep a weighted example (else :meth:`finish` moves b and
+        every gradient). The border scale must also be current, so that the
+        removal does not rescale ``Rinv``. Then this record (their slots,
+        their gradients and b; a few numbers instead of the whole state of
+        :meth:`get_state`) is all that :meth:`undo_drop` needs to put the
+        engine back bit for bit. `slots` must be distinct.
+
+        Returns
+        -------
+        record : dict or None
+            ``{"drop_slots", "g", "b"}``; None when the removal is not such a drop.
+        """
+        cdef Py_ssize_t i, k, n_lost = 0, n_lost_positive = 0
+        self.check_store()
+        self.sync_capacity()
+        _check_slots(slots, self.store.n_slots, "drop_record")
+        if self.n_margin == 0 or self.sigma != self._store_sigma() or self._margin_at_bounds():
+            return None
+        for i in range(slots.shape[0]):
+            k = slots[i]
+            if self.setof[k] != S_RESERVE or self.alpha[k] != 0.0:
+                return None
+            if self.C[k] > 0.0:
+                n_lost += 1
+                if self.y[k] > 0:
+                    n_lost_positive += 1
+        if (self.n_weighted_positive == n_lost_positive
+                or self.n_weighted - n_lost == self.n_weighted_positive - n_lost_positive):
+            return None  # one class left: finish() would move b
+        slots_a = np.array(slots, dtype=np.intp)
+        return {"drop_slots": slots_a, "g": self._g_arr[slots_a], "b": float(self.b)}
+
+    def undo_drop(self, dict record):
+        """Put back the reserve examples of a :meth:`drop_record` (idempotent).
+
+        Valid on the engine as the drop left it (or before it: each slot
+        still reserve is left there), as a rollback finds it.
+        """
+        cdef const Py_ssize_t[::1] slots = record["drop_slots"]
+        cdef const double[::1] g = record["g"]
+        cdef Py_ssize_t i, k
+        self.check_store()
+        self.sync_capacity()
+        _check_slots(slots, self.store.n_slots, "undo_drop")
+        if g.shape[0] != slots.shape[0]:
+            raise ValueError("undo_drop: one gradient per slot expected")
+        for i in range(slots.shape[0]):
+            if self.setof[slots[i]] not in (S_INACTIVE, S_RESERVE):
+                raise ValueError(f"undo_drop: slot {slots[i]} is not a dropped reserve example")
+        for i in range(slots.shape[0]):
+            k = slots[i]
+            if self.setof[k] == S_INACTIVE:
+                self.setof[k] = S_RESERVE
+                self.alpha[k] = 0.0
+                self.pos[k] = -1
+                self._set_active(k, self.y[k], 1)
+            self.g[k] = g[i]
+        self.b = record["b"]
 
     cdef _slot_copy(self, int which):
         # a copy of a per-slot array, one entry per stored slot; the array is

@@ -206,6 +206,11 @@ def _zero_arrays(values):
             value.fill(0)
 
 
+def is_drop_record(state):
+    """True for a head kept in a snapshot as a drop record (:meth:`HeadSet.snapshot`)."""
+    return "drop_slots" in state
+
+
 def wipe_snapshot(snapshot):
     """Zero what a :meth:`HeadSet.snapshot` copied, once it will not be restored.
 
@@ -252,6 +257,9 @@ class HeadSet(SlotTables):
         # columns and default ids, and what the digest names margin vectors by
         self._given = np.arange(store.n_slots, dtype=np.int64)
         self._n_given = int(store.n_slots)
+        # heads whose open snapshot is a drop record (see snapshot): the
+        # only change they may take until it closes is that drop
+        self._light = frozenset()
 
     def _map_ids(self):
         # ids of the examples held (erased slots hold none)
@@ -479,19 +487,20 @@ class HeadSet(SlotTables):
             self.store.trim()
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, removing=None):
         """All-or-nothing block: on any exception the head set is restored, then it propagates.
 
         Snapshots the number of stored rows, the slot tables and every head
-        on entry; on an exception (``BaseException`` too, e.g.
-        ``KeyboardInterrupt``) truncates the store and puts every table and
-        head back, bit for bit. SIGINT is deferred for the whole block (see
+        on entry (see :meth:`snapshot`, and `removing` there); on an
+        exception (``BaseException`` too, e.g. ``KeyboardInterrupt``)
+        truncates the store and puts every table and head back, bit for bit.
+        SIGINT is deferred for the whole block (see
         :func:`eco._concurrency.interrupt_guard`), so no interrupt can land
         between the failure and the end of the rollback. On success the
         snapshot is zeroed (:func:`wipe_snapshot`).
         """
         with interrupt_guard() as guard:
-            snapshot = self.snapshot()
+            snapshot = self.open_snapshot(removing)
             try:
                 yield self
                 # last safe point: an interrupt that arrived during the
@@ -500,19 +509,59 @@ class HeadSet(SlotTables):
             except BaseException:
                 with guard.deferred():
                     self.restore(snapshot)
+                    self.close_snapshot()
                 raise
+            self.close_snapshot()
             wipe_snapshot(snapshot)
 
-    def snapshot(self):
+    def snapshot(self, removing=None):
         """An opaque copy of the whole head set (rows stored, slot tables, every head).
 
         Everything :meth:`restore` installs is prepared here (inverse margin
         matrices already in the engine's column-major layout), so that the
         rollback allocates as little as possible.
+
+        `removing`: the slots that the update about to run unlearns, and all
+        it does. In a head where that removal is a drop of reserve examples
+        that moves nothing else (:meth:`eco._cp_core.CPEngine.drop_record`),
+        the snapshot holds the drop's record instead of a copy of the head:
+        a deletion request touches the few heads in which the row is a
+        support vector, and copying (then zeroing) every head of a 100-class
+        model cost two thirds of it. Such a snapshot must be opened
+        (:meth:`open_snapshot`), so that those heads take that drop only.
         """
-        heads = [e.get_state(rinv_order="F") for e in self._engines]
+        if removing is None:
+            heads = [e.get_state(rinv_order="F") for e in self._engines]
+        else:
+            removing = np.asarray(removing, dtype=np.intp)
+            heads = []
+            for e in self._engines:
+                record = e.drop_record(removing)
+                heads.append(e.get_state(rinv_order="F") if record is None else record)
         return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
                 self._given, self._n_given, heads)
+
+    def open_snapshot(self, removing=None):
+        """:meth:`snapshot`, and the heads it holds as drop records held to that drop."""
+        snapshot = self.snapshot(removing)
+        self._light = frozenset(h for h, st in enumerate(snapshot[-1]) if is_drop_record(st))
+        return snapshot
+
+    @property
+    def drop_record_heads(self):
+        """The heads the open snapshot keeps as drop records (sorted list; empty when none is open)."""
+        return sorted(self._light)
+
+    def close_snapshot(self):
+        """The update of :meth:`open_snapshot` is over (committed or rolled back)."""
+        self._light = frozenset()
+
+    def _refuse_light(self, what):
+        # the rollback of a head kept as a drop record undoes that drop only
+        if self._light:
+            raise UnlearningError(
+                f"{what} inside an update that only unlearns (heads {sorted(self._light)} "
+                "are kept as drop records)")
 
     def restore(self, snapshot):
         """Put back a :meth:`snapshot` of this head set (not one :func:`wipe_snapshot` zeroed).
@@ -535,7 +584,10 @@ class HeadSet(SlotTables):
                     self.store.erase(added)
                 self.store.truncate(n)
                 for h, st in enumerate(heads):
-                    self.restore_head(h, st)
+                    if is_drop_record(st):
+                        self._engines[h].undo_drop(st)
+                    else:
+                        self.restore_head(h, st)
                 for e in self._engines:
                     e.erase(added)
                 self.store.erase(added[:0], self._given >= 0)
@@ -547,6 +599,8 @@ class HeadSet(SlotTables):
 
     def solve(self, head, active, method="batch"):
         """Solve `head` exactly from scratch on the `active` slots ("batch" or "incremental")."""
+        if head in self._light:
+            self._refuse_light(f"a solve of head {head}")
         solve_head(self, head, np.asarray(active, dtype=np.intp), method)
 
     def solve_all(self, active, method="batch"):
@@ -559,6 +613,7 @@ class HeadSet(SlotTables):
         For a precomputed kernel, `X` has a column per example ever given
         plus the new ones; the columns of erased examples are not stored.
         """
+        self._refuse_light("storing rows")
         if self.kernel == "precomputed":
             X = np.array(X, dtype=np.float64, order="C")
             X[:, :self.n_slots][:, self._given < 0] = 0.0
@@ -622,6 +677,8 @@ class HeadSet(SlotTables):
 
         Returns True when the head was re-solved.
         """
+        if head in self._light:
+            self._refuse_light(f"learning in head {head}")
         engine = self._engines[head]
         y_h = self.head_labels(head)
         for s in slots:
@@ -647,6 +704,12 @@ class HeadSet(SlotTables):
         True when it did.
         """
         e = self._engines[head]
+        if head in self._light:
+            # a drop of reserve examples (the open snapshot holds its record,
+            # not the head): no re-solve may stand in for it; an error rolls
+            # the whole update back
+            _cp_core.drop_reserve([e], np.asarray(slots, dtype=np.intp))
+            return False
         try:
             if batch:
                 e.unlearn(slots)
@@ -686,6 +749,7 @@ class HeadSet(SlotTables):
         Returns the heads whose path could not finish; the caller re-solves
         them (their state is then partial). The slot table takes `C` either way.
         """
+        self._refuse_light("moving the bounds")
         C = np.array(C, dtype=np.float64)
 
         def move(h):

@@ -57,8 +57,8 @@ import numpy as np
 from . import _cp_core
 from ._concurrency import checkpoint as _safe_point
 from ._concurrency import interrupt_guard
-from ._headset import (COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out,
-                       wipe_snapshot)
+from ._headset import (COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array,
+                       is_drop_record, laid_out, wipe_snapshot)
 from .exceptions import UnlearningError
 from .persistence import state_from_bytes, state_to_bytes
 from .state import HeadState, ModelState, head_set_problem
@@ -157,7 +157,7 @@ class PrimaryState:
             self.sets = np.concatenate(
                 [self.sets, np.full((k, n - m), _INACTIVE, dtype=np.int8)], axis=1)
 
-    def changes(self, head_set, heads, full=False):
+    def changes(self, head_set, heads, full=False, dropped=None):
         """The delta that takes this state to that of `heads` (row indices) of `head_set`.
 
         A slot is listed when its coefficient (bit pattern: -0.0 is not 0.0,
@@ -171,17 +171,25 @@ class PrimaryState:
         reads at scattered slots cost more than a streamed pass, 2.9 against
         1.7 ms for 50 heads at n = 6,000, 6.5 against 3.8 ms at 20,000.)
         `full`: the same delta from copies of the engine's arrays compared
-        in numpy (the reference the tests hold it to).
+        in numpy (the reference the tests hold it to). `dropped`: {row: slots}
+        for heads whose only change is the drop of those reserve slots (the
+        heads an unlearning transaction kept as drop records): their delta is
+        those slots, read without a pass over the others.
         """
         n_old, n = self.n_slots, head_set.n_slots
         if n < n_old:
             raise UnlearningError(f"heads hold {n} slots, fewer than the {n_old} committed")
         slots, alpha, sets, orders, order_counts, order_pos = [], [], [], [], [], []
         b = np.empty(len(heads))
+        dropped = {} if full or dropped is None else dropped
         for k, j in enumerate(heads):
             e = head_set.engine(j)
-            listed, a, s = self._compared(e, j) if full \
-                else e.changed_slots(self.alpha[j], self.sets[j])
+            if j in dropped and n == n_old:
+                listed = np.sort(dropped[j])
+                a, s = e.alpha_of(listed), e.sets_all[listed]
+            else:
+                listed, a, s = self._compared(e, j) if full \
+                    else e.changed_slots(self.alpha[j], self.sets[j])
             slots.append(listed)
             alpha.append(a)
             sets.append(s)
@@ -386,17 +394,23 @@ class HeadGroup:
 
     # ------------------------------------------------------- two phases
 
-    def begin(self, txn):
-        """Snapshot every head here: transaction `txn` opens on this actor."""
+    def begin(self, txn, removing=None):
+        """Snapshot every head here: transaction `txn` opens on this actor.
+
+        `removing`: the slots the transaction only unlearns (see
+        :meth:`eco._headset.HeadSet.snapshot`).
+        """
         self._snapshot = None  # a begin that fails leaves no transaction open
         self._txn, self._applied, self._dirty, self._delta = None, 0, set(), None
-        self._snapshot = self.set.snapshot()
+        self.set.close_snapshot()
+        self._snapshot = self.set.open_snapshot(removing)
         self._txn = txn
 
     def commit(self, txn):
         """Transaction `txn` is committed: its delta becomes the committed state here."""
         if txn == self._txn and self._delta is not None:
             self._base.apply(self._delta)
+        self.set.close_snapshot()
         if self._snapshot is not None:
             wipe_snapshot(self._snapshot)  # nothing of a removed row stays in freed memory
         self._snapshot, self._txn, self._delta = None, None, None
@@ -405,9 +419,10 @@ class HeadGroup:
         """Back to the snapshot of :meth:`begin` (idempotent: a second call does nothing)."""
         if self._snapshot is not None:
             self.set.restore(self._snapshot)
+        self.set.close_snapshot()
         self._snapshot, self._txn, self._delta = None, None, None
 
-    def apply(self, op, txn):
+    def apply(self, op, txn, removing=None):
         """Run one request of transaction `txn` on the heads here (opened by the first one).
 
         Returns (result, path steps, migrations, seconds of work here: the
@@ -416,7 +431,7 @@ class HeadGroup:
         """
         t0 = time.perf_counter()
         if txn != self._txn:
-            self.begin(txn)
+            self.begin(txn, removing)
         steps0, migr0 = self.set.n_steps, self.set.n_migrations
         result = self._dispatch(op)
         t1 = time.perf_counter()
@@ -432,7 +447,9 @@ class HeadGroup:
         comparison in numpy, and a difference raises UnlearningError.
         """
         heads = sorted(self._dirty)
-        delta = self._base.changes(self.set, heads)
+        dropped = {} if self._snapshot is None else {
+            j: st["drop_slots"] for j, st in enumerate(self._snapshot[-1]) if is_drop_record(st)}
+        delta = self._base.changes(self.set, heads, dropped=dropped)
         if self.spec.get("check_deltas"):
             full = self._base.changes(self.set, heads, full=True)
             if delta[0] != full[0] or any(a.tobytes() != b.tobytes()
@@ -703,6 +720,7 @@ class RayHeadSet(SlotTables):
         self._lock = threading.RLock()
         self._txn = None        # requests of the open transaction: (target actor or None, op)
         self._txn_id = 0
+        self._removing = None  # the slots the open transaction only unlearns
         self._saved = None      # the committed tables while a transaction is open
         self._touched = set()   # actors that received a request of it
         self._deltas = {}       # actor -> (number, delta) of its latest request
@@ -892,7 +910,7 @@ class RayHeadSet(SlotTables):
         _safe_point()  # an interrupt that arrived stops the request here (rolled back)
         with self._lock:
             self._touched.update(actors)
-        got = self._call(actors, "apply", op, self._txn_id)
+        got = self._call(actors, "apply", op, self._txn_id, self._removing)
         with self._lock:
             self._txn.append((target, op))
             self._cache.clear()
@@ -912,8 +930,12 @@ class RayHeadSet(SlotTables):
     # ------------------------------------------------------- transaction
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, removing=None):
         """All-or-nothing block across the actors (two-phase; nested blocks join the outer one).
+
+        `removing`: the slots the block only unlearns; the actors snapshot
+        the heads where that is a reserve drop as its record (see
+        :meth:`eco._headset.HeadSet.snapshot`).
 
         The first request that reaches an actor snapshots its heads there
         (prepare) and every request returns what it changed; on success the
@@ -936,6 +958,8 @@ class RayHeadSet(SlotTables):
                          self._active.copy(), self._given, self._n_given)
                 self._txn_id += 1
                 self._txn, self._saved, self._touched, self._deltas = [], saved, set(), {}
+                self._removing = None if removing is None \
+                    else np.asarray(removing, dtype=np.intp)
             try:
                 yield self
                 # last safe point: an interrupt that arrived during the
@@ -945,9 +969,11 @@ class RayHeadSet(SlotTables):
                 self._primary.resize(self.store.n_slots)
             except BaseException:
                 with guard.deferred():
+                    self._removing = None
                     self._abort(saved)
                 raise
             with guard.deferred():
+                self._removing = None
                 self._commit()
 
     def _commit(self):

@@ -53,8 +53,10 @@ def unlearn(est, id_list, slots, batch, audit, t0=None):
     else:
         digest_before = est.state_digest() if audit else None
         # the audit runs inside the transaction: if it fails, the model
-        # is rolled back and the caller's error means "unchanged"
-        with heads.transaction():
+        # is rolled back and the caller's error means "unchanged". With the
+        # hyper-parameters unchanged the update only unlearns `slots`: the
+        # heads where that is a reserve drop are snapshotted as its record
+        with heads.transaction(removing=slots if plan.unchanged else None):
             if plan.unchanged and all(reserve):
                 heads.drop_reserve(slots)
             else:

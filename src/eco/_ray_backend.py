@@ -195,14 +195,22 @@ class PrimaryState:
         slots, alpha, sets, orders, order_counts, order_pos = [], [], [], [], [], []
         b = np.empty(len(heads))
         dropped = {} if full or dropped is None else dropped
+        no_pos = np.zeros(0, dtype=np.intp)
         for k, j in enumerate(heads):
             e = head_set.engine(j)
+            b[k] = e.b
             if j in dropped and n == n_old:
+                # a reserve drop: those slots, and the margin order as it was
                 listed = np.sort(dropped[j])
-                a, s = e.alpha_of(listed), e.sets_all[listed]
-            else:
-                listed, a, s = self._compared(e, j) if full \
-                    else e.changed_slots(self.alpha[j], self.sets[j])
+                slots.append(listed)
+                alpha.append(e.alpha_of(listed))
+                sets.append(e.sets_all[listed])
+                order_counts.append(-1)
+                order_pos.append(no_pos)
+                orders.append(no_pos)
+                continue
+            listed, a, s = self._compared(e, j) if full \
+                else e.changed_slots(self.alpha[j], self.sets[j])
             slots.append(listed)
             alpha.append(a)
             sets.append(s)
@@ -215,7 +223,6 @@ class PrimaryState:
                 [np.flatnonzero(order[:m] != old[:m]), np.arange(m, len(order))])
             order_pos.append(pos)
             orders.append(order[pos])
-            b[k] = e.b
         return (n, np.asarray(heads, dtype=np.int32),
                 np.array([len(v) for v in slots], dtype=np.int64), _cat(slots, np.int32),
                 _cat(alpha, np.float64), _cat(sets, np.int8), b,

@@ -151,6 +151,30 @@ def test_failure_on_one_actor_rolls_every_head_back():
         assert remote.state_digest() == local.state_digest(), name
 
 
+@pytest.mark.parametrize("batch", [True, False])
+def test_failure_rolls_back_heads_kept_as_drop_records(batch):
+    # an id that is a support vector of head 0 only (one in this data):
+    # every other head, on both actors, keeps the record of a reserve drop
+    # instead of a copy; the request fails on actor 1 once both its heads
+    # took their part, and every head is put back
+    local, remote, X, y = _pair(4)
+    heads = remote.head_set_
+    alpha = np.atleast_2d(local.alpha_)
+    only = np.flatnonzero((alpha[0] > 0) & np.all(alpha[1:] == 0, axis=0))[:2]
+    assert len(only) >= 1
+    remove = local.ids_[only].tolist()
+    before = remote.state_digest()
+    heads.arm_fault(1, "unlearn_head", 2, True)
+    with pytest.raises(InjectedFault):
+        remote.decrement(remove, batch=batch)
+    assert remote.state_digest() == before
+    assert remote.n_active_ == len(y)
+    for m in (local, remote):
+        m.decrement(remove, batch=batch)
+    assert remote.state_digest() == local.state_digest()
+    assert_exact(remote, X)
+
+
 def test_an_actor_whose_rollback_fails_is_replaced_at_the_committed_state():
     local, remote, X, y = _pair(3)
     heads = remote.head_set_

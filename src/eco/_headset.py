@@ -549,7 +549,7 @@ class HeadSet(SlotTables):
 
     @property
     def drop_record_heads(self):
-        """The heads the open snapshot keeps as drop records (sorted list; empty when none is open)."""
+        """Heads the open snapshot keeps as drop records (sorted; empty when none is open)."""
         return sorted(self._light)
 
     def close_snapshot(self):

@@ -9,7 +9,7 @@ fewer than two classes are left.
 """
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from eco import CPSVM
@@ -144,3 +144,63 @@ def test_weighted_fit_then_remove_everything(points, kernel, weights):
         model.decrement([i])
         assert_certified(model)
     np.testing.assert_array_equal(model.decision_function(X), 0.0)
+
+
+labelled3 = st.tuples(rows, st.integers(0, 2))
+
+
+@st.composite
+def failing_removals(draw):
+    """Three classes on the grid, and removals of which some fail at a head, before or after it."""
+    init = draw(st.lists(labelled3, min_size=6, max_size=18))
+    for cls in range(3):  # every class at least twice, so that no removal below empties one
+        init += [((cls - 1, cls - 1), cls)] * max(0, 2 - sum(lab == cls for _, lab in init))
+    ops = draw(st.lists(
+        st.tuples(st.lists(st.integers(0, 10**6), min_size=1, max_size=4, unique=True),
+                  st.booleans(),                     # batch
+                  st.integers(0, 4),                 # fail at this unlearn_head call (0: none)
+                  st.booleans()),                    # after the head took its part
+        min_size=1, max_size=8))
+    kernel = draw(st.sampled_from(["linear", "rbf", "poly"]))
+    C = draw(st.sampled_from([0.1, 1.0, 10.0]))
+    return init, ops, kernel, C
+
+
+@settings(PROPERTY_SETTINGS, max_examples=150)
+@given(failing_removals())
+def test_failed_removals_on_three_heads_change_nothing(scenario):
+    """A removal that fails at any head is undone bit for bit, whether each head was copied or
+    kept as the record of its reserve drop; the ones that complete are exact."""
+    from eco.testing import fail_on_call
+
+    init, ops, kernel, C = scenario
+    X0 = np.array([r for r, _ in init], dtype=np.float64)
+    y0 = np.array([lab for _, lab in init])
+    model = CPSVM(C=C, kernel=kernel, gamma=0.5, coef0=1.0, degree=2).fit(X0, y0)
+    ledger = Ledger(2)
+    ledger.add(X0, y0)
+    for positions, batch, fail_at, after in ops:
+        active = list(model.ids_)
+        chosen = sorted({active[k % len(active)] for k in positions})
+        left = ledger.y([i for i in active if i not in set(chosen)])
+        if min(np.bincount(left, minlength=3)) < 2:
+            continue  # keep all three classes, so that a refit has the same heads
+        before = model.state_digest()
+        at = [active.index(i) for i in chosen]
+        zero_heads = int(np.sum(np.all(np.atleast_2d(model.alpha_)[:, at] == 0, axis=1)))
+        with fail_on_call(model, "unlearn_head", fail_at or 10**6,
+                          RuntimeError("injected"), after=after) as calls:
+            try:
+                model.decrement(chosen, batch=batch)
+                event("completed")
+            except RuntimeError:
+                assert model.state_digest() == before
+                assert list(model.ids_) == active
+                event("failed after a head" if after else "failed at a head")
+        if calls:  # the transaction ran (not the reserve fast path)
+            event(f"{zero_heads} of 3 heads with every removed row at alpha = 0")
+        assert_certified(model)
+    refit = refit_from_scratch(model, ledger)
+    X_eval = ledger.X()
+    assert_close(model.decision_function(X_eval), refit.decision_function(X_eval), 1e-9,
+                 "updated model vs fit from scratch")

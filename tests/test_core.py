@@ -137,10 +137,16 @@ def test_rinv_is_kept_as_an_upper_triangle_with_zeros_below(kernel):
             full = engine.rinv()
             assert np.array_equal(full, full.T)
             assert np.array_equal(np.triu(full), kept)
-            # a snapshot restores bit for bit
+            # a snapshot restores bit for bit, the buffer or its packed triangle
             before = engine.get_state()
-            engine.restore(engine.get_state(rinv_order="F"))
-            assert np.array_equal(engine.rinv(), before["Rinv"])
+            for order in ("F", "packed"):
+                snap = engine.get_state(rinv_order=order)
+                engine.restore(snap)
+                assert engine.rinv().tobytes() == before["Rinv"].tobytes()
+                assert np.all(np.tril(_kept_triangle(engine), -1) == 0.0)
+            m1 = engine.n_margin + 1
+            assert snap["Rinv"].shape == (m1 * (m1 + 1) // 2,)
+            assert snap["Rinv"].tobytes() == kept.T[np.tril_indices(m1)].tobytes()
 
 
 def test_refactorisation_of_an_ill_conditioned_margin_matrix_has_a_small_residual():

@@ -3711,14 +3711,21 @@ cdef class CPEngine:
                 return st
         else:
             R = np.asarray(Rinv, dtype=np.float64)
-            if R.shape != (m + 1, m + 1):
+            if R.shape != (m + 1, m + 1) and R.shape != ((m + 1) * (m + 2) // 2,):
                 raise ValueError("Rinv has the wrong shape")
             # given as the plain inverse: to the border scale of this store
             self.sigma = self._store_sigma()
-            Rf = np.array(R, order="F")
-            Rf[0, :] /= self.sigma
-            Rf[:, 0] /= self.sigma
-            self._copy_in_r(Rf.ravel(order="F"), m + 1)
+            if R.ndim == 1:  # the packed upper triangle of get_state(rinv_order="packed")
+                P = np.array(R)
+                starts = np.cumsum(np.arange(m + 1))  # where each column begins
+                P[starts] /= self.sigma  # row 0 of every column: the border
+                P[0] /= self.sigma
+                self._copy_in_packed(P, m + 1)
+            else:
+                Rf = np.array(R, order="F")
+                Rf[0, :] /= self.sigma
+                Rf[:, 0] /= self.sigma
+                self._copy_in_r(Rf.ravel(order="F"), m + 1)
         self.updates_since_check = 0
         return ST_OK
 
@@ -3747,7 +3754,8 @@ cdef class CPEngine:
             raise ValueError("margin_order must list every margin vector")
         if Rinv is not None:
             R = np.asarray(Rinv)
-            if R.shape != (mo.shape[0] + 1, mo.shape[0] + 1):
+            m1 = mo.shape[0] + 1
+            if R.shape != (m1, m1) and R.shape != (m1 * (m1 + 1) // 2,):
                 raise ValueError("Rinv has the wrong shape")
             if not np.all(np.isfinite(R)):
                 raise ValueError("Rinv must be finite")
@@ -4219,6 +4227,32 @@ cdef class CPEngine:
             memcpy(self.Rinv + j * self.r_cap, &flat[j * m1], (j + 1) * sizeof(double))
             memset(self.Rinv + j * self.r_cap + j + 1, 0, (m1 - j - 1) * sizeof(double))
 
+    cdef _copy_in_packed(self, const double[::1] packed, Py_ssize_t m1):
+        # packed holds the upper triangle of an m1 x m1 matrix column after
+        # column (LAPACK's "U" packed layout); zeros go below it
+        cdef Py_ssize_t j, at = 0
+        for j in range(m1):
+            memcpy(self.Rinv + j * self.r_cap, &packed[at], (j + 1) * sizeof(double))
+            memset(self.Rinv + j * self.r_cap + j + 1, 0, (m1 - j - 1) * sizeof(double))
+            at += j + 1
+
+    cdef _rinv_packed(self):
+        # the kept upper triangle, column after column (half the bytes of the
+        # buffer: what a rollback snapshot copies and then zeroes); scaled to
+        # the plain inverse as _rinv_copy scales it, bit for bit
+        cdef Py_ssize_t m1 = self.n_margin + 1, j, at = 0
+        if self.n_margin == 0:
+            return np.zeros(1)
+        out = np.empty(m1 * (m1 + 1) // 2)
+        cdef double[::1] P = out
+        with nogil:
+            for j in range(m1):
+                memcpy(&P[at], self.Rinv + j * self.r_cap, (j + 1) * sizeof(double))
+                P[at] *= self.sigma  # row 0 of column j: the border
+                at += j + 1
+            P[0] *= self.sigma  # the corner is in row 0 and in column 0
+        return out
+
     cdef _rinv_copy(self, bint full):
         # the engine's buffer (upper triangle, zeros below) in an (m1, m1)
         # column-major array, mirrored into the lower triangle when `full`;
@@ -4262,16 +4296,19 @@ cdef class CPEngine:
     def get_state(self, str rinv_order="C"):
         """Copy of the whole state as a dict of numpy arrays and numbers.
 
-        `rinv_order` is the memory order of the inverse margin matrix: "C"
-        for callers that hash or save it, "F" (the engine's own) for a
-        snapshot that only :meth:`restore` reads (one copy fewer, and only
-        its upper triangle, the part the engine keeps, is filled in).
+        `rinv_order` is the layout of the inverse margin matrix: "C" for
+        callers that hash or save it (the symmetric matrix); "F" for the
+        buffer as the engine keeps it (column-major, the upper triangle with
+        zeros below); "packed" for a snapshot that only :meth:`restore`
+        reads (the upper triangle alone, column after column, in a 1-d
+        array: half the bytes to copy and to zero).
         """
-        if rinv_order not in ("C", "F"):
-            raise ValueError(f"rinv_order must be 'C' or 'F', got {rinv_order!r}")
-        # "F": the buffer as the engine keeps it, the upper triangle with
-        # zeros below (restore reads the upper triangle only)
-        R = self._rinv_copy(False) if rinv_order == "F" else np.ascontiguousarray(self.rinv())
+        if rinv_order not in ("C", "F", "packed"):
+            raise ValueError(f"rinv_order must be 'C', 'F' or 'packed', got {rinv_order!r}")
+        if rinv_order == "packed":
+            R = self._rinv_packed()
+        else:
+            R = self._rinv_copy(False) if rinv_order == "F" else np.ascontiguousarray(self.rinv())
         return {
             "y": self.y_all,
             "C": self.C_all,

@@ -517,9 +517,9 @@ class HeadSet(SlotTables):
     def snapshot(self, removing=None):
         """An opaque copy of the whole head set (rows stored, slot tables, every head).
 
-        Everything :meth:`restore` installs is prepared here (inverse margin
-        matrices already in the engine's column-major layout), so that the
-        rollback allocates as little as possible.
+        Each inverse margin matrix is copied as the upper triangle the engine
+        keeps, packed (half the bytes of the matrix to copy, and to zero when
+        the snapshot is dropped).
 
         `removing`: the slots that the update about to run unlearns, and all
         it does. In a head where that removal is a drop of reserve examples
@@ -531,13 +531,13 @@ class HeadSet(SlotTables):
         (:meth:`open_snapshot`), so that those heads take that drop only.
         """
         if removing is None:
-            heads = [e.get_state(rinv_order="F") for e in self._engines]
+            heads = [e.get_state(rinv_order="packed") for e in self._engines]
         else:
             removing = np.asarray(removing, dtype=np.intp)
             heads = []
             for e in self._engines:
                 record = e.drop_record(removing)
-                heads.append(e.get_state(rinv_order="F") if record is None else record)
+                heads.append(e.get_state(rinv_order="packed") if record is None else record)
         return (self.store.n_slots, self._labels, self._C, self._ids, dict(self._slot_of),
                 self._given, self._n_given, heads)
 

@@ -267,6 +267,7 @@ def test_drop_record_undoes_a_reserve_drop_bit_for_bit():
     assert record is not None
     assert np.array_equal(record["drop_slots"], reserve) and record["b"] == engine.b
     assert np.any(record["g"] != 0.0)  # the removed rows' gradients are what it keeps
+    assert np.all(record["alpha"] == 0.0)
     engine.undo_drop(record)  # nothing was dropped yet
     assert _same_state(engine.get_state(), before)
     _cp_core.drop_reserve([engine], reserve)
@@ -277,6 +278,16 @@ def test_drop_record_undoes_a_reserve_drop_bit_for_bit():
         engine.undo_drop(record)
         assert _same_state(engine.get_state(), before)
         assert engine.n_active == len(y)
+    # the bits of a zero coefficient come back too (-0.0 is not 0.0 to a digest)
+    signed = engine.get_state()
+    signed["alpha"][reserve[0]] = -0.0
+    engine.restore(signed)
+    record = engine.drop_record(reserve)
+    _cp_core.drop_reserve([engine], reserve)
+    engine.undo_drop(record)
+    assert _same_state(engine.get_state(), signed)
+    signed["alpha"][reserve[0]] = 0.0
+    engine.restore(signed)
     # and the engine goes on as if nothing happened
     twin = _fitted_engine(X, y)[1]
     engine.unlearn(reserve[:2])

@@ -3369,7 +3369,7 @@ cdef class CPEngine:
           result does not depend on the path that led to it.
         """
         cdef Py_ssize_t n = self.store.n_slots, j, p, k
-        cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc, dist, kk
+        cdef double lo = -INFINITY, hi = INFINITY, bound, nb, yc
         if self.n_weighted == 0:
             # no example (or only zero-weight ones, which count as absent)
             self._clear_margin()
@@ -4343,14 +4343,15 @@ cdef class CPEngine:
         both classes keep a weighted example (else :meth:`finish` moves b and
         every gradient). The border scale must also be current, so that the
         removal does not rescale ``Rinv``. Then this record (their slots,
-        their gradients and b; a few numbers instead of the whole state of
-        :meth:`get_state`) is all that :meth:`undo_drop` needs to put the
-        engine back bit for bit. `slots` must be distinct.
+        their coefficients and gradients, and b; a few numbers instead of
+        the whole state of :meth:`get_state`) is all that :meth:`undo_drop`
+        needs to put the engine back bit for bit. `slots` must be distinct.
 
         Returns
         -------
         record : dict or None
-            ``{"drop_slots", "g", "b"}``; None when the removal is not such a drop.
+            ``{"drop_slots", "alpha", "g", "b"}``; None when the removal is
+            not such a drop.
         """
         cdef Py_ssize_t i, k, n_lost = 0, n_lost_positive = 0
         self.check_store()
@@ -4370,7 +4371,9 @@ cdef class CPEngine:
                 or self.n_weighted - n_lost == self.n_weighted_positive - n_lost_positive):
             return None  # one class left: finish() would move b
         slots_a = np.array(slots, dtype=np.intp)
-        return {"drop_slots": slots_a, "g": self._g_arr[slots_a], "b": float(self.b)}
+        # alpha too, though it is zero: its bits (a -0.0) are put back as they were
+        return {"drop_slots": slots_a, "alpha": self._alpha_arr[slots_a],
+                "g": self._g_arr[slots_a], "b": float(self.b)}
 
     def undo_drop(self, dict record):
         """Put back the reserve examples of a :meth:`drop_record` (idempotent).
@@ -4379,13 +4382,14 @@ cdef class CPEngine:
         still reserve is left there), as a rollback finds it.
         """
         cdef const Py_ssize_t[::1] slots = record["drop_slots"]
+        cdef const double[::1] alpha = record["alpha"]
         cdef const double[::1] g = record["g"]
         cdef Py_ssize_t i, k
         self.check_store()
         self.sync_capacity()
         _check_slots(slots, self.store.n_slots, "undo_drop")
-        if g.shape[0] != slots.shape[0]:
-            raise ValueError("undo_drop: one gradient per slot expected")
+        if g.shape[0] != slots.shape[0] or alpha.shape[0] != slots.shape[0]:
+            raise ValueError("undo_drop: one coefficient and one gradient per slot expected")
         for i in range(slots.shape[0]):
             if self.setof[slots[i]] not in (S_INACTIVE, S_RESERVE):
                 raise ValueError(f"undo_drop: slot {slots[i]} is not a dropped reserve example")
@@ -4393,9 +4397,9 @@ cdef class CPEngine:
             k = slots[i]
             if self.setof[k] == S_INACTIVE:
                 self.setof[k] = S_RESERVE
-                self.alpha[k] = 0.0
                 self.pos[k] = -1
                 self._set_active(k, self.y[k], 1)
+            self.alpha[k] = alpha[i]
             self.g[k] = g[i]
         self.b = record["b"]
 

@@ -556,9 +556,10 @@ class HeadSet(SlotTables):
         """The update of :meth:`open_snapshot` is over (committed or rolled back)."""
         self._light = frozenset()
 
-    def _refuse_light(self, what):
-        # the rollback of a head kept as a drop record undoes that drop only
-        if self._light:
+    def _refuse_light(self, what, head=None):
+        # the rollback of a head kept as a drop record undoes that drop only:
+        # `head` (or, with None, any head) may take no other change
+        if (head in self._light) if head is not None else self._light:
             raise UnlearningError(
                 f"{what} inside an update that only unlearns (heads {sorted(self._light)} "
                 "are kept as drop records)")
@@ -599,8 +600,7 @@ class HeadSet(SlotTables):
 
     def solve(self, head, active, method="batch"):
         """Solve `head` exactly from scratch on the `active` slots ("batch" or "incremental")."""
-        if head in self._light:
-            self._refuse_light(f"a solve of head {head}")
+        self._refuse_light(f"a solve of head {head}", head)
         solve_head(self, head, np.asarray(active, dtype=np.intp), method)
 
     def solve_all(self, active, method="batch"):
@@ -677,8 +677,7 @@ class HeadSet(SlotTables):
 
         Returns True when the head was re-solved.
         """
-        if head in self._light:
-            self._refuse_light(f"learning in head {head}")
+        self._refuse_light(f"learning in head {head}", head)
         engine = self._engines[head]
         y_h = self.head_labels(head)
         for s in slots:

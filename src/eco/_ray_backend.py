@@ -57,8 +57,8 @@ import numpy as np
 from . import _cp_core
 from ._concurrency import checkpoint as _safe_point
 from ._concurrency import interrupt_guard
-from ._headset import (COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array,
-                       is_drop_record, laid_out, wipe_snapshot)
+from ._headset import (COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out,
+                       wipe_snapshot)
 from .exceptions import UnlearningError
 from .persistence import state_from_bytes, state_to_bytes
 from .state import HeadState, ModelState, head_set_problem
@@ -467,8 +467,7 @@ class HeadGroup:
         comparison in numpy, and a difference raises UnlearningError.
         """
         heads = sorted(self._dirty)
-        dropped = {} if self._snapshot is None else {
-            j: st["drop_slots"] for j, st in enumerate(self._snapshot[-1]) if is_drop_record(st)}
+        dropped = {j: self._snapshot[-1][j]["drop_slots"] for j in self.set.drop_record_heads}
         delta = self._base.changes(self.set, heads, dropped=dropped)
         if self.spec.get("check_deltas"):
             full = self._base.changes(self.set, heads, full=True)

@@ -125,14 +125,16 @@ def test_reserve_only_request_and_incremental_fit():
 
 
 def test_failure_on_one_actor_rolls_every_head_back():
+    # requests in two phases (increments, audited removals): every actor
+    # rolls back from its snapshot, bit for bit, and none is restarted
     local, remote, X, y = _pair(3)
     heads = remote.head_set_
     assert len(heads.actors) == 2
     X_new, y_new = _data(3, n=8, seed=3)
     requests = {
-        "decrement": lambda m: m.decrement([2, 3, 5, 7, 11]),
+        "decrement": lambda m: m.decrement([2, 3, 5, 7, 11], audit=True),
         "increment": lambda m: m.increment(X_new[:4], y_new[:4]),
-        "decrement one by one": lambda m: m.decrement([13, 17], batch=False),
+        "decrement one by one": lambda m: m.decrement([13, 17], batch=False, audit=True),
         "increment again": lambda m: m.increment(X_new[4:], y_new[4:]),
     }
     methods = ["unlearn_head", "learn_head", "unlearn_head", "learn_head"]
@@ -149,6 +151,48 @@ def test_failure_on_one_actor_rolls_every_head_back():
         request(local)
         request(remote)
         assert remote.state_digest() == local.state_digest(), name
+    assert heads.n_revivals == 0
+
+
+@pytest.mark.parametrize("batch, after", [(True, False), (False, True)])
+def test_a_failed_removal_restarts_the_actors_that_committed_their_part(batch, after):
+    # the default removal is one message per actor (RayHeadSet.remove): each
+    # actor commits and erases its part on its own. Actor 1 fails at its
+    # first head (before or after updating it) and rolls back; actor 0 had
+    # committed, and is restarted from the driver's committed state, as after
+    # a death: the primary state is back bit for bit, the derived arrays are
+    # recomputed (later results equal the threads backend's up to rounding)
+    local, remote, X, y = _pair(3)
+    heads = remote.head_set_
+    remove = [2, 3, 5, 7, 11]
+    before = remote.state_digest()
+    heads.arm_fault(1, "unlearn_head", 1, after)
+    with pytest.raises(InjectedFault):
+        remote.decrement(remove, batch=batch)
+    assert remote.state_digest() == before
+    assert remote.n_active_ == len(y)
+    assert heads.n_revivals == 1
+    _assert_driver_holds_the_actors_state(remote)
+    for m in (local, remote):
+        m.decrement(remove, batch=batch)
+    _same_model(local, remote, X)
+    assert_exact(remote, X)
+
+
+def test_a_removal_is_one_message_per_actor(monkeypatch):
+    # no erase request follows the removal's: the actors erased in it
+    local, remote, X, y = _pair(3)
+    heads = remote.head_set_
+
+    def no_erase(*args):
+        raise AssertionError("a default removal sent an erase request")
+
+    monkeypatch.setattr(heads, "erase", no_erase)
+    for m in (local, remote):
+        m.decrement([2, 3, 5, 7, 11])
+        m.decrement([13], batch=False)
+    assert remote.state_digest() == local.state_digest()
+    _assert_driver_holds_the_actors_state(remote)
 
 
 @pytest.mark.parametrize("batch", [True, False])
@@ -166,9 +210,10 @@ def test_failure_rolls_back_heads_kept_as_drop_records(batch):
     before = remote.state_digest()
     heads.arm_fault(1, "unlearn_head", 2, True)
     with pytest.raises(InjectedFault):
-        remote.decrement(remove, batch=batch)
+        remote.decrement(remove, batch=batch, audit=True)  # two phases
     assert remote.state_digest() == before
     assert remote.n_active_ == len(y)
+    assert heads.n_revivals == 0
     for m in (local, remote):
         m.decrement(remove, batch=batch)
     assert remote.state_digest() == local.state_digest()
@@ -184,7 +229,7 @@ def test_an_actor_whose_rollback_fails_is_replaced_at_the_committed_state():
     heads.arm_fault(1, "unlearn_head", 1, True)
     heads.arm_fault(0, "restore", 1)
     with pytest.raises(InjectedFault):
-        remote.decrement([2, 3, 5])
+        remote.decrement([2, 3, 5], audit=True)  # two phases: actor 0 rolls back
     assert heads.n_revivals == 1
     assert remote.state_digest() == before
     for m in (local, remote):

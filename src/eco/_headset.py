@@ -40,13 +40,21 @@ from ._warmstart import head_violation, solve_head
 from .exceptions import EngineError, InvalidInputError, UnlearningError
 from .state import HeadState, install_primary
 
-__all__ = ["HeadSet"]
+__all__ = ["ErasureIncomplete", "HeadSet"]
 
 _SET_INACTIVE = _cp_core.SET_INACTIVE
 #: Compact once erased slots exceed this many and this fraction of the slots.
 COMPACT_MIN = 64
 COMPACT_FRACTION = 0.5
 _BLAS_CONTROLLER = None
+
+
+class ErasureIncomplete(UnlearningError):
+    """A removal was committed, but erasing the removed rows failed (see :meth:`HeadSet.remove`).
+
+    The model is updated; the erasure is completed by the next erase, which
+    takes every stored row that is no longer active. The cause is chained.
+    """
 
 
 #: Work of one row product, n_slots * |S| (multiply-adds), from which BLAS
@@ -654,6 +662,71 @@ class HeadSet(SlotTables):
         if self.kernel != "precomputed" \
                 and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
             self.compact()
+
+    def remove(self, slots, batch=True, reserve_only=False):
+        """Unlearn active `slots` from every head, commit, and erase them: one request.
+
+        The whole of a removal that moves no hyper-parameter (the caller
+        checked that). On the Ray backend it is one round trip to the actors
+        (:meth:`eco._ray_backend.RayHeadSet.remove`); here it is the
+        transaction of :meth:`unlearn`, then :meth:`erase`.
+
+        Parameters
+        ----------
+        slots : ndarray of intp
+            Active slots.
+        batch : bool, default=True
+            One path for all of them, or one after the other.
+        reserve_only : bool, default=False
+            Every slot has alpha = 0 in every head (the caller read
+            :meth:`reserve_mask`): they are dropped without a snapshot.
+
+        Returns
+        -------
+        tuple of int
+            The heads that were re-solved from scratch.
+
+        Raises
+        ------
+        ErasureIncomplete
+            The removal is committed but erasing the rows failed.
+        Exception
+            Anything else: nothing changed.
+        """
+        slots = np.asarray(slots, dtype=np.intp)
+        resolved = ()
+        if reserve_only:
+            self._drop_reserve_completed(slots)
+        else:
+            # the heads where this is a reserve drop are snapshotted as its record
+            with self.transaction(removing=slots):
+                resolved = self.unlearn(slots, batch)
+        # committed: now nothing of the removed rows may stay (an interrupt
+        # waits until the erasure is done)
+        with interrupt_guard() as guard, guard.deferred():
+            try:
+                self.erase(slots)
+            except Exception as exc:
+                raise ErasureIncomplete(f"erasing slots {slots.tolist()} failed: {exc!r}") \
+                    from exc
+        return resolved
+
+    def _drop_reserve_completed(self, slots):
+        """Reserve slots dropped without a snapshot: all or nothing all the same.
+
+        The compiled drop updates every head or none. An error that arrives
+        when it is done (a failure of its final bookkeeping, or any error
+        after it returned) cannot mean "unchanged", so the drop is completed
+        instead: every head is re-solved exactly on the rows left (a reserve
+        drop changes no coefficient).
+        """
+        try:
+            self.drop_reserve(slots)
+        except Exception:
+            if any(self.is_active(int(s)) for s in slots):
+                raise  # nothing was dropped: unchanged
+            with self.transaction():
+                self.solve_all(self.active_slots(), "batch")
 
     def compact(self):
         """Renumber the slots without the erased ones (their order kept); frees their memory.

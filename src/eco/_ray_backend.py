@@ -25,6 +25,18 @@ at the committed state. No redo log is kept: nothing per request is
 O(n * d), and the erasure of removed rows touches only the driver's arrays
 (zeroed in place) and the actors' stores.
 
+The default removal (no audit, no hyper-parameter that follows the data)
+needs no second phase: :meth:`RayHeadSet.remove` sends one message per
+actor, in which each actor runs the request, commits it and erases the
+rows (:meth:`HeadGroup.apply_final`), and the driver commits once every
+actor has succeeded. The driver's arrays remain the committed state until
+then, so a failure on one actor rolls its part back there and replaces
+the actors that had committed theirs from those arrays, as after a death
+(below): all or nothing still holds, with the restarted heads' derived
+state equal to the lost one up to the last bits. A removal is the request
+that must be fast, and a failure is rare; every other request keeps two
+phases and a bit-exact rollback.
+
 Rows go into Ray's object store only to start actors (the fit's rows, an
 increment's new rows while its transaction is open, a restart's rows put
 again from the driver's copy) and are dropped by the driver as soon as the
@@ -57,8 +69,8 @@ import numpy as np
 from . import _cp_core
 from ._concurrency import checkpoint as _safe_point
 from ._concurrency import interrupt_guard
-from ._headset import (COMPACT_FRACTION, COMPACT_MIN, HeadSet, SlotTables, id_array, laid_out,
-                       wipe_snapshot)
+from ._headset import (COMPACT_FRACTION, COMPACT_MIN, ErasureIncomplete, HeadSet, SlotTables,
+                       id_array, laid_out, wipe_snapshot)
 from .exceptions import UnlearningError
 from .persistence import state_from_bytes, state_to_bytes
 from .state import HeadState, ModelState, head_set_problem
@@ -392,6 +404,7 @@ class HeadGroup:
             self.set.adopt_layout(np.asarray(given, dtype=np.int64), int(n_given))
         self._snapshot = None
         self._txn = None        # the transaction open here (the driver's number)
+        self._committed_txn = None  # the last one committed by apply_final here
         self._applied = 0       # requests applied in it (orders their deltas)
         self._dirty = set()     # heads (local) its requests may have changed
         self._delta = None      # what it changed, applied to _base at its commit
@@ -435,12 +448,20 @@ class HeadGroup:
             wipe_snapshot(self._snapshot)  # nothing of a removed row stays in freed memory
         self._snapshot, self._txn, self._delta = None, None, None
 
-    def rollback(self):
-        """Back to the snapshot of :meth:`begin` (idempotent: a second call does nothing)."""
+    def rollback(self, txn=None):
+        """Back to the snapshot of :meth:`begin` (idempotent: a second call does nothing).
+
+        Returns False when transaction `txn` was committed here already (by
+        :meth:`apply_final`): only a restart at the driver's committed state
+        undoes it. True otherwise.
+        """
+        if txn is not None and txn == self._committed_txn:
+            return False
         if self._snapshot is not None:
             self.set.restore(self._snapshot)
         self.set.close_snapshot()
         self._snapshot, self._txn, self._delta = None, None, None
+        return True
 
     def apply(self, op, txn, removing=None):
         """Run one request of transaction `txn` on the heads here (opened by the first one).
@@ -459,6 +480,33 @@ class HeadGroup:
         self._applied += 1
         return (result, self.set.n_steps - steps0, self.set.n_migrations - migr0, t1 - t0,
                 PrimaryState.pack(self._delta), self._applied, time.perf_counter() - t1)
+
+    def apply_final(self, op, txn, removing, erase):
+        """The whole of a removal here in one message: :meth:`apply`, commit, then erase.
+
+        A failure of the request rolls it back here and propagates (the
+        driver then rolls back, or restarts, the actors that committed).
+        Once committed here, the transaction is the committed state of this
+        actor (:meth:`rollback` says so); a failure of the erase after it is
+        returned rather than raised, so that the driver replaces this actor
+        from its erased arrays. Returns what :meth:`apply` returns, then
+        (slots held afterwards, seconds erasing, seconds committing, the
+        erase's error as a string or None).
+        """
+        try:
+            done = self.apply(op, txn, removing)
+        except BaseException:
+            self.rollback()
+            raise
+        t0 = time.perf_counter()
+        self.commit(txn)
+        self._committed_txn = txn
+        t1 = time.perf_counter()
+        try:
+            n, erase_s, _ = self.erase(erase)
+        except Exception as exc:  # committed here all the same
+            return done + (None, 0.0, t1 - t0, repr(exc))
+        return done + (n, erase_s, t1 - t0, None)
 
     def _changes(self):
         """The delta of the open transaction's requests (:meth:`PrimaryState.changes`).
@@ -743,6 +791,8 @@ class RayHeadSet(SlotTables):
         self._txn = None        # requests of the open transaction: (target actor or None, op)
         self._txn_id = 0
         self._removing = None  # the slots the open transaction only unlearns
+        self._final = None      # slots a removal's one request erases (see remove)
+        self._final_replies = None  # the actors' replies to that request
         self._saved = None      # the committed tables while a transaction is open
         self._touched = set()   # actors that received a request of it
         self._deltas = {}       # actor -> (number, delta) of its latest request
@@ -932,11 +982,16 @@ class RayHeadSet(SlotTables):
         _safe_point()  # an interrupt that arrived stops the request here (rolled back)
         with self._lock:
             self._touched.update(actors)
-        got = self._call(actors, "apply", op, self._txn_id, self._removing)
+        if self._final is None:
+            got = self._call(actors, "apply", op, self._txn_id, self._removing)
+        else:  # the actors commit, then erase (remove)
+            got = self._call(actors, "apply_final", op, self._txn_id, self._removing,
+                             self._final)
+            self._final_replies = got
         with self._lock:
             self._txn.append((target, op))
             self._cache.clear()
-            for a, (_, steps, migrations, _, blob, number, _) in got.items():
+            for a, (_, steps, migrations, _, blob, number, _, *_) in got.items():
                 delta = PrimaryState.unpack(blob)
                 if delta[0] != self.store.n_slots:
                     raise UnlearningError(f"ray backend: an actor holds {delta[0]} slots, the "
@@ -976,11 +1031,7 @@ class RayHeadSet(SlotTables):
             return
         with interrupt_guard() as guard:
             with guard.deferred():
-                saved = (self.store.n_slots, self._labels, self._C, self._ids,
-                         self._active.copy(), self._given, self._n_given)
-                self._txn_id += 1
-                self._txn, self._saved, self._touched, self._deltas = [], saved, set(), {}
-                self._removing = None if removing is None else _wire(removing)
+                saved = self._open(removing)
             try:
                 yield self
                 # last safe point: an interrupt that arrived during the
@@ -997,14 +1048,28 @@ class RayHeadSet(SlotTables):
                 self._removing = None
                 self._commit()
 
-    def _commit(self):
+    def _open(self, removing):
+        """Open a transaction on the driver (the actors open theirs at its first request)."""
+        saved = (self.store.n_slots, self._labels, self._C, self._ids,
+                 self._active.copy(), self._given, self._n_given)
+        self._txn_id += 1
+        self._txn, self._saved, self._touched, self._deltas = [], saved, set(), {}
+        self._removing = None if removing is None else _wire(removing)
+        return saved
+
+    def _commit(self, told=False):
+        """The commit point: the actors' deltas become the driver's committed state.
+
+        `told`: the actors committed already (:meth:`remove`); otherwise they
+        are told with the next call (an erasure's, or before any other).
+        """
         deltas, touched = self._deltas, sorted(self._touched)
         for a, (_, delta) in deltas.items():  # the commit point
             self._primary.apply(delta, self.groups[a])
         self._txn = self._saved = None
         self._held = []  # the actors hold an increment's rows now: the object store need not
-        # told to the actors with the next call (an erasure's, or before any other)
-        self._unsent = (self._txn_id, touched)
+        if not told:
+            self._unsent = (self._txn_id, touched)
 
     def _send_commit(self):
         """Tell the actors of the last committed transaction (unless told already)."""
@@ -1018,7 +1083,8 @@ class RayHeadSet(SlotTables):
         """Put the driver's tables and every actor back at the committed state (idempotent).
 
         Cannot stop halfway: every actor that took part is asked to roll
-        back; one that died, or whose rollback raised, is killed and
+        back; one that died, whose rollback raised, or that had committed its
+        part already (the one request of :meth:`remove`), is killed and
         replaced by a new one started from the committed state.
         """
         ray = _ray()
@@ -1034,11 +1100,12 @@ class RayHeadSet(SlotTables):
         self.store.erase(np.arange(n, self.store.n_slots, dtype=np.intp))
         self.store.truncate(n)
         handles = {a: self.actors[a] for a in sorted(self._touched)}
-        refs = {a: h.rollback.remote() for a, h in handles.items()}
+        refs = {a: h.rollback.remote(self._txn_id) for a, h in handles.items()}
         failed = []
         for a, ref in refs.items():
             try:
-                ray.get(ref)
+                if not ray.get(ref):  # it committed its part (remove): restarted below
+                    failed.append(a)
             except Exception:  # dead, or its rollback failed: its state is unknown
                 failed.append(a)
         error = None
@@ -1278,6 +1345,64 @@ class RayHeadSet(SlotTables):
             self._active[slots] = False
 
     # --------------------------------------------------------- erasure
+
+    def remove(self, slots, batch=True, reserve_only=False):
+        """Unlearn active `slots` from every head, commit, and erase them: one round trip.
+
+        :meth:`eco._headset.HeadSet.remove` on the actors. Every actor runs
+        the request on its heads, commits it and erases the rows
+        (:meth:`HeadGroup.apply_final`) in one message; the driver then
+        commits the deltas they return and erases its own arrays. Two phases
+        are not needed for all or nothing here: the driver's arrays stay the
+        committed state until every actor has succeeded, so when one fails,
+        the actors that committed their part are replaced by new ones started
+        from those arrays (:meth:`_abort`), and the others roll back. An
+        interrupt that arrives once the request is on its way waits for its
+        end. An actor whose erase failed after its commit is replaced from
+        the driver's erased arrays, as in :meth:`erase`.
+
+        Returns the heads that were re-solved from scratch.
+        """
+        slots = np.asarray(slots, dtype=np.intp)
+        if self._txn is not None:
+            raise UnlearningError("remove: a request is in progress")
+        # with any held row that is inactive, as erase does
+        held = self._given >= 0
+        held[self._active] = False
+        erase = np.union1d(slots, np.flatnonzero(held)).astype(np.intp)
+        op = ("drop_reserve", _wire(slots)) if reserve_only \
+            else ("unlearn", _wire(slots), bool(batch))
+        with interrupt_guard() as guard:
+            with guard.deferred():
+                saved = self._open(slots)
+                self._final = _wire(erase)
+            try:
+                done = self._request(op)
+            except BaseException:
+                with guard.deferred():
+                    self._final = self._removing = None
+                    self._abort(saved)
+                raise
+            with guard.deferred():  # every actor committed: so does the driver
+                self._final = self._removing = None
+                got, self._final_replies = self._final_replies, None
+                self._active[slots] = False
+                self._commit(told=True)
+                self._cache.clear()
+                self._erase_tables(erase)
+                self.work_s += max(r[8] for r in got.values())
+                self.commit_s += max(r[9] for r in got.values())
+                failed = [a for a, r in got.items() if r[10] is not None]
+                try:
+                    for a in failed:
+                        self._replace(a, self.actors[a])
+                    n = self.store.n_slots
+                    held = sorted({r[7] for a, r in got.items() if a not in failed})
+                    if any(k != n for k in held):
+                        raise UnlearningError(f"erase: actors hold {held} slots, the driver {n}")
+                except UnlearningError as exc:
+                    raise ErasureIncomplete(str(exc)) from exc
+        return () if reserve_only else tuple(sorted(h for part in done for h in part))
 
     def erase(self, slots):
         """Erase removed examples everywhere: actors and driver (HeadSet.erase's rule).

@@ -12,7 +12,7 @@ import time
 from . import _hyper
 from ._validation import apply_screening
 from ._concurrency import interrupt_guard
-from ._headset import id_array
+from ._headset import ErasureIncomplete, id_array
 from .exceptions import UnlearningError
 from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
 
@@ -46,10 +46,15 @@ def unlearn(est, id_list, slots, batch, audit, t0=None):
     resolved = ()
     kkt = digest_before = digest_after = None
     plan = _hyper.plan_update(est, heads, removed=slots)
-    if not audit and plan.unchanged and all(reserve):
-        # alpha = 0 in every head: dropped in one uninterruptible call,
-        # with nothing to do after it (no audit) that could fail
-        _drop_reserve(heads, slots)
+    if not audit and plan.unchanged:
+        # the default call: unlearn, commit and erase as one request of the
+        # head set (one round trip to the actors on Ray)
+        try:
+            resolved = heads.remove(slots, batch, reserve_only=all(reserve))
+        except ErasureIncomplete as exc:
+            _hyper.commit(est, plan)
+            raise _erasure_error(id_list, exc.__cause__) from exc.__cause__
+        _hyper.commit(est, plan)
     else:
         digest_before = est.state_digest() if audit else None
         # the audit runs inside the transaction: if it fails, the model
@@ -63,8 +68,8 @@ def unlearn(est, id_list, slots, batch, audit, t0=None):
                 resolved = plan.run(est, heads, lambda: heads.unlearn(slots, batch))
             if audit:
                 kkt, digest_after = _audit_plan(est, plan)
-    _hyper.commit(est, plan)
-    _erase(est, id_list, slots)
+        _hyper.commit(est, plan)
+        _erase(est, id_list, slots)
     served = plan.paths.get("gamma") or (PATH_RESOLVE if resolved else PATH_STEPS)
     n_steps, n_migrations = heads.n_steps - steps0, heads.n_migrations - migr0
     if plan.head_set is not None:  # solved anew (gamma="scale"): its steps count too
@@ -95,28 +100,14 @@ def _erase(est, id_list, slots):
         try:
             est.head_set_.erase(slots)
         except Exception as exc:
-            raise UnlearningError(
-                f"decrement: the examples {id_list!r} were removed (the model is updated), "
-                f"but erasing their stored rows failed ({exc!r}); the erasure is "
-                "completed by the next decrement") from exc
+            raise _erasure_error(id_list, exc) from exc
 
 
-def _drop_reserve(heads, slots):
-    """The reserve fast path, without a snapshot: all or nothing all the same.
-
-    The compiled drop updates every head or none. An error that arrives when
-    it is done (a failure of its final bookkeeping, or any error after it
-    returned) cannot mean "unchanged", so the drop is completed instead:
-    every head is re-solved exactly on the rows left (a reserve drop changes
-    no coefficient, so the receipt's path stays that of a reserve drop).
-    """
-    try:
-        heads.drop_reserve(slots)
-    except Exception:
-        if any(heads.is_active(int(s)) for s in slots):
-            raise  # nothing was dropped: unchanged
-        with heads.transaction():
-            heads.solve_all(heads.active_slots(), "batch")
+def _erasure_error(id_list, cause):
+    return UnlearningError(
+        f"decrement: the examples {id_list!r} were removed (the model is updated), "
+        f"but erasing their stored rows failed ({cause!r}); the erasure is "
+        "completed by the next decrement")
 
 
 def _audit_plan(est, plan):

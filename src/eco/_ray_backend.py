@@ -761,9 +761,10 @@ class RayHeadSet(SlotTables):
     work_s, delta_s, commit_s : float
         Seconds of work of the slowest actor, summed over the phases of
         every request so far (the snapshot and the request, then the
-        erasure); seconds the slowest actor spent taking the deltas of its
-        heads, and committing (its snapshot dropped, its delta applied) when
-        an erasure told it to.
+        erasure, in one message for a :meth:`remove`); seconds the slowest
+        actor spent taking the deltas of its heads, and committing (its
+        snapshot dropped, its delta applied) when an erasure told it to or
+        in a removal's one message.
     """
 
     def __init__(self, spec, data, labels, C, ids, *, n_jobs=None, given=None, n_given=None):

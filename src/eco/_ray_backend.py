@@ -1389,8 +1389,9 @@ class RayHeadSet(SlotTables):
                 got, self._final_replies = self._final_replies, None
                 self._active[slots] = False
                 self._commit(told=True)
-                self._cache.clear()
-                self._erase_tables(erase)
+                with self._lock:
+                    self._cache.clear()
+                    self._erase_tables(erase)
                 self.work_s += max(r[8] for r in got.values())
                 self.commit_s += max(r[9] for r in got.values())
                 failed = [a for a, r in got.items() if r[10] is not None]

@@ -3,8 +3,11 @@
 The estimator validates a request and hands it here; this module runs it on
 the head set: inside one transaction, with the data-dependent
 hyper-parameters moved along (:mod:`eco._hyper`), the optional audit of the
-state reached, and, once committed, the erasure of the removed rows. A call
-that raises has changed nothing; a call that returns is complete.
+state reached, and, once committed, the erasure of the removed rows. The
+default removal (no audit, hyper-parameters fixed) is one request of the head
+set, which commits and erases (``remove``: one round trip on Ray). A call
+that raises has changed nothing (but for an erasure that failed after the
+commit, which says so); a call that returns is complete.
 """
 
 import time
@@ -53,7 +56,8 @@ def unlearn(est, id_list, slots, batch, audit, t0=None):
             resolved = heads.remove(slots, batch, reserve_only=all(reserve))
         except ErasureIncomplete as exc:
             _hyper.commit(est, plan)
-            raise _erasure_error(id_list, exc.__cause__) from exc.__cause__
+            cause = exc.__cause__ or exc
+            raise _erasure_error(id_list, cause) from cause
         _hyper.commit(est, plan)
     else:
         digest_before = est.state_digest() if audit else None

@@ -200,6 +200,56 @@ def test_refactorisation_keeps_the_sets_and_the_inverse():
     assert engine.drift() < 1e-10
 
 
+def _libsvm_seed(X, y, gamma, C=1.0):
+    """alpha, set codes and b of a libsvm solution, as the fit's seed gives them to settle."""
+    from sklearn.svm import SVC
+
+    svc = SVC(C=C, gamma=gamma, tol=1e-4).fit(X, y)
+    alpha = np.zeros(len(y))
+    alpha[svc.support_] = np.abs(svc.dual_coef_[0])
+    sets = np.full(len(y), _cp_core.SET_RESERVE, dtype=np.int8)
+    upper = alpha >= C * (1 - 1e-12)
+    alpha[upper] = C
+    sets[upper] = _cp_core.SET_ERROR
+    sets[(alpha > 0) & ~upper] = _cp_core.SET_MARGIN
+    return alpha, sets, float(svc.intercept_[0])
+
+
+@pytest.mark.parametrize("repeated", [None, 0.0, 1e-7],
+                         ids=["independent", "rows repeated", "rows repeated within 1e-7"])
+def test_purify_takes_a_large_independent_free_set_in_one_factorisation(repeated):
+    # more than 64 free coefficients: when Q_SS has a clear Cholesky
+    # factorisation, purify makes them the margin set at once (one
+    # refactorisation of Rinv); with every row given twice the free set is
+    # dependent (or nearly: Q_SS then has a Cholesky factorisation, with
+    # pivots far below the threshold), and the expansions pivot it one by one
+    # as before. settle ends exact either way
+    X, y = _data(n=300, d=7, seed=3)
+    if repeated is not None:
+        twins = X + repeated * np.random.default_rng(4).normal(size=X.shape)
+        X, y = np.vstack([X, twins]), np.concatenate([y, y])
+    store = KernelStore(X.shape[1], "rbf", 0.5, 3, 0.5)
+    store.append(np.ascontiguousarray(X))
+    engine = CPEngine(store)
+    C = np.full(len(y), 4.0)
+    alpha, sets, b = _libsvm_seed(X, y, 0.5, C=4.0)
+    free = np.flatnonzero(sets == _cp_core.SET_MARGIN)
+    assert len(free) > 64
+    before = engine.n_refactorisations
+    engine.purify(y, C, alpha, b, sets)
+    S = engine.margin_order
+    if repeated is not None:
+        assert len(S) < len(free)  # twins pivoted out
+        assert engine.n_refactorisations == before
+    else:
+        np.testing.assert_array_equal(S, free)  # every candidate, in slot order
+        assert engine.n_refactorisations == before + 1
+    A = _bordered(engine)
+    np.testing.assert_allclose(engine.rinv() @ A, np.eye(len(A)), atol=1e-8)
+    engine.settle(y, C, alpha, b, sets)
+    assert engine.certificate() < 1e-9
+
+
 def test_drift_check_refactorises_when_forced():
     X, y = _data()
     store = KernelStore(X.shape[1], "rbf", 0.2, 3, 0.5)

@@ -35,7 +35,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from libc.float cimport DBL_EPSILON
 from scipy.linalg.cython_blas cimport daxpy, ddot, dgemm, dgemv, dsymv, dsyr
-from scipy.linalg.cython_lapack cimport dsytrf, dsytri
+from scipy.linalg.cython_lapack cimport dpotrf, dsytrf, dsytri
 
 import numpy as np
 
@@ -701,6 +701,12 @@ def set_parallel_min_work(double work):
 
 cdef enum:
     FILL_TILE = 512     # columns of kernel rows computed together
+    # purify takes a free set of more candidates than this in one
+    # factorisation when it is clearly independent (_purify_direct)
+    PURIFY_DIRECT_MIN = 64
+
+# the least Cholesky pivot of Q_SS, relative to Q_kk, that _purify_direct takes
+cdef double PURIFY_DIRECT_PIVOT = 1e-4
 
 
 cdef struct FillJob:
@@ -3973,8 +3979,12 @@ cdef class CPEngine:
         self.n_migrations += 1
         return 2
 
-    cdef int _purify(self) noexcept nogil:
+    cdef int _purify(self, bint need_rinv) noexcept nogil:
         """Rebuild S as a linearly independent set without moving w.
+
+        `need_rinv` False: only the sets are wanted (settle polishes next,
+        and polish refactorises); a set that _purify_direct takes is then
+        left in the set codes, with no margin list and no Rinv.
 
         The examples marked S_MARGIN (Rinv is not read) are expanded one by
         one in slot order; one that depends on those already in S is pivoted
@@ -4006,6 +4016,14 @@ cdef class CPEngine:
             # skipped (_expand, _contract), KS is marked out of date
             self.ks_n = 0
         for k in range(n):
+            if self.setof[k] == S_MARGIN and not 0.0 < self.alpha[k] < self.C[k]:
+                self.alpha[k] = 0.0 if self.alpha[k] <= 0.0 else self.C[k]
+                self.setof[k] = S_RESERVE if self.alpha[k] == 0.0 else S_ERROR
+        if not self.hard and count > PURIFY_DIRECT_MIN:
+            st = self._purify_direct(count, need_rinv)
+            if st <= 0:
+                return -st
+        for k in range(n):
             if self.setof[k] != S_MARGIN:
                 continue
             if self.alpha[k] <= 0.0 or self.alpha[k] >= self.C[k]:
@@ -4030,8 +4048,67 @@ cdef class CPEngine:
                     return ST_STEP_LIMIT
         return ST_OK
 
+    cdef int _purify_direct(self, Py_ssize_t count, bint need_rinv) noexcept nogil:
+        """_purify's margin set in one factorisation when it is clearly independent.
+
+        The `count` candidates (S_MARGIN, inside their box) become the margin
+        set in slot order, as the expansions would add them, when Q_SS is
+        positive definite with every pivot of its Cholesky factorisation in
+        slot order (the Schur complement of a candidate given the earlier
+        ones, a lower bound of the bordered one _expand tests) at least
+        PURIFY_DIRECT_PIVOT times its Q_kk: far above the dependence
+        threshold of _expand (tol_kappa = 1e-7 of a scale >= Q_kk), so the
+        expansions would have taken every candidate. Rinv is then one
+        Bunch-Kaufman factorisation (_refactorise, LAPACK) instead of
+        |S| rank-one updates, each a pass over the growing inverse, or none
+        without `need_rinv` (the margin list is cleared, the set codes say
+        which examples are free). Returns
+        0 when done, 1 when the set is left to the expansions (nothing
+        changed: a dependent or nearly dependent set, an indefinite kernel),
+        a negative status on failure.
+        """
+        cdef Py_ssize_t n = self.store.n_slots, m = 0, k, i, j, si
+        cdef Py_ssize_t ldr = self.r_cap
+        cdef double* q = self.Rinv + 1 + ldr  # Q_SS where Rinv will hold it
+        cdef double* diag = self.wbuf
+        cdef double* row_i
+        cdef blas_int m_ = <blas_int>count, ld = <blas_int>ldr, info = 0
+        for k in range(n):
+            if self.setof[k] == S_MARGIN:
+                self.margin[m] = <int>k
+                self.pos[k] = <int>m
+                m += 1
+        self.n_margin = m
+        # the upper triangle of Q_SS, column by column, inside the buffer of
+        # Rinv (its order is at least count + 1; _refactorise overwrites it)
+        for i in range(m):
+            si = self.margin[i]
+            row_i = self._margin_values(si)
+            if row_i == NULL:
+                self._clear_margin()
+                return -ST_NO_MEMORY
+            for j in range(i, m):
+                q[i + j * ldr] = self._q_s(si, j, row_i)
+            diag[i] = q[i + i * ldr]
+        dpotrf(b"U", &m_, q, &ld, &info)
+        if info == 0:
+            for i in range(m):
+                # the pivot is the square of the factor's diagonal
+                if not q[i + i * ldr] * q[i + i * ldr] >= PURIFY_DIRECT_PIVOT * diag[i]:
+                    info = 1
+                    break
+        if info != 0 or (need_rinv and self._refactorise() != 0):
+            self._clear_margin()
+            return 1
+        for i in range(m):
+            self.g[self.margin[i]] = 0.0
+        if not need_rinv:
+            self._clear_margin()
+        self.epoch += 1
+        return 0
+
     def purify(self, const double[::1] y, const double[::1] C, const double[::1] alpha,
-               double b, const signed char[::1] sets):
+               double b, const signed char[::1] sets, bint rinv=True):
         """Install coefficients whose free set may be dependent; make it independent.
 
         ``alpha`` is an (approximate) solution and ``sets`` its sets, where
@@ -4040,6 +4117,10 @@ cdef class CPEngine:
         coefficients to their bounds until the free set is linearly
         independent; the sets are then those of an exact solution with the
         same w, to be made exact by :meth:`polish` on :attr:`sets_all`.
+
+        With ``rinv=False`` only :attr:`sets_all` is meant to be read
+        afterwards (as :meth:`settle` does before :meth:`polish`): an
+        independent free set may then be left without its inverse.
 
         Raises
         ------
@@ -4052,7 +4133,7 @@ cdef class CPEngine:
                               np.zeros((1, 1))))
         self.store.ensure_rows(np.flatnonzero(np.asarray(sets) == S_MARGIN).astype(np.intp))
         with nogil:
-            st = self._purify()
+            st = self._purify(rinv)
         check(st)
 
     def settle(self, const double[::1] y, const double[::1] C, alpha, double b, sets,
@@ -4078,7 +4159,8 @@ cdef class CPEngine:
         """
         cdef int rnd
         sets = np.array(sets, dtype=np.int8)
-        self.purify(y, C, np.asarray(alpha, dtype=np.float64), b, sets)
+        # polish refactorises: purify only has to find the sets
+        self.purify(y, C, np.asarray(alpha, dtype=np.float64), b, sets, False)
         sets = self.sets_all
         Ca = np.asarray(C)
         for rnd in range(max_rounds):

@@ -102,7 +102,7 @@ def test_loo_equal_across_backends(n_classes):
     assert remote.state_digest() == digest
     # an actor that dies before the call is revived at the committed state, then runs it
     heads = remote.head_set_
-    ray.kill(heads.actors[0], no_restart=True)
+    _kill_and_wait(heads.actors[0])
     # the revived heads recompute their gradients and inverse margin matrix
     # from the checkpoint's primary state: equal up to rounding, not bit for bit
     np.testing.assert_allclose(remote.loo_decision(), local.loo_decision(),
@@ -353,7 +353,7 @@ def test_precomputed_kernel_and_revival_after_increments():
     # rows given in two chunks of different widths; a restart gets them as one block
     for m in models:
         m.increment(gram[63:, :], y_new[3:])
-    ray.kill(heads.actors[0], no_restart=True)
+    _kill_and_wait(heads.actors[0])
     for m in models:
         m.decrement([61, 20], batch=False)
     assert heads.n_revivals == 1
@@ -593,13 +593,13 @@ def test_revival_after_an_erase_is_exact():
         m.decrement(gone)
     heads = remote.head_set_
     n_revivals = heads.n_revivals
-    ray.kill(heads.actors[0], no_restart=True)
+    _kill_and_wait(heads.actors[0])
     for m in (local, remote):
         m.decrement([2, 3], batch=False)   # the next request revives the actor
     assert heads.n_revivals == n_revivals + 1
     _same_model(local, remote, X)
     # killed again right after an erase: revived from the erased checkpoint
-    ray.kill(heads.actors[1], no_restart=True)
+    _kill_and_wait(heads.actors[1])
     X_new, y_new = _data(3, n=5, seed=13)
     for m in (local, remote):
         m.increment(X_new, y_new)
@@ -618,7 +618,7 @@ def test_compaction_on_actors_matches_threads():
         m.decrement(list(range(0, 100)))
     assert remote.head_set_.n_slots == local.head_set_.n_slots < 160  # compacted alike
     assert remote.state_digest() == local.state_digest()
-    ray.kill(remote.head_set_.actors[0], no_restart=True)
+    _kill_and_wait(remote.head_set_.actors[0])
     for m in (local, remote):
         m.increment(X_new, y_new)
         m.decrement([120, 150])

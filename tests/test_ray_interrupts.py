@@ -28,6 +28,7 @@ from eco.testing import DECISION_TOL, KKT_TOL, InjectedFault, local_ray_cluster 
 from exact_helpers import noisy_classes  # noqa: E402
 from interrupt_harness import run_interrupted  # noqa: E402
 from test_interrupts import _interrupted_run  # noqa: E402
+from test_ray import _kill_and_wait  # noqa: E402
 
 N_FIT, N_NEW, N_REMOVE = 120, 60, 60
 
@@ -92,7 +93,7 @@ def test_interrupts_leave_old_or_new_on_ray(op, n_classes):
         # no actor holds an uncommitted request: one killed now is revived at
         # the committed state, and the request then completes from there
         heads = m.head_set_
-        ray.kill(heads.actors[-1], no_restart=True)
+        _kill_and_wait(heads.actors[-1])  # dead before the next call reaches it
         if digest == old:
             op(m, X, y)
         else:

@@ -4015,6 +4015,7 @@ cdef class CPEngine:
             # strided pass over all rows each, about a tenth of a fit) are
             # skipped (_expand, _contract), KS is marked out of date
             self.ks_n = 0
+        # members outside their box go to the bound they passed
         for k in range(n):
             if self.setof[k] == S_MARGIN and not 0.0 < self.alpha[k] < self.C[k]:
                 self.alpha[k] = 0.0 if self.alpha[k] <= 0.0 else self.C[k]
@@ -4023,12 +4024,10 @@ cdef class CPEngine:
             st = self._purify_direct(count, need_rinv)
             if st <= 0:
                 return -st
+        # every candidate left is inside its box: a null pivot moves only
+        # k and the members of S, never a candidate not expanded yet
         for k in range(n):
             if self.setof[k] != S_MARGIN:
-                continue
-            if self.alpha[k] <= 0.0 or self.alpha[k] >= self.C[k]:
-                self.alpha[k] = 0.0 if self.alpha[k] <= 0.0 else self.C[k]
-                self.setof[k] = S_RESERVE if self.alpha[k] == 0.0 else S_ERROR
                 continue
             row = self.store.row(k)
             if row == NULL:

@@ -40,7 +40,7 @@ from ._warmstart import head_violation, solve_head
 from .exceptions import EngineError, InvalidInputError, UnlearningError
 from .state import HeadState, install_primary
 
-__all__ = ["ErasureIncomplete", "HeadSet"]
+__all__ = ["ErasureIncomplete", "HeadSet", "erase_committed"]
 
 _SET_INACTIVE = _cp_core.SET_INACTIVE
 #: Compact once erased slots exceed this many and this fraction of the slots.
@@ -192,6 +192,16 @@ class SlotTables:
             return self.kernel_block(np.arange(self.n_slots))
         return self.store.features()
 
+    def slots_to_erase(self, slots):
+        """`slots` with every stored row that is not active (intp, sorted).
+
+        An erase that an interrupt prevented left such rows: erasure
+        catches up at the next decrement.
+        """
+        held = self._given >= 0
+        held[self.active_slots()] = False
+        return np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
+
     def _forget_slots(self, slots):
         """The tables' part of an erasure: forget the ids of `slots`, zero their entries."""
         for i in self._ids[slots].tolist():
@@ -212,6 +222,19 @@ def _zero_arrays(values):
     for value in values:
         if isinstance(value, np.ndarray):
             value.fill(0)
+
+
+def erase_committed(heads, slots):
+    """``heads.erase(slots)`` once the removal of `slots` is committed.
+
+    Interrupts wait until it is done; a failure raises
+    :class:`ErasureIncomplete` with the cause chained (the removal stands).
+    """
+    with interrupt_guard() as guard, guard.deferred():
+        try:
+            heads.erase(slots)
+        except Exception as exc:
+            raise ErasureIncomplete(f"erasing the removed rows failed: {exc!r}") from exc
 
 
 def is_drop_record(state):
@@ -651,11 +674,7 @@ class HeadSet(SlotTables):
         Nothing the heads compute with changes: decisions and later updates
         are bit for bit the same.
         """
-        # with any held row that is inactive (left by an erase an interrupt
-        # prevented): erasure catches up at the next decrement
-        held = self._given >= 0
-        held[self.active_slots()] = False
-        slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
+        slots = self.slots_to_erase(slots)
         self._forget_slots(slots)
         _cp_core.erase_slots(self.store, self._engines, slots, self._given >= 0)
         n_erased = int(np.count_nonzero(self._given < 0))
@@ -701,14 +720,7 @@ class HeadSet(SlotTables):
             # the heads where this is a reserve drop are snapshotted as its record
             with self.transaction(removing=slots):
                 resolved = self.unlearn(slots, batch)
-        # committed: now nothing of the removed rows may stay (an interrupt
-        # waits until the erasure is done)
-        with interrupt_guard() as guard, guard.deferred():
-            try:
-                self.erase(slots)
-            except Exception as exc:
-                raise ErasureIncomplete(f"erasing slots {slots.tolist()} failed: {exc!r}") \
-                    from exc
+        erase_committed(self, slots)
         return resolved
 
     def _drop_reserve_completed(self, slots):

@@ -792,8 +792,6 @@ class RayHeadSet(SlotTables):
         self._txn = None        # requests of the open transaction: (target actor or None, op)
         self._txn_id = 0
         self._removing = None  # the slots the open transaction only unlearns
-        self._final = None      # slots a removal's one request erases (see remove)
-        self._final_replies = None  # the actors' replies to that request
         self._saved = None      # the committed tables while a transaction is open
         self._touched = set()   # actors that received a request of it
         self._deltas = {}       # actor -> (number, delta) of its latest request
@@ -979,16 +977,24 @@ class RayHeadSet(SlotTables):
         if self._txn is None:
             with self.transaction():
                 return self._request(op, target)
+        got = self._send(op, target)
+        return [got[a][0] for a in sorted(got)]
+
+    def _send(self, op, target=None, erase=None):
+        """Send request `op` of the open transaction; returns {actor: reply}.
+
+        :meth:`HeadGroup.apply`, or with `erase` (the slots a removal
+        erases) :meth:`HeadGroup.apply_final`, whose replies carry the
+        erasure's too. The deltas of the replies are recorded for the commit.
+        """
         actors = range(len(self.actors)) if target is None else [target]
         _safe_point()  # an interrupt that arrived stops the request here (rolled back)
         with self._lock:
             self._touched.update(actors)
-        if self._final is None:
+        if erase is None:
             got = self._call(actors, "apply", op, self._txn_id, self._removing)
-        else:  # the actors commit, then erase (remove)
-            got = self._call(actors, "apply_final", op, self._txn_id, self._removing,
-                             self._final)
-            self._final_replies = got
+        else:
+            got = self._call(actors, "apply_final", op, self._txn_id, self._removing, erase)
         with self._lock:
             self._txn.append((target, op))
             self._cache.clear()
@@ -1003,7 +1009,7 @@ class RayHeadSet(SlotTables):
                     self._deltas[a] = (number, delta)
             self.work_s += max(r[3] for r in got.values())
             self.delta_s += max(r[6] for r in got.values())
-        return [got[a][0] for a in actors]
+        return got
 
     # ------------------------------------------------------- transaction
 
@@ -1367,44 +1373,34 @@ class RayHeadSet(SlotTables):
         slots = np.asarray(slots, dtype=np.intp)
         if self._txn is not None:
             raise UnlearningError("remove: a request is in progress")
-        # with any held row that is inactive, as erase does
-        held = self._given >= 0
-        held[self._active] = False
-        erase = np.union1d(slots, np.flatnonzero(held)).astype(np.intp)
+        erase = self.slots_to_erase(slots)
         op = ("drop_reserve", _wire(slots)) if reserve_only \
             else ("unlearn", _wire(slots), bool(batch))
         with interrupt_guard() as guard:
             with guard.deferred():
                 saved = self._open(slots)
-                self._final = _wire(erase)
             try:
-                done = self._request(op)
+                got = self._send(op, erase=_wire(erase))
             except BaseException:
                 with guard.deferred():
-                    self._final = self._removing = None
+                    self._removing = None
                     self._abort(saved)
                 raise
             with guard.deferred():  # every actor committed: so does the driver
-                self._final = self._removing = None
-                got, self._final_replies = self._final_replies, None
+                self._removing = None
+                handles = list(self.actors)
                 self._active[slots] = False
                 self._commit(told=True)
                 with self._lock:
                     self._cache.clear()
                     self._erase_tables(erase)
-                self.work_s += max(r[8] for r in got.values())
-                self.commit_s += max(r[9] for r in got.values())
-                failed = [a for a, r in got.items() if r[10] is not None]
                 try:
-                    for a in failed:
-                        self._replace(a, self.actors[a])
-                    n = self.store.n_slots
-                    held = sorted({r[7] for a, r in got.items() if a not in failed})
-                    if any(k != n for k in held):
-                        raise UnlearningError(f"erase: actors hold {held} slots, the driver {n}")
+                    self._erased_on_actors(
+                        handles, [a for a, r in got.items() if r[10] is not None],
+                        {a: r[7:10] for a, r in got.items() if r[10] is None})
                 except UnlearningError as exc:
                     raise ErasureIncomplete(str(exc)) from exc
-        return () if reserve_only else tuple(sorted(h for part in done for h in part))
+        return () if reserve_only else tuple(sorted(h for r in got.values() for h in r[0]))
 
     def erase(self, slots):
         """Erase removed examples everywhere: actors and driver (HeadSet.erase's rule).
@@ -1420,9 +1416,7 @@ class RayHeadSet(SlotTables):
         by one started from the driver's arrays, which are erased by then.
         """
         ray = _ray()
-        held = self._given >= 0
-        held[self._active] = False
-        slots = np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
+        slots = self.slots_to_erase(slots)
         if self._txn is not None:
             raise UnlearningError("erase: a request is in progress")
         txn, self._unsent = (self._unsent or (None,))[0], None
@@ -1438,6 +1432,16 @@ class RayHeadSet(SlotTables):
                 got[a] = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
                 failed.append(a)  # dead, or erased only in part: replaced below
+        self._erased_on_actors(handles, failed, got)
+
+    def _erased_on_actors(self, handles, failed, got):
+        """The end of an erasure on the actors, once the driver has erased its arrays.
+
+        The `failed` actors (dead, or erased only in part) are replaced
+        from those arrays; `got`: {actor: (slots held, seconds erasing,
+        seconds committing)} of the others, whose slot counts must be the
+        driver's.
+        """
         for a in failed:
             self._replace(a, handles[a])
         n = self.store.n_slots

@@ -14,8 +14,7 @@ import time
 
 from . import _hyper
 from ._validation import apply_screening
-from ._concurrency import interrupt_guard
-from ._headset import ErasureIncomplete, id_array
+from ._headset import ErasureIncomplete, erase_committed, id_array
 from .exceptions import UnlearningError
 from .receipt import PATH_RESERVE_DROP, PATH_RESOLVE, PATH_STEPS, UnlearningReceipt
 
@@ -56,8 +55,7 @@ def unlearn(est, id_list, slots, batch, audit, t0=None):
             resolved = heads.remove(slots, batch, reserve_only=all(reserve))
         except ErasureIncomplete as exc:
             _hyper.commit(est, plan)
-            cause = exc.__cause__ or exc
-            raise _erasure_error(id_list, cause) from cause
+            raise _erasure_error(id_list, exc) from exc.__cause__
         _hyper.commit(est, plan)
     else:
         digest_before = est.state_digest() if audit else None
@@ -100,17 +98,17 @@ def _erase(est, id_list, slots):
     After the commit, since erased rows cannot be rolled back; a head set
     replaced by a gamma re-solve is dropped whole.
     """
-    with interrupt_guard() as guard, guard.deferred():
-        try:
-            est.head_set_.erase(slots)
-        except Exception as exc:
-            raise _erasure_error(id_list, exc) from exc
+    try:
+        erase_committed(est.head_set_, slots)
+    except ErasureIncomplete as exc:
+        raise _erasure_error(id_list, exc) from exc.__cause__
 
 
-def _erasure_error(id_list, cause):
+def _erasure_error(id_list, exc):
+    # the caller's message, naming the ids, with the cause of ErasureIncomplete `exc`
     return UnlearningError(
         f"decrement: the examples {id_list!r} were removed (the model is updated), "
-        f"but erasing their stored rows failed ({cause!r}); the erasure is "
+        f"but erasing their stored rows failed ({(exc.__cause__ or exc)!r}); the erasure is "
         "completed by the next decrement")
 
 

@@ -353,3 +353,43 @@ def test_erasure_catches_up_after_an_interrupted_erase(tmp_path):
     m.decrement([second])
     _assert_erased(m, removed, tmp_path)
     assert_exact(m)
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_every_erasure_leaves_the_path_work_vectors_zero(kind, class_weight):
+    # The path's work vectors h and u are sums of kernel values of the rows
+    # it drove or held in the margin set. An erasure zeroes them only when a
+    # path (or a polish, a refinement, a bound path) wrote them since the
+    # last one, so that a reserve drop does not pay O(n): after every
+    # removal, whatever ran before it (a fit, an increment, a path, a bound
+    # path when "balanced" moves C), they must be zero in every head.
+    y = Y3 if kind == "multiclass" else Y2
+    m = CPSVM(C=2.0, kernel="rbf", gamma=0.4, class_weight=class_weight).fit(X_ALL[:N], y[:N])
+    heads = m.head_set_
+
+    def assert_zero(after):
+        for h in range(heads.n_heads):
+            for name, buf in zip("hu", heads.engine(h).work_buffers_for_tests()):
+                assert not buf.any(), f"{name} of head {h} is not zero after {after}"
+
+    def reserve_id():
+        alphas = np.max(np.atleast_2d(m.alpha_), axis=0)
+        return list(m.ids_)[int(np.flatnonzero(alphas == 0)[0])]
+
+    def support_ids(k):
+        alphas = np.max(np.atleast_2d(m.alpha_), axis=0)
+        return [list(m.ids_)[int(j)] for j in np.flatnonzero(alphas > 0)[:k]]
+
+    m.decrement(reserve_id())                      # right after the fit
+    assert_zero("a reserve drop after the fit")
+    m.decrement(support_ids(3))                    # a path
+    assert_zero("a batch path")
+    m.increment(X_ALL[N:N + 5], y[N:N + 5])        # paths that learn
+    m.decrement(reserve_id())
+    assert_zero("a reserve drop after an increment")
+    m.decrement(support_ids(2), batch=False)
+    assert_zero("paths one by one")
+    m.decrement(reserve_id())
+    assert_zero("a reserve drop after paths")
+    assert_exact(m, X_ALL[:N + 5])

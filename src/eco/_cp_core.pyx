@@ -1464,14 +1464,21 @@ cdef class KernelStore:
                     r[slots[i]] = 0.0
 
     cdef void _max_diag_over(self, const unsigned char[::1] live) noexcept nogil:
-        # max_diag bounds the diagonal of every stored slot (appends raise it,
-        # erasures recompute it), so a live slot that reaches it proves it
-        # unchanged: on an rbf kernel (diagonal 1 everywhere) the first live
-        # slot ends the scan, instead of n calls of exp per erasure
+        self._max_diag_scan(<const signed char*>&live[0] if live.shape[0] > 0 else NULL,
+                            live.shape[0], 0)
+
+    cdef void _max_diag_scan(self, const signed char* flags, Py_ssize_t n,
+                             signed char dead) noexcept nogil:
+        # max_diag over the slots i < n with flags[i] != dead (a live mask, or
+        # an engine's sets with dead = S_INACTIVE). It bounds the diagonal of
+        # every stored slot (appends raise it, erasures recompute it), so a
+        # live slot that reaches it proves it unchanged: on an rbf kernel
+        # (diagonal 1 everywhere) the first live slot ends the scan, instead
+        # of n calls of exp per erasure
         cdef Py_ssize_t i
         cdef double v, old = self.max_diag, best = 0.0
-        for i in range(live.shape[0]):
-            if live[i]:
+        for i in range(n):
+            if flags[i] != dead:
                 v = fabs(self._diag(i))
                 if v >= old:
                     best = v
@@ -1567,6 +1574,10 @@ cdef class CPEngine:
     # work buffers of length capacity
     cdef object _h_arr, _u_arr
     cdef double[::1] h, u
+    # set by every function that writes h or u: they then may hold values
+    # computed from rows that a later removal erases; _erase zeroes them
+    # only then (a reserve drop, which runs no path, does not pay O(n))
+    cdef bint scratch_dirty
     # counters
     cdef long epoch              # bumped whenever the margin set changes
     cdef readonly long n_steps, n_migrations, n_refactorisations
@@ -2270,6 +2281,7 @@ cdef class CPEngine:
         cdef double coef, dscale = 0.0
         cdef double* row
         cdef blas_int bn = <blas_int>n, one_i = 1
+        self.scratch_dirty = True
         self.pth_learning = learning
         self.pth_c = drv[0]
         self.pth_drv = drv
@@ -2399,6 +2411,7 @@ cdef class CPEngine:
         cdef Py_ssize_t n = self.store.n_slots, m = self.n_margin, p, j
         cdef double wsum, bb = self.pth_beta_b, tol
         cdef bint moves = self.pth_moves
+        self.scratch_dirty = True
         wsum = self.pth_usum if moves else 0.0
         for p in range(m):
             self.wbuf[p] = self.y[self.margin[p]] * self.beta[p + 1]
@@ -2916,6 +2929,7 @@ cdef class CPEngine:
         cdef bint moves = self.pth_moves
         cdef double bb = self.pth_beta_b, r, B = 0.0, C = 0.0, aB = 0.0, aC = 0.0
         cdef double eB = 0.0, eC = 0.0, rho = self.pth_rho, coef, dP = 0.0
+        self.scratch_dirty = True
         # K_LS (y_S beta_S): the row of KS of each followed row, m contiguous values
         self._row_product(self.scr_L, nL, self.wbuf, &self.h[0])
         self.n_rated_rows += nL
@@ -3030,6 +3044,7 @@ cdef class CPEngine:
         cdef const Py_ssize_t* rows = self.scr_L + first
         cdef const double* xrow
         cdef double c
+        self.scratch_dirty = True
         self._row_product(rows, count, self.scr_wdA, self.scr_key)
         for i in range(count):
             self.h[rows[i]] = 0.0
@@ -3087,6 +3102,7 @@ cdef class CPEngine:
         cdef double coef
         cdef double* row
         cdef blas_int bn, one_i = 1
+        self.scratch_dirty = True
         if 4 * self.scr_nrows < n:
             # few rows left screened: each from its row of KS
             self._scr_delta_coefs()
@@ -3186,6 +3202,15 @@ cdef class CPEngine:
     # For test purposes only: the step helpers one at a time, on the current
     # state, driving `slots` along `d` (learning: one inactive slot set up as
     # a driven example by the caller through set_state).
+
+    def work_buffers_for_tests(self):
+        """For test purposes only: copies of the path's work vectors h and u (all slots).
+
+        After an erasure both are zero (``erase``): the test of the flag that
+        spares a reserve drop their O(n) zeroing.
+        """
+        self.sync_capacity()
+        return np.array(self._h_arr), np.array(self._u_arr)
 
     def path_step_for_tests(self, const Py_ssize_t[::1] slots, const double[::1] d, bint learning,
                         str upto="migrate"):
@@ -3544,6 +3569,7 @@ cdef class CPEngine:
         cdef double* row
         cdef blas_int bn, ld, one_i = 1
         cdef double minus_one = -1.0, zero = 0.0
+        self.scratch_dirty = True
         if m == 0 or self.ks_n != n:
             return ST_OK
         # the margin equations sum over the support vectors only (alpha = 0
@@ -3615,6 +3641,7 @@ cdef class CPEngine:
         cdef blas_int bn = <blas_int>n, one_i = 1
         cdef size_t scratch_bytes = (self.store.capacity + 1) * sizeof(double)
         cdef size_t xs_bytes = (self.store.n_features + 1) * sizeof(double)
+        self.scratch_dirty = True
         for j in range(n):
             self.h[j] = 0.0
             if not (self.setof[j] == S_INACTIVE or self.setof[j] == S_DRIVEN
@@ -4647,9 +4674,12 @@ cdef class CPEngine:
             self.beta[p] = 0.0
             self.wbuf[p] = 0.0
             self.wbuf2[p] = 0.0
-        for p in range(self.capacity):
-            self.h[p] = 0.0
-            self.u[p] = 0.0
+        if self.scratch_dirty and self.capacity > 0:
+            # O(capacity): only after a function that wrote them (not after a
+            # reserve drop that follows an erase)
+            memset(&self.h[0], 0, self.capacity * sizeof(double))
+            memset(&self.u[0], 0, self.capacity * sizeof(double))
+            self.scratch_dirty = False
 
     cdef void _compact(self, const Py_ssize_t* keep, Py_ssize_t m, Py_ssize_t n_old) noexcept nogil:
         # renumber slot keep[i] as i (the store moved its rows the same way)
@@ -4688,6 +4718,7 @@ cdef class CPEngine:
         for p in range(self.capacity):
             self.h[p] = 0.0
             self.u[p] = 0.0
+        self.scratch_dirty = False
 
     # -- moving the bounds (regularisation-parameter path) ---------------------
 
@@ -4739,6 +4770,7 @@ cdef class CPEngine:
         # leaves (-1) the driven set (the error vectors) of the bound path
         cdef double coef = sign * self.y[j] * dC[j]
         cdef blas_int bn = <blas_int>self.store.n_slots, one_i = 1
+        self.scratch_dirty = True
         s_drv[0] += coef
         if coef != 0.0:
             daxpy(&bn, &coef, row, &one_i, &self.u[0], &one_i)
@@ -4800,6 +4832,7 @@ cdef class CPEngine:
         cdef long steps = 0, bound = self._step_bound()
         cdef blas_int bn, ld, one_i = 1
         cdef double minus_one = -1.0, zero = 0.0
+        self.scratch_dirty = True
 
         # u = sum_E y_j dC_j K_.j: the kernel-space direction of the driven set
         for j in range(n):
@@ -5072,18 +5105,26 @@ def all_reserve(list engines, const Py_ssize_t[::1] slots):
 
 
 
-def erase_slots(KernelStore store, list engines, const Py_ssize_t[::1] slots, live):
+def erase_slots(KernelStore store, list engines, const Py_ssize_t[::1] slots, live=None):
     """Erase `slots` (inactive in every engine) from `store` and all `engines`.
 
     One compiled call with no Python code between its parts, so that an
     interrupt cannot leave some parts erased and others not. `live` marks the
-    slots that still hold an example (see :meth:`KernelStore.erase`).
+    slots that still hold an example (see :meth:`KernelStore.erase`); None:
+    the slots active in the first engine (every stored row that is not active
+    is among `slots` or already erased), read without an O(n) array.
     """
     cdef CPEngine e
     cdef Py_ssize_t i, n = slots.shape[0]
-    live_arr = np.ascontiguousarray(live, dtype=np.uint8)
-    if live_arr.ndim != 1 or live_arr.shape[0] != store.n_slots:
-        raise ValueError(f"live must have one entry per stored slot ({store.n_slots})")
+    cdef CPEngine first = None
+    if live is None:
+        if not engines:
+            raise ValueError("erase_slots: live is needed when no engine is given")
+        first = engines[0]
+    else:
+        live_arr = np.ascontiguousarray(live, dtype=np.uint8)
+        if live_arr.ndim != 1 or live_arr.shape[0] != store.n_slots:
+            raise ValueError(f"live must have one entry per stored slot ({store.n_slots})")
     for i in range(n):
         if not 0 <= slots[i] < store.capacity:
             raise ValueError(f"slot {slots[i]} is outside the store")
@@ -5094,10 +5135,17 @@ def erase_slots(KernelStore store, list engines, const Py_ssize_t[::1] slots, li
         for i in range(n):
             if e.setof[slots[i]] != S_INACTIVE:
                 raise ValueError(f"slot {slots[i]} is still active")
-    cdef const unsigned char[::1] lv = live_arr
-    with nogil:
-        store._erase(&slots[0] if n > 0 else NULL, n)
-        store._max_diag_over(lv)
+    cdef const unsigned char[::1] lv
+    if first is None:
+        lv = live_arr
+        with nogil:
+            store._erase(&slots[0] if n > 0 else NULL, n)
+            store._max_diag_over(lv)
+    else:
+        with nogil:  # first.setof covers n_slots (synced above)
+            store._erase(&slots[0] if n > 0 else NULL, n)
+            store._max_diag_scan(&first.setof[0] if store.n_slots > 0 else NULL,
+                                 store.n_slots, S_INACTIVE)
     for e in engines:
         with nogil:
             e._erase(&slots[0] if n > 0 else NULL, n)

@@ -145,9 +145,23 @@ class SlotTables:
 
     A backend sets ``_ids``, ``_labels``, ``_C``, ``_given``, ``_n_given``
     and ``_slot_of``, and ``store``, the driver's kernel store (with the
-    ``kernel`` and ``n_slots`` properties); :class:`HeadSet` and the Ray
-    backend's ``RayHeadSet`` share these accessors.
+    ``kernel`` and ``n_slots`` properties), and answers ``n_active``,
+    ``active_slots()`` and ``_inactive(slots)``; :class:`HeadSet` and the
+    Ray backend's ``RayHeadSet`` share these accessors.
     """
+
+    @property
+    def _given(self):
+        # the position given of every slot, -1 once erased; assigning a new
+        # array also counts its held slots, which _forget_slots keeps
+        # current, so that an erasure finds out in O(1) whether a stored row
+        # beyond the request's is left (slots_to_erase)
+        return self._given_array
+
+    @_given.setter
+    def _given(self, given):
+        self._given_array = given
+        self._n_held = int(np.count_nonzero(given >= 0))
 
     @property
     def slot_ids(self):
@@ -196,16 +210,22 @@ class SlotTables:
         """`slots` with every stored row that is not active (intp, sorted).
 
         An erase that an interrupt prevented left such rows: erasure
-        catches up at the next decrement.
+        catches up at the next decrement. O(len(slots)) when there are none
+        (the held slots are then the active ones and `slots`).
         """
+        slots = np.unique(np.asarray(slots, dtype=np.intp))
+        held_inactive = int(np.count_nonzero((self._given[slots] >= 0) & self._inactive(slots)))
+        if self._n_held == self.n_active + held_inactive:
+            return slots
         held = self._given >= 0
         held[self.active_slots()] = False
-        return np.union1d(np.asarray(slots, dtype=np.intp), np.flatnonzero(held)).astype(np.intp)
+        return np.union1d(slots, np.flatnonzero(held)).astype(np.intp)
 
     def _forget_slots(self, slots):
         """The tables' part of an erasure: forget the ids of `slots`, zero their entries."""
         for i in self._ids[slots].tolist():
             self._slot_of.pop(i, None)
+        self._n_held -= int(np.count_nonzero(self._given[np.unique(slots)] >= 0))
         self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None
         self._labels[slots] = 0
         self._C[slots] = 0.0
@@ -399,6 +419,11 @@ class HeadSet(SlotTables):
     def active_slots(self):
         """Slots of the active examples, in the order they were given (intp)."""
         return np.flatnonzero(self._engines[0].sets_all != _SET_INACTIVE).astype(np.intp)
+
+    def _inactive(self, slots):
+        # per slot of `slots`: not active (no O(n) array, unlike active_slots)
+        first = self._engines[0]
+        return np.array([first.set_of(s) == _SET_INACTIVE for s in slots.tolist()], dtype=bool)
 
     def head_labels(self, head):
         """Labels (+1/-1) of every stored slot for one head."""
@@ -676,8 +701,9 @@ class HeadSet(SlotTables):
         """
         slots = self.slots_to_erase(slots)
         self._forget_slots(slots)
-        _cp_core.erase_slots(self.store, self._engines, slots, self._given >= 0)
-        n_erased = int(np.count_nonzero(self._given < 0))
+        # the slots left holding an example are the active ones
+        _cp_core.erase_slots(self.store, self._engines, slots)
+        n_erased = self.n_slots - self._n_held
         if self.kernel != "precomputed" \
                 and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
             self.compact()

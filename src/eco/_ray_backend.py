@@ -1157,6 +1157,10 @@ class RayHeadSet(SlotTables):
         """Slots of the active examples, in the order they were given (intp)."""
         return np.flatnonzero(self._active).astype(np.intp)
 
+    def _inactive(self, slots):
+        # per slot of `slots`: not active (SlotTables.slots_to_erase)
+        return ~self._active[slots]
+
     def head_labels(self, head):
         """Labels (+1/-1) of every stored slot for one head."""
         positive = 1 if self.n_heads == 1 else head
@@ -1457,7 +1461,7 @@ class RayHeadSet(SlotTables):
         self._forget_slots(slots)
         self.store.erase(slots, self._given >= 0)
         self._primary.erase(slots)
-        n_erased = int(np.count_nonzero(self._given < 0))
+        n_erased = self.n_slots - self._n_held
         if self.kernel != "precomputed" \
                 and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
             keep = np.flatnonzero(self._given >= 0).astype(np.intp)

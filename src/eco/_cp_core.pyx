@@ -1884,10 +1884,24 @@ cdef class CPEngine:
         # through double* would otherwise reload them from self at every
         # value (the extension is built with -fno-strict-aliasing)
         cdef Py_ssize_t m = self.n_margin, ld = self.ks_ld, p0, p1
+        cdef int st
         cdef double* KS = self.KS
         cdef double* dst
         cdef double** rows = <double**>malloc((m if m > 0 else 1) * sizeof(double*))
         if rows == NULL:
+            return ST_NO_MEMORY
+        # the members' rows that are not cached (all of them after a load),
+        # eight at a time: a row at a time costs about twice as much
+        cdef Py_ssize_t* members = <Py_ssize_t*>malloc((m if m > 0 else 1) * sizeof(Py_ssize_t))
+        if members == NULL:
+            free(rows)
+            return ST_NO_MEMORY
+        for p in range(m):
+            members[p] = self.margin[p]
+        st = self.store._ensure_rows(members, m)
+        free(members)
+        if st != 0:
+            free(rows)
             return ST_NO_MEMORY
         for p in range(m):
             rows[p] = self.store.row(self.margin[p])

@@ -1887,26 +1887,28 @@ cdef class CPEngine:
         cdef int st
         cdef double* KS = self.KS
         cdef double* dst
-        cdef double** rows = <double**>malloc((m if m > 0 else 1) * sizeof(double*))
+        cdef size_t rows_bytes = (m if m > 0 else 1) * sizeof(double*)
+        cdef double** rows = <double**>_xmalloc(rows_bytes)
         if rows == NULL:
             return ST_NO_MEMORY
         # the members' rows that are not cached (all of them after a load),
         # eight at a time: a row at a time costs about twice as much
-        cdef Py_ssize_t* members = <Py_ssize_t*>malloc((m if m > 0 else 1) * sizeof(Py_ssize_t))
+        cdef size_t members_bytes = (m if m > 0 else 1) * sizeof(Py_ssize_t)
+        cdef Py_ssize_t* members = <Py_ssize_t*>_xmalloc(members_bytes)
         if members == NULL:
-            free(rows)
+            _zfree(rows, rows_bytes)
             return ST_NO_MEMORY
         for p in range(m):
             members[p] = self.margin[p]
         st = self.store._ensure_rows(members, m)
-        free(members)
+        _zfree(members, members_bytes)
         if st != 0:
-            free(rows)
+            _zfree(rows, rows_bytes)
             return ST_NO_MEMORY
         for p in range(m):
             rows[p] = self.store.row(self.margin[p])
             if rows[p] == NULL:
-                free(rows)
+                _zfree(rows, rows_bytes)
                 return ST_NO_MEMORY
         p0 = 0
         while p0 < m:
@@ -1916,7 +1918,7 @@ cdef class CPEngine:
                 for p in range(p0, p1):
                     dst[p] = rows[p][j]
             p0 = p1
-        free(rows)
+        _zfree(rows, rows_bytes)
         self.ks_n = n
         return 0
 

@@ -5162,17 +5162,20 @@ def erase_slots(KernelStore store, list engines, const Py_ssize_t[::1] slots, li
         for i in range(n):
             if e.setof[slots[i]] != S_INACTIVE:
                 raise ValueError(f"slot {slots[i]} is still active")
+    # the live slots: flags[i] != dead (first.setof covers n_slots, synced above)
     cdef const unsigned char[::1] lv
-    if first is None:
-        lv = live_arr
-        with nogil:
-            store._erase(&slots[0] if n > 0 else NULL, n)
-            store._max_diag_over(lv)
-    else:
-        with nogil:  # first.setof covers n_slots (synced above)
-            store._erase(&slots[0] if n > 0 else NULL, n)
-            store._max_diag_scan(&first.setof[0] if store.n_slots > 0 else NULL,
-                                 store.n_slots, S_INACTIVE)
+    cdef const signed char* flags = NULL
+    cdef signed char dead = S_INACTIVE
+    if store.n_slots > 0:
+        if first is None:
+            lv = live_arr
+            flags = <const signed char*>&lv[0]
+            dead = 0
+        else:
+            flags = &first.setof[0]
+    with nogil:
+        store._erase(&slots[0] if n > 0 else NULL, n)
+        store._max_diag_scan(flags, store.n_slots, dead)
     for e in engines:
         with nogil:
             e._erase(&slots[0] if n > 0 else NULL, n)

@@ -221,11 +221,18 @@ class SlotTables:
         held[self.active_slots()] = False
         return np.union1d(slots, np.flatnonzero(held)).astype(np.intp)
 
+    def compaction_due(self):
+        """True when erased slots exceed ``max(COMPACT_MIN, COMPACT_FRACTION * n_slots)``
+        (never for a precomputed kernel, whose columns are numbered by the position given)."""
+        return self.kernel != "precomputed" and \
+            self.n_slots - self._n_held > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots)
+
     def _forget_slots(self, slots):
-        """The tables' part of an erasure: forget the ids of `slots`, zero their entries."""
+        """The tables' part of an erasure: forget the ids of `slots` (distinct, as
+        :meth:`slots_to_erase` gives them), zero their entries."""
         for i in self._ids[slots].tolist():
             self._slot_of.pop(i, None)
-        self._n_held -= int(np.count_nonzero(self._given[np.unique(slots)] >= 0))
+        self._n_held -= int(np.count_nonzero(self._given[slots] >= 0))  # slots are distinct
         self._ids[slots] = 0 if self._ids.dtype.kind == "i" else None
         self._labels[slots] = 0
         self._C[slots] = 0.0
@@ -703,9 +710,7 @@ class HeadSet(SlotTables):
         self._forget_slots(slots)
         # the slots left holding an example are the active ones
         _cp_core.erase_slots(self.store, self._engines, slots)
-        n_erased = self.n_slots - self._n_held
-        if self.kernel != "precomputed" \
-                and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
+        if self.compaction_due():
             self.compact()
 
     def remove(self, slots, batch=True, reserve_only=False):

@@ -69,7 +69,7 @@ import numpy as np
 from . import _cp_core
 from ._concurrency import checkpoint as _safe_point
 from ._concurrency import interrupt_guard
-from ._headset import (COMPACT_FRACTION, COMPACT_MIN, ErasureIncomplete, HeadSet, SlotTables,
+from ._headset import (ErasureIncomplete, HeadSet, SlotTables,
                        id_array, laid_out, wipe_snapshot)
 from .exceptions import UnlearningError
 from .persistence import state_from_bytes, state_to_bytes
@@ -1461,9 +1461,7 @@ class RayHeadSet(SlotTables):
         self._forget_slots(slots)
         self.store.erase(slots, self._given >= 0)
         self._primary.erase(slots)
-        n_erased = self.n_slots - self._n_held
-        if self.kernel != "precomputed" \
-                and n_erased > max(COMPACT_MIN, COMPACT_FRACTION * self.n_slots):
+        if self.compaction_due():
             keep = np.flatnonzero(self._given >= 0).astype(np.intp)
             _cp_core.compact_slots(self.store, [], keep)
             self._labels, self._C = self._labels[keep], self._C[keep]

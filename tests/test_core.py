@@ -515,3 +515,55 @@ def test_erasure_recomputes_the_largest_diagonal_over_the_live_slots(kernel):
     live[:] = False
     store.erase(np.flatnonzero(~live).astype(np.intp), live)
     assert store.max_diag == 0.0
+
+
+def _refines_from_scratch(engine):
+    """The rule of ``refines_solves`` recomputed: C max K_ii >= 1e6 over the active slots."""
+    active = engine.sets_all != _cp_core.SET_INACTIVE
+    cmax = engine.C_all[active].max() if active.any() else 0.0
+    return bool(cmax * engine.store.max_diag >= 1e6)
+
+
+def test_refinement_follows_the_largest_active_bound_through_every_change():
+    # the engine caches max C over the active slots (no O(n) scan per
+    # operation): removing the one slot that holds it, learning a larger one,
+    # and moving the bounds must each give the rule recomputed from scratch
+    X, y = _data(n=60)
+    store = KernelStore(X.shape[1], "rbf", 0.2, 3, 0.5)
+    store.append(X)
+    engine = CPEngine(store)
+    bounds = np.ones(len(y))
+    bounds[[5, 6]] = [2e6, 4e6]  # two slots above the threshold, the largest last
+    for s in range(50):
+        engine.learn(s, y[s], bounds[s])
+    seen = []
+
+    def check():
+        seen.append(engine.refines_solves)
+        assert seen[-1] == _refines_from_scratch(engine)
+
+    check()
+    engine.unlearn(np.array([6], dtype=np.intp))  # the maximum leaves; 2e6 remains
+    check()
+    engine.unlearn(np.array([5], dtype=np.intp))  # now every bound is 1
+    check()
+    engine.learn(50, y[50], 3e6)  # a new maximum
+    check()
+    engine.unlearn(np.array([50], dtype=np.intp))
+    check()
+    new_C = engine.C_all.copy()
+    new_C[new_C > 0] = 1.0
+    new_C[7] = 5e6  # the bound path raises an active bound past the threshold
+    engine.move_bounds(new_C)
+    check()
+    new_C[7] = 1.0
+    engine.move_bounds(new_C)
+    check()
+    assert seen == [True, True, False, True, False, True, False]
+
+
+@pytest.mark.parametrize("kernel", ["linear", "poly"])
+def test_refinement_is_always_on_for_finite_feature_kernels(kernel):
+    X, y = _data(n=40)
+    _, engine = _fitted_engine(X, y, kernel=kernel)
+    assert engine.refines_solves

@@ -1596,6 +1596,11 @@ cdef class CPEngine:
     cdef public double tol_kappa      # Schur complement below this (times K_kk) is dependent
     cdef public double tol_kappa_hard # the same on a hard problem, where beta_k is refined
     cdef bint hard                    # solves with Rinv are refined (_sync_hard)
+    # max C over the active slots when cmax_known; never below it (activations
+    # raise it in _set_active, bound moves forget it), so that _sync_hard needs
+    # no O(n) scan while a slot holding the maximum stays active
+    cdef double cmax_active
+    cdef bint cmax_known
     cdef public double drift_tol      # refactorise when ||Rinv A x - x|| exceeds this
     cdef public long drift_check_every
     cdef public long fail_at_step     # test hook: fail with STATUS_INJECTED_FAULT at this step
@@ -1683,6 +1688,8 @@ cdef class CPEngine:
         self.tol_kappa = 1e-7
         self.tol_kappa_hard = 1e-10
         self.hard = False
+        self.cmax_active = 0.0
+        self.cmax_known = False
         self.drift_tol = 1e-9
         self.drift_check_every = 32
         self.fail_at_step = -1
@@ -1952,15 +1959,29 @@ cdef class CPEngine:
         # Rinv at drift_tol would move gradients by more than the
         # certificate allows. Elsewhere one refinement (two m x m products)
         # costs time on every step and buys nothing the final _refine does not.
-        cdef Py_ssize_t j
+        #
+        # The maximum bound over the active slots is cached: removals only
+        # lower it, and while one active slot still holds the cached value it
+        # is exact (the scan stops there: at once when all bounds are equal).
+        # Otherwise, or when it is not known, one full scan.
+        cdef Py_ssize_t j, n = self.store.n_slots
         cdef double cmax = 0.0
         if self.store.kernel_code == K_LINEAR or self.store.kernel_code == K_POLY:
             self.hard = True
             return
-        for j in range(self.store.n_slots):
-            if self.setof[j] != S_INACTIVE and self.C[j] > cmax:
-                cmax = self.C[j]
-        self.hard = cmax * self.store.max_diag >= 1e6
+        if self.cmax_known:
+            self.cmax_known = False
+            for j in range(n):
+                if self.setof[j] != S_INACTIVE and self.C[j] == self.cmax_active:
+                    self.cmax_known = True
+                    break
+        if not self.cmax_known:
+            for j in range(n):
+                if self.setof[j] != S_INACTIVE and self.C[j] > cmax:
+                    cmax = self.C[j]
+            self.cmax_active = cmax
+            self.cmax_known = True
+        self.hard = self.cmax_active * self.store.max_diag >= 1e6
 
     cdef void _sync_sigma(self) noexcept nogil:
         # follow the store's scale (points added or forgotten): rescaling the
@@ -2006,6 +2027,9 @@ cdef class CPEngine:
         return self.y[si] * self.y[self.margin[j]] * vals[self.margin[j]]
 
     cdef void _set_active(self, Py_ssize_t slot, double yv, int delta) noexcept nogil:
+        # (called once C[slot] holds the slot's bound)
+        if delta > 0 and self.C[slot] > self.cmax_active:
+            self.cmax_active = self.C[slot]
         self.n_active += delta
         if yv > 0:
             self.n_positive += delta
@@ -4612,6 +4636,14 @@ cdef class CPEngine:
     def margin_order(self):
         return np.array(self._margin_arr[:self.n_margin])
 
+    @property
+    def refines_solves(self):
+        """True when solves with the inverse margin matrix are refined: always on
+        linear and poly kernels, else when C max K_ii >= 1e6 over the active slots."""
+        with nogil:
+            self._sync_hard()
+        return bool(self.hard)
+
     def drift(self):
         """max |Rinv (A x) - x| for a fixed probe x (0 when S is empty)."""
         cdef double d
@@ -4824,6 +4856,7 @@ cdef class CPEngine:
                 dC[j] = new_C[j] - self.C[j]
                 if fabs(dC[j]) > dscale:
                     dscale = fabs(dC[j])
+        self.cmax_known = False  # (the active bounds move; _sync_hard rescans)
         st = ST_OK
         if dscale > 0.0:
             if self.n_margin > 0 and self.updates_since_check > 0:
@@ -4840,6 +4873,7 @@ cdef class CPEngine:
             self.C[j] = new_C[j]
             if self.setof[j] == S_ERROR:
                 self.alpha[j] = new_C[j]
+        self.cmax_known = False
         return self._checked_finish()
 
     cdef int _bound_path(self, double* dC, double dscale) noexcept nogil:
@@ -5112,6 +5146,25 @@ def drop_reserve(list engines, const Py_ssize_t[::1] slots):
         if st != ST_OK:
             worst = st
     check(worst)
+
+
+def reserve_mask(list engines, const Py_ssize_t[::1] slots):
+    """Per slot: alpha = 0 in every engine (bool array, one entry per slot)."""
+    cdef CPEngine e
+    cdef Py_ssize_t i
+    out = np.ones(slots.shape[0], dtype=np.bool_)
+    cdef unsigned char[::1] o = out.view(np.uint8)
+    for e in engines:
+        if e is None:
+            raise TypeError("reserve_mask: engines must be CPEngine instances")
+        for i in range(slots.shape[0]):
+            if not 0 <= slots[i] < e.store.n_slots:
+                raise IndexError(f"reserve_mask: slot {slots[i]} is outside the store")
+        e.sync_capacity()
+        for i in range(slots.shape[0]):
+            if e.alpha[slots[i]] != 0.0:
+                o[i] = 0
+    return out
 
 
 def all_reserve(list engines, const Py_ssize_t[::1] slots):

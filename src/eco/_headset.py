@@ -213,7 +213,9 @@ class SlotTables:
         catches up at the next decrement. O(len(slots)) when there are none
         (the held slots are then the active ones and `slots`).
         """
-        slots = np.unique(np.asarray(slots, dtype=np.intp))
+        slots = np.asarray(slots, dtype=np.intp)
+        if len(slots) > 1:  # (one slot is its own sorted set: no np.unique)
+            slots = np.unique(slots)
         held_inactive = int(np.count_nonzero((self._given[slots] >= 0) & self._inactive(slots)))
         if self._n_held == self.n_active + held_inactive:
             return slots
@@ -852,7 +854,7 @@ class HeadSet(SlotTables):
 
     def reserve_mask(self, slots):
         """Per slot: alpha = 0 in every head."""
-        return np.all([e.alpha_of(slots) == 0.0 for e in self._engines], axis=0)
+        return _cp_core.reserve_mask(self._engines, np.asarray(slots, dtype=np.intp))
 
     def drop_reserve(self, slots):
         """Remove slots with alpha = 0 in every head, in one uninterruptible call."""

@@ -5169,20 +5169,7 @@ def reserve_mask(list engines, const Py_ssize_t[::1] slots):
 
 def all_reserve(list engines, const Py_ssize_t[::1] slots):
     """True when every slot has alpha = 0 in every engine (a reserve-only request)."""
-    cdef CPEngine e
-    cdef Py_ssize_t i
-    for e in engines:
-        if e is None:
-            raise TypeError("all_reserve: engines must be CPEngine instances")
-        for i in range(slots.shape[0]):
-            if not 0 <= slots[i] < e.store.n_slots:
-                raise IndexError(f"all_reserve: slot {slots[i]} is outside the store")
-        e.sync_capacity()
-        for i in range(slots.shape[0]):
-            if e.alpha[slots[i]] != 0.0:
-                return False
-    return True
-
+    return bool(reserve_mask(engines, slots).all())
 
 
 def erase_slots(KernelStore store, list engines, const Py_ssize_t[::1] slots, live=None):

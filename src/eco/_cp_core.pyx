@@ -4733,16 +4733,22 @@ cdef class CPEngine:
             self.beta[p] = 0.0
             self.wbuf[p] = 0.0
             self.wbuf2[p] = 0.0
-        if self.scratch_dirty and self.capacity > 0:
+        if self.scratch_dirty:
             # O(capacity): only after a function that wrote them (not after a
             # reserve drop that follows an erase)
+            self._zero_work_vectors()
+
+    cdef void _zero_work_vectors(self) noexcept nogil:
+        # the path's work vectors h and u (capacity each), which may hold
+        # values computed from rows that an erasure removes
+        if self.capacity > 0:
             memset(&self.h[0], 0, self.capacity * sizeof(double))
             memset(&self.u[0], 0, self.capacity * sizeof(double))
-            self.scratch_dirty = False
+        self.scratch_dirty = False
 
     cdef void _compact(self, const Py_ssize_t* keep, Py_ssize_t m, Py_ssize_t n_old) noexcept nogil:
         # renumber slot keep[i] as i (the store moved its rows the same way)
-        cdef Py_ssize_t i, p, s, ks_new = 0
+        cdef Py_ssize_t i, s, ks_new = 0
         for i in range(m):
             s = keep[i]
             self.y[i] = self.y[s]
@@ -4774,10 +4780,7 @@ cdef class CPEngine:
             memset(self.KS + ks_new * self.ks_ld, 0,
                    (self.ks_n - ks_new) * self.ks_ld * sizeof(double))
         self.ks_n = ks_new
-        for p in range(self.capacity):
-            self.h[p] = 0.0
-            self.u[p] = 0.0
-        self.scratch_dirty = False
+        self._zero_work_vectors()
 
     # -- moving the bounds (regularisation-parameter path) ---------------------
 
@@ -4856,7 +4859,6 @@ cdef class CPEngine:
                 dC[j] = new_C[j] - self.C[j]
                 if fabs(dC[j]) > dscale:
                     dscale = fabs(dC[j])
-        self.cmax_known = False  # (the active bounds move; _sync_hard rescans)
         st = ST_OK
         if dscale > 0.0:
             if self.n_margin > 0 and self.updates_since_check > 0:
@@ -4873,7 +4875,7 @@ cdef class CPEngine:
             self.C[j] = new_C[j]
             if self.setof[j] == S_ERROR:
                 self.alpha[j] = new_C[j]
-        self.cmax_known = False
+        self.cmax_known = False  # (the active bounds moved; _sync_hard rescans)
         return self._checked_finish()
 
     cdef int _bound_path(self, double* dC, double dscale) noexcept nogil:

@@ -2,13 +2,14 @@
 
 - One binary head at n = 5000 (MNIST PCA-50, digit 0 against the rest, rbf,
   C = 1, gamma frozen from the CPSVM fit): ``CPSVM.fit(method="batch")``
-  against ``SVC.fit``; target <= 2x.
+  against ``SVC.fit``; target <= 1.5x (issue 12; it was 2x before).
 - ``method="incremental"`` (every row learned by CP steps) at n = 1000, for
   reference, beside ``method="batch"`` and ``SVC.fit`` at the same size.
 - Ten classes on n = 8000 rows (PCA-50 of all ten digits; synthetic ten-class
   data in the fallback): ``CPSVM.fit`` (ten one-versus-rest heads sharing one
   kernel store), also with ``n_jobs=2``, against ten binary ``SVC.fit``
-  (each digit against the rest, the same problems); target <= 2x.
+  (each digit against the rest, the same problems); target <= 1.5x (issue
+  12; it was 2x before).
 
 Every fitted model is checked before it is timed: the KKT certificate below
 1e-8 and the decision values of the refits (see ``conftest.py``).
@@ -60,7 +61,7 @@ def test_cpsvm_binary_batch(benchmark, workloads, results, bench):
     results.record(
         benchmark, key, n=BINARY_N, source=wl.source,
         compare=[bench.Comparison(f"n={BINARY_N} CPSVM.fit(batch) / SVC.fit", key,
-                                  _key(f"n={BINARY_N} SVC.fit"), "<= 2")])
+                                  _key(f"n={BINARY_N} SVC.fit"), "<= 1.5")])
 
 
 @pytest.mark.parametrize("method", ["batch", "incremental"])
@@ -144,7 +145,7 @@ def test_cpsvm_ten_classes(benchmark, multiclass, results, bench, n_jobs):
     assert model.state_digest() == digest  # the checked model, bit for bit
     key = _key(f"n={MULTI_N} CPSVM.fit ten classes n_jobs={n_jobs}")
     compare = [bench.Comparison(f"n={MULTI_N} ten classes n_jobs={n_jobs}: CPSVM / ten SVC",
-                                key, _key(f"n={MULTI_N} ten SVC.fit"), "<= 2")]
+                                key, _key(f"n={MULTI_N} ten SVC.fit"), "<= 1.5")]
     if n_jobs is not None:
         compare.append(bench.Comparison(
             f"n={MULTI_N} ten classes: speed-up of n_jobs={n_jobs}",

@@ -139,3 +139,41 @@ def test_kernel_rows_are_the_same_bits_with_the_helper(kernel):
     alone = rows(float("inf"))
     for a, b in zip(helped, alone):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "poly", "linear"])
+def test_many_rows_are_one_shared_job_with_the_same_bits(kernel):
+    # more than eight missing rows are one job of blocks of eight times tiles
+    # (_fill_blocks_task): a last block of five, a slot asked for twice and a
+    # row already cached must give the rows that one-at-a-time computation gives
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(1300, 7))
+    cached = 11
+    request = np.array([3, 900, 3, 1299, cached, 512, 511, 0, 64, 1000, 7, 8, 9, 10,
+                        12, 13, 14, 15, 16, 17, 18, 19, 1100], dtype=np.intp)
+
+    def rows(min_work):
+        old = _cp_core.set_parallel_min_work(min_work)
+        first = _cp_core.set_helper_first(min_work == 0.0)
+        try:
+            store = _cp_core.KernelStore(X.shape[1], kernel, 0.1, 3, 0.5)
+            store.append(X)
+            store.get_row(cached)
+            computed = store.n_rows_computed
+            store.ensure_rows(request)
+            # every distinct missing slot once, the cached one not again
+            assert store.n_rows_computed - computed == len(set(request.tolist()) - {cached})
+            return [store.get_row(int(s)) for s in request]
+        finally:
+            _cp_core.set_helper_first(first)
+            _cp_core.set_parallel_min_work(old)
+
+    one_at_a_time = _cp_core.KernelStore(X.shape[1], kernel, 0.1, 3, 0.5)
+    one_at_a_time.append(X)
+    single = [one_at_a_time.get_row(int(s)) for s in request]
+    before = _cp_core.helper_chunks()
+    helped = rows(0.0)
+    assert _cp_core.helper_chunks() > before
+    alone = rows(float("inf"))
+    for a, b, c in zip(helped, alone, single):
+        assert a.tobytes() == b.tobytes() == c.tobytes()

@@ -1962,7 +1962,7 @@ cdef class CPEngine:
 
     cdef int _ks_sync(self) noexcept nogil:
         # bring the packed rows up to the current slots of the store
-        cdef Py_ssize_t n = self.store.n_slots, p, j
+        cdef Py_ssize_t n = self.store.n_slots, p
         if self._ks_reserve(self.n_margin) != 0:
             return ST_NO_MEMORY
         if self.ks_n > n:

@@ -10,6 +10,7 @@ parallel, and in a forked child.
 """
 
 import multiprocessing
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -18,13 +19,22 @@ from sklearn.datasets import load_digits
 from eco import CPSVM, _cp_core
 
 
+@contextmanager
+def _helper(on):
+    """The helper on every product of two chunks or more (True) or off (False)."""
+    old = _cp_core.set_parallel_min_work(0.0 if on else float("inf"))
+    first = _cp_core.set_helper_first(on)
+    try:
+        yield
+    finally:
+        _cp_core.set_helper_first(first)
+        _cp_core.set_parallel_min_work(old)
+
+
 @pytest.fixture
 def helper_on_every_product():
-    old = _cp_core.set_parallel_min_work(0.0)
-    first = _cp_core.set_helper_first(True)
-    yield
-    _cp_core.set_helper_first(first)
-    _cp_core.set_parallel_min_work(old)
+    with _helper(True):
+        yield
 
 
 def _digits(n=600):
@@ -120,23 +130,18 @@ def test_kernel_rows_are_the_same_bits_with_the_helper(kernel):
     X = rng.normal(size=(1400, 9))
     slots = np.array([0, 7, 700, 1399], dtype=np.intp)
 
-    def rows(min_work):
-        old = _cp_core.set_parallel_min_work(min_work)
-        first = _cp_core.set_helper_first(min_work == 0.0)
-        try:
+    def rows(on):
+        with _helper(on):
             store = _cp_core.KernelStore(X.shape[1], kernel, 0.1, 3, 0.5)
             store.append(X[:1100])
             store.ensure_rows(slots[:3])         # cached, then extended by the append
             store.append(X[1100:])
             return [store.get_row(int(s)) for s in slots]
-        finally:
-            _cp_core.set_helper_first(first)
-            _cp_core.set_parallel_min_work(old)
 
     before = _cp_core.helper_chunks()
-    helped = rows(0.0)
+    helped = rows(True)
     assert _cp_core.helper_chunks() > before
-    alone = rows(float("inf"))
+    alone = rows(False)
     for a, b in zip(helped, alone):
         assert a.tobytes() == b.tobytes()
 
@@ -144,7 +149,7 @@ def test_kernel_rows_are_the_same_bits_with_the_helper(kernel):
 @pytest.mark.parametrize("kernel", ["rbf", "poly", "linear"])
 def test_many_rows_are_one_shared_job_with_the_same_bits(kernel):
     # more than eight missing rows are one job of blocks of eight times tiles
-    # (_fill_blocks_task): a last block of five, a slot asked for twice and a
+    # (_fill_task): a last block of five, a slot asked for twice and a
     # row already cached must give the rows that one-at-a-time computation gives
     rng = np.random.default_rng(2)
     X = rng.normal(size=(1300, 7))
@@ -152,10 +157,8 @@ def test_many_rows_are_one_shared_job_with_the_same_bits(kernel):
     request = np.array([3, 900, 3, 1299, cached, 512, 511, 0, 64, 1000, 7, 8, 9, 10,
                         12, 13, 14, 15, 16, 17, 18, 19, 1100], dtype=np.intp)
 
-    def rows(min_work):
-        old = _cp_core.set_parallel_min_work(min_work)
-        first = _cp_core.set_helper_first(min_work == 0.0)
-        try:
+    def rows(on):
+        with _helper(on):
             store = _cp_core.KernelStore(X.shape[1], kernel, 0.1, 3, 0.5)
             store.append(X)
             store.get_row(cached)
@@ -164,16 +167,13 @@ def test_many_rows_are_one_shared_job_with_the_same_bits(kernel):
             # every distinct missing slot once, the cached one not again
             assert store.n_rows_computed - computed == len(set(request.tolist()) - {cached})
             return [store.get_row(int(s)) for s in request]
-        finally:
-            _cp_core.set_helper_first(first)
-            _cp_core.set_parallel_min_work(old)
 
     one_at_a_time = _cp_core.KernelStore(X.shape[1], kernel, 0.1, 3, 0.5)
     one_at_a_time.append(X)
     single = [one_at_a_time.get_row(int(s)) for s in request]
     before = _cp_core.helper_chunks()
-    helped = rows(0.0)
+    helped = rows(True)
     assert _cp_core.helper_chunks() > before
-    alone = rows(float("inf"))
+    alone = rows(False)
     for a, b, c in zip(helped, alone, single):
         assert a.tobytes() == b.tobytes() == c.tobytes()

@@ -719,7 +719,7 @@ cdef struct FillJob:
     const Py_ssize_t* slots
     double** outs
     const double* xs
-    Py_ssize_t n_blocks     # _fill_blocks_task: blocks of eight rows per tile
+    Py_ssize_t n_blocks     # blocks of eight rows per tile (_fill_task)
 
 
 cdef void _fill_tile(const FillJob* t, Py_ssize_t b0, Py_ssize_t nb,
@@ -740,22 +740,10 @@ cdef void _fill_tile(const FillJob* t, Py_ssize_t b0, Py_ssize_t nb,
 
 
 cdef void _fill_task(void* ctx, long begin, long end) noexcept nogil:
-    # tiles begin .. end - 1 of a FillJob, all its rows
-    cdef FillJob* t = <FillJob*>ctx
-    cdef Py_ssize_t jt, je
-    cdef long tile
-    for tile in range(begin, end):
-        jt = t.j0 + tile * FILL_TILE
-        je = jt + FILL_TILE
-        if je > t.j1:
-            je = t.j1
-        _fill_tile(t, 0, t.nb, jt, je)
-
-
-cdef void _fill_blocks_task(void* ctx, long begin, long end) noexcept nogil:
     # chunks begin .. end - 1 of a FillJob: chunk c is the block of eight rows
     # c % n_blocks over the tile c // n_blocks, so that the chunks one thread
-    # claims in a row read the same tile of features
+    # claims in a row read the same tile of features (up to eight rows, one
+    # block: chunk c is tile c)
     cdef FillJob* t = <FillJob*>ctx
     cdef Py_ssize_t jt, je, b0, nb
     cdef long c
@@ -1277,13 +1265,8 @@ cdef class KernelStore:
         t.j0 = j0
         t.j1 = j1
         t.n_blocks = (nb + 7) // 8
-        if nb <= 8:
-            eco_parallel_for(_fill_task, &t, (j1 - j0 + FILL_TILE - 1) // FILL_TILE, 1,
-                             <double>nb * (j1 - j0) * (d + 1) >= _parallel_min_work)
-        else:
-            eco_parallel_for(_fill_blocks_task, &t,
-                             t.n_blocks * ((j1 - j0 + FILL_TILE - 1) // FILL_TILE), 1,
-                             <double>nb * (j1 - j0) * (d + 1) >= _parallel_min_work)
+        eco_parallel_for(_fill_task, &t, t.n_blocks * ((j1 - j0 + FILL_TILE - 1) // FILL_TILE),
+                         1, <double>nb * (j1 - j0) * (d + 1) >= _parallel_min_work)
 
     cdef int _ensure_rows(self, const Py_ssize_t* slots, Py_ssize_t count) noexcept nogil:
         # compute the missing rows among `slots` in one shared job: blocks of
@@ -1314,7 +1297,7 @@ cdef class KernelStore:
             st = ST_NO_MEMORY
         else:
             memset(queued, 0, n + 1)
-            for i in range(count):
+            for i in range(i, count):  # (the slots before the first missing one are cached)
                 s = slots[i]
                 if self.rows[s] == NULL and not queued[s]:
                     queued[s] = 1

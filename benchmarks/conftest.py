@@ -39,6 +39,7 @@ from eco.reference import reference_kernel, reference_solve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workloads import mnist_dir, mnist_digits, mnist_features  # noqa: E402
+import machine_load  # noqa: E402
 
 #: The box bound of every benchmark.
 C = 1.0
@@ -58,6 +59,7 @@ BLAS_THREADS_ENV = "ECO_BENCH_BLAS_THREADS"
 
 _RESULTS_KEY = pytest.StashKey["Results"]()
 _WORKLOADS_KEY = pytest.StashKey["Workloads"]()
+_LOAD_KEY = pytest.StashKey["machine_load.MachineLoad"]()
 
 
 def blas_threads():
@@ -368,6 +370,11 @@ def pytest_report_header(config):
     return f"eco benchmarks: {_describe_setup()}"
 
 
+def pytest_sessionstart(session):
+    # what else the machine does from here to the summary (is the run quiet?)
+    session.config.stash[_LOAD_KEY] = machine_load.MachineLoad()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     res = config.stash.get(_RESULTS_KEY, None)
     if res is None or not res.medians:
@@ -377,6 +384,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     wl = config.stash.get(_WORKLOADS_KEY, None)
     used = ", ".join(sorted(wl.sources)) if wl is not None and wl.sources else "none"
     tr.write_line(f"data source used: {used}; {_describe_setup()}")
+    load = config.stash.get(_LOAD_KEY, None)
+    if load is not None:
+        tr.write_line(machine_load.sentence(load.result()))
     width = max(len(k) for k in res.medians)
     for key, median in res.medians.items():
         note = f"  {res.notes[key]}" if res.notes.get(key) else ""

@@ -31,6 +31,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import machine_load  # noqa: E402
 
 #: Curves of the plot and of the slope table, by their key in a point's times.
 CURVES = ("CPSVM.fit", "SVC.fit", "decrement reserve", "decrement margin", "decrement error",
@@ -69,6 +70,7 @@ def measure_point(dataset, n):
 def _measure(sp, dataset, n):
     r = _rounds(n)
     t_start = time.perf_counter()
+    load = machine_load.MachineLoad()
     p = sp.Point(dataset, n)
     p.check_fit()
     times, info = {}, {"source": p.source, "gamma": p.gamma,
@@ -117,6 +119,7 @@ def _measure(sp, dataset, n):
         K_S, v = p.margin_rows()
         times["matvec K_S.T @ v"] = sp.time_calls(lambda: v @ K_S, rounds=50)
     info["wall_s"] = time.perf_counter() - t_start
+    info["machine load"] = load.result()
     return {"dataset": dataset, "n": n, "times": times, "info": info,
             "peak_rss_mb_whole_run": _peak_mb()}
 
@@ -248,7 +251,8 @@ def write_markdown(points, slopes, path, command):
     lines = ["# eco scaling benchmark", "", f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"BLAS threads {os.environ.get('ECO_BENCH_BLAS_THREADS', '1')}; "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
+             machine_load.summary(points), ""]
     for d in sorted(slopes):
         pts = sorted((pt for pt in points if pt["dataset"] == d), key=lambda q: q["n"])
         lines += [f"## {d}: {pts[0]['info']['source']}", "",
@@ -268,6 +272,10 @@ def write_markdown(points, slopes, path, command):
         for k in ("n_margin", "n_error", "margin migrations", "error migrations",
                   "batch of 50 migrations", "batch of 50: ids on the path"):
             lines.append(f"| {k} | " + " | ".join(str(pt["info"].get(k, "")) for pt in pts) + " | |")
+        for k, label in (("steal", "CPU stolen by the host"),
+                         ("others", "CPU used by other processes")):
+            cells = [machine_load.share(pt["info"].get("machine load", {}).get(k)) for pt in pts]
+            lines.append(f"| {label} | " + " | ".join(cells) + " | |")
         lines += ["", "Ratios of medians (same run):", "",
                   "| ratio | " + " | ".join(f"n={pt['n']}" for pt in pts) + " |",
                   "|---" * (len(pts) + 1) + "|"]

@@ -21,7 +21,7 @@ QUIET_STEAL = 0.02
 QUIET_OTHERS = 0.05
 
 
-def _cpu_ticks():
+def cpu_ticks():
     """(total, steal, busy) CPU ticks of the whole machine since boot, or None.
 
     From the first line of ``/proc/stat``: ``busy`` is every tick that was
@@ -64,7 +64,7 @@ class MachineLoad:
 
     def __init__(self):
         self._t0 = time.perf_counter()
-        self._ticks0 = _cpu_ticks()
+        self._ticks0 = cpu_ticks()
         self._own0 = _own_cpu_s()
         self._load0 = _load_avg()
 
@@ -75,7 +75,7 @@ class MachineLoad:
         below :data:`QUIET_STEAL` and :data:`QUIET_OTHERS`). The shares are
         None where ``/proc/stat`` cannot be read; ``quiet`` is then False.
         """
-        ticks1, wall = _cpu_ticks(), time.perf_counter() - self._t0
+        ticks1, wall = cpu_ticks(), time.perf_counter() - self._t0
         out = {"steal": None, "others": None,
                "load_avg_start": self._load0, "load_avg_end": _load_avg()}
         if self._ticks0 is not None and ticks1 is not None and ticks1[0] > self._ticks0[0]:

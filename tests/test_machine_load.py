@@ -39,20 +39,20 @@ def test_a_measurement_reads_shares_of_the_cpu_time():
 
 
 def test_without_proc_stat_nothing_is_recorded_and_nothing_is_quiet(monkeypatch):
-    monkeypatch.setattr(machine_load, "_cpu_ticks", lambda: None)
+    monkeypatch.setattr(machine_load, "cpu_ticks", lambda: None)
     res = machine_load.MachineLoad().result()
     assert res["steal"] is None and res["others"] is None and res["quiet"] is False
     assert "not recorded" in machine_load.sentence(res)
 
 
-def test_cpu_ticks_follow_the_fields_of_proc_stat(monkeypatch, tmp_path):
+def testcpu_ticks_follow_the_fields_of_proc_stat(monkeypatch, tmp_path):
     # user nice system idle iowait irq softirq steal guest guest_nice
     stat = tmp_path / "stat"
     stat.write_text("cpu  100 5 20 700 10 1 4 60 30 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
     real_path = machine_load.Path
     monkeypatch.setattr(machine_load, "Path",
                         lambda p: stat if p == "/proc/stat" else real_path(p))
-    total, steal, busy = machine_load._cpu_ticks()
+    total, steal, busy = machine_load.cpu_ticks()
     assert (total, steal, busy) == (900, 60, 130)  # guest time is inside user
 
 

@@ -371,7 +371,8 @@ def pytest_report_header(config):
 
 
 def pytest_sessionstart(session):
-    # what else the machine does from here to the summary (is the run quiet?)
+    # what else the machine does from here to the summary (is the run quiet?);
+    # Ray's workers are other processes, so a Ray suite counts its own work there
     session.config.stash[_LOAD_KEY] = machine_load.MachineLoad()
 
 

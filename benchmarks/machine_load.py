@@ -96,6 +96,12 @@ def share(x):
     return "" if x is None else f"{100 * x:.1f}%"
 
 
+def _shares(steal, others):
+    # the two shares and the thresholds, as every report words them
+    return (f"{share(steal)} of the CPU time stolen by the host and {share(others)} used by "
+            f"other processes; quiet below {share(QUIET_STEAL)} and {share(QUIET_OTHERS)}")
+
+
 def summary(points):
     """One sentence on a sweep's points (each with ``info["machine load"]``): quiet or not."""
     loads = [pt["info"].get("machine load") for pt in points]
@@ -103,10 +109,8 @@ def summary(points):
         return "Machine load: not recorded for every point (no /proc/stat, or an older run)."
     noisy = [f"{pt['dataset']} n={pt['n']}" for pt, ld in zip(points, loads) if not ld["quiet"]]
     verdict = "quiet" if not noisy else f"not quiet at {', '.join(noisy)}"
-    return (f"Machine load during the points: {verdict} (at most "
-            f"{share(max(ld['steal'] for ld in loads))} of the CPU time stolen by the host and "
-            f"{share(max(ld['others'] for ld in loads))} used by other processes; a point is "
-            f"quiet below {share(QUIET_STEAL)} and {share(QUIET_OTHERS)}).")
+    worst = _shares(max(ld["steal"] for ld in loads), max(ld["others"] for ld in loads))
+    return f"Machine load during the points: {verdict} (at most {worst})."
 
 
 def sentence(load):
@@ -114,6 +118,4 @@ def sentence(load):
     if load["steal"] is None:
         return "machine load: not recorded (no /proc/stat)"
     return (f"machine load: {'quiet' if load['quiet'] else 'NOT quiet'} "
-            f"({share(load['steal'])} of the CPU time stolen by the host, "
-            f"{share(load['others'])} used by other processes; quiet below "
-            f"{share(QUIET_STEAL)} and {share(QUIET_OTHERS)})")
+            f"({_shares(load['steal'], load['others'])})")

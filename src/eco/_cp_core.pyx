@@ -1966,8 +1966,9 @@ cdef class CPEngine:
         cdef double** rows = <double**>_xmalloc(rows_bytes)
         if rows == NULL:
             return ST_NO_MEMORY
-        # the members' rows that are not cached (all of them after a load),
-        # eight at a time: a row at a time costs about twice as much
+        # the members' rows that are not cached (all of them after a load), in
+        # one job of blocks of eight rows (_ensure_rows): a row at a time costs
+        # about twice as much
         cdef size_t members_bytes = (m if m > 0 else 1) * sizeof(Py_ssize_t)
         cdef Py_ssize_t* members = <Py_ssize_t*>_xmalloc(members_bytes)
         if members == NULL:

@@ -8,6 +8,7 @@ one (the digest of the same update run without interruption, whose model is
 checked against :func:`eco.testing.refit_frozen`).
 """
 
+import _thread
 import faulthandler
 import os
 import signal
@@ -17,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+import eco._headset
 from eco import CPSVM
 from eco.testing import DECISION_TOL, KKT_TOL, refit_frozen
 from exact_helpers import noisy_classes
@@ -122,3 +124,92 @@ def test_custom_sigint_handler_gets_the_signal_after_the_update():
     # a handler that does not raise does not stop the update; it still runs once
     assert received == [signal.SIGINT]
     assert m.state_digest() == expected.state_digest()
+
+
+# Two steps that run after an update's last safe point: zeroing the rollback
+# snapshot of a committed transaction, and erasing the removed rows.
+_AFTER_THE_LAST_SAFE_POINT = {
+    "snapshot-wipe": (eco._headset, "wipe_snapshot"),
+    "erasure": (eco._headset.HeadSet, "erase"),
+}
+
+
+def _interrupt_at(monkeypatch, step):
+    """Ctrl-C as `step` starts (``_thread.interrupt_main`` simulates the SIGINT).
+
+    Returns the list the patched step appends to each time it runs.
+    """
+    owner, name = _AFTER_THE_LAST_SAFE_POINT[step]
+    original = getattr(owner, name)
+    ran = []
+
+    def with_ctrl_c(*args, **kwargs):
+        ran.append(step)
+        _thread.interrupt_main()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, with_ctrl_c)
+    return ran
+
+
+@pytest.mark.parametrize("step", sorted(_AFTER_THE_LAST_SAFE_POINT))
+@pytest.mark.parametrize("case", [
+    dict(kind="support", params=dict(class_weight="balanced")),
+    dict(kind="support", params=dict(gamma="scale")),
+    dict(kind="support", params={}, audit=True),
+    dict(kind="support", params={}),
+    dict(kind="reserve", params={}),
+    dict(kind="increment", params=dict(class_weight="balanced")),
+], ids=["balanced", "scale", "audit", "default", "reserve", "increment-balanced"])
+def test_interrupt_after_the_last_safe_point_completes_the_update(monkeypatch, case, step):
+    """Ctrl-C while a committed update finishes (snapshot wipe, erasure): raised at the end, update whole.
+
+    The update commits in stages: the heads, the resolved hyper-parameters
+    (``class_weight_``, ``gamma_``), the erasure. An interrupt that arrived
+    after the last safe point once surfaced between them: the heads were
+    updated, ``class_weight_`` was stale (a later increment drifted 0.02 from
+    a refit) and the removed rows' features stayed in the store.
+    """
+    X, y = noisy_classes(n=260, seed=11)
+    params = dict(C=2.0, gamma=0.5) | case["params"]
+    base = CPSVM(**params).fit(X[:240], y[:240])
+    if case["kind"] == "increment":
+        def update(m):
+            m.increment(X[240:], y[240:])
+        removed = []
+    else:
+        ids = {"support": list(base.margin_[:2]) + list(base.error_[:1]),
+               "reserve": list(base.reserve_[:3])}[case["kind"]]
+        removed = [int(i) for i in ids]
+        assert len(removed) == 3
+
+        def update(m):
+            m.decrement(removed, audit=case.get("audit", False))
+    expected = _copy(base)
+    update(expected)
+    m = _copy(base)
+    ran = _interrupt_at(monkeypatch, step)
+    try:
+        update(m)
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    monkeypatch.undo()
+    # a reserve drop takes no snapshot and an increment erases nothing;
+    # every other update runs the step, and its Ctrl-C is raised at the end
+    skipped = {("reserve", "snapshot-wipe"), ("increment", "erasure")}
+    assert bool(ran) == ((case["kind"], step) not in skipped)
+    assert interrupted == bool(ran)
+    assert m.state_digest() == expected.state_digest()
+    assert m.gamma_ == expected.gamma_
+    assert np.array_equal(m.class_weight_, expected.class_weight_)
+    assert m.hyper_paths_ == expected.hyper_paths_
+    assert m.kkt_violation() < KKT_TOL
+    stored = m.head_set_.store.features().tobytes()
+    for i in removed:
+        assert X[i].tobytes() not in stored, f"row {i} is still stored"
+    # the model keeps working, exactly
+    m.increment(X[:3] + 0.01, y[:3])
+    expected.increment(X[:3] + 0.01, y[:3])
+    assert m.state_digest() == expected.state_digest()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

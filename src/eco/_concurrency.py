@@ -15,6 +15,8 @@ Two mechanisms make a model safe to share in a serving process:
   commit, run with every further SIGINT deferred. Once the guard ends, a
   deferred signal not yet acted on is delivered to the handler that was in
   place. An update is then all or nothing however many interrupts arrive.
+  Every update (:func:`writes`) runs under one guard from start to end, so
+  an interrupt after its last safe point is delivered once it is complete.
 """
 
 import signal
@@ -147,10 +149,19 @@ def reads(fn):
 
 
 def writes(fn):
-    """Decorator: run the method holding its model's lock exclusively."""
+    """Decorator: run the method holding its model's lock exclusively, under one interrupt guard.
+
+    The guard spans the whole call, not only the head set's transaction:
+    an update commits in stages (the heads, then the estimator's resolved
+    hyper-parameters, then the erasure of the removed rows), and a SIGINT
+    that arrives after the transaction's last safe point must wait until
+    every stage is done. It is then delivered as the call ends, the update
+    complete. Taken once the lock is held: a Ctrl-C while waiting for the
+    lock stops the wait, before anything changed.
+    """
     @wraps(fn)
     def locked(self, *args, **kwargs):
-        with model_lock(self).writing():
+        with model_lock(self).writing(), interrupt_guard():
             return fn(self, *args, **kwargs)
     return locked
 

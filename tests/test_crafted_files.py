@@ -82,6 +82,14 @@ def _craft(good, path, arrays=None, meta=None, raw_meta=None):
     return path
 
 
+def _edited_meta(good, old, new):
+    """The metadata of `good` as bytes, its first `old` replaced by `new` (for JSON that
+    json.dumps cannot write)."""
+    text = _members(good)[META].decode()
+    assert old in text
+    return text.replace(old, new, 1).encode()
+
+
 def _add_arrays(good, path, arrays, version=None):
     """Copy of `good` with extra array members (digests right), optionally another version."""
     members = _members(good)
@@ -193,6 +201,31 @@ def _corpus(tmp_path):
         "huge declared shape": (
             _craft(good, p("m"), meta=lambda d: d["arrays"]["features"].update(
                 shape=[10**9, 10**9])), "need"),
+        # numbers and shapes that once escaped as TypeError, ValueError,
+        # IndexError, or loaded and broke the next increment (OverflowError)
+        "bias 10**400 (a JSON integer beyond float)": (
+            _craft(good, p("n1"), meta=lambda d: d["model"]["b"].__setitem__(0, 10**400)), "bias"),
+        "gamma_ 10**400": (_craft(good, p("n2"), meta=lambda d: d["model"].__setitem__(
+            "gamma_", 10**400)), "gamma_"),
+        "an integer of 5,000 digits": (_craft(good, p("n3"), raw_meta=_edited_meta(
+            good, '"n_given": ', '"n_given": ' + "9" * 5000 + ", \"was\": ")),
+            "not valid JSON"),
+        "n_given 2**63": (_craft(good, p("n4"), meta=lambda d: d["model"].__setitem__(
+            "n_given", 2**63)), "examples declared given"),
+        "2-D ids": (_craft(good, p("n5"), {"slot_ids": lambda a: a.reshape(2, -1)}), "ids of"),
+        "1-D features": (_craft(good, p("n6"), {"features": lambda a: a.ravel()}),
+                         "features has shape"),
+        "float ids, two of them NaN": (_craft(good, p("n7"), {"slot_ids": lambda a: np.where(
+            np.arange(len(a)) < 2, np.nan, np.arange(len(a), dtype=float))}), "ids of dtype"),
+        "a NaN class": (_craft(good, p("n8"), {"classes_": lambda a: np.array([np.nan, 1.0])}),
+                        "class is not a finite"),
+        "classes out of order": (_craft(good, p("n9"), {"classes_": lambda a: a[::-1].copy()}),
+                                 "not sorted"),
+        # certified exact, but for another problem than its parameters say
+        "gamma_ other than the gamma parameter": (_craft(good, p("o1"), meta=lambda d: d[
+            "model"]["params"].__setitem__("gamma", 0.25)), "gamma=0.25 gives"),
+        "class_weight_ other than class_weight=None": (_craft(good, p("o2"), {
+            "class_weight_": lambda a: 2 * a}), "class_weight=None gives"),
     }
     bomb = tmp_path / "bomb.eco"
     _zip_bomb(good, bomb)
@@ -357,3 +390,51 @@ def test_degenerate_but_genuine_models_certify(name, d, C, scale, kernel, tmp_pa
     m.decrement(list(m.ids_)[:30])
     m.save(tmp_path / "m.eco")
     assert eco.load(tmp_path / "m.eco").state_digest() == m.state_digest()
+
+
+@pytest.mark.parametrize("params, removal", [
+    (dict(gamma="scale"), "some"),
+    (dict(gamma="scale"), "all"),
+    (dict(gamma="auto"), "some"),
+    (dict(gamma=0.0), "some"),
+    (dict(kernel="linear", gamma=0.0), "some"),
+    (dict(kernel="linear"), "some"),
+    (dict(kernel="poly", degree=2, gamma=0, coef0=1.0), "some"),
+    (dict(class_weight="balanced"), "some"),
+    (dict(class_weight="balanced", gamma="scale"), "a class"),
+    (dict(class_weight={0: 2.0, 1: 0.5}), "some"),
+    (dict(class_weight={0: 2.0, 1: 0.5, 7: 3.0}), "some"),
+], ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={w}" for k, w in v.items()))
+def test_genuine_files_with_resolved_hyper_parameters_load(params, removal, tmp_path):
+    """Every model eco makes loads, bit for bit: the loader's check of ``gamma_`` and
+    ``class_weight_`` against the parameters refuses none of them (gamma=0 once was)."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(70, 3)) * np.array([1.0, 3.0, 0.2])
+    y = (X[:, 0] + 0.4 * rng.normal(size=70) > 0.3).astype(int)
+    m = eco.CPSVM(C=1.5, **params).fit(X[:60], y[:60], sample_weight=np.r_[0.0, np.ones(59)])
+    m.increment(X[60:], y[60:])
+    gone = {"some": list(range(0, 70, 4)), "all": list(range(70)),
+            "a class": [int(i) for i in np.flatnonzero(y == 0)]}[removal]
+    m.decrement(gone)
+    m.save(tmp_path / "m.eco")
+    loaded = eco.load(tmp_path / "m.eco")
+    assert loaded.state_digest() == m.state_digest()
+    assert loaded.gamma_ == m.gamma_
+    assert np.array_equal(loaded.class_weight_, m.class_weight_)
+    if removal != "all":
+        assert loaded.verify(reference=True).ok
+
+
+def test_precomputed_kernel_file_must_be_symmetric(tmp_path):
+    """An asymmetric kernel, which fit refuses, is refused on load too (once it loaded, certified)."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 3))
+    y = (X[:, 0] > 0).astype(int)
+    m = eco.CPSVM(kernel="precomputed").fit(X @ X.T, y)
+    m.decrement([3, 5])
+    m.save(tmp_path / "m.eco")
+    assert eco.load(tmp_path / "m.eco").state_digest() == m.state_digest()
+    crafted = _craft(tmp_path / "m.eco", tmp_path / "asym.eco",
+                     {"kernel": _set((0, 1), 0.5 + float(m.head_set_.kernel_block([0])[0, 1]))})
+    with pytest.raises(ModelFileError, match="must be symmetric"):
+        eco.load(crafted)

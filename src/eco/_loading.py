@@ -10,17 +10,33 @@ KKT conditions on the recomputed gradients (a wrong bias or coefficient
 shows there), every coefficient in its box and consistent with its set
 (:meth:`eco.state.ModelState.validate`), and the refactorised inverse must
 invert the bordered matrix rebuilt from the kernel (a singular or
-numerically meaningless margin set shows there).
+numerically meaningless margin set shows there). Before that, what the
+certificate takes as given is checked against the parameters: a
+precomputed kernel must be symmetric, and ``gamma_`` and ``class_weight_``
+must be what the parameters resolve to on the active rows
+(:func:`resolved_problem`); else a file could be certified exact for
+another problem than the one it names.
 """
 
 import os
 
-from .exceptions import ModelFileError
+import numpy as np
+
+from ._hyper import balanced_weights
+from ._kernels import resolve_gamma
+from ._validation import check_symmetric, resolve_class_weight
+from .exceptions import InvalidInputError, ModelFileError
 from .persistence import read_state
 from .state import CERTIFY_TOL, head_set_problem
 from .svm import CPSVM
 
 __all__ = ["load", "load_model", "CERTIFY_TOL"]
+
+# A resolved hyper-parameter that follows the rows (gamma="scale", "balanced"
+# weights) is recomputed on the loaded rows and must agree to this relative
+# difference: bit for bit on the machine that saved it, a few units in the
+# last place where another CPU sums the variance in another order.
+_RESOLVED_RTOL = 1e-12
 
 
 def load(path):
@@ -55,11 +71,23 @@ def load(path):
     if set(state.params) != known:
         raise ModelFileError(f"{where}: inconsistent model file: the parameters are "
                              f"{sorted(state.params)[:20]}, expected {sorted(known)}")
+    if state.params["kernel"] == "precomputed":
+        try:  # as fit refuses it
+            check_symmetric(state.data, "the saved kernel matrix")
+        except InvalidInputError as exc:
+            raise ModelFileError(f"{where}: inconsistent model file: {exc}") from exc
     try:
         model = CPSVM.from_state(state)
     except Exception as exc:  # bad parameters, a state the engine refuses
         raise ModelFileError(f"{where}: inconsistent model file: "
                              f"{type(exc).__name__}: {exc}") from exc
+    try:
+        problem = resolved_problem(model)
+    except Exception as exc:  # a parameter fit would refuse (a class_weight dict)
+        raise ModelFileError(f"{where}: inconsistent model file: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    if problem is not None:
+        raise ModelFileError(f"{where}: inconsistent model file: {problem}")
     try:
         problem = certificate_problem(model)
     except Exception as exc:  # the kernel of a crafted state can fail to compute
@@ -68,6 +96,41 @@ def load(path):
     if problem is not None:
         raise ModelFileError(f"{where}: the model fails its certificate: {problem}")
     return model
+
+
+def resolved_problem(model):
+    """None when ``gamma_`` and ``class_weight_`` are what the parameters give on the rows.
+
+    The certificate checks that the coefficients solve the SVM of the saved
+    ``gamma_`` and class weights; this checks that those are the ones the
+    saved parameters resolve to on the active rows, as ``fit``, ``increment``
+    and ``decrement`` resolve them. Else the model would be certified exact
+    for another problem than ``CPSVM(**params).fit(rows)``, and every later
+    update would follow it. Returns a sentence naming the first difference.
+    """
+    heads = model.head_set_
+    active = heads.active_slots()
+    labels = heads.slot_labels[active]
+    # with no row left, "scale" keeps the value it had (as an update leaves it)
+    if model.kernel != "precomputed" and not (model.gamma == "scale" and len(active) == 0):
+        rows = heads.features_of(active) if model.gamma == "scale" else \
+            np.empty((0, model.n_features_in_))
+        want = resolve_gamma(model.gamma, rows, model.kernel)
+        if not _close(model.gamma_, want):
+            return f"gamma_ is {model.gamma_!r}; gamma={model.gamma!r} gives {want!r} on its rows"
+    if model.class_weight == "balanced":
+        # a class with no row left keeps its previous weight (no bound uses it)
+        want = balanced_weights(labels, len(model.classes_), model.class_weight_)
+    else:
+        want = resolve_class_weight(model, model.classes_, labels)
+    if not all(_close(w, v) for w, v in zip(model.class_weight_.tolist(), want.tolist())):
+        return (f"class_weight_ is {model.class_weight_.tolist()[:10]}; "
+                f"class_weight={model.class_weight!r} gives {want.tolist()[:10]} on its rows")
+    return None
+
+
+def _close(value, want):
+    return abs(float(value) - float(want)) <= _RESOLVED_RTOL * abs(float(want))
 
 
 def certificate_problem(model, tol=CERTIFY_TOL):

@@ -412,7 +412,15 @@ def state_from_bytes(data, where="model bytes"):
             raise ValueError("object_arrays is not a list of names")
     except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
         raise ModelFileError(f"{where}: bad model metadata ({exc})") from exc
-    return _build(meta, arrays, object_arrays, where, document["format_version"])
+    try:
+        return _build(meta, arrays, object_arrays, where, document["format_version"])
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError, AttributeError) as exc:
+        # _build names every inconsistency it knows of; this is the net under
+        # it: whatever a crafted file still gets past them is refused alike
+        raise ModelFileError(f"{where}: inconsistent model file ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from exc
 
 
 #: Largest metadata member read (the JSON document: parameters, biases, array table).
@@ -467,7 +475,9 @@ def _parse_metadata(meta_bytes, where):
     """The JSON document, bounded in nesting depth."""
     try:
         document = json.loads(meta_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    # ValueError: json.JSONDecodeError, and an integer of more digits than
+    # Python converts (sys.get_int_max_str_digits)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ModelFileError(f"{where}: {_META} is not valid JSON ({type(exc).__name__}: "
                              f"{str(exc)[:200]})") from exc
     stack = [(document, 0)]
@@ -707,6 +717,11 @@ def _build(meta, arrays, object_arrays, where, version=FORMAT_VERSION):
     return state
 
 
+#: Most examples a file may declare ever given: default ids are positions among
+#: them and must stay int64 through any increment that follows (2**53: exact in
+#: float64 as well).
+MAX_GIVEN = 1 << 53
+
 #: A precomputed kernel is laid out over every example given (erased ones as zeros):
 #: a file may declare at most this many times its active examples, or 2048 slots.
 _MAX_PRECOMPUTED_SLOTS_RATIO = 8
@@ -717,6 +732,8 @@ def _check_layout(meta, arrays, params, bad):
     n_slots, n_given, idx = meta["n_slots"], meta["n_given"], arrays.get("slot_index")
     if any(isinstance(v, bool) or not isinstance(v, int) for v in (n_slots, n_given)):
         raise bad("n_slots or n_given is not an integer")
+    if not 0 <= n_given <= MAX_GIVEN:
+        raise bad(f"{str(n_given)[:40]} examples declared given (at most {MAX_GIVEN})")
     if idx is None or idx.ndim != 1:
         raise bad("slot_index is missing")
     n = len(idx)
@@ -735,14 +752,22 @@ def _check_layout(meta, arrays, params, bad):
 
 def _decode_ids(arrays, bad):
     """The ids back to what the model held in memory (int64, unicode or object)."""
+    # the format holds int and str ids only (_encode_ids): a float id (NaN
+    # among them, which no set can find again) is refused as fit refuses it
     if "slot_ids" in arrays:
-        return arrays.pop("slot_ids")
+        ids = arrays.pop("slot_ids")
+        if ids.ndim != 1 or ids.dtype.kind not in "iU":
+            raise bad(f"ids of dtype {ids.dtype} and shape {ids.shape} (int or str, 1-D)")
+        return ids
     if {"slot_ids_int", "slot_ids_str", "slot_ids_is_str"} <= set(arrays):
         ints = arrays.pop("slot_ids_int")
         strs = arrays.pop("slot_ids_str")
         is_str = arrays.pop("slot_ids_is_str")
-        if not (ints.shape == strs.shape == is_str.shape) or is_str.dtype != bool:
+        if ints.ndim != 1 or not (ints.shape == strs.shape == is_str.shape):
             raise bad("the id arrays disagree in shape")
+        if ints.dtype.kind != "i" or strs.dtype.kind != "U" or is_str.dtype != bool:
+            raise bad(f"id arrays of dtypes {ints.dtype}, {strs.dtype}, {is_str.dtype} "
+                      "(int, str, bool)")
         ids = np.empty(len(ints), dtype=object)
         ids[:] = [s if m else i for i, s, m in zip(ints.tolist(), strs.tolist(), is_str.tolist())]
         return ids

@@ -179,8 +179,7 @@ class HeadState:
         if derived and np.shape(self.Rinv) != (m + 1, m + 1):
             raise ValueError(f"{where}: Rinv has shape {np.shape(self.Rinv)}, "
                              f"expected {(m + 1, m + 1)}")
-        if isinstance(self.b, bool) or not isinstance(self.b, (int, float, np.floating)) \
-                or not np.isfinite(self.b):
+        if not _is_finite_real(self.b):
             raise ValueError(f"{where}: the bias is not a finite number")
         if isinstance(self.updates_since_check, bool) \
                 or not isinstance(self.updates_since_check, (int, np.integer)):
@@ -269,30 +268,41 @@ class ModelState:
         data, n_classes, n_heads = self.data, len(self.classes_), len(self.heads)
         data_key = "kernel" if kernel == "precomputed" else "features"
         idx, given = np.asarray(self.slot_index), np.asarray(self.slot_given)
-        checks = [
-            (self.slot_ids.ndim == 1 and self.slot_ids.dtype.kind in "iUO",
+        # in order, each check evaluated only once those before it hold: a
+        # crafted state (2-D ids, 1-D features) must fail with its sentence,
+        # not with the TypeError or IndexError of a later check
+        checks = (
+            (lambda: self.slot_ids.ndim == 1 and self.slot_ids.dtype.kind in "iUO",
              f"ids of dtype {self.slot_ids.dtype} and shape {self.slot_ids.shape}"),
-            (len(set(self.slot_ids.tolist())) == n, "repeated ids"),
-            (n_heads >= 1, "no heads"),
-            (data.ndim == 2 and data.shape[0] == n, f"{data_key} has shape {data.shape}, {n} ids"),
-            (kernel != "precomputed" or data.shape == (n, n), "the kernel matrix is not square"),
-            (kernel == "precomputed" or data.shape[1] == self.n_features_in_,
+            (lambda: len(set(self.slot_ids.tolist())) == n, "repeated ids"),
+            (lambda: n_heads >= 1, "no heads"),
+            (lambda: data.ndim == 2 and data.shape[0] == n,
+             f"{data_key} has shape {data.shape}, {n} ids"),
+            (lambda: kernel != "precomputed" or data.shape == (n, n),
+             "the kernel matrix is not square"),
+            (lambda: kernel == "precomputed" or data.shape[1] == self.n_features_in_,
              "the features do not match n_features_in_"),
-            (self.classes_.ndim == 1 and n_classes >= 2, "fewer than two classes"),
-            (len(np.unique(self.classes_)) == n_classes, "repeated classes"),
-            (n_heads == (1 if n_classes == 2 else n_classes),
+            (lambda: self.classes_.ndim == 1 and n_classes >= 2, "fewer than two classes"),
+            (lambda: len(np.unique(self.classes_)) == n_classes, "repeated classes"),
+            # as fit leaves them: np.unique of the labels, so sorted, and no NaN
+            (lambda: self.classes_.dtype.kind not in "fc" or np.all(np.isfinite(self.classes_)),
+             "a class is not a finite number"),
+            (lambda: np.array_equal(np.unique(self.classes_), self.classes_),
+             "the classes are not sorted"),
+            (lambda: n_heads == (1 if n_classes == 2 else n_classes),
              "the number of heads does not match the number of classes"),
-            (self.class_weight_.shape == (n_classes,), "class_weight_ has the wrong shape"),
-            (self.slot_labels.shape == (n,) and self.slot_labels.dtype.kind == "i",
+            (lambda: self.class_weight_.shape == (n_classes,), "class_weight_ has the wrong shape"),
+            (lambda: self.slot_labels.shape == (n,) and self.slot_labels.dtype.kind == "i",
              "slot_labels has the wrong shape or dtype"),
-            (self.slot_C.shape == (n,) and self.slot_C.dtype.kind == "f",
+            (lambda: self.slot_C.shape == (n,) and self.slot_C.dtype.kind == "f",
              "slot_C has the wrong shape or dtype"),
-            (_is_int(self.n_slots) and _is_int(self.n_given), "n_slots or n_given is not an integer"),
-            (idx.shape == (n,) and idx.dtype.kind == "i" and given.shape == (n,)
+            (lambda: _is_int(self.n_slots) and _is_int(self.n_given),
+             "n_slots or n_given is not an integer"),
+            (lambda: idx.shape == (n,) and idx.dtype.kind == "i" and given.shape == (n,)
              and given.dtype.kind == "i", "slot_index or slot_given has the wrong shape or dtype"),
-        ]
-        for ok, msg in checks:
-            if not ok:
+        )
+        for holds, msg in checks:
+            if not holds():
                 raise ValueError(msg)
         for arr, top, name in ((idx, self.n_slots, "slot_index"), (given, self.n_given, "slot_given")):
             if n and (arr[0] < 0 or arr[-1] >= top or np.any(np.diff(arr) <= 0)):
@@ -311,9 +321,9 @@ class ModelState:
                 raise ValueError(f"{name} holds non-finite or non-numeric values")
         if np.any(self.slot_C < 0) or np.any(self.class_weight_ < 0):
             raise ValueError("negative bounds or class weights")
-        if isinstance(self.gamma_, bool) or not isinstance(self.gamma_, (int, float)) \
-                or not np.isfinite(self.gamma_) or self.gamma_ <= 0:
-            raise ValueError(f"gamma_ is {self.gamma_!r}, not a positive finite number")
+        # gamma = 0 is valid (a constant kernel, as scikit-learn accepts it)
+        if not _is_finite_real(self.gamma_) or self.gamma_ < 0:
+            raise ValueError(f"gamma_ is {str(self.gamma_)[:40]}, not a non-negative finite number")
 
     def _validate_head(self, h, head):
         where = f"head {h}"
@@ -339,6 +349,16 @@ class ModelState:
 
 def _is_int(v):
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_finite_real(v):
+    # a Python int beyond the float range (10**400 in a JSON file) is not one
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return bool(np.isfinite(float(v)))
+    except OverflowError:
+        return False
 
 
 def state_digest(params, gamma_, classes_, class_weight_, slot_ids, heads, given=None):

@@ -126,3 +126,31 @@ def test_updates_across_effective_hardness(kernel, degree, scale, C, binary):
         m.decrement([order[k]], batch=False)
     m.decrement(order[3:23], batch=True)
     _check_against_refit(m, X, y)
+
+
+# ------------------------------------------- predictions on features of 1e8
+
+@pytest.mark.parametrize("scale, offset", [(1e8, 0.0), (1.0, 1e7)])
+def test_rbf_predictions_on_far_features_agree_with_the_trained_kernel(scale, offset):
+    """An rbf kernel on features of 1e8 (or 1e7 from the origin): predictions are the trained model's.
+
+    With gamma="auto" and rows 1e8 apart the kernel is the identity, and the
+    SVM's decision values are known in closed form. The kernel of the
+    predictions once took its dot products from BLAS and its norms from
+    loops: K(x, x) came out as low as 3e-4 instead of 1 and decision values
+    on the training rows were 0.98 away from the trained model's own (the
+    certificate, computed with the training kernel, was 3e-15).
+    """
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 4)) * scale + offset
+    y = (rng.normal(size=100) > 0).astype(int)
+    m = CPSVM(C=1.0, gamma="auto").fit(X, y)
+    K = m.head_set_.kernel_block(np.arange(100))  # the trained kernel
+    assert np.array_equal(np.diag(K), np.ones(100))
+    # the engine's own decision values: sum_j alpha_j y_j K_ij + b
+    st = m.head_set_.head_state(0)
+    f_engine = K @ (st.alpha * st.y) + st.b
+    f = m.decision_function(X)
+    assert np.max(np.abs(f - f_engine)) < 1e-12
+    if offset == 0.0:  # the identity kernel: every row is a support vector at its bound
+        assert np.array_equal(np.sign(f), np.where(y == 1, 1.0, -1.0))

@@ -897,12 +897,26 @@ cdef inline double _transform(int kernel, double dot, double sq_i, double sq_j,
     return dot
 
 
+# An rbf value is exp(-gamma (|a|^2 + |b|^2 - 2 a'b)): the dot product from BLAS
+# and the norms from plain loops round differently, by up to about
+# d eps (|a|^2 + |b|^2) in the exponent, and that difference is not cancelled
+# where the distance is small against the norms (features of 1e8, or far
+# from the origin). Beyond this bound on the exponent's error, a row's dot
+# products are recomputed in the training rows' order (eco_fill_dots), in
+# which the dot of a row with itself is its squared norm to the bit.
+cdef double RBF_BLAS_EXPONENT_TOL = 1e-12
+
+
 def kernel_matrix(const double[:, ::1] A, const double[:, ::1] B, str kernel,
                   double gamma, int degree=3, double coef0=0.0):
     """Kernel matrix between the rows of ``A`` and ``B`` (one BLAS call).
 
-    Used where no bit-level agreement with the training rows is needed:
-    decision values of new points and independent certificates.
+    Used for decision values of new points and independent certificates.
+    For rbf, a row of ``A`` far from the origin against its distances to
+    ``B`` (see RBF_BLAS_EXPONENT_TOL) takes its dot products from the
+    loops that compute the training rows instead of BLAS: its values are
+    then the training kernel's (K(x, x) = 1 exactly), where the BLAS
+    product's rounding, left uncancelled, could move them by any amount.
 
     Parameters
     ----------
@@ -929,8 +943,10 @@ def kernel_matrix(const double[:, ::1] A, const double[:, ::1] B, str kernel,
     cdef blas_int bm = <blas_int>n, bn = <blas_int>m, bk = <blas_int>d
     cdef double one = 1.0, zero = 0.0
     cdef double[::1] sqa = np.empty(m), sqb = np.empty(n)
+    cdef double[:, ::1] BT = None
     cdef Py_ssize_t i, j, k
-    cdef double s
+    cdef double s, sqb_max = 0.0
+    cdef double* row
     with nogil:
         if d > 0:
             # K = A @ B.T, as the column-major product B' A in BLAS terms
@@ -951,6 +967,18 @@ def kernel_matrix(const double[:, ::1] A, const double[:, ::1] B, str kernel,
                 for k in range(d):
                     s = s + B[j, k] * B[j, k]
                 sqb[j] = s
+                if s > sqb_max:
+                    sqb_max = s
+    if code == K_RBF and d > 0:
+        for i in range(m):
+            if gamma * (sqa[i] + sqb_max) * d * 2.220446049250313e-16 > RBF_BLAS_EXPONENT_TOL:
+                if BT is None:
+                    BT = np.ascontiguousarray(np.asarray(B).T)
+                row = &K[i, 0]
+                with nogil:
+                    eco_fill_dots(&BT[0, 0], n, d, &A[i, 0], 1, &row, 0, n)
+    with nogil:
+        if code != K_LINEAR:
             for i in range(m):
                 if code == K_RBF:  # vectorised, the same values as _transform
                     eco_rbf_tile(&K[i, 0], &sqb[0], sqa[i], gamma, 0, n)

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-import eco._headset
+import eco._headset as headset
 from eco import CPSVM
 from eco.testing import DECISION_TOL, KKT_TOL, refit_frozen
 from exact_helpers import noisy_classes
@@ -129,8 +129,8 @@ def test_custom_sigint_handler_gets_the_signal_after_the_update():
 # Two steps that run after an update's last safe point: zeroing the rollback
 # snapshot of a committed transaction, and erasing the removed rows.
 _AFTER_THE_LAST_SAFE_POINT = {
-    "snapshot-wipe": (eco._headset, "wipe_snapshot"),
-    "erasure": (eco._headset.HeadSet, "erase"),
+    "snapshot-wipe": (headset, "wipe_snapshot"),
+    "erasure": (headset.HeadSet, "erase"),
 }
 
 

@@ -17,6 +17,11 @@ from typing import Optional, Sequence
 __all__ = ["main", "build_parser"]
 
 _DEFAULT_SIZES = "5,10,20,30,40,50"
+# Trial t runs with seed + t, and scikit-learn's splits take seeds in
+# [0, 2**32 - 1] (eco.nn.experiment.run.MAX_SEED; not imported: no torch here).
+_MAX_SEED = 2 ** 32 - 1
+# The trials run_experiment defaults to (with --quick), to check their seeds.
+_DEFAULT_TRIALS, _QUICK_TRIALS = 10, 2
 
 
 def _sizes(text):
@@ -71,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="digits (default): embedded 8x8 digits; mnist: the 10,000-image MNIST test set "
                                  "(from --data-dir or ECO_MNIST_DIR)")
     experiment.add_argument("--data-dir", default=None,
-                            help="folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) (mnist; "
-                                 "default: the ECO_MNIST_DIR environment variable)")
+                            help="folder with t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) (mnist "
+                                 "only; default: the ECO_MNIST_DIR environment variable)")
     experiment.add_argument("--trials", type=_positive_int, default=None,
                             help="independent trials (default 10; 2 with --quick)")
     experiment.add_argument("--sizes", type=_sizes, default=None,
@@ -80,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--worst-case", action=argparse.BooleanOptionalAction, default=True,
                             help="also run requests drawn only from support vectors, as extra rows (default: on)")
     experiment.add_argument("--out", default="results", help="output folder (default: results)")
-    experiment.add_argument("--seed", type=int, default=0, help="base seed; trial t uses seed + t (default: 0)")
+    experiment.add_argument("--seed", type=int, default=0,
+                            help=f"base seed; trial t uses seed + t, within [0, {_MAX_SEED}] (default: 0)")
     experiment.add_argument("--quick", action="store_true",
                             help="smoke run: 2 trials, sizes 5,10, few epochs")
     experiment.add_argument("--epochs", type=_positive_int, default=None,
@@ -101,7 +107,19 @@ def _missing_modules(names=_EXPERIMENT_NEEDS):
     return [name for name in names if importlib.util.find_spec(name) is None]
 
 
+def _check_arguments(args, parser):
+    """Argument errors that involve several options (exit status 2, nothing written)."""
+    trials = args.trials if args.trials is not None else (_QUICK_TRIALS if args.quick else _DEFAULT_TRIALS)
+    if args.seed < 0 or args.seed + trials - 1 > _MAX_SEED:
+        parser.error(f"--seed: the trials' seeds {args.seed} .. {args.seed + trials - 1} (seed + trial) must lie "
+                     f"in [0, {_MAX_SEED}]")
+    if args.data_dir is not None and args.dataset != "mnist":
+        parser.error(f"--data-dir is the folder of the MNIST files; --dataset {args.dataset} takes none "
+                     "(add --dataset mnist?)")
+
+
 def _run_experiment(args, parser):
+    _check_arguments(args, parser)
     if args.dataset == "mnist" and args.data_dir is None:
         args.data_dir = os.environ.get("ECO_MNIST_DIR") or None
         if args.data_dir is None:

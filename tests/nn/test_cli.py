@@ -126,3 +126,80 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys, tmp_path):
     assert cli.main(["experiment", "--quick", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err == "eco experiment: unexpected error: RuntimeError: something broke\n"
+
+
+@pytest.mark.parametrize("arguments", [["--seed", "-1"], ["--seed", str(2**32 - 1), "--trials", "2"],
+                                       ["--quick", "--seed", str(2**32 - 1)]])
+def test_seeds_out_of_range_are_an_argument_error(arguments, capsys, tmp_path):
+    # every trial's seed (seed + t) must be one scikit-learn's splits take:
+    # refused before any work, not after the trials before it ran
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["experiment", *arguments, "--out", str(out)])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --seed" in err and "[0, 4294967295]" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_the_largest_seeds_pass_the_argument_check(monkeypatch, capsys, tmp_path):
+    import eco.nn.experiment as experiment
+
+    def reached(*args, **kwargs):
+        raise RuntimeError(f"reached with seed {kwargs['seed']}")
+
+    monkeypatch.setattr(experiment, "run_experiment", reached)
+    assert cli.main(["experiment", "--seed", str(2**32 - 2), "--trials", "2", "--out", str(tmp_path)]) == 1
+    assert "reached with seed 4294967294" in capsys.readouterr().err
+
+
+def test_data_dir_is_for_mnist_only(capsys, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["experiment", "--data-dir", str(tmp_path), "--out", str(out)])
+    assert raised.value.code == 2
+    assert "--data-dir" in capsys.readouterr().err
+    assert not out.exists()
+    from eco.exceptions import InvalidInputError
+    from eco.nn.experiment import run_experiment
+
+    with pytest.raises(InvalidInputError, match="data_dir"):
+        run_experiment("digits", data_dir=str(tmp_path), out=str(out), progress=False)
+    assert not out.exists()
+
+
+def test_request_sizes_are_bounded_by_the_true_ccp_size(digits):
+    from eco.exceptions import InvalidInputError
+    from eco.nn.experiment.protocol import DATASETS, Trial, ccp_size
+    from eco.nn.experiment.run import _plan
+
+    X, y = digits
+    setup = DATASETS["digits"]
+    trial = Trial(X, y, setup, setup.training, 0, "digits", "cpu")  # the splits only, no training
+    assert ccp_size(setup.n_train) == len(trial.ccp_ids) == 719  # 1,437 rows: C_CP takes the odd one
+    assert ccp_size(DATASETS["mnist"].n_train) == 4000
+    assert _plan("digits", 1, (718,), False, 1, None, False, "cpu", 0)["sizes"] == (718,)
+    with pytest.raises(InvalidInputError, match=r"\|C_CP\| = 719"):
+        _plan("digits", 1, (719,), False, 1, None, False, "cpu", 0)
+    with pytest.raises(InvalidInputError, match="seed"):
+        _plan("digits", 2, (5,), False, 1, None, False, "cpu", 2**32 - 1)
+
+
+def test_mnist_images_that_are_not_28x28_are_refused_when_loaded(capsys, tmp_path):
+    from eco import datasets
+    from eco.exceptions import DataFormatError
+    from eco.nn.experiment import load_dataset
+
+    # valid IDX files, enough examples for the split, but 10x10 images
+    images = np.zeros((10_000, 10, 10), dtype=np.uint8)
+    datasets.write_idx(tmp_path / "t10k-images-idx3-ubyte", images)
+    datasets.write_idx(tmp_path / "t10k-labels-idx1-ubyte", (np.arange(10_000) % 10).astype(np.uint8))
+    with pytest.raises(DataFormatError, match=r"t10k-images-idx3-ubyte: .*28x28"):
+        load_dataset("mnist", tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["experiment", "--dataset", "mnist", "--data-dir", str(tmp_path), "--quick", "--no-progress",
+                     "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("eco experiment: error: ") and err.count("\n") == 1
+    assert str(tmp_path / "t10k-images-idx3-ubyte") in err and "unexpected" not in err
+    assert not out.exists()

@@ -292,3 +292,81 @@ def test_save_and_load(tmp_path, model, digits, split, trained_phi):
         ECO.load(tmp_path / "model", fresh)
     with pytest.raises(ModelFileError):
         ECO.load(tmp_path / "nowhere", fresh)
+
+
+@pytest.fixture
+def small_model(digits, trained_phi):
+    """60 rows with the default ids 0 .. 59, a numeric gamma, no lineage."""
+    X, y = digits
+    return ECO(feature_extractor(trained_phi[0]), eco.CPSVM(C=10.0, gamma=0.05), device="cpu").fit(
+        X[:60], y[:60], feature_ids=()
+    )
+
+
+@pytest.mark.parametrize("request_ids", [[3.0, 10**6], [True], torch.tensor([4.0]), np.array([5.0])])
+def test_ids_match_by_value_and_kind_as_the_head_does(small_model, digits, request_ids):
+    # 3.0 == 3 and True == 1 in Python, but the head's decrement does not
+    # take them for the ids 3 and 1: ECO must not either.
+    X, _ = digits
+    before = _state(small_model, X[:40])
+    result = small_model.unlearn(request_ids, errors="ignore")
+    assert result.path == "none" and result.removed_ids == ()
+    assert result.ignored_ids == result.requested_ids and len(result.ignored_ids) >= 1
+    _assert_unchanged(small_model, X[:40], before)
+    with pytest.raises(UnknownIdError, match="neither in C_CP"):
+        small_model.unlearn(request_ids)
+    _assert_unchanged(small_model, X[:40], before)
+
+
+def test_a_request_naming_an_id_and_its_float_twin_removes_the_id_only(small_model):
+    result = small_model.unlearn([3, 3.0], errors="ignore")
+    assert result.requested_ids == (3, 3.0)
+    assert result.removed_ids == (3,) and result.ignored_ids == (3.0,)
+    assert 3 not in small_model.ids_.tolist()
+
+
+def test_ids_of_different_kinds_must_differ_by_value(digits, trained_phi, small_model):
+    X, y = digits
+    fresh = ECO(feature_extractor(trained_phi[0]), eco.CPSVM(C=10.0, gamma=0.05), device="cpu")
+    # as the core: 1 and True are the same id twice
+    with pytest.raises(DuplicateIdError, match="differ by value"):
+        fresh.fit(X[:20], y[:20], ids=[1, True] + list(range(2, 20)), feature_ids=())
+    with pytest.raises(InvalidInputError, match="another kind"):
+        fresh.fit(X[:20], y[:20], feature_ids=[3.0])  # the row id 3 would not name Phi's "3.0"
+    with pytest.raises(InvalidInputError, match="another kind"):
+        fresh.fit(X[:20], y[:20], feature_ids=[100, 100.0])
+    assert not hasattr(fresh, "head_")
+    with_lineage = ECO(feature_extractor(trained_phi[0]), eco.CPSVM(C=10.0, gamma=0.05), device="cpu").fit(
+        X[:20], y[:20], feature_ids=[100])
+    before = _state(with_lineage, X[:40])
+    with pytest.raises(InvalidInputError, match="another kind"):
+        with_lineage.increment(X[20:21], y[20:21], ids=[100.0], feature_ids=())
+    with pytest.raises(InvalidInputError, match="among its ids"):
+        with_lineage.increment(X[20:21], y[20:21], ids=[21], feature_ids=[21.0])
+    _assert_unchanged(with_lineage, X[:40], before)
+
+
+@pytest.mark.parametrize("lineage", [[1000.5], [True], [(9, 9)], [2**63]])
+def test_save_refuses_a_lineage_it_cannot_store_and_keeps_the_saved_model(tmp_path, digits, trained_phi,
+                                                                         small_model, lineage):
+    X, y = digits
+    small_model.save(tmp_path / "model")
+    manifest = (tmp_path / "model" / "manifest.json").read_bytes()
+    model = ECO(feature_extractor(trained_phi[0]), eco.CPSVM(C=10.0, gamma=0.05), device="cpu").fit(
+        X[:60], y[:60], ids=range(10, 70), feature_ids=lineage)  # no row id equals True by value
+    with pytest.raises(InvalidInputError, match="feature_ids"):
+        model.save(tmp_path / "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing staged beside it
+    assert (tmp_path / "model" / "manifest.json").read_bytes() == manifest
+    loaded = ECO.load(tmp_path / "model", feature_extractor(type(trained_phi[0])()), device="cpu")
+    np.testing.assert_array_equal(loaded.decision_function(X[:20]), small_model.decision_function(X[:20]))
+    with pytest.raises(InvalidInputError, match="feature_ids"):
+        model.save(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), -1e-6, "x", True, None])
+def test_kkt_tolerance_must_be_a_finite_number(trained_phi, tolerance):
+    with pytest.raises(InvalidInputError, match="kkt_tolerance"):
+        ECO(feature_extractor(trained_phi[0]), kkt_tolerance=tolerance)
+    assert ECO(feature_extractor(trained_phi[0]), kkt_tolerance=np.float32(1e-3)).kkt_tolerance == pytest.approx(1e-3)

@@ -404,3 +404,22 @@ def test_an_unreadable_head_is_a_model_file_error(folder):
     redigest(folder, "head.eco")
     with pytest.raises(ModelFileError):
         load(folder)
+
+
+def _with_an_extra_layer():
+    # the saved keys all match, its own extra weight is missing from the file
+    return torch.nn.Sequential(*phi(), torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("make", [lambda: feature_extractor(make_network("digits", seed=123)).double(),
+                                  _with_an_extra_layer],
+                         ids=["fingerprint-mismatch", "missing-key"])
+def test_a_failed_load_leaves_the_callers_module_as_it_was(folder, make):
+    target = make()
+    before = {key: tensor.clone() for key, tensor in target.state_dict().items()}
+    with pytest.raises(ModelFileError):
+        ECO.load(folder, target, device="cpu")
+    after = target.state_dict()
+    assert after.keys() == before.keys()
+    for key, tensor in after.items():
+        assert tensor.dtype == before[key].dtype and torch.equal(tensor, before[key]), key

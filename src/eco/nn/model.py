@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 
+from eco._validation import check_tolerance, id_kind
 from eco.exceptions import (
     DuplicateIdError,
     FeatureExtractorChangedError,
@@ -212,8 +213,60 @@ def _normalize_ids(ids, what):
     return [_normalize_id(identifier, what) for identifier in ids]
 
 
+def _id_key(identifier):
+    """What an id is matched by: its value and its kind, as the head matches ids.
+
+    :func:`eco._validation.id_kind`: 3.0 names no id 3, True names no id 1,
+    so a request for 3.0 is not served by removing 3 (the head would refuse
+    it as unknown, and ECO must decide exactly what the head decides).
+    """
+    return (id_kind(identifier), identifier)
+
+
 def _unique_in_order(ids):
-    return list(dict.fromkeys(ids))
+    """Ids without repetitions (same value and kind), first occurrence kept."""
+    unique = {}
+    for identifier in ids:
+        unique.setdefault(_id_key(identifier), identifier)
+    return list(unique.values())
+
+
+def _check_values_differ(ids, what):
+    """Refuse two ids equal in value but of different kinds (1 and True, 3 and 3.0).
+
+    The core's rule (``CPSVM.increment``): ids match by value and kind, and
+    ids of different kinds must differ by value. Otherwise a lineage id 3.0
+    beside the C_CP id 3 would be a different example, and a request for 3
+    would not retrain the Phi that was trained on "3.0".
+    """
+    seen = {}
+    for identifier in ids:
+        known = seen.setdefault(identifier, identifier)
+        if id_kind(known) != id_kind(identifier):
+            raise InvalidInputError(
+                f"{what}: id {identifier!r} equals the id {known!r} of another kind; ids match by value "
+                "and kind (3.0 does not name 3, True does not name 1), so ids must differ by value"
+            )
+
+
+# What the manifest (JSON, read back by eco.nn.storage) and the head's format
+# store without pickle: ints within int64, as the head's format, and strings.
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _check_storable_ids(ids, what):
+    """Refuse ids that :meth:`ECO.load` could not read back (before anything is written)."""
+    for identifier in ids:
+        if isinstance(identifier, str):
+            continue
+        if isinstance(identifier, int) and not isinstance(identifier, bool):
+            if _INT64[0] <= identifier <= _INT64[1]:
+                continue
+            raise InvalidInputError(f"cannot save {what}: int id {identifier} does not fit in int64")
+        raise InvalidInputError(
+            f"cannot save {what}: id {identifier!r} of type {type(identifier).__name__}; a saved model "
+            "holds only int (within int64) and str ids (no pickle)"
+        )
 
 
 def _fresh_head(head):
@@ -296,20 +349,27 @@ def _parse_ids(ids, n_rows, what="ids"):
     id_list = _normalize_ids(ids, what)
     if len(id_list) != n_rows:
         raise InvalidInputError(f"got {len(id_list)} {what} for {n_rows} rows of X")
+    # The core's rule for new ids (eco._validation.check_new_ids): they must
+    # differ by value, so 1 and True, or 3 and 3.0, are the same id twice.
     if len(set(id_list)) != len(id_list):
         seen, repeated = set(), []
         for identifier in id_list:
             if identifier in seen:
                 repeated.append(identifier)
             seen.add(identifier)
-        raise DuplicateIdError(f"{what} must be unique; repeated: {repeated[:10]}")
+        raise DuplicateIdError(
+            f"{what} must be unique and differ by value (1 and True, 3 and 3.0 count as the same id); "
+            f"repeated: {repeated[:10]}"
+        )
     return id_list
 
 
 def _stated_lineage(feature_ids):
     if feature_ids is _UNSTATED or feature_ids is None:
         raise InvalidInputError(_LINEAGE_MESSAGE)
-    return tuple(_unique_in_order(_normalize_ids(feature_ids, "feature_ids")))
+    lineage = tuple(_unique_in_order(_normalize_ids(feature_ids, "feature_ids")))
+    _check_values_differ(lineage, "feature_ids")
+    return lineage
 
 
 def _wipe(array):
@@ -348,7 +408,8 @@ class ECO:
         Rows per forward pass of Phi.
     kkt_tolerance : float, default=1e-6
         Largest KKT violation of the head after a decrement for which
-        :attr:`UnlearningResult.exact` is reported True.
+        :attr:`UnlearningResult.exact` is reported True: a finite number
+        >= 0 (anything else raises :class:`~eco.exceptions.InvalidInputError`).
 
     Attributes
     ----------
@@ -432,6 +493,9 @@ class ECO:
             raise InvalidInputError("phi_trainer must be callable (remaining_feature_ids) -> module")
         if not (isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1):
             raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        # NaN would make every decrement inexact; the same rule as the
+        # manifest's check at load (a finite number >= 0)
+        kkt_tolerance = check_tolerance(kkt_tolerance, "kkt_tolerance")
         head = head if head is not None else _default_head()
         _check_head(head)
         self.feature_extractor = feature_extractor
@@ -439,7 +503,7 @@ class ECO:
         self.phi_trainer = phi_trainer
         self.device = resolve_device(device)
         self.batch_size = int(batch_size)
-        self.kkt_tolerance = float(kkt_tolerance)
+        self.kkt_tolerance = kkt_tolerance
         self._make_locks()
 
     def _make_locks(self):
@@ -556,12 +620,17 @@ class ECO:
             Class labels, unless the data carries them.
         ids : sequence of hashable, optional
             One id per row, default the row positions ``0 .. n_samples-1``.
+            Ids match by value and kind, as the head matches them (3.0 does
+            not name the id 3, True not the id 1), so they must differ by
+            value. :meth:`save` stores only int (within int64) and str ids.
         feature_ids : sequence of hashable, required
             Phi's lineage, the ids of the examples Phi was trained on; ``()``
             states that Phi saw none of the deletable data. It cannot be left
             out: eco cannot know how Phi was trained, and the exactness of
             the whole model rests on this statement. Ids here may also be in
-            ``ids``.
+            ``ids``, of the same kind; an id equal to one of ``ids`` (or to
+            another of ``feature_ids``) by value but of another kind is
+            refused.
         features : array-like of shape (n_samples, n_features), optional
             Phi(X) computed beforehand, to skip the extraction (for example
             to fit several models on the same data). It must be what
@@ -575,9 +644,10 @@ class ECO:
         ------
         InvalidInputError
             Bad shapes, non-finite inputs or features, malformed ids, an
-            unstated lineage, a shuffling loader.
+            unstated lineage, ids equal by value but of different kinds in
+            ``feature_ids`` or between it and ``ids``, a shuffling loader.
         DuplicateIdError
-            The same id twice in ``ids``.
+            The same id twice in ``ids`` (equal values: 1 and True too).
         """
         with self._lock.write():
             return self._fit(X, y, ids, feature_ids, features)
@@ -587,6 +657,7 @@ class ECO:
         with self._phi_lock:
             fingerprint = module_fingerprint(self.feature_extractor)
         inputs, labels, id_list, features = self._examples(X, y, ids, features)
+        _check_values_differ(list(id_list) + list(lineage), "ids and feature_ids")
         head = _fresh_head(self.head)
         head.fit(features, labels, ids=list(id_list))
 
@@ -645,7 +716,8 @@ class ECO:
         ------
         InvalidInputError
             Missing ids, an unstated lineage, ``feature_ids`` that are not new
-            ids, a lineage that grows from empty (C_CP's inputs were not kept).
+            ids, a new id equal by value to an id of the lineage of another
+            kind, a lineage that grows from empty (C_CP's inputs were not kept).
         DuplicateIdError
             A new id already in C_CP or repeated.
         FeatureExtractorChangedError
@@ -661,12 +733,16 @@ class ECO:
         stated = _stated_lineage(feature_ids)
         self._check_phi()
         inputs, labels, id_list, features = self._examples(X, y, ids, features)
-        new = set(id_list)
-        strangers = [i for i in stated if i not in new]
+        # ids match by value and kind (_id_key), and may not equal an id of
+        # Phi's lineage by value only (C_CP's ids: the head's increment checks)
+        new = {_id_key(i) for i in id_list}
+        strangers = [i for i in stated if _id_key(i) not in new]
         if strangers:
             raise InvalidInputError(f"feature_ids of increment must be among its ids; not: {strangers[:10]}")
-        old_lineage = set(self.feature_ids_)
-        unstated = [i for i in id_list if i in old_lineage and i not in set(stated)]
+        _check_values_differ(list(self.feature_ids_) + list(id_list), "ids and Phi's lineage")
+        old_lineage = {_id_key(i) for i in self.feature_ids_}
+        stated_keys = {_id_key(i) for i in stated}
+        unstated = [i for i in id_list if _id_key(i) in old_lineage and _id_key(i) not in stated_keys]
         if unstated:
             raise InvalidInputError(f"ids {unstated[:10]} are in Phi's lineage stated at fit; list them in feature_ids")
         if stated and not self.feature_ids_:
@@ -675,7 +751,7 @@ class ECO:
                 "would need; fit a new model with the full lineage instead"
             )
         receipt = self.head_.increment(features, labels, ids=list(id_list))
-        self.feature_ids_ = self.feature_ids_ + tuple(i for i in stated if i not in old_lineage)
+        self.feature_ids_ = self.feature_ids_ + tuple(i for i in stated if _id_key(i) not in old_lineage)
         self._store_inputs(id_list, inputs, labels)
         return receipt
 
@@ -687,7 +763,9 @@ class ECO:
         Parameters
         ----------
         ids : hashable or sequence of hashable
-            The ids of D_f. Repeated ids count once.
+            The ids of D_f. Repeated ids count once. Ids match by value and
+            kind, as the head's ``decrement`` matches them: 3.0 does not name
+            the id 3, nor True the id 1 (such ids are unknown).
         batch : bool, default=True
             True serves D_f as one batch (ECO), False one example at a time
             (ECO_i). Both end in the same head.
@@ -737,11 +815,15 @@ class ECO:
         requested = _unique_in_order(_normalize_ids(ids, "ids"))
         self._check_phi()
         active = self._active_ids()
-        active_set, lineage_set = set(active), set(self.feature_ids_)
-        in_ccp = [identifier for identifier in requested if identifier in active_set]
-        in_lineage = [identifier for identifier in requested if identifier in lineage_set]
-        ignored = [i for i in requested if i not in active_set and i not in lineage_set]
-        removed = [i for i in requested if i in active_set or i in lineage_set]
+        # By value and kind, as the head's decrement matches ids: a request
+        # for 3.0 or True does not name the id 3 or 1, so it is unknown here
+        # too (ignored with errors="ignore"), never passed on to the head.
+        active_keys = {_id_key(i) for i in active}
+        lineage_keys = {_id_key(i) for i in self.feature_ids_}
+        in_ccp = [i for i in requested if _id_key(i) in active_keys]
+        in_lineage = [i for i in requested if _id_key(i) in lineage_keys]
+        ignored = [i for i in requested if _id_key(i) not in active_keys and _id_key(i) not in lineage_keys]
+        removed = [i for i in requested if _id_key(i) in active_keys or _id_key(i) in lineage_keys]
         if ignored and errors == "raise":
             raise UnknownIdError(
                 f"{len(ignored)} ids are neither in C_CP nor in Phi's lineage: {ignored[:10]}; "
@@ -884,15 +966,26 @@ class ECO:
         ModelFileError
             ``path`` exists and is not an empty folder or an ECO model folder.
         InvalidInputError
-            Ids or labels of a type that cannot be saved without pickle.
+            Ids or labels of a type that cannot be saved without pickle:
+            ids of C_CP or of Phi's lineage other than int (within int64) or
+            str. Nothing is written then.
         """
         folder = Path(path)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
-            with self._lock.read():  # one consistent state, written while other reads go on
-                self._check_fitted()
+        with self._lock.read():  # one consistent state, written while other reads go on
+            self._check_fitted()
+            # Ids the manifest cannot hold are refused before anything is
+            # written: load would refuse the folder, and it would have
+            # replaced a good model at ``path``.
+            _check_storable_ids(self.feature_ids_, "Phi's lineage (feature_ids)")
+            _check_storable_ids(self._inputs or (), "the ids of C_CP")
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            try:
                 self._write(staging)
+            except BaseException:
+                shutil.rmtree(staging)
+                raise
+        try:
             with _PUBLISH_LOCK:
                 self._publish(staging, folder)
         finally:
@@ -963,7 +1056,8 @@ class ECO:
             The folder.
         feature_extractor : torch.nn.Module
             A module of the same architecture as the saved Phi; its weights
-            are replaced by the saved ones.
+            are replaced by the saved ones, once everything else was read
+            and checked. If the load fails, the module keeps its own.
         phi_trainer : callable, optional
             See :class:`ECO` (a callable cannot be saved).
         device : str or torch.device, default="auto"
@@ -989,8 +1083,7 @@ class ECO:
         data = storage.read_extractor_bytes(folder, manifest, feature_extractor)
         try:
             state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-            feature_extractor.load_state_dict(state)
-        except Exception as error:  # unpickling errors and state_dict mismatches
+        except Exception as error:  # unpickling errors
             raise ModelFileError(f"cannot load Phi's weights into {type(feature_extractor).__name__}: {error}") from None
         try:
             head = eco.load(folder / manifest["head_file"])
@@ -1013,23 +1106,47 @@ class ECO:
             batch_size=manifest["batch_size"],
             kkt_tolerance=manifest.get("kkt_tolerance", 1e-6),
         )
-        fingerprint = module_fingerprint(feature_extractor)
-        if manifest.get("phi_fingerprint", fingerprint) != fingerprint:
-            raise ModelFileError(
-                f"the weights loaded into {type(feature_extractor).__name__} do not give the saved Phi "
-                "(fingerprint mismatch: another dtype or architecture?)"
-            )
         model.head_ = head
-        model.phi_fingerprint_ = fingerprint
         model.feature_ids_ = tuple(manifest["feature_ids"])
         model.n_features_ = manifest["n_features"]
         model._inputs, model._labels = _read_kept_inputs(folder, manifest, model._active_ids())
         _check_loaded(model, folder)
+        # Everything that can be checked without Phi's weights passed; the
+        # caller's module is changed last and given back as it was if the
+        # weights do not fit it or do not give the saved Phi (all or nothing).
+        model.phi_fingerprint_ = _load_weights(feature_extractor, state, manifest.get("phi_fingerprint"))
         return model
 
     def __repr__(self) -> str:
         fitted = f"n_active={len(self.ids_)}, lineage={len(self.feature_ids_)}" if hasattr(self, "head_") else "unfitted"
         return f"ECO({type(self.feature_extractor).__name__}, head={self.head!r}, {fitted})"
+
+
+def _load_weights(module, state, expected_fingerprint):
+    """Load ``state`` into ``module``; on any failure restore its tensors, then raise.
+
+    ``load_state_dict`` copies every matching tensor before it reports a
+    mismatch, and the fingerprint can only be taken after the copy, so the
+    module's own tensors are kept aside (a copy of its weights) until both
+    checks passed. Returns the fingerprint of the loaded weights.
+    """
+    name = type(module).__name__
+    backup = {key: tensor.detach().clone() for key, tensor in module.state_dict().items()}
+    try:
+        try:
+            module.load_state_dict(state)
+        except Exception as error:  # missing or unexpected keys, shape mismatches
+            raise ModelFileError(f"cannot load Phi's weights into {name}: {error}") from None
+        fingerprint = module_fingerprint(module)
+        if expected_fingerprint is not None and expected_fingerprint != fingerprint:
+            raise ModelFileError(
+                f"the weights loaded into {name} do not give the saved Phi "
+                "(fingerprint mismatch: another dtype or architecture?)"
+            )
+    except BaseException:
+        module.load_state_dict(backup)
+        raise
+    return fingerprint
 
 
 def _read_kept_inputs(folder, manifest, active):

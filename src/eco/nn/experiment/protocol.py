@@ -47,14 +47,16 @@ values, with their sample standard deviation (ddof=1) as spread. A ratio
 """
 
 import dataclasses
+import math
 import time
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from eco import CPSVM
-from eco.exceptions import InvalidInputError
+from eco.exceptions import DataFormatError, InvalidInputError
 from eco.nn.features import extract_features
 from eco.nn.model import ECO, scale_gamma
 from eco.nn.networks import feature_extractor, make_network
@@ -72,6 +74,9 @@ __all__ = [
     "HEAD_GAMMA",
     "DatasetSetup",
     "DATASETS",
+    "CCP_FRACTION",
+    "ccp_size",
+    "MNIST_IMAGE_SHAPE",
     "AcceptanceTargets",
     "DEFAULT_TARGETS",
     "load_dataset",
@@ -156,6 +161,25 @@ DATASETS = {
 }
 
 
+#: The share of the training set that is C_CP (the rest trains Phi); the
+#: ``test_size`` of the second split of :class:`Trial`.
+CCP_FRACTION = 0.5
+
+
+def ccp_size(n_train: int) -> int:
+    """The number of rows of C_CP that :class:`Trial` draws from ``n_train`` training rows.
+
+    scikit-learn's ``train_test_split`` with a float ``test_size`` puts
+    ``ceil(test_size * n)`` rows on the test side, which is C_CP here: 719
+    of digits' 1,437 training rows (Phi's part has 718).
+    """
+    return math.ceil(CCP_FRACTION * n_train)
+
+
+#: The shape of an MNIST image: the MNIST network's input.
+MNIST_IMAGE_SHAPE = (28, 28)
+
+
 @dataclasses.dataclass(frozen=True)
 class AcceptanceTargets:
     """The checks the report makes on the random requests (all per the aggregation rule).
@@ -209,14 +233,38 @@ def load_dataset(name: str, data_dir: Optional[str] = None) -> Tuple[np.ndarray,
     -------
     X : numpy.ndarray of shape (n, n_pixels), float64 in [0, 1]
     y : numpy.ndarray of shape (n,), int
+
+    Raises
+    ------
+    DataFormatError
+        MNIST files that are valid IDX but do not hold 28x28 images (the
+        input of the MNIST network), naming the images' file.
     """
     from eco import datasets
 
     if name == "digits":
         return datasets.load_digits()
     if name == "mnist":
-        return datasets.load_mnist(data_dir)
+        X, y = datasets.load_mnist(data_dir)
+        _check_mnist_images(X, data_dir)
+        return X, y
     raise InvalidInputError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+
+
+def _check_mnist_images(X, data_dir):
+    """Refuse images of another shape now, not as a shape error deep inside the first trial."""
+    from eco import datasets
+
+    pixels = math.prod(MNIST_IMAGE_SHAPE)
+    if X.ndim == 2 and X.shape[1] == pixels:
+        return
+    folder = Path(data_dir if data_dir is not None else datasets.default_mnist_dir() or "").expanduser()
+    images_path = datasets._mnist_files(folder, "t10k")[0]  # the file load_mnist read (.gz or not)
+    rows, cols = MNIST_IMAGE_SHAPE
+    raise DataFormatError(
+        f"{images_path}: expected MNIST images of {rows}x{cols} = {pixels} pixels (the MNIST network's "
+        f"input), got {X.shape[1] if X.ndim == 2 else X.shape} pixels per image"
+    )
 
 
 def frozen_head_parameters(head: Any) -> Dict[str, Any]:
@@ -243,7 +291,8 @@ class Trial:
         train_ids, test_ids = train_test_split(
             np.arange(len(y)), train_size=setup.n_train, test_size=setup.n_test, stratify=y, random_state=seed
         )
-        phi_ids, ccp_ids = train_test_split(train_ids, test_size=0.5, stratify=y[train_ids], random_state=seed)
+        phi_ids, ccp_ids = train_test_split(train_ids, test_size=CCP_FRACTION, stratify=y[train_ids],
+                                            random_state=seed)
         attack_ids, eval_ids = train_test_split(test_ids, test_size=0.5, stratify=y[test_ids], random_state=seed)
         self.train_ids, self.test_ids = np.sort(train_ids), np.sort(test_ids)
         self.phi_ids, self.ccp_ids = np.sort(phi_ids), np.sort(ccp_ids)

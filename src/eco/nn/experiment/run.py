@@ -26,13 +26,18 @@ from eco.nn.experiment.protocol import (
     SCENARIOS,
     AcceptanceTargets,
     Trial,
+    ccp_size,
     load_dataset,
     refit_frozen,
 )
 from eco.nn.experiment.report import write_outputs
 from eco.nn.experiment.summary import check_targets, summarise
 
-__all__ = ["run_experiment", "serve_request"]
+__all__ = ["run_experiment", "serve_request", "MAX_SEED"]
+
+#: Largest seed of a trial: scikit-learn's ``random_state`` (the splits of
+#: :class:`Trial`) takes integers in [0, 2**32 - 1].
+MAX_SEED = 2 ** 32 - 1
 
 
 def _accuracy(predicted, truth):
@@ -155,6 +160,26 @@ def _run_trial(trial, index, plan, bar, out):
             bar.update()
 
 
+def _check_seeds(seed: Any, trials: int) -> None:
+    """Refuse a base seed whose trials' seeds ``seed .. seed + trials - 1`` leave [0, :data:`MAX_SEED`].
+
+    Checked before any work: otherwise the first trial past the range fails
+    after the earlier ones ran, and a negative seed deep in the first split.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``seed`` is not an integer or a trial's seed is out of range.
+    """
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
+    if seed < 0 or seed + trials - 1 > MAX_SEED:
+        raise InvalidInputError(
+            f"the seeds of the trials, seed .. seed + trials - 1 = {seed} .. {seed + trials - 1}, "
+            f"must lie in [0, {MAX_SEED}] (2**32 - 1)"
+        )
+
+
 def _plan(dataset, trials, sizes, quick, epochs, threads, worst_case, device, seed):
     """The settings of a run with every default resolved."""
     if dataset not in DATASETS:
@@ -166,8 +191,15 @@ def _plan(dataset, trials, sizes, quick, epochs, threads, worst_case, device, se
         epochs = setup.quick_epochs
     if trials < 1 or not sizes or min(sizes) < 1:
         raise InvalidInputError("trials and every size must be >= 1")
-    if max(sizes) > setup.n_train // 2:
-        raise InvalidInputError(f"request sizes must be at most |C_CP| = {setup.n_train // 2}")
+    _check_seeds(seed, trials)
+    n_ccp = ccp_size(setup.n_train)  # what the split of Trial gives, not n_train // 2
+    if max(sizes) >= n_ccp:
+        # D_f = all of C_CP would leave head-NR, the exactness reference,
+        # nothing to be refitted on
+        raise InvalidInputError(
+            f"request sizes must be smaller than |C_CP| = {n_ccp} (head-NR is refitted on C_CP minus D_f), "
+            f"got {max(sizes)}"
+        )
     recipe = setup.training.replace(device=device)
     if epochs is not None:
         recipe = recipe.replace(epochs=int(epochs))
@@ -257,7 +289,8 @@ def run_experiment(
     dataset : {"digits", "mnist"}, default="digits"
         Which data; see :data:`DATASETS` for splits and recipes.
     data_dir : str or os.PathLike, optional
-        Folder of the MNIST IDX files (mnist only; default ``ECO_MNIST_DIR``).
+        Folder of the MNIST IDX files (mnist only, refused with another
+        dataset; default ``ECO_MNIST_DIR``).
     trials : int, optional
         Independent trials (seeds ``seed .. seed + trials - 1``); default 10 (2 with ``quick``).
     sizes : sequence of int, optional
@@ -267,7 +300,8 @@ def run_experiment(
     out : str or os.PathLike, default="results"
         Output folder (created).
     seed : int, default=0
-        Base seed.
+        Base seed; the trials' seeds ``seed .. seed + trials - 1`` must lie
+        in [0, 2**32 - 1].
     quick : bool, default=False
         Smoke run: 2 trials, sizes 5 and 10, the dataset's ``quick_epochs``
         (explicit ``trials``, ``sizes`` and ``epochs`` win).
@@ -291,6 +325,10 @@ def run_experiment(
     import tqdm  # noqa: F401
 
     plan = _plan(dataset, trials, sizes, quick, epochs, threads, worst_case, device, seed)
+    if data_dir is not None and dataset != "mnist":
+        # a folder given for another dataset is a mistake (--dataset mnist
+        # forgotten?), not something to record in the settings and ignore
+        raise InvalidInputError(f"data_dir is the folder of the MNIST files; the {dataset} dataset takes none")
     targets = DEFAULT_TARGETS[dataset] if targets is None else targets
     X, y = load_dataset(dataset, data_dir)
     setup = plan["setup"]

@@ -3759,12 +3759,21 @@ cdef class CPEngine:
         dsymv(b"U", &bn, &minus_one, self.Rinv, &ld, r, &one_i, &zero, sol, &one_i)
         for p in range(m):
             k = self.margin[p]
-            if self.alpha[k] + sol[p + 1] < 0.0 or self.alpha[k] + sol[p + 1] > self.C[k]:
+            t = self.alpha[k] + sol[p + 1]
+            # past a bound by no more than 1e-12 C is at it (_margin_at_bounds):
+            # a margin coefficient that the path left at C - 3e-14 (C = 0.008,
+            # its rounding) and that the correction takes to C + 1e-18 lands
+            # on C, and _finish then sees that b is not pinned
+            if t < -1e-12 * self.C[k] or t > self.C[k] * (1.0 + 1e-12):
                 return ST_OK
         db = self.sigma * sol[0]
         for p in range(m):
             k = self.margin[p]
-            self.alpha[k] += sol[p + 1]
+            t = self.alpha[k] + sol[p + 1]
+            if t < 0.0 or t > self.C[k]:
+                t = 0.0 if t < 0.0 else self.C[k]
+                sol[p + 1] = t - self.alpha[k]
+            self.alpha[k] = t
             self.wbuf[p] = self.y[k] * sol[p + 1]
         self.b += db
         self._row_product(NULL, n, self.wbuf, &self.h[0])

@@ -100,6 +100,75 @@ def test_poly_kernel_on_features_of_scale_1e_minus_3_ten_classes(degree):
     _check_against_refit(m, X, y)
 
 
+def _small_rbf_problem(seed, n=100):
+    # rbf on features of scale 1e-2 with gamma="auto" (0.5): K = 1 - 1e-4,
+    # its quadratic part at 1e-8 of the values; random labels
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 2)) * 0.01, rng.integers(0, 2, n)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rbf_on_features_of_scale_1e_minus_2_fits_both_ways(seed):
+    # raised before ("KKT violation inf after repair") for 4 of these 5 label
+    # sets, batch or incremental: Schur complements of 1e-8 of their scale
+    # were taken for dependent (docs/cp-engine.md, section 4)
+    X, y = _small_rbf_problem(seed)
+    m = CPSVM(C=10.0, gamma="auto").fit(X, y)
+    assert _certificate(m, X, y) < CERT_TOL
+    inc = clone(m).fit(X, y, method="incremental")
+    assert _certificate(inc, X, y) < CERT_TOL
+    _decisions_close(m.decision_function(X), inc.decision_function(X),
+                     terms=_terms([(m, X), (inc, X)], X))
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_rbf_on_features_of_scale_1e_minus_2_unlearns_along_the_path(batch):
+    # raised before: ten support vectors removed from a fit of 80 rows
+    X, y = _small_rbf_problem(1)
+    m = CPSVM(C=10.0, gamma="auto").fit(X[:80], y[:80])
+    support = [int(i) for i in (list(m.margin_) + list(m.error_))[:10]]
+    receipt = m.decrement(support, batch=batch)
+    assert set(receipt.paths.values()) <= {"path", "reserve_drop"}, receipt.paths
+    _check_against_refit(m, X, y)
+
+
+@pytest.mark.parametrize("scale", [10 ** 8.5, 1e9, 1e10, 1e20])
+def test_linear_kernel_on_features_of_1e9_to_1e20(scale):
+    # raised before: Q ~ 1e18 and more beside a border of 1 broke the
+    # Bunch-Kaufman factorisation (a zero pivot); the twin on unit features
+    # with C = scale^2 fitted. The margin matrix is now factorised as the
+    # twin's when the border's fails (docs/cp-engine.md, section 4)
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(100, 4))
+    y = (X[:, 0] + 0.5 * rng.normal(size=100) > 0).astype(int)
+    Xs = X * scale
+    m = CPSVM(kernel="linear").fit(Xs, y)
+    assert _certificate(m, Xs, y) < CERT_TOL
+    inc = clone(m).fit(Xs, y, method="incremental")
+    assert _certificate(inc, Xs, y) < CERT_TOL
+    _decisions_close(m.decision_function(Xs), inc.decision_function(Xs),
+                     terms=_terms([(m, Xs), (inc, Xs)], Xs))
+
+
+def test_increment_whose_kernel_nears_overflow_is_refused_and_changes_nothing():
+    # a known limit (docs/cp-engine.md, section 7): rows times 1e150 on a
+    # linear kernel (K ~ 6e300 beside values of 10) cannot be learned in
+    # float64; the refusal is eco's error, the model as it was (a ValueError
+    # from a non-finite repair state escaped before)
+    from eco.exceptions import EcoError
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(100, 4))
+    y = (X[:, 0] + 0.5 * rng.normal(size=100) > 0).astype(int)
+    m = CPSVM(kernel="linear").fit(X, y)
+    before = m.state_digest()
+    try:
+        m.increment(X[:3] * 1e150, y[:3])
+    except EcoError:
+        assert m.state_digest() == before
+    else:  # learned after all: then exactly
+        _check_against_refit(m, np.vstack([X, X[:3] * 1e150]), np.r_[y, y[:3]])
+
+
 # ---------------------------------------- a sample of the hardness sweep
 
 @pytest.mark.parametrize("kernel, degree, scale, C, binary", [

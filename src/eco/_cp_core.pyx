@@ -1699,6 +1699,10 @@ cdef class CPEngine:
     cdef public double tol_kappa      # Schur complement below this (times K_kk) is dependent
     cdef public double tol_kappa_hard # the same on a hard problem, where beta_k is refined
     cdef bint hard                    # solves with Rinv are refined (_sync_hard)
+    # the margin set took a member whose Schur complement only a refined
+    # solve could tell from rounding (_expand): its bordered matrix is
+    # ill-conditioned, so the solves are refined until S empties
+    cdef bint ill
     # max C over the active slots when cmax_known; never below it (activations
     # raise it in _set_active, bound moves forget it), so that _sync_hard needs
     # no O(n) scan while a slot holding the maximum stays active
@@ -1791,6 +1795,7 @@ cdef class CPEngine:
         self.tol_kappa = 1e-7
         self.tol_kappa_hard = 1e-10
         self.hard = False
+        self.ill = False
         self.cmax_active = 0.0
         self.cmax_known = False
         self.drift_tol = 1e-9
@@ -2066,6 +2071,8 @@ cdef class CPEngine:
         if self.store.kernel_code == K_LINEAR or self.store.kernel_code == K_POLY:
             self.hard = True
             return
+        if self.ill and self.n_margin == 0:
+            self.ill = False
         if self.cmax_known:
             self.cmax_known = False
             for j in range(n):
@@ -2078,7 +2085,7 @@ cdef class CPEngine:
                     cmax = self.C[j]
             self.cmax_active = cmax
             self.cmax_known = True
-        self.hard = self.cmax_active * self.store.max_diag >= 1e6
+        self.hard = self.ill or self.cmax_active * self.store.max_diag >= 1e6
 
     cdef void _sync_sigma(self) noexcept nogil:
         # follow the store's scale (points added or forgotten): rescaling the
@@ -2096,7 +2103,9 @@ cdef class CPEngine:
         # times r^2: the inverse for a border scaled by 1/r (exact when r is
         # a power of two)
         cdef Py_ssize_t j
-        self.Rinv[0] *= r * r
+        # (times r twice: r^2 under- or overflows for extreme sigma)
+        self.Rinv[0] *= r
+        self.Rinv[0] *= r
         for j in range(1, self.n_margin + 1):
             self.Rinv[j * self.r_cap] *= r
 
@@ -2157,7 +2166,8 @@ cdef class CPEngine:
             if st != 0:
                 return -st
             # Rinv = inverse of [[0, s y_k], [s y_k, Q_kk]] (s = sigma)
-            self.Rinv[0] = -row_k[k] / (self.sigma * self.sigma)
+            # (divided twice: sigma^2 overflows beyond kernel values of 1e154)
+            self.Rinv[0] = -(row_k[k] / self.sigma) / self.sigma
             self.Rinv[1] = 0.0  # the strict lower triangle is kept at zero
             self.Rinv[self.r_cap] = yk / self.sigma
             self.Rinv[1 + self.r_cap] = 0.0
@@ -2185,7 +2195,29 @@ cdef class CPEngine:
             for p in range(m1):
                 kappa += w[p] * bk[p]
                 kscale += fabs(w[p] * bk[p])
-            if kappa <= (self.tol_kappa_hard if self.hard else self.tol_kappa) * kscale:
+            if not self.hard and kappa <= self.tol_kappa * kscale:
+                # Unrefined, kappa carries the rounding of Rinv (up to
+                # tol_kappa of its scale): too close to tell. Refine beta_k
+                # (from the kernel rows when KS is out of date) and judge as on
+                # a hard problem. A kernel whose informative part sits far
+                # below its values (rbf on features of scale 1e-2: K = 1 -
+                # 1e-4, its quadratic part at 1e-8) has genuine Schur
+                # complements in this zone; taken for dependent, their null
+                # pivots were no null moves and the fit ended off the KKT
+                # conditions.
+                self._refine_solve(bk, w)
+                kappa = row_k[k]
+                kscale = fabs(row_k[k])
+                for p in range(m1):
+                    kappa += w[p] * bk[p]
+                    kscale += fabs(w[p] * bk[p])
+                if kappa <= self.tol_kappa_hard * kscale:
+                    return 1
+                # an ill-conditioned margin set: refine every solve from now
+                # on, until S empties
+                self.ill = True
+                self.hard = True
+            elif kappa <= (self.tol_kappa_hard if self.hard else self.tol_kappa) * kscale:
                 return 1
             if kappa <= 1e-3 * kscale:
                 # the update below loses about log10(kscale / kappa) digits:
@@ -2308,16 +2340,53 @@ cdef class CPEngine:
 
     cdef int _refactorise(self) noexcept nogil:
         """Rebuild Rinv = A^-1 from the kernel rows (symmetric indefinite
-        factorisation, Bunch-Kaufman, through LAPACK)."""
+        factorisation, Bunch-Kaufman, through LAPACK).
+
+        The factorisation is of the unscaled border (tau = 1, below). When
+        it breaks down (a zero pivot) or its inverse is far off (drift above
+        1e-3), on a kernel far from the scale of that border (a linear kernel
+        on features of 1e9: Q ~ 1e18 next to a border of 1; measured: the
+        factorisation failed, status 3, and every fit with it), the same
+        matrix is factorised again with Q divided by tau, a power of two on
+        the scale of the kernel (exact): the problem of the rescaled twin.
+        """
+        cdef int st
+        cdef double tau
+        cdef int e
+        cdef int st2
+        cdef double d1 = INFINITY
+        self.sigma = self._store_sigma()
+        self._sync_hard()
+        if self.n_margin == 0:
+            return 0
+        st = self._factorise(1.0)
+        if st == 0:
+            d1 = self._drift()
+        if (st == 0 and d1 <= 1e-3) or st == ST_NO_MEMORY \
+                or not isfinite(self.store.max_diag) or not self.store.max_diag > 0.0:
+            return st
+        frexp(self.store.max_diag, &e)
+        tau = ldexp(1.0, e)
+        if tau == 1.0:
+            return st
+        st2 = self._factorise(tau)
+        if st2 == 0 and (st != 0 or self._drift() < d1):
+            return 0
+        if st == 0:
+            # the first was the better one: back to it
+            return self._factorise(1.0)
+        return st2
+
+    cdef int _factorise(self, double tau) noexcept nogil:
+        # Rinv from a Bunch-Kaufman factorisation of [[0, y'], [y, Q / tau]]
+        # (tau a power of two), scaled to the inverse of the sigma-scaled
+        # border matrix of Q
         cdef Py_ssize_t m = self.n_margin, m1 = m + 1, i, j, si
         cdef double* row_i
         cdef blas_int n_ = <blas_int>m1, ld = <blas_int>self.r_cap, info = 0, lwork
         cdef double* work
         cdef Py_ssize_t ldr = self.r_cap
-        self.sigma = self._store_sigma()
-        self._sync_hard()
-        if m == 0:
-            return 0
+        cdef double inv_tau = 1.0 / tau
         # the upper triangle of A (all that LAPACK reads); zeros below, as
         # the engine keeps Rinv
         self.Rinv[0] = 0.0
@@ -2328,7 +2397,7 @@ cdef class CPEngine:
                 return ST_NO_MEMORY
             self.Rinv[(i + 1) * ldr] = self.y[si]
             for j in range(i, m):
-                self.Rinv[(i + 1) + (j + 1) * ldr] = self._q_s(si, j, row_i)
+                self.Rinv[(i + 1) + (j + 1) * ldr] = self._q_s(si, j, row_i) * inv_tau
         for j in range(m):
             memset(self.Rinv + j * ldr + j + 1, 0, (m - j) * sizeof(double))
         # a symmetric factorisation keeps the inverse symmetric with a small
@@ -2347,8 +2416,14 @@ cdef class CPEngine:
         _zfree(work, lwork * sizeof(double))
         if info != 0:
             return ST_SINGULAR
-        # to the border-scaled inverse (exact, sigma is a power of two)
-        self._scale_border(1.0 / self.sigma)
+        # to the border-scaled inverse (exact, sigma and tau are powers of
+        # two): inv([[0, y'], [y, Q/tau]]) is the inverse for the border
+        # scaled by sigma/tau of Q/tau, and that divided by tau the one of Q
+        self._scale_border(tau / self.sigma)
+        if tau != 1.0:
+            for j in range(m1):
+                for i in range(j + 1):
+                    self.Rinv[i + j * ldr] *= inv_tau
         self.n_refactorisations += 1
         self.updates_since_check = 0
         return 0
@@ -2503,10 +2578,10 @@ cdef class CPEngine:
         cdef double* r = self.rbuf
         cdef double* dx = self.rbuf + self.r_cap
         cdef double s, sb = 0.0
-        cdef const double* col
         cdef blas_int bn = <blas_int>(m + 1), ld = <blas_int>self.r_cap, one_i = 1
         cdef double one = 1.0, zero = 0.0
-        if m == 0 or self.ks_n != self.store.n_slots:
+        cdef double* vals
+        if m == 0:
             return
         for p in range(m):
             sb += self.y[self.margin[p]] * x[p + 1]
@@ -2514,9 +2589,12 @@ cdef class CPEngine:
         for p in range(m):
             kp = self.margin[p]
             s = self.sigma * self.y[kp] * x[0]
-            col = self.KS + kp * self.ks_ld
+            # its row of KS, or its kernel row when KS is out of date (purify)
+            vals = self._margin_values(kp)
+            if vals == NULL:
+                return
             for q in range(m):
-                s += self.y[kp] * self.y[self.margin[q]] * col[q] * x[q + 1]
+                s += self._q_s(kp, q, vals) * x[q + 1]
             r[p + 1] = s + rhs[p + 1]
         dsymv(b"U", &bn, &one, self.Rinv, &ld, r, &one_i, &zero, dx, &one_i)
         for p in range(m + 1):

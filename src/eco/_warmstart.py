@@ -95,13 +95,18 @@ def _repair(engine, active, y, C):
     """
     sets = engine.sets_all
     alpha = engine.alpha_all
+    if not (np.all(np.isfinite(alpha)) and np.isfinite(engine.b)):
+        # a step that broke down (overflow, a singular solve) left no
+        # approximate solution to settle: this round cannot repair it
+        return False
     todo = active[sets[active] == _SET_INACTIVE]
     alpha[todo] = 0.0
     sets[todo] = _SET_RESERVE
     sets[sets == _cp_core.SET_DRIVEN] = _SET_MARGIN
     try:
         engine.settle(y, C, alpha, engine.b, sets, _POLISH_TOL)
-    except EngineError:
+    except (EngineError, ValueError):
+        # ValueError: the installed state was refused (non-finite values)
         return False
     return True
 

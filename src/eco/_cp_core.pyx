@@ -873,6 +873,19 @@ cdef enum:
 # every C library (tests/test_kernel_values.py rebuilds them in NumPy).
 
 
+cdef inline double _schur_complement(double q_kk, const double* w, const double* beta_k,
+                                     Py_ssize_t m1, double* scale) noexcept nogil:
+    # kappa = Q_kk + w'beta_k, and in `scale` the size of its terms
+    # (|Q_kk| + sum |w_p beta_p|), against which _expand judges it
+    cdef double kappa = q_kk, size = fabs(q_kk)
+    cdef Py_ssize_t p
+    for p in range(m1):
+        kappa += w[p] * beta_k[p]
+        size += fabs(w[p] * beta_k[p])
+    scale[0] = size
+    return kappa
+
+
 cdef inline double _transform(int kernel, double dot, double sq_i, double sq_j,
                               double gamma, double coef0, double degree) noexcept nogil:
     cdef double d2
@@ -2190,11 +2203,7 @@ cdef class CPEngine:
             # kappa = Q_kk + w'beta_k is a difference of terms of size about
             # Q_kk + sum |w_p beta_p|; below tol_kappa times that it is rounding
             # noise and k is (numerically) a combination of S
-            kappa = row_k[k]
-            kscale = fabs(row_k[k])
-            for p in range(m1):
-                kappa += w[p] * bk[p]
-                kscale += fabs(w[p] * bk[p])
+            kappa = _schur_complement(row_k[k], w, bk, m1, &kscale)
             if not self.hard and kappa <= self.tol_kappa * kscale:
                 # Unrefined, kappa carries the rounding of Rinv (up to
                 # tol_kappa of its scale): too close to tell. Refine beta_k
@@ -2206,11 +2215,7 @@ cdef class CPEngine:
                 # pivots were no null moves and the fit ended off the KKT
                 # conditions.
                 self._refine_solve(bk, w)
-                kappa = row_k[k]
-                kscale = fabs(row_k[k])
-                for p in range(m1):
-                    kappa += w[p] * bk[p]
-                    kscale += fabs(w[p] * bk[p])
+                kappa = _schur_complement(row_k[k], w, bk, m1, &kscale)
                 if kappa <= self.tol_kappa_hard * kscale:
                     return 1
                 # an ill-conditioned margin set: refine every solve from now

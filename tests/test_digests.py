@@ -79,3 +79,14 @@ def test_digest_sequence_is_deterministic(kind, kernel):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == here
     # save/load keeps the digest (index 5 is the loaded copy of index 4)
     assert here[5] == here[4]
+
+
+def test_digest_survives_a_file_with_default_and_str_ids(tmp_path):
+    """Default int ids (np.int64 inside an object array once str ids join them) and
+    the Python ints a loaded file gives back: the same ids, the same digest (numpy 2
+    writes np.int64(0), not 0, and the digest hashed that repr)."""
+    X, y = make_classification(n_samples=40, n_features=4, random_state=0)
+    m = CPSVM(C=1.0, gamma=0.5).fit(X[:30], y[:30])
+    m.increment(X[30:], y[30:], ids=[f"s{k}" for k in range(10)])
+    m.save(tmp_path / "m.eco")
+    assert load_model(tmp_path / "m.eco").state_digest() == m.state_digest()

@@ -373,7 +373,11 @@ def state_digest(params, gamma_, classes_, class_weight_, slot_ids, heads, given
     h.update(repr((params["C"], params["kernel"], gamma_, params["degree"], params["coef0"],
                    classes_.tolist(), class_weight_.tolist())).encode())
     active = np.flatnonzero(np.asarray(heads[0].sets) != _SET_CODES[0])
-    h.update(repr(slot_ids[active].tolist()).encode())
+    # numpy scalars as Python ones: an object array of mixed ids holds the
+    # int ids given by default as np.int64, whose repr differs from the int
+    # a loaded file gives back (numpy 2), for the same ids
+    h.update(repr([i.item() if isinstance(i, np.generic) else i
+                   for i in slot_ids[active].tolist()]).encode())
     for head in heads:
         head.digest_into(h, active, given)
     return h.hexdigest()

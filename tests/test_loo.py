@@ -195,3 +195,21 @@ def test_n_jobs_gives_the_same_values():
     f1 = CPSVM(C=1.0).fit(X, y).loo_decision()
     f2 = CPSVM(C=1.0, n_jobs=2).fit(X, y).loo_decision()
     assert np.array_equal(f1, f2)
+
+
+def test_loo_error_counts_a_zero_decision_as_the_second_class_as_predict_does():
+    """Two rows at 0 of each class, one of each other: the LOO decision of a row at 0
+    is exactly 0, which predict (and so a refit without it) calls classes_[1].
+    loo_error once counted it as classes_[0]: 0.4 where the refits give 0.8."""
+    X = np.array([[-1.0], [1.0], [0.0], [0.0], [0.0]])
+    y = np.array([0, 1, 0, 1, 0])
+    m = CPSVM(kernel="linear").fit(X, y)
+    f = m.loo_decision()
+    errors = 0
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        refit = CPSVM(kernel="linear").fit(X[keep], y[keep])
+        assert abs(refit.decision_function(X[i:i + 1])[0] - f[i]) < 1e-12
+        errors += int(refit.predict(X[i:i + 1])[0] != y[i])
+    assert np.any(f == 0.0)  # the tie is there
+    assert m.loo_error() == pytest.approx(errors / len(y))

@@ -1,7 +1,10 @@
 """Exact leave-one-out decision values and error.
 
 For every active example i, the leave-one-out (LOO) decision is the decision
-value at x_i of the SVM trained from scratch on every active example but i.
+value at x_i of the SVM trained from scratch on every active example but i,
+with the model's resolved hyper-parameters (``gamma_``, ``class_weight_``)
+held fixed: ``gamma="scale"`` or ``"balanced"`` weights are not resolved again
+on the n - 1 rows (as the README says).
 CP makes it exact and cheap: unlearn i from a copy of a head's state, read the
 decision at x_i, restore the state. An example with alpha = 0 in a head (a
 reserve vector) needs no work in that head: removing it leaves every
@@ -86,7 +89,7 @@ def loo_error(model):
     """Leave-one-out error rate of the active examples, exact.
 
     An example counts as an error when the class predicted from its LOO
-    decision (the sign for two classes, positive meaning ``classes_[1]``; the
+    decision (the sign for two classes, zero or positive meaning ``classes_[1]``; the
     argmax otherwise, as :meth:`~eco.CPSVM.predict` does) differs from its
     label.
 
@@ -106,7 +109,8 @@ def loo_error(model):
     heads = model.head_set_
     labels = heads.slot_labels[heads.active_slots()]
     if f.ndim == 1:
-        predicted = (f > 0).astype(np.int64)
+        # a decision of exactly 0 is classes_[1], as predict has it
+        predicted = (f >= 0).astype(np.int64)
     else:
         predicted = np.argmax(f, axis=1)
     return float(np.mean(predicted != labels))

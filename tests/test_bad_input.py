@@ -515,3 +515,18 @@ def test_tolerances_must_be_finite_non_negative(tol):
         verify_model(m, tol_ref=tol)
     with pytest.raises(InvalidInputError, match="finite number >= 0"):
         assert_exact(m, kkt_tol=tol)
+
+
+@pytest.mark.parametrize("change", [{"n_jobs": "x"}, {"n_jobs": 0}, {"max_steps": -1},
+                                    {"precompute": "yes"}, {"screening": 2}])
+def test_a_work_parameter_fit_refuses_is_refused_on_a_fitted_model(change):
+    """set_params(n_jobs="x") on a fitted model was taken, and the next decrement
+    raised a bare TypeError (n_jobs=0, max_steps=-1 and precompute="yes" passed silently)."""
+    m = CPSVM(C=1.0, gamma=0.5).fit(X, Y2)
+    before, params = m.state_digest(), m.get_params()
+    with pytest.raises(InvalidInputError, match=next(iter(change))):
+        m.set_params(**change)
+    assert m.get_params() == params
+    assert m.state_digest() == before
+    m.decrement([1])
+    assert m.kkt_violation() < 1e-8

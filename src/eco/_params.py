@@ -6,6 +6,8 @@ model. Execution settings (threads, step bound, precomputation, cache size)
 can: the same state moves, bit for bit, into a head set built with them.
 """
 
+from ._validation import check_params
+
 _MODEL_PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "class_weight")
 _WORK_PARAMS = ("n_jobs", "max_steps", "precompute", "cache_size", "screening")
 _FITTED_ATTRS = ("head_set_", "classes_", "gamma_", "class_weight_", "n_features_in_",
@@ -44,6 +46,9 @@ def set_params(est, params, base_set_params):
         # head set (of the same backend) built with the new settings, so
         # that the model and its parameters agree
         try:
+            # the checks fit makes: a value fit refuses is refused here too,
+            # before the head set is rebuilt with it
+            check_params(est)
             est.head_set_ = type(est.head_set_).from_state(
                 est.to_state(), max_steps=est.max_steps or 0, n_jobs=est.n_jobs)
         except BaseException:

@@ -103,7 +103,9 @@ class CPSVM(FittedAttributes, ClassifierMixin, BaseEstimator):
         of the cluster), connected to the running cluster when
         ``ray.init(address=...)`` was called, else to a local one; every
         request is all-or-nothing across the actors and survives their
-        deaths. Both give the same model, digest for digest. An execution
+        deaths. Both give the same model, digest for digest (with
+        ``class_weight="balanced"`` and a fixed gamma: equal to rounding,
+        Ray re-solving where threads take the bound path). An execution
         setting: saved files do not record it (``eco.load`` gives
         "threads"; see :meth:`with_backend`). Needs ``pip install eco[ray]``.
 

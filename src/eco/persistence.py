@@ -86,7 +86,7 @@ from .exceptions import InvalidInputError, ModelFileError
 from .state import HeadState, ModelState
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_model", "write_state", "read_state",
-           "state_to_bytes", "state_from_bytes"]
+           "state_to_bytes", "state_from_bytes", "storable_id_kind"]
 
 #: Value of the ``"format"`` field of every eco model file.
 FORMAT_NAME = "eco-cpsvm"
@@ -272,25 +272,35 @@ def _encode_ids(ids):
     ints = np.zeros(len(values), dtype=np.int64)
     strs = []
     for k, v in enumerate(values):
-        if isinstance(v, str):
+        if storable_id_kind(v) == "str":
             _check_str(v, f"id {v!r}")
             is_str[k] = True
             strs.append(v)
-        elif isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)):
-            if not _INT64.min <= int(v) <= _INT64.max:
-                raise InvalidInputError(f"cannot save id {v!r}: int ids must fit in int64")
+        else:
             ints[k] = int(v)
             strs.append("")
-        else:
-            raise InvalidInputError(
-                f"cannot save id {v!r} of type {type(v).__name__}: the eco format stores "
-                "only int and str ids (no pickle)")
     if is_str.all():
         return {"slot_ids": np.array(strs, dtype=str) if strs else np.zeros(0, dtype="<U1")}
     if not is_str.any():
         return {"slot_ids": ints}
     return {"slot_ids_int": ints, "slot_ids_str": np.array(strs, dtype=str),
             "slot_ids_is_str": is_str}
+
+
+def storable_id_kind(v, what="id"):
+    """``"str"`` or ``"int"`` for an id the format stores, else InvalidInputError naming `what`.
+
+    The format holds str ids and int ids within int64, nothing pickled.
+    """
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, Integral) and not isinstance(v, (bool, np.bool_)):
+        if not _INT64.min <= int(v) <= _INT64.max:
+            raise InvalidInputError(f"cannot save {what} {v!r}: int ids must fit in int64")
+        return "int"
+    raise InvalidInputError(
+        f"cannot save {what} {v!r} of type {type(v).__name__}: the eco format stores "
+        "only int and str ids (no pickle)")
 
 
 def _check_str(v, what):

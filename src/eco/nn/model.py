@@ -70,6 +70,7 @@ from eco.exceptions import (
     UnlearningError,
 )
 from eco.nn import storage
+from eco.persistence import storable_id_kind
 from eco.nn.data import collect
 from eco.nn.features import extract_features, module_fingerprint, resolve_device
 from eco.nn.locking import ReadWriteLock
@@ -249,24 +250,14 @@ def _check_values_differ(ids, what):
             )
 
 
-# What the manifest (JSON, read back by eco.nn.storage) and the head's format
-# store without pickle: ints within int64, as the head's format, and strings.
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
-
-
 def _check_storable_ids(ids, what):
-    """Refuse ids that :meth:`ECO.load` could not read back (before anything is written)."""
+    """Refuse ids that :meth:`ECO.load` could not read back (before anything is written).
+
+    The manifest and the head's file hold the ids the eco format holds: int
+    (within int64) and str (:func:`eco.persistence.storable_id_kind`).
+    """
     for identifier in ids:
-        if isinstance(identifier, str):
-            continue
-        if isinstance(identifier, int) and not isinstance(identifier, bool):
-            if _INT64[0] <= identifier <= _INT64[1]:
-                continue
-            raise InvalidInputError(f"cannot save {what}: int id {identifier} does not fit in int64")
-        raise InvalidInputError(
-            f"cannot save {what}: id {identifier!r} of type {type(identifier).__name__}; a saved model "
-            "holds only int (within int64) and str ids (no pickle)"
-        )
+        storable_id_kind(identifier, f"{what}: id")
 
 
 def _fresh_head(head):
